@@ -1,0 +1,1 @@
+"""Sub-commands of the ``sparseinst`` CLI, one module each (see :mod:`sparseinst_zoo.cli`)."""

@@ -1,0 +1,1 @@
+"""Inference: preprocessing, postprocessing, the predictor, Results and visualisation."""

@@ -1,0 +1,157 @@
+"""Backbones: any timm ``features_only`` model, cut to its stride 8/16/32 levels.
+
+Extras used by the reference variants: frozen BatchNorm (detectron2 ``FrozenBN``) and DCN v1 bottlenecks in chosen
+ResNet stages, built on :func:`torchvision.ops.deform_conv2d`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import timm
+import torch
+from timm.layers import freeze_batch_norm_2d
+from torch import nn
+from torchvision.ops import DeformConv2d
+
+__all__ = ["DeformableBottleneck", "create_backbone", "select_feature_levels", "make_deformable"]
+
+DEFAULT_STRIDES: tuple[int, ...] = (8, 16, 32)
+
+
+class DeformableBottleneck(nn.Module):
+    """A timm ResNet ``Bottleneck`` whose 3x3 conv is a deformable conv (DCN v1, not modulated).
+
+    The offsets come from a plain 3x3 conv with bias (``conv2_offset``, 2 * 3 * 3 = 18 channels, zero-initialised, so
+    a fresh block computes exactly the plain bottleneck); ``conv2`` is the deformable conv without bias. Offsets use
+    the layout of :func:`torchvision.ops.deform_conv2d`, which is also detectron2's.
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        plain: nn.Conv2d = block.conv2
+        if plain.groups != 1:
+            raise ValueError("deformable bottlenecks support groups=1 only (ResNet, ResNet-D)")
+        kernel_size = plain.kernel_size[0]
+        self.conv1, self.bn1, self.act1 = block.conv1, block.bn1, block.act1
+        self.conv2_offset = nn.Conv2d(
+            plain.in_channels, 2 * kernel_size * kernel_size, kernel_size,
+            stride=plain.stride, padding=plain.padding, dilation=plain.dilation, bias=True,
+        )  # fmt: skip
+        nn.init.zeros_(self.conv2_offset.weight)
+        nn.init.zeros_(self.conv2_offset.bias)
+        self.conv2 = DeformConv2d(
+            plain.in_channels, plain.out_channels, kernel_size,
+            stride=plain.stride, padding=plain.padding, dilation=plain.dilation, bias=False,
+        )  # fmt: skip
+        with torch.no_grad():
+            self.conv2.weight.copy_(plain.weight)
+        self.bn2 = block.bn2
+        self.drop_block = getattr(block, "drop_block", None)
+        self.act2 = block.act2
+        self.aa = getattr(block, "aa", None)
+        self.conv3, self.bn3 = block.conv3, block.bn3
+        self.se = getattr(block, "se", None)
+        self.act3 = block.act3
+        self.downsample = block.downsample
+        self.drop_path = getattr(block, "drop_path", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.conv2(x, self.conv2_offset(x))
+        x = self.bn2(x)
+        if self.drop_block is not None:
+            x = self.drop_block(x)
+        x = self.act2(x)
+        if self.aa is not None:
+            x = self.aa(x)
+        x = self.bn3(self.conv3(x))
+        if self.se is not None:
+            x = self.se(x)
+        if self.drop_path is not None:
+            x = self.drop_path(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        return self.act3(x + shortcut)
+
+
+def make_deformable(backbone: nn.Module, stages: Sequence[int]) -> None:
+    """Replace every bottleneck of ResNet ``layer{i}`` (i in ``stages``, 1-based like timm) by a deformable one."""
+    for stage in stages:
+        layer = getattr(backbone, f"layer{stage}", None)
+        if not isinstance(layer, nn.Sequential):
+            raise ValueError(
+                f"dcn_stages={tuple(stages)} needs a timm ResNet backbone with 'layer{stage}'; "
+                f"got {type(backbone).__name__}. Use dcn_stages=() for other backbones."
+            )
+        for index, block in enumerate(layer):
+            if not hasattr(block, "conv3"):
+                raise ValueError(f"layer{stage}.{index} is not a bottleneck block; DCN needs ResNet-50 or deeper")
+            layer[index] = DeformableBottleneck(block)
+
+
+def select_feature_levels(reductions: Sequence[int], strides: Sequence[int] = DEFAULT_STRIDES) -> tuple[int, ...]:
+    """Indices of the feature levels with the given strides (the last level at each stride wins).
+
+    Raises:
+        ValueError: if a stride is missing, naming the strides the backbone does offer.
+    """
+    picked = []
+    for stride in strides:
+        matches = [i for i, r in enumerate(reductions) if r == stride]
+        if not matches:
+            raise ValueError(
+                f"the backbone has no feature level at stride {stride} (it offers strides {list(reductions)}); "
+                f"SparseInst needs levels at strides {list(strides)}. Pick a hierarchical timm backbone "
+                "(ResNet, ConvNeXt, EfficientNet, RegNet, MobileNetV3, PVTv2, ...)."
+            )
+        picked.append(matches[-1])
+    return tuple(picked)
+
+
+def create_backbone(
+    name: str,
+    pretrained: bool = False,
+    frozen_bn: bool = False,
+    dcn_stages: Sequence[int] = (),
+    strides: Sequence[int] = DEFAULT_STRIDES,
+    **kwargs: Any,
+) -> nn.Module:
+    """Create a timm ``features_only`` backbone returning the levels at ``strides``.
+
+    Args:
+        name: any timm model name that supports ``features_only``.
+        pretrained: load timm's ImageNet weights (needs network access to the Hugging Face Hub).
+        frozen_bn: turn every BatchNorm into a frozen one (statistics and affine parameters fixed).
+        dcn_stages: ResNet stages (1..4) whose bottlenecks become deformable (DCN v1).
+        strides: strides of the returned levels, shallowest first.
+        **kwargs: forwarded to :func:`timm.create_model` (e.g. ``drop_path_rate``).
+
+    Returns:
+        The timm feature model; ``feature_info.channels()`` / ``feature_info.reduction()`` describe its outputs.
+
+    Example:
+        >>> backbone = create_backbone("resnet18")
+        >>> backbone.feature_info.reduction()
+        [8, 16, 32]
+    """
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models() for the available names")
+    try:
+        with torch.device("meta"):
+            probe = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
+    except (RuntimeError, TypeError) as err:
+        if "features_only" in str(err) or "feature" in str(err).lower():
+            raise ValueError(f"timm backbone {name!r} does not support features_only=True: {err}") from err
+        raise
+    out_indices = select_feature_levels(probe.feature_info.reduction(), strides)
+    all_indices = tuple(probe.feature_info.out_indices)
+    out_indices = tuple(all_indices[i] for i in out_indices)
+    backbone = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=out_indices, **kwargs)
+    if dcn_stages:
+        make_deformable(backbone, dcn_stages)
+    if frozen_bn:
+        backbone = freeze_batch_norm_2d(backbone)
+    return backbone

@@ -1,0 +1,77 @@
+"""The SparseInst instance context encoder: a small FPN with pyramid pooling, fused into one stride-8 map."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PyramidPoolingModule", "InstanceContextEncoder", "init_xavier_fill", "init_msra_fill"]
+
+
+def init_xavier_fill(module: nn.Conv2d | nn.Linear) -> None:
+    """detectron2's ``c2_xavier_fill``: kaiming_uniform(a=1), zero bias."""
+    nn.init.kaiming_uniform_(module.weight, a=1)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+def init_msra_fill(module: nn.Conv2d | nn.Linear) -> None:
+    """detectron2's ``c2_msra_fill``: kaiming_normal(fan_out, relu), zero bias."""
+    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+class PyramidPoolingModule(nn.Module):
+    """PSPNet pooling: average-pool to each size, 1x1 conv + ReLU, upsample back, concat with the input, 1x1 conv."""
+
+    def __init__(self, channels: int, pool_channels: int, pool_sizes: Sequence[int] = (1, 2, 3, 6)) -> None:
+        super().__init__()
+        self.pool_sizes = tuple(pool_sizes)
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(size), nn.Conv2d(channels, pool_channels, 1)) for size in pool_sizes
+        )
+        self.bottleneck = nn.Conv2d(channels + len(self.pool_sizes) * pool_channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        priors = [
+            F.interpolate(F.relu(stage(x)), size=size, mode="bilinear", align_corners=False) for stage in self.stages
+        ]
+        return F.relu(self.bottleneck(torch.cat([*priors, x], dim=1)))
+
+
+class InstanceContextEncoder(nn.Module):
+    """Lateral + output convs per level (index 0 = deepest), PPM on the deepest lateral, top-down sum, fusion.
+
+    Args:
+        in_channels: channels of the backbone levels, shallowest (stride 8) first.
+        channels: width of every encoder map (256 in the reference).
+        pool_sizes: output sizes of the pyramid pooling.
+    """
+
+    def __init__(self, in_channels: Sequence[int], channels: int = 256, pool_sizes: Sequence[int] = (1, 2, 3, 6)):
+        super().__init__()
+        self.in_channels = tuple(in_channels)
+        self.channels = channels
+        self.fpn_laterals = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in reversed(self.in_channels))
+        self.fpn_outputs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in self.in_channels)
+        self.ppm = PyramidPoolingModule(channels, channels // 4, pool_sizes)
+        self.fusion = nn.Conv2d(channels * len(self.in_channels), channels, 1)
+        for conv in (*self.fpn_laterals, *self.fpn_outputs):
+            init_xavier_fill(conv)
+        init_msra_fill(self.fusion)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        deepest_first = list(features)[::-1]
+        prev = self.ppm(self.fpn_laterals[0](deepest_first[0]))
+        outputs = [self.fpn_outputs[0](prev)]
+        for feature, lateral, output in zip(deepest_first[1:], self.fpn_laterals[1:], self.fpn_outputs[1:]):
+            prev = lateral(feature) + F.interpolate(prev, scale_factor=2.0, mode="nearest")
+            outputs.insert(0, output(prev))
+        size = outputs[0].shape[-2:]
+        upsampled = [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in outputs[1:]]
+        return self.fusion(torch.cat([outputs[0], *upsampled], dim=1))

@@ -1,0 +1,1 @@
+"""Training: matcher, losses, COCO data, augmentation, the training engine and COCO evaluation."""

@@ -176,6 +176,11 @@ def _as_list(patterns: str | Iterable[str] | None) -> list[str]:
     return list(patterns)
 
 
+def _matches(name: str, pattern: str) -> bool:
+    """A tagged name matches a pattern written for the full name or for its architecture alone."""
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(split_model_name_tag(name)[0], pattern)
+
+
 def list_models(
     filter: str | Iterable[str] = "",
     module: str = "",
@@ -186,7 +191,7 @@ def list_models(
     """Names of the registered models, sorted.
 
     Args:
-        filter: fnmatch pattern(s); a name is kept if it matches any of them.
+        filter: fnmatch pattern(s); a name is kept if it (or its architecture, for ``arch.tag``) matches any of them.
         module: keep only models defined in this module (e.g. ``'sparseinst'``).
         pretrained: keep only names that have weights to download.
         exclude_filters: fnmatch pattern(s) of names to drop.
@@ -206,9 +211,9 @@ def list_models(
         ]
     filters = _as_list(filter)
     if filters:
-        names = [n for n in names if any(fnmatch.fnmatchcase(n, f) for f in filters)]
+        names = [n for n in names if any(_matches(n, f) for f in filters)]
     for excl in _as_list(exclude_filters):
-        names = [n for n in names if not fnmatch.fnmatchcase(n, excl)]
+        names = [n for n in names if not _matches(n, excl)]
     if pretrained:
         names = [n for n in names if n in _model_has_pretrained]
     return sorted(set(names))

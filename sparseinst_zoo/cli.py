@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every available sub-command."""
     parser = argparse.ArgumentParser(
         prog="sparseinst",
-        description="SparseInst real-time instance segmentation: list, predict, convert, train, val, export, benchmark.",
+        description="SparseInst instance segmentation (list, predict, convert, train, val, export, benchmark).",
     )
     parser.add_argument("--version", action="version", version=f"sparseinst-zoo {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")

@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PyramidPoolingModule", "InstanceContextEncoder", "init_xavier_fill", "init_msra_fill"]
+__all__ = [
+    "PyramidPoolingModule",
+    "InstanceContextEncoder",
+    "adaptive_avg_pool2d_matmul",
+    "adaptive_pooling_matrix",
+    "init_xavier_fill",
+    "init_msra_fill",
+]
 
 
 def init_xavier_fill(module: nn.Conv2d | nn.Linear) -> None:
@@ -25,8 +32,43 @@ def init_msra_fill(module: nn.Conv2d | nn.Linear) -> None:
         nn.init.zeros_(module.bias)
 
 
+def adaptive_pooling_matrix(
+    in_size: int | torch.SymInt, out_size: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """The (out_size, in_size) averaging matrix of adaptive average pooling along one axis.
+
+    Row ``i`` averages the input positions ``floor(i * in / out) <= j < ceil((i + 1) * in / out)``, the bins of
+    :func:`torch.nn.functional.adaptive_avg_pool2d`. ``in_size`` may be symbolic (traced or exported shapes), so the
+    matrix follows the input size at run time.
+    """
+    index = torch.arange(out_size, device=device)
+    start = torch.div(index * in_size, out_size, rounding_mode="floor")
+    end = torch.div((index + 1) * in_size + (out_size - 1), out_size, rounding_mode="floor")
+    position = torch.arange(in_size, device=device)
+    inside = (position[None, :] >= start[:, None]) & (position[None, :] < end[:, None])
+    return inside.to(dtype) / (end - start).to(dtype)[:, None]
+
+
+def adaptive_avg_pool2d_matmul(x: torch.Tensor, output_size: int) -> torch.Tensor:
+    """Adaptive average pooling of a (B, C, H, W) map to ``output_size`` squared as ``P_h @ x @ P_w^T``.
+
+    Equal (to float rounding) to :func:`torch.nn.functional.adaptive_avg_pool2d` for every input size, also when
+    the size is only known at run time. Exporters (ONNX, TensorRT) have no exact general adaptive pooling: the
+    TorchScript ONNX exporter refuses sizes that are not multiples of the output size and the dynamo exporter bakes
+    the traced size into index constants; two matrix products export exactly for static and dynamic shapes.
+    """
+    height, width = x.shape[-2:]
+    pool_h = adaptive_pooling_matrix(height, output_size, x.dtype, x.device)
+    pool_w = adaptive_pooling_matrix(width, output_size, x.dtype, x.device)
+    return torch.matmul(torch.matmul(pool_h, x), pool_w.transpose(0, 1))
+
+
 class PyramidPoolingModule(nn.Module):
-    """PSPNet pooling: average-pool to each size, 1x1 conv + ReLU, upsample back, concat with the input, 1x1 conv."""
+    """PSPNet pooling: average-pool to each size, 1x1 conv + ReLU, upsample back, concat with the input, 1x1 conv.
+
+    In eager mode the pooling is :class:`torch.nn.AdaptiveAvgPool2d`; while tracing, compiling or exporting it is the
+    equivalent :func:`adaptive_avg_pool2d_matmul`, which every exporter translates exactly for any input size.
+    """
 
     def __init__(self, channels: int, pool_channels: int, pool_sizes: Sequence[int] = (1, 2, 3, 6)) -> None:
         super().__init__()
@@ -38,9 +80,12 @@ class PyramidPoolingModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        priors = [
-            F.interpolate(F.relu(stage(x)), size=size, mode="bilinear", align_corners=False) for stage in self.stages
-        ]
+        exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        priors = []
+        for pool_size, stage in zip(self.pool_sizes, self.stages):
+            pooled = adaptive_avg_pool2d_matmul(x, pool_size) if exporting else stage[0](x)
+            prior = F.relu(stage[1](pooled))
+            priors.append(F.interpolate(prior, size=size, mode="bilinear", align_corners=False))
         return F.relu(self.bottleneck(torch.cat([*priors, x], dim=1)))
 
 

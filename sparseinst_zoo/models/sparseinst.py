@@ -165,7 +165,7 @@ class SparseInst(nn.Module):
         return predict(self, source, **kwargs)
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> Any:
-        """Write ``config.json``, ``model.safetensors`` and a model card; see :func:`sparseinst_zoo.hub.save_pretrained`."""
+        """Write config.json, model.safetensors and a model card; see :func:`sparseinst_zoo.hub.save_pretrained`."""
         from ..hub import save_pretrained
 
         return save_pretrained(self, save_directory, **kwargs)

@@ -1,0 +1,152 @@
+"""COCO parsing and validation, mask formats, augmentation, collate and the training sampler."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+import torch
+from PIL import Image
+
+from sparseinst_zoo.training.augment import Augmentation, AugmentConfig, resized_shape
+from sparseinst_zoo.training.data import CocoDataset, CocoInstances, Collator, TrainSampler
+from sparseinst_zoo.training.synthetic import SHAPE_CLASSES, make_shapes_dataset
+
+
+def _write(tmp_path, data, images=((1, 20, 30),)):
+    for image_id, h, w in images:
+        Image.fromarray(np.full((h, w, 3), 50, np.uint8)).save(tmp_path / f"{image_id}.png")
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _base(annotations, categories=({"id": 5, "name": "a"}, {"id": 2, "name": "b"})):
+    return {"images": [{"id": 1, "file_name": "1.png", "height": 20, "width": 30}],
+            "annotations": list(annotations), "categories": list(categories)}  # fmt: skip
+
+
+def test_all_mask_formats_crowd_and_contiguous_labels(tmp_path):
+    truth = np.zeros((20, 30), np.uint8)
+    truth[5:10, 3:9] = 1
+    rle = mask_utils.encode(np.asfortranarray(truth))
+    compressed = {"size": [20, 30], "counts": rle["counts"].decode()}
+    flat = truth.flatten(order="F")  # uncompressed RLE: run lengths in column-major order, starting with zeros
+    runs, value, count = [], 0, 0
+    for v in flat:
+        if v != value:
+            runs.append(count)
+            value, count = v, 0
+        count += 1
+    runs.append(count)
+    uncompressed = {"size": [20, 30], "counts": runs}
+    polygon = [[3, 5, 9, 5, 9, 10, 3, 10]]
+    anns = [
+        {"id": 10, "image_id": 1, "category_id": 5, "segmentation": polygon},
+        {"id": 11, "image_id": 1, "category_id": 2, "segmentation": compressed},
+        {"id": 12, "image_id": 1, "category_id": 5, "segmentation": uncompressed},
+        {"id": 13, "image_id": 1, "category_id": 2, "segmentation": compressed, "iscrowd": 1},
+    ]
+    coco = CocoInstances(_write(tmp_path, _base(anns)), tmp_path)
+    assert coco.category_ids == (2, 5) and coco.label_names == ("b", "a") and coco.num_crowd == 1
+    labels, masks = coco.load_targets(coco.images[0])
+    assert labels.tolist() == [1, 0, 1]
+    assert masks.shape == (3, 20, 30) and masks.dtype == np.uint8
+    assert (masks[1] == truth).all() and (masks[2] == truth).all()
+    assert abs(int(masks[0].sum()) - int(truth.sum())) <= 12  # polygon rasterisation differs at the border
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.pop("annotations"), "missing top-level key"),
+        (lambda d: d["annotations"][0].pop("category_id"), "annotation id 7 is missing key"),
+        (lambda d: d["annotations"][0].update(image_id=99), "annotation id 7 refers to unknown image id 99"),
+        (lambda d: d["annotations"][0].update(category_id=4), "annotation id 7 has category id 4"),
+        (lambda d: d["annotations"][0].update(segmentation=[[1, 2, 3, 4, 5]]), "annotation id 7.*odd number"),
+        (lambda d: d["annotations"][0].update(segmentation=[["a", 1]]), "annotation id 7.*flat list of numbers"),
+        (lambda d: d["annotations"][0].update(segmentation={"size": [5, 5], "counts": "x"}), "annotation id 7.*RLE size"),
+        (lambda d: d["annotations"][0].pop("segmentation"), "annotation id 7 has no 'segmentation'"),
+        (lambda d: d["annotations"].append(dict(d["annotations"][0])), "annotation id 7 appears twice"),
+        (lambda d: d["images"][0].pop("height"), "image id 1 is missing key"),
+        (lambda d: d.update(categories=[]), "'categories' is empty"),
+    ],
+)
+def test_bad_files_name_the_problem(tmp_path, mutate, message):
+    data = _base([{"id": 7, "image_id": 1, "category_id": 5, "segmentation": [[0, 0, 5, 0, 5, 5]]}])
+    mutate(data)
+    with pytest.raises(ValueError, match=message):
+        CocoInstances(_write(tmp_path, data), tmp_path)
+
+
+def test_missing_paths_and_invalid_json(tmp_path):
+    with pytest.raises(FileNotFoundError, match="annotation file not found"):
+        CocoInstances(tmp_path / "nope.json", tmp_path)
+    path = _write(tmp_path, _base([]))
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        CocoInstances(path, tmp_path / "missing")
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        CocoInstances(path, tmp_path)
+
+
+def test_degenerate_polygons_dropped_and_empty_images_skipped(tmp_path, caplog):
+    anns = [{"id": 3, "image_id": 1, "category_id": 5, "segmentation": [[1, 1, 4, 4]]}]
+    data = _base(anns)
+    data["images"].append({"id": 2, "file_name": "2.png", "height": 20, "width": 30})
+    data["annotations"].append({"id": 4, "image_id": 2, "category_id": 2, "segmentation": [[0, 0, 9, 0, 9, 9]]})
+    coco = CocoInstances(_write(tmp_path, data, images=((1, 20, 30), (2, 20, 30))), tmp_path)
+    assert "ids 3" in caplog.text and coco.num_dropped == 1
+    assert [img.id for img in coco.training_images()] == [2]
+    (tmp_path / "2.png").unlink()
+    Image.fromarray(np.zeros((21, 30, 3), np.uint8)).save(tmp_path / "2.png")
+    with pytest.raises(ValueError, match="2.png is 21x30 .* says 20x30 for image id 2"):
+        coco.load_image(coco.images[1])
+
+
+def test_augmentation_sizes_flip_and_crop():
+    assert resized_shape(480, 640, 416, 853) == (416, 555)
+    assert resized_shape(100, 1000, 640, 853) == (85, 853)
+    image = np.zeros((60, 90, 3), np.uint8)
+    image[:, :10] = 255
+    masks = np.zeros((1, 60, 90), np.uint8)
+    masks[0, :, :10] = 1
+    flip = Augmentation(AugmentConfig(min_sizes=(60,), max_size=200, flip_prob=1.0))
+    out_image, out_masks = flip(image, masks, np.random.default_rng(0))
+    assert out_image.shape == (60, 90, 3) and out_masks[0, :, -10:].all() and not out_masks[0, :, :-10].any()
+    cfg = AugmentConfig(min_sizes=(32, 64), max_size=100, flip_prob=0.0, crop=True, crop_prob=1.0,
+                        crop_resize_sizes=(50,), crop_size=(20, 30))  # fmt: skip
+    seen = set()
+    for seed in range(8):
+        out_image, out_masks = Augmentation(cfg)(image, masks, np.random.default_rng(seed))
+        assert min(out_image.shape[:2]) in (32, 64) and out_masks.shape[1:] == out_image.shape[:2]
+        assert set(np.unique(out_masks)) <= {0, 1}
+        seen.add(out_image.shape[:2])
+    assert len(seen) > 1
+    with pytest.raises(ValueError, match="max_size"):
+        AugmentConfig(min_sizes=(640,), max_size=600)
+
+
+def test_dataset_collate_and_sampler(tmp_path):
+    path = make_shapes_dataset(tmp_path, num_images=5, size=(40, 50), seed=1)
+    coco = CocoInstances(path, tmp_path)
+    assert coco.label_names == SHAPE_CLASSES and len(coco.images) == 5
+    dataset = CocoDataset(coco, Augmentation(AugmentConfig(min_sizes=(40,), max_size=60)))
+    a, b = dataset[(0, 123)], dataset[(0, 123)]
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["masks"], b["masks"])  # seeded augmentation
+    batch = Collator((100.0, 100.0, 100.0), (50.0, 50.0, 50.0))([dataset[(i, i)] for i in range(3)])
+    assert batch["images"].shape == (3, 3, 64, 64)
+    h, w = batch["image_sizes"][0]
+    assert (batch["images"][0, :, h:, :] == 0).all() and (batch["images"][0, :, :, w:] == 0).all()
+    assert batch["targets"][0]["masks"].shape[1:] == (64, 64) and batch["targets"][0]["labels"].dtype == torch.int64
+
+    sampler = TrainSampler(size=5, batch_size=2, max_iters=6, seed=3)
+    batches = list(sampler)
+    assert len(batches) == 6 and all(len(b) == 2 for b in batches)
+    assert list(TrainSampler(size=5, batch_size=2, max_iters=6, seed=3, start_iter=4)) == batches[4:]
+    ranks = [list(TrainSampler(5, 1, 6, seed=3, rank=r, world_size=2)) for r in range(2)]
+    assert [r0 + r1 for r0, r1 in zip(*ranks)] == batches  # 2 processes x batch 1 == 1 process x batch 2
+    tiny = list(TrainSampler(size=1, batch_size=3, max_iters=2))
+    assert [i for i, _ in tiny[0]] == [0, 0, 0] and len({seed for _, seed in tiny[0]}) == 3

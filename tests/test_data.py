@@ -67,7 +67,7 @@ def test_all_mask_formats_crowd_and_contiguous_labels(tmp_path):
         (lambda d: d["annotations"][0].update(category_id=4), "annotation id 7 has category id 4"),
         (lambda d: d["annotations"][0].update(segmentation=[[1, 2, 3, 4, 5]]), "annotation id 7.*odd number"),
         (lambda d: d["annotations"][0].update(segmentation=[["a", 1]]), "annotation id 7.*flat list of numbers"),
-        (lambda d: d["annotations"][0].update(segmentation={"size": [5, 5], "counts": "x"}), "annotation id 7.*RLE size"),
+        (lambda d: d["annotations"][0].update(segmentation={"size": [5, 5], "counts": "x"}), "id 7.*RLE size"),
         (lambda d: d["annotations"][0].pop("segmentation"), "annotation id 7 has no 'segmentation'"),
         (lambda d: d["annotations"].append(dict(d["annotations"][0])), "annotation id 7 appears twice"),
         (lambda d: d["images"][0].pop("height"), "image id 1 is missing key"),

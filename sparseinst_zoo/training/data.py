@@ -62,7 +62,8 @@ def _check_segmentation(segm: Any, ann_id: Any, image: CocoImage, path: str) -> 
             raise ValueError(f"{where}: RLE 'counts' must be a string or a list of integers")
         return segm
     if not isinstance(segm, list):
-        raise ValueError(f"{where}: segmentation must be a list of polygons or an RLE object, got {type(segm).__name__}")
+        kind = type(segm).__name__
+        raise ValueError(f"{where}: segmentation must be a list of polygons or an RLE object, got {kind}")
     polygons = []
     for polygon in segm:
         if not isinstance(polygon, list) or not all(isinstance(v, (int, float)) for v in polygon):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset, Sampler
 
+from ..inference.transforms import normalize_and_pad
 from .augment import Augmentation
 
 __all__ = ["CocoImage", "CocoInstances", "CocoDataset", "Collator", "TrainSampler", "read_image", "decode_segmentation"]
@@ -176,7 +177,8 @@ class CocoInstances:
                 dropped.append(ann_id)
                 continue
             label = self.category_to_label[int(ann["category_id"])]
-            image.annotations.append({"id": ann_id, "label": label, "segmentation": segm, "iscrowd": int(crowd)})
+            image.annotations.append({"id": ann_id, "label": label, "segmentation": segm, "iscrowd": int(crowd),
+                                      "area": ann.get("area")})  # fmt: skip
         if dropped:
             shown = ", ".join(str(i) for i in dropped[:10]) + (" ..." if len(dropped) > 10 else "")
             _logger.warning("%s: dropped %d annotation(s) without a valid polygon (fewer than 3 points): ids %s",
@@ -276,22 +278,17 @@ class Collator:
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], size_divisibility: int = 32) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
         self.size_divisibility = size_divisibility
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        div = self.size_divisibility
-        sizes = [tuple(s["image"].shape[-2:]) for s in samples]
-        height = -(-max(h for h, _ in sizes) // div) * div
-        width = -(-max(w for _, w in sizes) // div) * div
-        images = torch.zeros(len(samples), 3, height, width)
-        targets = []
-        for i, sample in enumerate(samples):
-            h, w = sizes[i]
-            images[i, :, :h, :w] = (sample["image"].float() - self.mean) / self.std
-            masks = F.pad(sample["masks"], (0, width - w, 0, height - h))
-            targets.append({"labels": sample["labels"], "masks": masks})
+        images, sizes = normalize_and_pad([s["image"] for s in samples], self.mean, self.std, self.size_divisibility)
+        height, width = images.shape[-2:]
+        targets = [
+            {"labels": s["labels"], "masks": F.pad(s["masks"], (0, width - w, 0, height - h))}
+            for s, (h, w) in zip(samples, sizes)
+        ]
         return {"images": images, "targets": targets, "image_sizes": sizes,
                 "image_ids": [s["image_id"] for s in samples]}  # fmt: skip
 

@@ -1,0 +1,119 @@
+"""Postprocessing of SparseInst outputs into instances, exactly as the reference, vectorised over the batch.
+
+Per image (see SPEC.md): ``score = sqrt(sigmoid(class logits) * sigmoid(objectness))``; one label per query (max
+over classes); keep ``score > score_threshold``; mask probabilities ``p = sigmoid(mask logits)`` at stride 4 of the
+padded input; rescore ``score *= sum(p * [p > t]) / (sum([p > t]) + 1e-6)`` with ``t = mask_threshold``; upsample the
+kept probabilities bilinearly to the padded input size, crop to the resized image, upsample to the original size and
+threshold ``> mask_threshold``. No NMS.
+
+Scores, labels and the keep decision are computed for the whole batch at once on the outputs' device; the host then
+reads one small tensor (the only synchronisation) and only the kept masks are upsampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["postprocess", "instance_scores"]
+
+MASK_STRIDE = 4
+
+
+def instance_scores(pred_logits: torch.Tensor, pred_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(score, label)`` per query: ``max_c sqrt(sigmoid(logit_c) * sigmoid(objectness))``, shapes (B, N)."""
+    prob = torch.sqrt(pred_logits.float().sigmoid() * pred_scores.float().sigmoid())
+    return prob.max(dim=-1)
+
+
+def _check_outputs(outputs: Mapping[str, torch.Tensor], num_images: int, original_sizes: Sequence) -> None:
+    missing = [k for k in ("pred_logits", "pred_masks", "pred_scores") if k not in outputs]
+    if missing:
+        raise KeyError(f"postprocess: model outputs lack {missing}; expected pred_logits, pred_masks, pred_scores")
+    batch = outputs["pred_logits"].shape[0]
+    if not (batch == outputs["pred_masks"].shape[0] == outputs["pred_scores"].shape[0] == num_images):
+        raise ValueError(
+            f"postprocess: batch sizes differ: pred_logits {batch}, pred_masks {outputs['pred_masks'].shape[0]}, "
+            f"pred_scores {outputs['pred_scores'].shape[0]}, resized_sizes {num_images}"
+        )
+    if len(original_sizes) != num_images:
+        raise ValueError(f"postprocess: {num_images} resized sizes but {len(original_sizes)} original sizes")
+
+
+def postprocess(
+    outputs: Mapping[str, torch.Tensor],
+    resized_sizes: Sequence[tuple[int, int]],
+    original_sizes: Sequence[tuple[int, int]],
+    score_threshold: float = 0.005,
+    mask_threshold: float = 0.45,
+    max_detections: int | None = 100,
+    sort_by_score: bool = False,
+) -> list[dict[str, torch.Tensor]]:
+    """Turn raw SparseInst outputs into per-image instances at the original image sizes.
+
+    Args:
+        outputs: ``pred_logits`` (B, N, C), ``pred_masks`` (B, N, Hp/4, Wp/4) and ``pred_scores`` (B, N, 1) logits
+            (torch tensors on any device and float dtype; they are computed on in float32).
+        resized_sizes: each image's ``(h, w)`` inside the padded ``(Hp, Wp)`` input.
+        original_sizes: each image's ``(H, W)`` to resize the masks to.
+        score_threshold: keep queries whose class score (before mask rescoring) is above this (reference: 0.005).
+        mask_threshold: probability threshold of the masks and of the rescoring (reference: 0.45).
+        max_detections: keep at most this many instances per image, the highest final scores (``None``: all).
+        sort_by_score: order instances by descending final score instead of query order (the reference's).
+
+    Returns:
+        One dict per image: ``scores`` (K,) float32, ``labels`` (K,) int64, ``masks`` (K, H, W) bool, ``queries`` (K,)
+        int64 (the query index of each instance), on the outputs' device.
+
+    Example:
+        >>> import torch
+        >>> out = {"pred_logits": torch.randn(1, 10, 80), "pred_masks": torch.randn(1, 10, 16, 24),
+        ...        "pred_scores": torch.randn(1, 10, 1)}
+        >>> result = postprocess(out, [(64, 90)], [(75, 105)])[0]
+        >>> result["masks"].shape[1:]
+        torch.Size([75, 105])
+    """
+    num_images = len(resized_sizes)
+    _check_outputs(outputs, num_images, original_sizes)
+    pred_masks = outputs["pred_masks"]
+    padded = (pred_masks.shape[-2] * MASK_STRIDE, pred_masks.shape[-1] * MASK_STRIDE)
+    for h, w in resized_sizes:
+        if h > padded[0] or w > padded[1]:
+            raise ValueError(f"postprocess: resized size {(h, w)} exceeds the padded input size {padded}")
+
+    # Whole batch on the device: scores, labels, keep, rescoring, top-k and order; no host synchronisation.
+    scores, labels = instance_scores(outputs["pred_logits"], outputs["pred_scores"])
+    keep = scores > score_threshold
+    mask_prob = pred_masks.float().sigmoid()
+    binary = (mask_prob > mask_threshold).float()
+    maskness = (mask_prob * binary).sum((-2, -1)) / (binary.sum((-2, -1)) + 1e-6)
+    final = scores * maskness
+    ranking = torch.where(keep, final, torch.full_like(final, -1.0))  # final scores are >= 0
+    order = torch.sort(ranking, dim=-1, descending=True, stable=True).indices
+    num_queries = final.shape[1]
+    if max_detections is not None and max_detections < num_queries:
+        top = torch.zeros_like(keep)
+        top.scatter_(1, order[:, : max(int(max_detections), 0)], True)
+        keep = keep & top
+    if not sort_by_score:
+        order = torch.arange(num_queries, device=final.device).expand_as(order)
+    kept_in_order = torch.gather(keep, 1, order)
+
+    # The one synchronisation: which queries survive, in output order.
+    host = torch.cat([order, kept_in_order.long()], dim=1).cpu()
+    results: list[dict[str, torch.Tensor]] = []
+    for i, ((h, w), (height, width)) in enumerate(zip(resized_sizes, original_sizes)):
+        queries = host[i, :num_queries][host[i, num_queries:].bool()].to(final.device, non_blocking=True)
+        probs = mask_prob[i, queries]
+        if probs.shape[0]:
+            probs = F.interpolate(probs[:, None], size=padded, mode="bilinear", align_corners=False)[:, :, :h, :w]
+            probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+            masks = probs > mask_threshold
+        else:
+            masks = torch.zeros((0, height, width), dtype=torch.bool, device=final.device)
+        results.append(
+            {"scores": final[i, queries], "labels": labels[i, queries], "masks": masks, "queries": queries}
+        )
+    return results

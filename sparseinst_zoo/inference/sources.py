@@ -1,0 +1,290 @@
+"""Image sources for ``predict``: paths, folders, globs, arrays, tensors, PIL images and video files.
+
+Every image becomes a uint8 HxWx3 RGB numpy array:
+
+- files are decoded with PIL, rotated by their EXIF orientation (as detectron2's ``read_image``) and converted with
+  ``Image.convert("RGB")`` (grayscale replicated, palette expanded, alpha dropped, CMYK converted);
+- numpy arrays: HxWx3 uint8 RGB as is; HxW or HxWx1 grayscale replicated to 3 channels; HxWx4 RGBA loses its alpha
+  channel (no blending); other dtypes are rejected (convert to uint8 yourself, the scaling is ambiguous);
+- torch tensors: CHW (or a BxCxHxW batch) with C in {1, 3, 4} treated like the arrays above; uint8 values are used as
+  is, float tensors must hold values in [0, 1] (torchvision's convention) and are scaled by 255 and rounded;
+- PIL images: converted with ``convert("RGB")``.
+
+Video files (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.webm``, ...) are decoded frame by frame with PyAV
+(``pip install av``) or, if that is missing, OpenCV (``pip install opencv-python-headless``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "SourceItem",
+    "sample_image_path",
+    "load_image",
+    "to_rgb_uint8",
+    "resolve_paths",
+    "flatten_sources",
+    "iter_source",
+    "iter_items",
+    "has_video",
+    "output_stem",
+    "iter_video_frames",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+_GLOB_CHARS = ("*", "?", "[")
+
+
+@dataclass
+class SourceItem:
+    """One decoded image and where it came from (``path`` is None for in-memory inputs)."""
+
+    image: np.ndarray
+    path: str | None = None
+    frame: int | None = None
+    name: str = ""
+
+
+def sample_image_path() -> str:
+    """Path of the bundled sample photograph (CC0, see ``sparseinst_zoo/assets/README.md``).
+
+    Example:
+        >>> sample_image_path().endswith("chelsea.jpg")
+        True
+    """
+    return str(resources.files("sparseinst_zoo").joinpath("assets", "chelsea.jpg"))
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode an image file into a uint8 HxWx3 RGB array (EXIF orientation applied).
+
+    Raises FileNotFoundError if the file does not exist and ValueError if it is not a readable image.
+
+    Example:
+        >>> load_image(sample_image_path()).shape
+        (300, 451, 3)
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"image file not found: {path!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"expected an image file, got the folder {path!r}")
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            array = np.array(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"cannot read image {path!r}: not an image or the file is corrupt ({err})") from err
+    if array.size == 0:
+        raise ValueError(f"cannot read image {path!r}: it has no pixels")
+    return np.ascontiguousarray(array)
+
+
+def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype != np.uint8:
+        raise ValueError(
+            f"{name}: expected a uint8 array, got dtype {array.dtype}; convert it with e.g. "
+            "(x * 255).round().clip(0, 255).astype(np.uint8) for values in [0, 1]"
+        )
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise ValueError(
+            f"{name}: expected an HxWx3 RGB image (or HxW grayscale, HxWx4 RGBA), got shape {array.shape}; "
+            "channels must be last for numpy arrays (use array.transpose(1, 2, 0) for CHW)"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name}: the image is empty (shape {array.shape})")
+    return np.ascontiguousarray(array[..., :3])
+
+
+def _tensor_to_rgb(tensor: torch.Tensor, name: str) -> np.ndarray:
+    if tensor.ndim == 2:
+        tensor = tensor[None]
+    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
+        raise ValueError(
+            f"{name}: expected a CxHxW tensor with C in (1, 3, 4), got shape {tuple(tensor.shape)}; "
+            "tensors are channels-first (use t.permute(2, 0, 1) for HWC)"
+        )
+    tensor = tensor.detach()
+    if tensor.is_floating_point():
+        if tensor.numel() and (not torch.isfinite(tensor).all() or tensor.min() < 0 or tensor.max() > 1):
+            raise ValueError(
+                f"{name}: float tensors must hold values in [0, 1] (got min {tensor.min().item():.3g}, "
+                f"max {tensor.max().item():.3g}); divide 0..255 values by 255 or pass a uint8 tensor"
+            )
+        tensor = (tensor * 255).round().to(torch.uint8)
+    elif tensor.dtype != torch.uint8:
+        raise ValueError(f"{name}: expected a uint8 or float tensor, got dtype {tensor.dtype}")
+    return _array_to_rgb(tensor.permute(1, 2, 0).cpu().numpy(), name)
+
+
+def to_rgb_uint8(image: Any, name: str = "image") -> np.ndarray:
+    """Convert one in-memory image (numpy array, torch CHW tensor, PIL image) to uint8 HxWx3 RGB.
+
+    Example:
+        >>> to_rgb_uint8(np.zeros((4, 5), np.uint8)).shape
+        (4, 5, 3)
+    """
+    if isinstance(image, Image.Image):
+        return _array_to_rgb(np.asarray(image.convert("RGB")), name)
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb(image, name)
+    if isinstance(image, torch.Tensor):
+        return _tensor_to_rgb(image, name)
+    raise TypeError(
+        f"{name}: unsupported source type {type(image).__name__}; pass a path, folder, glob, PIL image, "
+        "numpy HxWx3 uint8 array, torch CxHxW tensor, or a list of these"
+    )
+
+
+def _is_video(path: str) -> bool:
+    return path.lower().endswith(VIDEO_EXTENSIONS)
+
+
+def resolve_paths(source: str | os.PathLike[str]) -> list[str]:
+    """Expand a file, folder (its images and videos, sorted, not recursive) or glob pattern into file paths."""
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        files = sorted(
+            os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+        )
+        if not files:
+            raise FileNotFoundError(
+                f"no images or videos in folder {path!r} (looked for {', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})"
+            )
+        return files
+    if os.path.exists(path):
+        return [path]
+    if any(c in path for c in _GLOB_CHARS):
+        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+        if not files:
+            raise FileNotFoundError(f"no files match the pattern {path!r}")
+        return files
+    if path.startswith(("http://", "https://")):
+        raise ValueError(f"URLs are not supported as sources ({path!r}); download the file and pass its path")
+    raise FileNotFoundError(f"source not found: {path!r} (not a file, folder or glob pattern)")
+
+
+def flatten_sources(source: Any) -> list[Any]:
+    """Sources as a flat list: paths expanded (files, folders, globs), batches of tensors/arrays split into images.
+
+    ``None`` means the bundled sample image.
+    """
+    if source is None:
+        return [sample_image_path()]
+    if isinstance(source, (str, os.PathLike)):
+        return list(resolve_paths(source))
+    if isinstance(source, (list, tuple)):
+        if len(source) == 0:
+            raise ValueError("empty list of sources: pass at least one path, array, tensor or PIL image")
+        return [item for element in source for item in flatten_sources(element)]
+    if isinstance(source, torch.Tensor) and source.ndim == 4:
+        return list(source)
+    if isinstance(source, np.ndarray) and source.ndim == 4:
+        return list(source)
+    return [source]
+
+
+def has_video(items: list[Any]) -> bool:
+    """True if any flattened source item is a video file path."""
+    return any(isinstance(item, str) and _is_video(item) for item in items)
+
+
+def iter_video_frames(path: str) -> Iterator[np.ndarray]:
+    """Decode a video file frame by frame into uint8 HxWx3 RGB arrays (PyAV, else OpenCV)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"video file not found: {path!r}")
+    try:
+        import av
+    except ImportError:
+        av = None
+    if av is not None:
+        try:
+            container = av.open(path)
+        except Exception as err:  # PyAV raises its own error hierarchy (av.error.*)
+            raise ValueError(f"cannot read video {path!r}: {err}") from err
+        with container:
+            if not container.streams.video:
+                raise ValueError(f"cannot read video {path!r}: it has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            try:
+                for frame in container.decode(stream):
+                    yield frame.to_ndarray(format="rgb24")
+            except av.error.FFmpegError as err:
+                raise ValueError(f"cannot decode video {path!r}: {err}") from err
+        return
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError(
+            f"reading the video {path!r} needs PyAV or OpenCV: pip install av  (or: pip install opencv-python-headless)"
+        ) from None
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        raise ValueError(f"cannot read video {path!r}: OpenCV could not open it")
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            yield np.ascontiguousarray(frame[..., ::-1])  # OpenCV decodes BGR
+    finally:
+        capture.release()
+
+
+def _describe(item: Any, index: int) -> str:
+    if isinstance(item, Image.Image):
+        return f"source {index} (PIL image)"
+    if isinstance(item, (np.ndarray, torch.Tensor)):
+        return f"source {index} ({type(item).__name__} of shape {tuple(item.shape)})"
+    return f"source {index}"
+
+
+def iter_source(source: Any) -> Iterator[SourceItem]:
+    """Lazily decode every image of ``source`` (see the module doc for accepted types), in order.
+
+    Example:
+        >>> next(iter_source(None)).image.shape
+        (300, 451, 3)
+    """
+    return iter_items(flatten_sources(source))
+
+
+def iter_items(items: list[Any]) -> Iterator[SourceItem]:
+    """Lazily decode the items of :func:`flatten_sources`; videos yield one item per frame."""
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            if _is_video(item):
+                for frame_index, frame in enumerate(iter_video_frames(item)):
+                    yield SourceItem(frame, path=item, frame=frame_index, name=os.path.basename(item))
+            else:
+                yield SourceItem(load_image(item), path=item, name=os.path.basename(item))
+        else:
+            name = _describe(item, index)
+            yield SourceItem(to_rgb_uint8(item, name), name=name)
+
+
+def output_stem(item: SourceItem, index: int) -> str:
+    """A file stem for saving results of ``item``: the file name, with the frame number for videos."""
+    if item.path is None:
+        return f"image{index}"
+    stem = Path(item.path).stem
+    return f"{stem}_{item.frame:06d}" if item.frame is not None else stem

@@ -1,0 +1,221 @@
+"""model.predict: sources, batching independence, options and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sparseinst_zoo.inference.postprocess import postprocess
+from sparseinst_zoo.inference.predictor import Predictor, predict
+from sparseinst_zoo.inference.results import Results
+from sparseinst_zoo.inference.sources import load_image, sample_image_path
+from sparseinst_zoo.inference.transforms import preprocess
+
+# A low threshold so that the random tiny model yields instances to compare.
+OPTS = {"score_threshold": 0.01}
+
+
+def assert_same_results(a: Results, b: Results, atol: float = 1e-5) -> None:
+    assert a.image_size == b.image_size
+    assert a.labels.tolist() == b.labels.tolist()
+    torch.testing.assert_close(a.scores, b.scores, atol=atol, rtol=0)
+    assert a.masks.shape == b.masks.shape
+    assert (a.masks != b.masks).float().mean() < 1e-3
+
+
+def test_predict_equals_manual_pipeline(tiny_model, rgb_image):
+    cfg = tiny_model.pretrained_cfg
+    result = tiny_model.predict(rgb_image, **OPTS)[0]
+    batch, resized, original = preprocess([rgb_image], cfg.min_size, cfg.max_size, cfg.mean, cfg.std)
+    with torch.no_grad():
+        expected = postprocess(tiny_model(batch), resized, original, score_threshold=0.01)[0]
+    assert len(result) == len(expected["scores"]) > 0
+    torch.testing.assert_close(result.scores, expected["scores"])
+    assert torch.equal(result.masks, expected["masks"]) and torch.equal(result.labels, expected["labels"])
+    assert result.masks.dtype == torch.bool and result.masks.shape[1:] == (75, 110)
+    assert result.names == tiny_model.label_names
+    assert result.orig_img is not None and result.orig_img.shape == (75, 110, 3)
+
+
+def test_default_source_is_the_sample_image(tiny_model):
+    (result,) = tiny_model.predict()
+    assert result.path == sample_image_path() and result.image_size == (300, 451)
+
+
+def test_path_folder_glob_and_list(tiny_model, tmp_path, rgb_image):
+    Image.fromarray(rgb_image).save(tmp_path / "a.png")
+    Image.fromarray(rgb_image[:, ::-1]).save(tmp_path / "b.jpg", quality=95)
+    (tmp_path / "notes.txt").write_text("not an image")
+    by_path = predict(tiny_model, str(tmp_path / "a.png"), **OPTS)
+    by_folder = predict(tiny_model, tmp_path, **OPTS)
+    by_glob = predict(tiny_model, str(tmp_path / "*.png"), **OPTS)
+    by_list = predict(tiny_model, [tmp_path / "b.jpg", str(tmp_path / "a.png")], **OPTS)
+    assert [r.path for r in by_folder] == [str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]
+    assert [r.path for r in by_glob] == [str(tmp_path / "a.png")]
+    assert [r.path for r in by_list] == [str(tmp_path / "b.jpg"), str(tmp_path / "a.png")]
+    assert_same_results(by_path[0], by_folder[0])
+    assert_same_results(by_path[0], by_list[1])
+    # a lossless file gives exactly what the array gives
+    assert_same_results(by_path[0], predict(tiny_model, rgb_image, **OPTS)[0])
+
+
+def test_in_memory_types_agree(tiny_model, rgb_image):
+    reference = predict(tiny_model, rgb_image, **OPTS)[0]
+    chw = torch.from_numpy(rgb_image).permute(2, 0, 1)
+    for source in (
+        Image.fromarray(rgb_image),
+        chw,
+        chw.float() / 255,
+        chw[None],  # a BxCxHxW batch
+        np.concatenate([rgb_image, np.full((75, 110, 1), 7, np.uint8)], axis=-1),  # RGBA: alpha dropped
+        torch.cat([chw, torch.zeros(1, 75, 110, dtype=torch.uint8)]),  # CHW RGBA tensor
+    ):
+        result = predict(tiny_model, source, **OPTS)
+        assert len(result) == 1 and result[0].path is None
+        assert_same_results(reference, result[0])
+
+
+def test_grayscale_is_replicated(tiny_model, rgb_image):
+    gray = rgb_image[..., 1]
+    expected = predict(tiny_model, np.repeat(gray[..., None], 3, axis=-1), **OPTS)[0]
+    for source in (gray, gray[..., None], torch.from_numpy(gray)[None], Image.fromarray(gray)):
+        assert_same_results(expected, predict(tiny_model, source, **OPTS)[0])
+
+
+def test_mixed_size_batch_equals_one_by_one(tiny_model, rgb_image):
+    rng = np.random.default_rng(1)
+    images = [
+        rgb_image,
+        rgb_image[:70, :100],  # same padded size as rgb_image (64x96) -> may share a batch
+        (rng.random((120, 90, 3)) * 255).astype(np.uint8),  # portrait: another padded size
+        rgb_image[:60],
+        np.ascontiguousarray(rgb_image[::-1]),
+    ]
+    alone = [predict(tiny_model, im, **OPTS)[0] for im in images]
+    batched = predict(tiny_model, images, batch_size=4, **OPTS)
+    assert len(batched) == len(images)
+    for a, b in zip(alone, batched):
+        assert_same_results(a, b)
+
+
+def test_padding_to_a_larger_batch_would_change_outputs(tiny_model, rgb_image):
+    """Why we group by padded size: zero-padding further shifts the raw outputs of the same image."""
+    cfg = tiny_model.pretrained_cfg
+    tall = np.zeros((120, 90, 3), np.uint8)
+    alone, _, _ = preprocess([rgb_image], cfg.min_size, cfg.max_size, cfg.mean, cfg.std)
+    together, _, _ = preprocess([rgb_image, tall], cfg.min_size, cfg.max_size, cfg.mean, cfg.std)
+    with torch.no_grad():
+        a = tiny_model(alone)["pred_logits"][0]
+        b = tiny_model(together)["pred_logits"][0]
+    assert alone.shape[-2:] != together.shape[-2:]
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
+def test_stream_and_options(tiny_model, rgb_image):
+    generator = predict(tiny_model, [rgb_image, rgb_image[:50]], stream=True, **OPTS)
+    assert not isinstance(generator, list)
+    assert [r.image_size for r in generator] == [(75, 110), (50, 110)]
+    top = predict(tiny_model, rgb_image, max_detections=3, sort_by_score=True, score_threshold=0.0)[0]
+    assert len(top) == 3 and torch.all(top.scores[:-1] >= top.scores[1:])
+    bigger = predict(tiny_model, rgb_image, min_size=96, max_size=128, **OPTS)[0]
+    assert bigger.image_size == (75, 110)
+    light = predict(tiny_model, rgb_image, keep_image=False, **OPTS)[0]
+    assert light.orig_img is None
+
+
+def test_bf16_autocast_runs_on_cpu(tiny_model, rgb_image):
+    fp32 = predict(tiny_model, rgb_image, score_threshold=0.0)[0]
+    bf16 = predict(tiny_model, rgb_image, half="bf16", score_threshold=0.0)[0]
+    assert len(bf16) == len(fp32) and bf16.scores.dtype == torch.float32
+    torch.testing.assert_close(bf16.scores, fp32.scores, atol=0.02, rtol=0)
+
+
+def test_training_mode_is_restored(tiny_model, rgb_image):
+    tiny_model.train()
+    result = tiny_model.predict(rgb_image, **OPTS)[0]
+    assert tiny_model.training
+    tiny_model.eval()
+    assert_same_results(result, tiny_model.predict(rgb_image, **OPTS)[0])
+
+
+def test_predictor_is_reusable(tiny_model, rgb_image):
+    predictor = Predictor(tiny_model, score_threshold=0.01, batch_size=2)
+    first = predictor([rgb_image, rgb_image])
+    assert len(first) == 2
+    assert_same_results(first[0], first[1])
+    assert_same_results(first[0], predictor.predict_images([rgb_image])[0])
+
+
+def test_video_frames(tiny_model, tmp_path):
+    av = pytest.importorskip("av")
+    path = str(tmp_path / "clip.mp4")
+    with av.open(path, "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for i in range(3):
+            frame = np.zeros((64, 96, 3), np.uint8)
+            frame[10 + 5 * i : 40 + 5 * i, 20:60] = (200, 50, 50)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    results = predict(tiny_model, path, **OPTS)
+    assert not isinstance(results, list)  # videos are streamed lazily
+    results = list(results)
+    assert [r.frame for r in results] == [0, 1, 2]
+    assert all(r.path == path and r.image_size == (64, 96) for r in results)
+
+
+def test_sample_image_loads():
+    image = load_image(sample_image_path())
+    assert image.shape == (300, 451, 3) and image.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    ("source", "error", "match"),
+    [
+        (np.zeros((0, 10, 3), np.uint8), ValueError, "empty"),
+        (np.zeros((10, 10, 3), np.float64), ValueError, "uint8"),
+        (np.zeros((10, 10, 2), np.uint8), ValueError, "HxWx3"),
+        (np.zeros((3, 10, 10), np.uint8), ValueError, "channels must be last"),
+        (torch.zeros(2, 10, 10), ValueError, "CxHxW"),
+        (torch.full((3, 10, 10), 255.0), ValueError, r"\[0, 1\]"),
+        (torch.zeros(3, 10, 10, dtype=torch.int32), ValueError, "uint8 or float"),
+        ({"image": 1}, TypeError, "unsupported source type"),
+        ([], ValueError, "empty list"),
+        ("does/not/exist.jpg", FileNotFoundError, "does/not/exist.jpg"),
+        ("nothing*.png", FileNotFoundError, "no files match"),
+    ],
+)
+def test_bad_sources(tiny_model, source, error, match):
+    with pytest.raises(error, match=match):
+        predict(tiny_model, source)
+
+
+def test_corrupt_file_and_empty_folder(tiny_model, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        predict(tiny_model, bad)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no images or videos"):
+        predict(tiny_model, empty)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"score_threshold": 1.5}, "score_threshold"),
+        ({"mask_threshold": 0.0}, "mask_threshold"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_detections": 0}, "max_detections"),
+        ({"half": "fp8"}, "half"),
+        ({"resize_backend": "cv2"}, "resize_backend"),
+    ],
+)
+def test_bad_options(tiny_model, rgb_image, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        predict(tiny_model, rgb_image, **kwargs)

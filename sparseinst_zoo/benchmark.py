@@ -1,0 +1,457 @@
+"""Measure SparseInst speed: latency percentiles, throughput, peak memory, GFLOPs and the environment.
+
+What is timed:
+
+* ``what="forward"``: the network on a normalised, padded float batch already on the device (``model(x)``).
+* ``what="predict"``: the end-to-end :class:`~sparseinst_zoo.inference.predictor.Predictor` path on decoded uint8
+  HxWx3 images in host memory: resize, normalise and pad, network, postprocess to masks at the original size.
+
+Each iteration is timed on the host with :func:`time.perf_counter` and, on CUDA, ends with
+:func:`torch.cuda.synchronize` so that the time includes all GPU work it launched (CUDA events also give the GPU
+time between the first and the last kernel, reported as ``gpu_ms_median``). Warm-up iterations (cuDNN autotuning,
+``torch.compile``, CUDA-graph capture) are not timed.
+
+Example:
+    >>> from sparseinst_zoo.benchmark import run_benchmark
+    >>> result = run_benchmark("sparseinst_tiny_test", image_size=(75, 110), iters=2, warmup=1)
+    >>> sorted(result["latency_ms"])
+    ['max', 'mean', 'median', 'min', 'p10', 'p90']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .inference.transforms import get_output_shape, padded_shape
+from .optimize import optimize_for_inference, resolve_compile_mode
+
+__all__ = [
+    "DEFAULT_IMAGE_SIZE",
+    "RESULT_KEYS",
+    "count_flops",
+    "environment",
+    "format_result",
+    "input_size_for",
+    "parse_size",
+    "run_benchmark",
+    "write_json",
+]
+
+DEFAULT_IMAGE_SIZE: tuple[int, int] = (640, 853)
+WHAT = ("forward", "predict")
+# Top-level keys of a result (the JSON written by ``sparseinst benchmark --json``); documented in docs/performance.md.
+RESULT_KEYS: tuple[str, ...] = (
+    "model", "weights", "what", "device", "batch_size", "image_size", "input_size", "min_size", "max_size",
+    "resize_backend", "options", "warmup", "iters", "latency_ms", "images_per_s", "gpu_ms_median", "peak_memory_mb",
+    "memory_kind", "memory_baseline_mb", "gflops_per_image", "flops_note", "env",
+)  # fmt: skip
+FLOPS_NOTE = (
+    "torch.utils.flop_counter, fp32 network forward at the input size, per image; convolutions and matmuls only; "
+    "deformable convs counted as their equivalent dense conv (the bilinear sampling of DCN is not counted)"
+)
+
+
+def parse_size(text: str | Sequence[int]) -> tuple[int, int]:
+    """``'640x853'`` (or ``'640,853'``, or a pair) -> ``(640, 853)`` as (height, width).
+
+    Raises:
+        ValueError: if it is not two positive integers.
+    """
+    if isinstance(text, str):
+        parts = text.lower().replace(",", "x").split("x")
+    else:
+        parts = list(text)
+    try:
+        height, width = (int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be HEIGHTxWIDTH such as 640x853, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive, got {height}x{width}")
+    return height, width
+
+
+def input_size_for(image_size: tuple[int, int], min_size: int, max_size: int) -> tuple[int, int]:
+    """The padded network input of an image: resized by the test rule (``min_size`` 0: not resized), padded to 32.
+
+    Example:
+        >>> input_size_for((640, 853), 640, 853)
+        (640, 864)
+    """
+    height, width = image_size
+    if min_size > 0:
+        height, width = get_output_shape(height, width, min_size, max_size)
+    return padded_shape(height, width)
+
+
+# ------------------------------------------------------------------------------------------------------- FLOPs
+def _deform_conv2d_flops(input_shape, weight_shape, *args: Any, out_shape=None, **kwargs: Any) -> int:
+    """Multiply-adds of a deformable conv counted as 2 FLOPs each, like a dense conv of the same shape."""
+    _, in_per_group, kernel_h, kernel_w = weight_shape
+    return 2 * int(np.prod(out_shape)) * in_per_group * kernel_h * kernel_w
+
+
+def count_flops(model: nn.Module, images: torch.Tensor) -> int:
+    """FLOPs of one ``model(images)`` call with :class:`torch.utils.flop_counter.FlopCounterMode`.
+
+    Deformable convs (``torchvision::deform_conv2d``) are counted as dense convs (sampling not counted).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mapping: dict[Any, Any] = {}
+    deform = getattr(getattr(torch.ops, "torchvision", None), "deform_conv2d", None)
+    if deform is not None:
+        mapping[deform] = _deform_conv2d_flops
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        model(images)
+    return int(counter.get_total_flops())
+
+
+# ------------------------------------------------------------------------------------------------- environment
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Versions, device and threading facts that a benchmark figure depends on."""
+    import timm
+    import torchvision
+
+    from .version import __version__
+
+    device = torch.device(device)
+    env: dict[str, Any] = {
+        "sparseinst_zoo": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "device_name": _cpu_name(),
+        "cuda": torch.version.cuda,
+        "cudnn": None,
+    }
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+        env["cudnn"] = torch.backends.cudnn.version()
+        env["gpu_memory_gb"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+    return env
+
+
+# ------------------------------------------------------------------------------------------------------- memory
+class _PeakMemory:
+    """Peak memory over a block: CUDA ``max_memory_allocated``, or the process's peak RSS (Linux VmHWM) on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.baseline_mb: float | None = None
+        self.kind = "cuda_max_memory_allocated" if device.type == "cuda" else "cpu_peak_rss"
+
+    def reset(self) -> None:
+        """Start a new peak window and remember the current use as the baseline."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline_mb = torch.cuda.memory_allocated(self.device) / 2**20
+            return
+        self.baseline_mb = self._status_mb("VmRSS:")
+        try:  # "5" resets the peak RSS (VmHWM) of this process (Linux >= 4.0)
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as file:
+                file.write("5")
+        except OSError:
+            self.kind = "cpu_peak_rss_since_start"
+
+    @staticmethod
+    def _status_mb(field: str) -> float | None:
+        try:
+            with open("/proc/self/status", encoding="ascii") as file:
+                for line in file:
+                    if line.startswith(field):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return None
+
+    def peak_mb(self) -> float | None:
+        """Peak since :meth:`reset` (MiB)."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        peak = self._status_mb("VmHWM:")
+        if peak is not None:
+            return peak
+        try:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        except ImportError:  # pragma: no cover - Windows
+            return None
+
+
+# ------------------------------------------------------------------------------------------------------- timing
+def _time_calls(
+    fn: Callable[[], Any], iters: int, warmup: int, device: torch.device
+) -> tuple[list[float], list[float]]:
+    """Host latencies (ms) of ``iters`` calls after ``warmup`` untimed ones, and CUDA-event GPU times (ms)."""
+    cuda = device.type == "cuda"
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    host_ms: list[float] = []
+    gpu_ms: list[float] = []
+    for _ in range(iters):
+        if cuda:
+            start_event = torch.cuda.Event(enable_timing=True)
+            end_event = torch.cuda.Event(enable_timing=True)
+            start_event.record()
+        start = time.perf_counter()
+        fn()
+        if cuda:
+            end_event.record()
+            torch.cuda.synchronize(device)
+        host_ms.append((time.perf_counter() - start) * 1000.0)
+        if cuda:
+            gpu_ms.append(start_event.elapsed_time(end_event))
+    return host_ms, gpu_ms
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 4),
+        "p10": round(_percentile(values, 10), 4),
+        "p90": round(_percentile(values, 90), 4),
+        "mean": round(statistics.fmean(values), 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------- driver
+def _load_model(model: nn.Module | str, pretrained: bool, checkpoint_path: str | None) -> tuple[nn.Module, str]:
+    if isinstance(model, nn.Module):
+        return model, "given"
+    from ._builder import create_model
+
+    built = create_model(model, pretrained=pretrained, checkpoint_path=checkpoint_path)
+    weights = checkpoint_path or ("pretrained" if pretrained else "random")
+    return built, str(weights)
+
+
+def _resolve_device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but this PyTorch build sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def run_benchmark(
+    model: nn.Module | str,
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 1,
+    image_size: tuple[int, int] | str = DEFAULT_IMAGE_SIZE,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    precision: str = "fp32",
+    fold_bn: bool = False,
+    channels_last: bool = False,
+    compile: bool | str | None = None,
+    cuda_graphs: bool = False,
+    iters: int | None = None,
+    warmup: int | None = None,
+    what: str = "forward",
+    threads: int | None = None,
+    flops: bool = True,
+    resize_backend: str | None = None,
+    pretrained: bool = False,
+    checkpoint_path: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Benchmark one configuration and return a JSON-serialisable dict with the keys of :data:`RESULT_KEYS`.
+
+    Args:
+        model: a model name for :func:`create_model` (random weights unless ``pretrained``/``checkpoint_path``;
+            speed does not depend on the weights, except in ``predict`` through the number of kept instances) or
+            a model instance.
+        device: 'cuda', 'cpu', ... (default: CUDA when available).
+        batch_size: images per call.
+        image_size: (height, width) of the decoded image, or 'HxW'.
+        min_size / max_size: test resize (default: the model's pretrained cfg); ``min_size=0`` keeps the image
+            size (padded to 32) for ``forward``.
+        precision / fold_bn / channels_last / compile / cuda_graphs: fast paths, see
+            :func:`sparseinst_zoo.optimize.optimize_for_inference`. With none of them the plain eager model runs.
+        iters / warmup: timed and untimed calls (default 50 / 10 on CUDA, 10 / 2 on CPU).
+        what: 'forward' (network only) or 'predict' (end to end on uint8 images).
+        threads: ``torch.set_num_threads`` for the run (CPU inference uses that many cores).
+        flops: count GFLOPs (one extra fp32 forward at batch 1).
+        resize_backend: predict only: 'pil' (reference) or 'torch' (on the device); default 'torch' on CUDA.
+        pretrained / checkpoint_path: weights for a model given by name.
+        seed: seed of the random input.
+
+    Raises:
+        ValueError: for bad options (unknown precision, CUDA-only options on a CPU, ...).
+    """
+    if what not in WHAT:
+        raise ValueError(f"what must be one of {WHAT}, got {what!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(int(threads))
+    device = _resolve_device(device)
+    iters = int(iters if iters is not None else (50 if device.type == "cuda" else 10))
+    warmup = int(warmup if warmup is not None else (10 if device.type == "cuda" else 2))
+    if iters < 1 or warmup < 0:
+        raise ValueError(f"iters must be >= 1 and warmup >= 0, got {iters} and {warmup}")
+    image_size = parse_size(image_size)
+    compile_mode = resolve_compile_mode(compile)
+    if cuda_graphs and device.type != "cuda":
+        raise ValueError(f"--cuda-graphs needs a CUDA device, got {device}; drop --cuda-graphs or use --device cuda")
+
+    net, weights = _load_model(model, pretrained, checkpoint_path)
+    net = net.eval().to(device)
+    cfg = getattr(net, "pretrained_cfg", None)
+    min_size = int(min_size if min_size is not None else getattr(cfg, "min_size", 640))
+    max_size = int(max_size if max_size is not None else getattr(cfg, "max_size", 853))
+    if min_size < 0 or max_size < 1:
+        raise ValueError(f"min_size must be >= 0 and max_size >= 1, got {min_size} and {max_size}")
+    if what == "predict" and min_size == 0:
+        raise ValueError("--what predict resizes like the predictor; give --min-size >= 1 (0 is for forward only)")
+    in_size = input_size_for(image_size, min_size, max_size)
+
+    options = {
+        "precision": precision, "fold_bn": bool(fold_bn), "channels_last": bool(channels_last),
+        "compile": compile_mode, "cuda_graphs": bool(cuda_graphs),
+    }  # fmt: skip
+    optimised = precision != "fp32" or fold_bn or channels_last or compile_mode or cuda_graphs
+    runner: nn.Module = net
+    if optimised:
+        runner = optimize_for_inference(
+            net, fold_bn=fold_bn, channels_last=channels_last, precision=precision, compile=compile_mode,
+            cuda_graphs=cuda_graphs, device=device,
+        )  # fmt: skip
+
+    generator = torch.Generator().manual_seed(seed)
+    gflops = None
+    if flops:
+        probe = torch.randn(1, 3, *in_size, generator=generator).to(device)
+        gflops = round(count_flops(net, probe) / 1e9, 3)
+        del probe
+
+    resize = None
+    if what == "forward":
+        images = torch.randn(batch_size, 3, *in_size, generator=generator).to(device)
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return runner(images)
+
+    else:
+        from .inference.predictor import Predictor
+
+        resize = resize_backend or ("torch" if device.type == "cuda" else "pil")
+        predictor = Predictor(runner, min_size=min_size, max_size=max_size, batch_size=batch_size,
+                              resize_backend=resize, keep_image=False)  # fmt: skip
+        rng = np.random.default_rng(seed)
+        frames = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(batch_size)]
+
+        def call() -> Any:
+            return predictor.predict_images(frames)
+
+    memory = _PeakMemory(device)
+    memory.reset()
+    host_ms, gpu_ms = _time_calls(call, iters, warmup, device)
+    peak = memory.peak_mb()
+    latency = _summary(host_ms)
+    return {
+        "model": getattr(net, "model_name", type(net).__name__) if not isinstance(model, str) else model,
+        "weights": weights,
+        "what": what,
+        "device": str(device),
+        "batch_size": int(batch_size),
+        "image_size": list(image_size),
+        "input_size": list(in_size),
+        "min_size": min_size,
+        "max_size": max_size,
+        "resize_backend": resize,
+        "options": options,
+        "warmup": warmup,
+        "iters": iters,
+        "latency_ms": latency,
+        "images_per_s": round(batch_size * 1000.0 / latency["median"], 3),
+        "gpu_ms_median": round(statistics.median(gpu_ms), 4) if gpu_ms else None,
+        "peak_memory_mb": round(peak, 1) if peak is not None else None,
+        "memory_kind": memory.kind,
+        "memory_baseline_mb": round(memory.baseline_mb, 1) if memory.baseline_mb is not None else None,
+        "gflops_per_image": gflops,
+        "flops_note": FLOPS_NOTE,
+        "env": environment(device),
+    }
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """A few human-readable lines for a benchmark result."""
+    lat = result["latency_ms"]
+    opts = ", ".join(f"{k}={v}" for k, v in result["options"].items() if v not in (False, None))
+    lines = [
+        f"{result['model']} {result['what']} on {result['env']['device_name']} ({result['device']}, "
+        f"{result['env']['threads']} threads), batch {result['batch_size']}, image "
+        f"{'x'.join(map(str, result['image_size']))} -> input {'x'.join(map(str, result['input_size']))}, {opts}",
+        f"latency ms: median {lat['median']:.2f}  p10 {lat['p10']:.2f}  p90 {lat['p90']:.2f}  "
+        f"({result['iters']} iters after {result['warmup']} warm-up)",
+        f"throughput: {result['images_per_s']:.2f} images/s",
+    ]
+    if result["gpu_ms_median"] is not None:
+        lines.append(f"GPU time (CUDA events): median {result['gpu_ms_median']:.3f} ms")
+    if result["peak_memory_mb"] is not None:
+        base = result["memory_baseline_mb"]
+        extra = f", {base:.1f} MiB before the timed calls" if base is not None else ""
+        lines.append(f"peak memory: {result['peak_memory_mb']:.1f} MiB ({result['memory_kind']}{extra})")
+    if result["gflops_per_image"] is not None:
+        lines.append(f"GFLOPs per image: {result['gflops_per_image']:.2f}")
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any] | list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Write ``result`` as indented JSON, atomically (temporary file in the same folder, then rename)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".benchmark-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(result, file, indent=2)
+            file.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,86 @@
+"""``sparseinst benchmark``: latency, throughput, memory and GFLOPs of a model, plain or with the fast paths.
+
+Example:
+    $ sparseinst benchmark sparseinst_r50_giam --device cpu --threads 2 --size 640x853 --min-size 640 \
+        --fold-bn --channels-last --iters 10 --json r50_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+HELP = "measure latency (median/p10/p90), images/s, peak memory and GFLOPs of a model and its fast inference paths"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the benchmark options on ``parser``."""
+    parser.add_argument("model", metavar="MODEL", help="model name (see `sparseinst list`), e.g. sparseinst_r50_giam")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per call (default: 1)")
+    parser.add_argument("--size", default="640x853",
+                        help="HEIGHTxWIDTH of the decoded image (default: 640x853, a COCO-like photo)")
+    parser.add_argument("--min-size", type=int, default=None,
+                        help="test resize: shorter side (default: the model's; 0 = no resize, forward only)")
+    parser.add_argument("--max-size", type=int, default=None, help="test resize: cap of the longer side")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="fp32 (default) or fp16/bf16 autocast")
+    parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorms into the convolutions")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="torch.compile the network (MODE: default, reduce-overhead, max-autotune, "
+                             "max-autotune-no-cudagraphs)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="capture and replay CUDA graphs per input shape (CUDA only)")
+    parser.add_argument("--what", choices=("forward", "predict"), default="forward",
+                        help="forward: network on a padded float batch; predict: end to end on uint8 images")
+    parser.add_argument("--resize-backend", choices=("pil", "torch"), default=None,
+                        help="predict only: resize with PIL (reference) or torch on the device (default on CUDA)")
+    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: 50 on CUDA, 10 on CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up iterations (default: 10 / 2)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--no-flops", action="store_true", help="skip the GFLOPs count (one extra forward)")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="load the released weights (speed does not need them; predict keeps fewer instances)")
+    parser.add_argument("--checkpoint", default=None, help="weights file or folder to load instead")
+    parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the full result as JSON")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one benchmark, print a summary and optionally write JSON. Returns 0."""
+    from ..benchmark import format_result, run_benchmark, write_json
+
+    result = run_benchmark(
+        args.model, device=args.device, batch_size=args.batch_size, image_size=args.size, min_size=args.min_size,
+        max_size=args.max_size, precision=args.precision, fold_bn=args.fold_bn, channels_last=args.channels_last,
+        compile=args.compile, cuda_graphs=args.cuda_graphs, iters=args.iters, warmup=args.warmup, what=args.what,
+        threads=args.threads, flops=not args.no_flops, resize_backend=args.resize_backend,
+        pretrained=args.pretrained, checkpoint_path=args.checkpoint, seed=args.seed,
+    )  # fmt: skip
+    print(format_result(result))
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command without the rest of the CLI (used by ``benchmarks/run_matrix.py`` in fresh processes)."""
+    parser = argparse.ArgumentParser(prog="sparseinst benchmark", description=HELP)
+    add_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, OSError, RuntimeError, KeyError) as err:
+        if args.debug:
+            raise
+        print(f"sparseinst benchmark: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

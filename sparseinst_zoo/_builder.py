@@ -63,9 +63,13 @@ def build_model_with_cfg(
         state_dict, weights_cfg = load_weights(
             variant, cfg, pretrained=pretrained, checkpoint_path=checkpoint_path, cache_dir=cache_dir
         )
-        if weights_cfg is not None:
-            cfg = weights_cfg
-        build_classes = int(state_dict["decoder.inst_branch.cls_score.weight"].shape[0])
+        if weights_cfg is not None:  # the cfg saved with the weights wins; the caller's overlay still applies on top
+            cfg = resolve_pretrained_cfg(variant, weights_cfg, pretrained_cfg_overlay)
+        classifier = state_dict.get("decoder.inst_branch.cls_score.weight")
+        if classifier is not None:
+            build_classes = int(classifier.shape[0])
+        else:  # not a SparseInst state dict: load_state_dict_strict below names what is missing
+            build_classes = num_classes if num_classes is not None else cfg.num_classes
     else:
         build_classes = num_classes if num_classes is not None else cfg.num_classes
     if kwargs.get("pretrained_backbone") and loads_weights:

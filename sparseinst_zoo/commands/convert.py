@@ -1,0 +1,46 @@
+"""``sparseinst convert``: turn a reference SparseInst checkpoint into ``model.safetensors`` + ``config.json``.
+
+Example:
+    $ sparseinst convert sparse_inst_r50_giam_aug_2b7d68.pth --model sparseinst_r50_giam_aug --out r50_giam_aug
+    $ python -c "import sparseinst_zoo; sparseinst_zoo.from_pretrained('r50_giam_aug')"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "convert a reference SparseInst checkpoint (detectron2 or MMDetection .pth) to safetensors + config.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the convert options on ``parser``."""
+    parser.add_argument("src", metavar="SRC", help="reference .pth checkpoint (or our model.safetensors / folder)")
+    parser.add_argument(
+        "--model", default=None, metavar="NAME",
+        help="architecture the checkpoint was trained as, e.g. sparseinst_r50_giam_aug (see `sparseinst list`); "
+        "detected from the keys and the file name when omitted",
+    )  # fmt: skip
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write model.safetensors, config.json")
+    parser.add_argument("--card", action="store_true", help="also write a README.md model card")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert, write the folder and print a summary. Returns 0."""
+    from pathlib import Path
+
+    from ..convert import convert_checkpoint
+
+    _, report = convert_checkpoint(args.src, model_name=args.model, out_dir=args.out)
+    if args.card:
+        from ..hub import from_pretrained, save_pretrained
+
+        save_pretrained(from_pretrained(args.out), args.out)
+    if args.json:
+        print(json.dumps({**report.to_dict(), "out": str(Path(args.out))}, indent=2))
+    else:
+        print(report)
+        print(f"written:      {Path(args.out) / 'model.safetensors'}, {Path(args.out) / 'config.json'}")
+        print(f"load it with: sparseinst_zoo.from_pretrained({str(Path(args.out))!r})")
+    return 0

@@ -29,6 +29,7 @@ def make_shapes_dataset(
     num_images: int = 32,
     size: tuple[int, int] = (64, 64),
     max_shapes: int = 3,
+    radius: tuple[float, float] = (0.12, 0.22),
     seed: int = 0,
     json_name: str = "annotations.json",
 ) -> str:
@@ -41,6 +42,7 @@ def make_shapes_dataset(
         num_images: number of images.
         size: ``(height, width)`` of every image.
         max_shapes: most shapes per image.
+        radius: range of the shapes' half-size, as a fraction of the shorter image side.
         seed: random seed.
         json_name: name of the annotation file.
 
@@ -64,17 +66,17 @@ def make_shapes_dataset(
         occupied = np.zeros((height, width), dtype=bool)
         for _ in range(int(rng.integers(1, max_shapes + 1))):
             for _attempt in range(20):
-                radius = float(rng.uniform(0.12, 0.22) * min(height, width))
-                cx = float(rng.uniform(radius + 1, width - radius - 1))
-                cy = float(rng.uniform(radius + 1, height - radius - 1))
+                half = float(rng.uniform(*radius) * min(height, width))
+                cx = float(rng.uniform(half + 1, width - half - 1))
+                cy = float(rng.uniform(half + 1, height - half - 1))
                 label = int(rng.integers(len(SHAPE_CLASSES)))
                 kind = SHAPE_CLASSES[label]
                 layer = Image.new("L", (width, height), 0)
                 layer_draw = ImageDraw.Draw(layer)
                 if kind == "disc":
-                    layer_draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=1)
+                    layer_draw.ellipse([cx - half, cy - half, cx + half, cy + half], fill=1)
                 else:
-                    layer_draw.polygon(_shape_polygon(kind, cx, cy, radius), fill=1)
+                    layer_draw.polygon(_shape_polygon(kind, cx, cy, half), fill=1)
                 mask = np.asarray(layer, dtype=bool)
                 if not (mask & occupied).any() and mask.sum() > 4:
                     break
@@ -87,7 +89,7 @@ def make_shapes_dataset(
             if kind == "disc":
                 segmentation = {"size": [height, width], "counts": rle["counts"].decode("ascii")}
             else:
-                segmentation = [[round(v, 2) for v in _shape_polygon(kind, cx, cy, radius)]]
+                segmentation = [[round(v, 2) for v in _shape_polygon(kind, cx, cy, half)]]
             x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": _CATEGORY_IDS[label],

@@ -21,7 +21,6 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,8 +39,8 @@ __all__ = [
     "iter_source",
     "iter_items",
     "has_video",
-    "output_stem",
     "iter_video_frames",
+    "video_fps",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
@@ -250,6 +249,18 @@ def iter_video_frames(path: str) -> Iterator[np.ndarray]:
         capture.release()
 
 
+def video_fps(path: str, default: float = 25.0) -> float:
+    """Average frame rate of a video file (``default`` if unknown or no video backend is installed)."""
+    try:
+        import av
+
+        with av.open(path) as container:
+            rate = container.streams.video[0].average_rate
+            return float(rate) if rate else default
+    except Exception:  # any backend/container problem: the caller only needs a sensible rate
+        return default
+
+
 def _describe(item: Any, index: int) -> str:
     if isinstance(item, Image.Image):
         return f"source {index} (PIL image)"
@@ -280,11 +291,3 @@ def iter_items(items: list[Any]) -> Iterator[SourceItem]:
         else:
             name = _describe(item, index)
             yield SourceItem(to_rgb_uint8(item, name), name=name)
-
-
-def output_stem(item: SourceItem, index: int) -> str:
-    """A file stem for saving results of ``item``: the file name, with the frame number for videos."""
-    if item.path is None:
-        return f"image{index}"
-    stem = Path(item.path).stem
-    return f"{stem}_{item.frame:06d}" if item.frame is not None else stem

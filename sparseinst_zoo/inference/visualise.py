@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import colorsys
 import os
-import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["instance_colors", "draw_instances", "save_image"]
+from ._io import atomic_write, publish, temporary_path
+
+__all__ = ["instance_colors", "draw_instances", "save_image", "VideoWriter"]
 
 
 def instance_colors(n: int) -> np.ndarray:
@@ -113,19 +114,56 @@ def draw_instances(
 def save_image(image: np.ndarray, path: str | os.PathLike[str]) -> str:
     """Write a uint8 HxWx3 RGB array to ``path`` (format from its extension) atomically; returns the path."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1] or ".png"
+    suffix = os.path.splitext(path)[1]
     image_format = Image.registered_extensions().get(suffix.lower())
     if image_format is None:
         raise ValueError(f"cannot save {path!r}: unknown image extension {suffix!r} (use .png or .jpg)")
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(handle, format=image_format)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    pil_image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    return atomic_write(path, lambda handle: pil_image.save(handle, format=image_format))
+
+
+class VideoWriter:
+    """Write RGB uint8 frames to a video file with PyAV (H.264 if available, else MPEG-4), atomically on close.
+
+    Example:
+        >>> writer = VideoWriter("overlay.mp4", fps=25)  # doctest: +SKIP
+        >>> writer.write(frame); writer.close()  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float = 25.0) -> None:
+        try:
+            import av
+        except ImportError:
+            raise ImportError("writing overlay videos needs PyAV: pip install av") from None
+        self._av = av
+        self.path = os.fspath(path)
+        self.fps = fps
+        self._tmp = temporary_path(self.path)
+        self._container = av.open(self._tmp, "w")
+        self._stream = None
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one uint8 HxWx3 RGB frame (the first frame fixes the size)."""
+        if self._stream is None:
+            codec = "h264" if "h264" in self._av.codecs_available else "mpeg4"
+            from fractions import Fraction
+
+            self._stream = self._container.add_stream(codec, rate=Fraction(self.fps).limit_denominator(1001))
+            self._stream.height, self._stream.width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2
+            self._stream.pix_fmt = "yuv420p"
+        frame = np.ascontiguousarray(frame[: self._stream.height, : self._stream.width])
+        for packet in self._stream.encode(self._av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            self._container.mux(packet)
+
+    def close(self) -> str:
+        """Flush, close and move the file into place; returns its path."""
+        try:
+            if self._stream is not None:
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+            self._container.close()
+            publish(self._tmp, self.path)
+        finally:
+            if os.path.exists(self._tmp):
+                os.unlink(self._tmp)
+        return self.path

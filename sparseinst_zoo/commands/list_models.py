@@ -1,0 +1,59 @@
+"""``sparseinst list [PATTERN] [--pretrained]``: the registered models with their reference AP and FPS.
+
+Example:
+    $ sparseinst list r50 --pretrained
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "list the models (name pattern, e.g. 'r50' or 'sparseinst_*giam*') with reference COCO AP and FPS"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the list options on ``parser``."""
+    parser.add_argument("pattern", nargs="?", default="", metavar="PATTERN",
+                        help="fnmatch pattern; without wildcards, a substring of the name")  # fmt: skip
+    parser.add_argument("--pretrained", action="store_true",
+                        help="only the models with released weights, as name.tag (the names create_model accepts)")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def format_table(rows: list[list[str]], header: list[str]) -> str:
+    """Left-aligned plain-text table with a rule under the header."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the table; returns 1 if nothing matches."""
+    from .. import get_pretrained_cfg, list_models
+
+    pattern = args.pattern or ""
+    if pattern and not any(c in pattern for c in "*?["):
+        pattern = f"*{pattern}*"
+    names = list_models(pattern, pretrained=args.pretrained)
+    if not names:
+        what = "pretrained models" if args.pretrained else "models"
+        print(f"no {what} match {args.pattern!r}; run `sparseinst list` for all names")
+        return 1
+    header = ["model", "AP val", "AP test-dev", "FPS (2080 Ti)", "test size", "Hub repository"]
+    rows = []
+    for name in names:
+        cfg = get_pretrained_cfg(name)
+        weights = cfg.hf_hub_id or cfg.file or "-"
+        rows.append([
+            name, _fmt(cfg.reference_ap), _fmt(cfg.reference_ap_test_dev), _fmt(cfg.reference_fps),
+            f"{cfg.min_size}/{cfg.max_size}", weights,
+        ])  # fmt: skip
+    print(format_table(rows, header))
+    print(f"\n{len(rows)} model(s). AP: COCO mask AP of the reference checkpoints; test size: shorter side / "
+          "longest side cap.")  # fmt: skip
+    return 0

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,7 +235,9 @@ def decode_segmentation(segm: list | dict, height: int, width: int) -> np.ndarra
     else:
         counts = segm["counts"]
         rle = {"size": segm["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
+    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning, once per mask
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
 
 
 class CocoDataset(Dataset):

@@ -155,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
     writers: dict[str, VideoWriter] = {}
     written: list[str] = []
     count = images = 0
-    with tqdm(total=total, unit="img", disable=args.quiet, file=sys.stderr, leave=False) as bar:
+    show_bar = not args.quiet and (total is None or total > 1)
+    with tqdm(total=total, unit="img", disable=not show_bar, file=sys.stderr, leave=False) as bar:
         for index, result in enumerate(predictor.stream(flat)):
             images += 1
             # the threshold applies to the final (rescored) score, as the reference demo's display filter

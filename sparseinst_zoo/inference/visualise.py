@@ -81,7 +81,7 @@ def draw_instances(
     height, width = image.shape[:2]
     thickness = max(1, round(min(height, width) / 250))
     colours = instance_colors(len(masks))
-    order = np.argsort(-masks.reshape(len(masks), -1).sum(1), kind="stable")
+    order = np.argsort(-masks.sum((1, 2)), kind="stable")
     canvas = image.astype(np.float32)
     for i in order:
         colour = colours[i].astype(np.float32)

@@ -1,0 +1,134 @@
+"""`sparseinst predict` and `sparseinst list` end to end through sparseinst_zoo.cli.main."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from safetensors.torch import save_file
+
+from sparseinst_zoo.cli import main
+from sparseinst_zoo.inference.sources import sample_image_path
+
+
+@pytest.fixture
+def checkpoint(tiny_model, tmp_path):
+    """The seeded tiny model's weights in a local safetensors file."""
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_model.state_dict().items()}, str(path))
+    return path
+
+
+def test_predict_sample_image_with_random_weights(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["predict", "sparseinst_tiny_test", "--weights", "random", "--out", str(out), "--save-json"]) == 0
+    captured = capsys.readouterr()
+    assert "RANDOM weights" in captured.err and "meaningless" in captured.err
+    overlay = np.asarray(Image.open(out / "chelsea.png"))
+    assert overlay.shape == (300, 451, 3)
+    data = json.loads((out / "predictions.json").read_text())
+    assert data["images"] == [{"id": 1, "file_name": sample_image_path(), "height": 300, "width": 451}]
+    assert "wrote" in captured.out
+
+
+def test_predict_with_local_checkpoint_matches_python_api(tiny_model, checkpoint, tmp_path, rgb_image, capsys):
+    image_path = tmp_path / "photo.png"
+    Image.fromarray(rgb_image).save(image_path)
+    out = tmp_path / "out"
+    # sources after options work too
+    argv = ["predict", "sparseinst_tiny_test", "--checkpoint", str(checkpoint), str(image_path), "--out", str(out),
+            "--save-json", "--threshold", "0.02"]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads((out / "predictions.json").read_text())
+    expected = tiny_model.predict(str(image_path), score_threshold=0.02, sort_by_score=True)[0]
+    expected = expected[expected.scores > 0.02]
+    annotations = data["annotations"]
+    assert len(annotations) == len(expected) > 0
+    assert [a["score"] for a in annotations] == pytest.approx(expected.scores.tolist(), abs=1e-6)
+    assert [a["category_id"] for a in annotations] == expected.labels.tolist()
+    for ann, mask in zip(annotations, expected.masks.numpy()):
+        np.testing.assert_array_equal(mask_utils.decode(ann["segmentation"]).astype(bool), mask)
+        assert ann["area"] == int(mask.sum()) and ann["image_id"] == 1 and ann["iscrowd"] == 0
+    assert len({a["id"] for a in annotations}) == len(annotations)
+    overlay = np.asarray(Image.open(out / "photo.png"))
+    np.testing.assert_array_equal(overlay, expected.plot())
+    assert "instance(s) with score > 0.02" in capsys.readouterr().out
+
+
+def test_predict_folder_video_and_name_clashes(checkpoint, tmp_path, rgb_image):
+    av = pytest.importorskip("av")
+    data = tmp_path / "data"
+    (data / "more").mkdir(parents=True)
+    Image.fromarray(rgb_image).save(data / "a.png")
+    Image.fromarray(rgb_image[::-1]).save(data / "more" / "a.jpg")
+    video = data / "clip.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for _ in range(2):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((64, 96, 3), np.uint8), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    out = tmp_path / "out"
+    argv = ["predict", "sparseinst_tiny_test", str(data), str(data / "more" / "*.jpg"), "--checkpoint",
+            str(checkpoint), "--out", str(out), "--save-json", "--quiet", "--batch-size", "2"]  # fmt: skip
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_1.png", "clip.mp4", "predictions.json"]
+    frames = [f.to_ndarray(format="rgb24") for f in av.open(str(out / "clip.mp4")).decode(video=0)]
+    assert len(frames) == 2 and frames[0].shape == (64, 96, 3)
+    images = json.loads((out / "predictions.json").read_text())["images"]
+    assert [im.get("frame") for im in images] == [None, 0, 1, None]
+
+
+def test_predict_save_pretrained_folder(tiny_model, tmp_path):
+    folder = tmp_path / "best"
+    tiny_model.save_pretrained(str(folder))
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), sample_image_path(), "--out", str(out), "--quiet"]) == 0
+    assert (out / "chelsea.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sparseinst_tiny_test"], "has no released weights"),
+        (["sparseinst_r50_giam"], "--weights random"),  # the Hub is offline in tests
+        (["sparseinst_r50_gam", "--weights", "random"], "Did you mean"),
+        (["sparseinst_tiny_test", "missing.jpg", "--weights", "random"], "missing.jpg"),
+        (["sparseinst_tiny_test", "--weights", "random", "--threshold", "2"], "--threshold"),
+    ],
+)
+def test_predict_errors_are_one_clear_line(argv, message, tmp_path, capsys):
+    assert main(["predict", *argv, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_corrupt_image_is_named(tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    assert main(["predict", "sparseinst_tiny_test", str(bad), "--weights", "random", "--out", str(tmp_path)]) == 1
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_list_table(capsys):
+    assert main(["list", "r50_giam", "--pretrained"]) == 0
+    out = capsys.readouterr().out
+    assert "sparseinst_r50_giam.coco" in out and "33.4" in out and "44.6" in out and "608/853" in out
+    assert "sparseinst_r101" not in out
+    assert main(["list"]) == 0
+    assert "sparseinst_tiny_test" in capsys.readouterr().out
+    assert main(["list", "nothing_like_this"]) == 1
+
+
+def test_device_option_keeps_cpu(checkpoint, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("checks the explicit cpu path only")
+    argv = ["predict", "sparseinst_tiny_test", "--checkpoint", str(checkpoint), "--device", "cpu", "--half", "bf16",
+            "--out", str(tmp_path), "--quiet", "--min-size", "96", "--max-size", "128"]  # fmt: skip
+    assert main(argv) == 0

@@ -1,0 +1,71 @@
+"""COCO evaluation: perfect detections score 100, key layout, class-count checks, atomic JSON output."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pycocotools.mask as mask_utils
+import pytest
+import torch
+from pycocotools.cocoeval import COCOeval
+
+import sparseinst_zoo
+from sparseinst_zoo.training.data import CocoInstances
+from sparseinst_zoo.training.evaluate import METRIC_KEYS, coco_ground_truth, evaluate, summarize_coco_eval
+from sparseinst_zoo.training.synthetic import SHAPE_CLASSES, make_shapes_dataset
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_shapes")
+    return make_shapes_dataset(root, num_images=6, seed=4), str(root)
+
+
+def _score(coco, detections):
+    gt = coco_ground_truth(coco)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval = COCOeval(gt, gt.loadRes(detections), iouType="segm")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return summarize_coco_eval(coco_eval, coco.label_names)
+
+
+def test_ground_truth_as_detections_scores_100(shapes):
+    json_path, images = shapes
+    coco = CocoInstances(json_path, images, keep_crowd=True)
+    detections = []
+    for image in coco.images:
+        labels, masks = coco.load_targets(image)
+        for label, mask in zip(labels, masks):
+            rle = mask_utils.encode(mask[:, :, None].copy(order="F"))[0]
+            rle["counts"] = rle["counts"].decode()
+            detections.append({"image_id": image.id, "category_id": coco.category_ids[label], "segmentation": rle,
+                               "score": 1.0})  # fmt: skip
+    metrics = _score(coco, detections)
+    assert set(metrics) == {*METRIC_KEYS, "per_class"}
+    assert metrics["AP"] == pytest.approx(100.0) and metrics["AP50"] == pytest.approx(100.0)
+    present = {coco.label_names[a["label"]] for img in coco.images for a in img.annotations}
+    assert all(metrics["per_class"][name] == pytest.approx(100.0) for name in present)
+    # the same masks labelled with the wrong class score 0
+    shifted = {c: coco.category_ids[(i + 1) % 3] for i, c in enumerate(coco.category_ids)}
+    wrong = [{"image_id": d["image_id"], "category_id": shifted[d["category_id"]], "score": 1.0,
+              "segmentation": d["segmentation"]} for d in detections]  # fmt: skip
+    assert _score(coco, wrong)["AP"] == pytest.approx(0.0)
+
+
+def test_evaluate_model_writes_json_and_checks_class_count(shapes, tmp_path):
+    json_path, images = shapes
+    torch.manual_seed(0)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3)
+    out = tmp_path / "sub" / "metrics.json"
+    metrics = evaluate(model, json_path, images, batch_size=2, out=out)
+    saved = json.loads(out.read_text())
+    assert set(saved) == {*METRIC_KEYS, "per_class"} and saved["AP"] == metrics["AP"]
+    assert list(saved["per_class"]) == list(SHAPE_CLASSES)
+    assert all(v is None or 0.0 <= v <= 100.0 for k, v in saved.items() if k != "per_class")
+    assert not list(out.parent.glob("*.tmp*"))
+    with pytest.raises(ValueError, match="predicts 80 classes but .* has 3 categories"):
+        evaluate(sparseinst_zoo.create_model("sparseinst_tiny_test"), json_path, images)

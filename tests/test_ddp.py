@@ -46,9 +46,9 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    sparseinst_zoo.train(model="sparseinst_tiny_test", train_json=ann, train_images=str(data), out=str(tmp_path / "one"),
-                         iters=4, batch_size=2, lr=1e-3, min_sizes=(64,), max_size=96, workers=0, progress=False,
-                         log_period=1, tensorboard=False)  # fmt: skip
+    sparseinst_zoo.train(model="sparseinst_tiny_test", train_json=ann, train_images=str(data),
+                         out=str(tmp_path / "one"), iters=4, batch_size=2, lr=1e-3, min_sizes=(64,), max_size=96,
+                         workers=0, progress=False, log_period=1, tensorboard=False)  # fmt: skip
     ddp = [r for r in _train_records(tmp_path / "ddp") if r["type"] == "train"]
     one = [r for r in _train_records(tmp_path / "one") if r["type"] == "train"]
     assert [r["step"] for r in ddp] == [r["step"] for r in one] == [1, 2, 3, 4]

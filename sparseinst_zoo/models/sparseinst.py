@@ -321,14 +321,14 @@ def sparseinst_cspdarknet53_giam(pretrained: bool = False, **kwargs: Any) -> Spa
 @register_model
 def sparseinst_pvt_v2_b1_giam(pretrained: bool = False, **kwargs: Any) -> SparseInst:
     """SparseInst PVTv2-B1 G-IAM (35.3 AP)."""
-    args = dict(backbone="pvt_v2_b1", decoder="giam")
+    args = dict(backbone="pvt_v2_b1", decoder="giam", backbone_kwargs={"drop_path_rate": 0.1})  # reference training
     return _create_sparseinst("sparseinst_pvt_v2_b1_giam", pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def sparseinst_pvt_v2_b2_li_giam(pretrained: bool = False, **kwargs: Any) -> SparseInst:
     """SparseInst PVTv2-B2-Li (linear attention) G-IAM (37.2 AP)."""
-    args = dict(backbone="pvt_v2_b2_li", decoder="giam")
+    args = dict(backbone="pvt_v2_b2_li", decoder="giam", backbone_kwargs={"drop_path_rate": 0.1})  # reference training
     return _create_sparseinst("sparseinst_pvt_v2_b2_li_giam", pretrained, **dict(args, **kwargs))
 
 

@@ -214,6 +214,7 @@ def test_corrupt_file_and_empty_folder(tiny_model, tmp_path):
         ({"max_detections": 0}, "max_detections"),
         ({"half": "fp8"}, "half"),
         ({"resize_backend": "cv2"}, "resize_backend"),
+        pytest.param({"device": "cuda"}, "CUDA", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA")),
     ],
 )
 def test_bad_options(tiny_model, rgb_image, kwargs, match):

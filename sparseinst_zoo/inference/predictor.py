@@ -61,7 +61,8 @@ class Predictor:
             use ~0.3-0.5 for display, and filter final scores with ``r[r.scores > t]``).
         mask_threshold: mask probability threshold (0.45).
         max_detections: at most this many instances per image (highest final scores).
-        min_size / max_size: resize rule; default from ``model.pretrained_cfg``.
+        min_size: target shorter side; default from ``model.pretrained_cfg``.
+        max_size: cap of the longer side; default from ``model.pretrained_cfg``.
         device: move the model there first (default: where the model is).
         half: autocast the network: False (fp32), True (fp16 on CUDA, bf16 on CPU), 'fp16' or 'bf16'.
         sort_by_score: order instances by descending score (default: query order, as the reference).
@@ -114,6 +115,9 @@ class Predictor:
         self.mean = tuple(getattr(cfg, "mean", (123.675, 116.280, 103.530)))
         self.std = tuple(getattr(cfg, "std", (58.395, 57.120, 57.375)))
         if device is not None:
+            device = torch.device(device)
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; use device='cpu'")
             model.to(device)
         self.model = model
         self.device = next(model.parameters()).device

@@ -183,7 +183,8 @@ def preprocess(
         images: uint8 HxWx3 RGB numpy arrays or tensors (see :func:`sources.to_rgb_uint8` for other inputs).
         min_size: target shorter side.
         max_size: cap of the longer side.
-        mean / std: per-channel normalisation on 0..255 values (RGB order).
+        mean: per-channel mean on 0..255 values (RGB order).
+        std: per-channel standard deviation on 0..255 values.
         device: where the batch is built (the model's device).
         resize_backend: ``"pil"`` (exact reference) or ``"torch"`` (resize on ``device``, within 1 grey level).
 

@@ -91,7 +91,7 @@ def draw_instances(
     out = Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
     if labels or show_boxes:
         draw = ImageDraw.Draw(out)
-        font = _font(max(10, round(min(height, width) / 40)))
+        font = _font(max(11, round(min(height, width) / 36)))
         for i in order:
             if not masks[i].any():
                 continue

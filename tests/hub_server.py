@@ -42,7 +42,7 @@ class Repo:
         return self.branches.get(revision)
 
     def commit(self, files: dict[str, bytes], branch: str = "main", replace: bool = False) -> str:
-        parent = self.branches.get(branch)
+        parent = self.branches.get(branch, self.branches.get("main"))  # a new branch starts from main
         tree = {} if replace or parent is None else dict(self.commits[parent])
         tree.update(files)
         digest = hashlib.sha1()

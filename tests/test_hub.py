@@ -1,0 +1,265 @@
+"""Loading weights from a real loopback Hub (tests/hub_server.py), local files, save/load round trips, num_classes."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from hub_server import HubServer
+
+import sparseinst_zoo
+from sparseinst_zoo.hub import CONFIG_NAME, WEIGHTS_NAME, load_state_dict_strict
+
+TINY = "sparseinst_tiny_test"
+R50_REPO = "sparseinst-zoo/sparseinst_r50_giam.coco"
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A running loopback Hub with HF_ENDPOINT pointing at it and offline mode off."""
+    from huggingface_hub import constants
+
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the library read it at import time (conftest: 1)
+        yield server
+
+
+def go_offline(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def outputs(model, size=64):
+    torch.manual_seed(123)
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def same_outputs(a, b) -> bool:
+    out_a, out_b = outputs(a), outputs(b)
+    return all(torch.equal(out_a[k], out_b[k]) for k in ("pred_logits", "pred_masks", "pred_scores"))
+
+
+def publish(hub, model, repo_id, tmp_path, metrics=None):
+    folder = model.save_pretrained(tmp_path / repo_id.replace("/", "--"), metrics=metrics, repo_id=repo_id)
+    hub.add_folder(repo_id, folder)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# pretrained=True against the loopback Hub
+# ---------------------------------------------------------------------------------------------------------------------
+def test_pretrained_downloads_once_then_uses_the_cache_and_works_offline(hub, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    source = sparseinst_zoo.create_model("sparseinst_r50_giam")
+    for module in source.modules():  # non-trivial frozen-BN statistics must travel too
+        if hasattr(module, "running_var") and module.running_var is not None:
+            module.running_var.uniform_(0.5, 1.5)
+    publish(hub, source, R50_REPO, tmp_path)
+
+    model = sparseinst_zoo.create_model("sparseinst_r50_giam", pretrained=True)
+    assert hub.count("GET", f"/{R50_REPO}/resolve/main/{WEIGHTS_NAME}") == 1
+    assert hub.count("GET", f"/{R50_REPO}/resolve/main/{CONFIG_NAME}") == 1
+    assert hub.count("GET") == 2  # exactly the two pinned files, nothing else (no README, no backbone weights)
+    assert same_outputs(model, source)
+    assert model.label_names[0] == "person" and model.pretrained_cfg.min_size == 608
+
+    expected = source.state_dict()
+    again = sparseinst_zoo.create_model("sparseinst_r50_giam", pretrained=True)
+    assert hub.count("GET") == 2  # cache reuse: metadata checks only
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in expected.items())
+
+    go_offline(monkeypatch)
+    hub.clear_log()
+    offline = sparseinst_zoo.create_model("sparseinst_r50_giam", pretrained=True)
+    assert hub.count() == 0
+    assert all(torch.equal(offline.state_dict()[k], v) for k, v in expected.items())
+
+
+def test_cache_dir_argument_is_used(hub, tmp_path, tiny_model):
+    publish(hub, tiny_model, "org/tiny", tmp_path)
+    cache = tmp_path / "my-cache"
+    model = sparseinst_zoo.create_model("hf-hub:org/tiny", cache_dir=cache)
+    assert same_outputs(model, tiny_model)
+    assert (cache / "models--org--tiny" / "blobs").is_dir()
+
+
+def test_offline_without_cache_says_what_to_do(monkeypatch):
+    go_offline(monkeypatch)
+    with pytest.raises(OSError) as info:
+        sparseinst_zoo.create_model("sparseinst_r50_giam", pretrained=True)
+    message = str(info.value)
+    assert R50_REPO in message and WEIGHTS_NAME in message and "HF_HUB_OFFLINE" in message
+    assert "drive.google.com/file/d/1pXU7Dsa1L7nUiLU9ULG2F6Pl5m5NEguL" in message
+    assert "sparseinst convert" in message and "checkpoint_path" in message
+
+
+@pytest.mark.parametrize("status", [404, 401])
+def test_unpublished_repo_explains_how_to_get_the_original(monkeypatch, status):
+    from huggingface_hub import constants
+
+    with HubServer(missing_repo_status=status) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        with pytest.raises(OSError) as info:
+            sparseinst_zoo.create_model("sparseinst_pvt_v2_b1_giam", pretrained=True)
+        assert server.count("HEAD") >= 1  # it really asked the loopback Hub
+    message = str(info.value)
+    assert "sparseinst-zoo/sparseinst_pvt_v2_b1_giam.coco" in message and f"HTTP {status}" in message
+    assert "not published" in message and "13l9JgTz3sF6j3vSVHOOhAYJnCf-QuNe_" in message
+    assert "sparseinst convert FILE.pth --model sparseinst_pvt_v2_b1_giam" in message
+
+
+def test_missing_file_and_revision(hub, tmp_path, tiny_model):
+    hub.add_file("org/empty", CONFIG_NAME, b'{"model_name": "sparseinst_tiny_test"}')
+    with pytest.raises(OSError, match=r"'model.safetensors' of Hub repository 'org/empty'.*no such file"):
+        sparseinst_zoo.create_model("hf-hub:org/empty")
+    publish(hub, tiny_model, "org/tiny", tmp_path)
+    with pytest.raises(OSError, match="revision 'v9' does not exist"):
+        sparseinst_zoo.create_model("hf-hub:org/tiny@v9")
+    overlay = {"hf_hub_id": "org/tiny", "revision": "v9"}
+    with pytest.raises(OSError, match="revision 'v9' does not exist"):
+        sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay=overlay)
+    commit = hub.add_file("org/tiny", "notes.txt", b"second commit", revision="v2")
+    model = sparseinst_zoo.create_model("hf-hub:org/tiny@v2")  # branch
+    assert same_outputs(model, tiny_model)
+    model = sparseinst_zoo.from_pretrained("org/tiny", revision=commit)  # commit sha
+    assert same_outputs(model, tiny_model)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_weights_on_the_hub(hub, tmp_path, tiny_model, damage):
+    folder = publish(hub, tiny_model, "org/tiny", tmp_path)
+    data = (folder / WEIGHTS_NAME).read_bytes()
+    bad = data[: len(data) // 2] if damage == "truncated" else b"\x00" * 8 + b"not a safetensors file"
+    hub.add_file("org/tiny", WEIGHTS_NAME, bad)
+    overlay = {"hf_hub_id": "org/tiny"}
+    with pytest.raises(ValueError) as info:
+        sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay=overlay)
+    message = str(info.value)
+    assert "truncated or corrupt" in message and "org/tiny" in message and "delete" in message
+
+
+def test_tag_without_weights_is_a_clear_error():
+    with pytest.raises(ValueError, match="has no pretrained weights"):
+        sparseinst_zoo.create_model(TINY, pretrained=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# num_classes surgery
+# ---------------------------------------------------------------------------------------------------------------------
+def test_num_classes_surgery_keeps_every_other_tensor(hub, tmp_path, caplog):
+    torch.manual_seed(0)
+    coco = sparseinst_zoo.create_model(TINY)
+    coco.pretrained_cfg = sparseinst_zoo.get_pretrained_cfg("sparseinst_r50_giam")  # 80 COCO names
+    publish(hub, coco, "org/tiny-coco", tmp_path)
+    with caplog.at_level(logging.INFO, logger="sparseinst_zoo"):
+        model = sparseinst_zoo.create_model("hf-hub:org/tiny-coco", num_classes=3)
+    assert "decoder.inst_branch.cls_score.weight" in caplog.text and "differs from the weights (80)" in caplog.text
+    assert model.num_classes == 3 and model.label_names == ("class_0", "class_1", "class_2")
+    state, reference = model.state_dict(), coco.state_dict()
+    assert set(state) == set(reference)
+    for key, value in reference.items():
+        if key.startswith("decoder.inst_branch.cls_score."):
+            assert state[key].shape[0] == 3
+        else:
+            assert torch.equal(state[key], value), key
+    assert model.decoder.inst_branch.cls_score.bias.allclose(torch.full((3,), -4.59512), atol=1e-4)
+    assert outputs(model)["pred_logits"].shape == (1, 10, 3)
+    assert sparseinst_zoo.create_model("hf-hub:org/tiny-coco").label_names[0] == "person"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# save_pretrained / from_pretrained / push_to_hub / checkpoint_path
+# ---------------------------------------------------------------------------------------------------------------------
+def test_save_and_load_round_trip(tmp_path, tiny_model):
+    folder = tiny_model.save_pretrained(tmp_path / "saved", metrics={"mask AP (val)": 12.345})
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert config["model_name"] == TINY and config["model_args"]["frozen_bn"] is True
+    assert config["pretrained_cfg"]["num_classes"] == 80
+    for model in (
+        sparseinst_zoo.from_pretrained(str(folder)),
+        sparseinst_zoo.create_model(str(folder)),
+        sparseinst_zoo.create_model(TINY, checkpoint_path=folder),
+        sparseinst_zoo.create_model(TINY, checkpoint_path=folder / WEIGHTS_NAME),
+        sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay={"file": str(folder)}),
+    ):
+        assert same_outputs(model, tiny_model)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in tiny_model.state_dict().items())
+        assert model.pretrained_cfg.min_size == 64
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: sparseinst-zoo" in card and "license: mit" in card
+    assert "| mask AP (val) | 12.35 |" in card and "@inproceedings{Cheng2022SparseInst" in card
+    assert 'from_pretrained("path/to/this/folder")' in card
+
+
+def test_reference_pth_loads_directly(tmp_path, tiny_model):
+    torch.save({"model": tiny_model.state_dict()}, tmp_path / "model_final.pth")
+    model = sparseinst_zoo.create_model(TINY, checkpoint_path=tmp_path / "model_final.pth")
+    assert same_outputs(model, tiny_model)
+
+
+def test_frozen_bn_and_dcn_offsets_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = sparseinst_zoo.create_model(
+        "sparseinst_giam", backbone="resnet26", frozen_bn=True, dcn_stages=(4,), encoder_channels=32, inst_channels=32,
+        mask_channels=32, kernel_dim=16, inst_convs=1, mask_convs=1, num_masks=5, num_classes=4,
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if "conv2_offset" in name or "running" in name:
+                tensor.copy_(torch.rand_like(tensor) * 0.5 + 0.5)  # non-zero offsets and BN statistics
+    folder = model.save_pretrained(tmp_path / "dcn")
+    loaded = sparseinst_zoo.from_pretrained(str(folder))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert any("conv2_offset" in k for k in loaded.state_dict())
+    assert not any(k.endswith("num_batches_tracked") for k in loaded.state_dict() if k.startswith("backbone."))
+    assert same_outputs(loaded, model)
+
+
+def test_saved_config_never_downloads_backbone_weights(tmp_path, tiny_model, monkeypatch):
+    go_offline(monkeypatch)
+    folder = tiny_model.save_pretrained(tmp_path / "saved")
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    config["model_args"]["pretrained_backbone"] = True  # as if written by hand or an older version
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+    model = sparseinst_zoo.from_pretrained(str(folder))  # would fail offline if timm tried to fetch ImageNet weights
+    assert model.config["pretrained_backbone"] is False and same_outputs(model, tiny_model)
+
+
+def test_push_to_hub_then_create_model_from_hf_hub(hub, tiny_model):
+    url = tiny_model.push_to_hub("org/pushed", metrics={"mask AP": 1.5})
+    assert url.startswith(hub.url) and "/org/pushed/commit/" in url
+    assert sorted(hub.files("org/pushed")) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
+    card = hub.files("org/pushed")["README.md"].decode()
+    assert 'create_model("hf-hub:org/pushed")' in card
+    model = sparseinst_zoo.create_model("hf-hub:org/pushed")
+    assert same_outputs(model, tiny_model)
+    assert model.pretrained_cfg.hf_hub_id == "org/pushed"
+
+
+def test_loading_errors_name_the_problem(tmp_path, tiny_model):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        sparseinst_zoo.create_model(TINY, checkpoint_path=tmp_path / "nothing.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
+        sparseinst_zoo.create_model(TINY, checkpoint_path=tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="neither a folder nor a Hugging Face Hub repo id"):
+        sparseinst_zoo.from_pretrained("not a repo")
+    folder = tiny_model.save_pretrained(tmp_path / "tiny")
+    with pytest.raises(ValueError, match=r"do not fit sparseinst_giam: .*missing.*unexpected"):
+        sparseinst_zoo.create_model("sparseinst_giam", backbone="resnet18", checkpoint_path=folder)
+    state = dict(tiny_model.state_dict())
+    state["decoder.inst_branch.fc.weight"] = torch.zeros(3, 3)
+    with pytest.raises(ValueError, match=r"decoder\.inst_branch\.fc\.weight: \(3, 3\) in the weights"):
+        load_state_dict_strict(tiny_model, state)

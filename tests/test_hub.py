@@ -263,3 +263,44 @@ def test_loading_errors_name_the_problem(tmp_path, tiny_model):
     state["decoder.inst_branch.fc.weight"] = torch.zeros(3, 3)
     with pytest.raises(ValueError, match=r"decoder\.inst_branch\.fc\.weight: \(3, 3\) in the weights"):
         load_state_dict_strict(tiny_model, state)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# hub/publish.py
+# ---------------------------------------------------------------------------------------------------------------------
+def _publish_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "hub" / "publish.py"
+    spec = importlib.util.spec_from_file_location("sparseinst_publish", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_manifest_is_in_sync_with_the_package():
+    publish_tool = _publish_module()
+    assert publish_tool.main(["manifest", "--check"]) == 0
+    manifest = json.loads(publish_tool.MANIFEST.read_text())["models"]
+    assert len(manifest) == 13 and not any(entry["published"] for entry in manifest.values())
+    entry = manifest["sparseinst_r50_giam"]
+    assert entry["hf_hub_id"] == R50_REPO and entry["test_size"]["min_size"] == 608
+    assert entry["reference_ap_val2017"] == 33.4 and "1pXU7Dsa1L7nUiLU9ULG2F6Pl5m5NEguL" in entry["original_url"]
+
+
+def test_publish_dry_run_converts_verifies_and_writes_cards(tmp_path, tiny_model, capsys):
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    torch.save({"model": tiny_model.state_dict()}, originals / "tiny_final.pth")
+    publish_tool = _publish_module()
+    code = publish_tool.main(["convert", str(originals), "--out", str(tmp_path / "out"),
+                              "--map", "tiny_final.pth=sparseinst_tiny_test"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "outputs identical to the .pth" in printed and "dry run: would upload" in printed
+    folder = tmp_path / "out" / TINY
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
+    assert 'create_model("hf-hub:sparseinst-zoo/sparseinst_tiny_test")' in (folder / "README.md").read_text()
+    report = json.loads((tmp_path / "out" / "publish_report.json").read_text())
+    assert report[0]["verification"]["identical"] and not report[0]["pushed"]

@@ -10,8 +10,31 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 HELP = "measure latency (median/p10/p90), images/s, peak memory and GFLOPs of a model and its fast inference paths"
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fast-path options (shared with other commands such as ``predict``); see :func:`speed_kwargs`."""
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="fp32 (default) or fp16/bf16 autocast")
+    parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorms into the convolutions")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="torch.compile the network (MODE: default, reduce-overhead, max-autotune, "
+                             "max-autotune-no-cudagraphs)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="capture and replay CUDA graphs per input shape (CUDA only)")
+
+
+def speed_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`sparseinst_zoo.optimize.optimize_for_inference` from :func:`add_speed_arguments`."""
+    return {
+        "precision": args.precision, "fold_bn": args.fold_bn, "channels_last": args.channels_last,
+        "compile": args.compile, "cuda_graphs": args.cuda_graphs,
+    }  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,16 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-size", type=int, default=None,
                         help="test resize: shorter side (default: the model's; 0 = no resize, forward only)")
     parser.add_argument("--max-size", type=int, default=None, help="test resize: cap of the longer side")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
-                        help="fp32 (default) or fp16/bf16 autocast")
-    parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorms into the convolutions")
-    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
-    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-                        help="torch.compile the network (MODE: default, reduce-overhead, max-autotune, "
-                             "max-autotune-no-cudagraphs)")
-    parser.add_argument("--cuda-graphs", action="store_true",
-                        help="capture and replay CUDA graphs per input shape (CUDA only)")
+    add_speed_arguments(parser)
     parser.add_argument("--what", choices=("forward", "predict"), default="forward",
                         help="forward: network on a padded float batch; predict: end to end on uint8 images")
     parser.add_argument("--resize-backend", choices=("pil", "torch"), default=None,
@@ -55,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_benchmark(
         args.model, device=args.device, batch_size=args.batch_size, image_size=args.size, min_size=args.min_size,
-        max_size=args.max_size, precision=args.precision, fold_bn=args.fold_bn, channels_last=args.channels_last,
-        compile=args.compile, cuda_graphs=args.cuda_graphs, iters=args.iters, warmup=args.warmup, what=args.what,
+        max_size=args.max_size, **speed_kwargs(args), iters=args.iters, warmup=args.warmup, what=args.what,
         threads=args.threads, flops=not args.no_flops, resize_backend=args.resize_backend,
         pretrained=args.pretrained, checkpoint_path=args.checkpoint, seed=args.seed,
     )  # fmt: skip

@@ -1,0 +1,119 @@
+"""The benchmark command: runs a couple of iterations, writes valid JSON, fails clearly on bad options (no timing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+
+import sparseinst_zoo
+from sparseinst_zoo.benchmark import RESULT_KEYS, count_flops, input_size_for, parse_size, run_benchmark
+from sparseinst_zoo.commands import benchmark as command
+
+TINY = ["sparseinst_tiny_test", "--device", "cpu", "--size", "75x110", "--iters", "2", "--warmup", "1"]
+
+
+def _check_result(result: dict, batch: int) -> None:
+    assert set(result) == set(RESULT_KEYS)
+    lat = result["latency_ms"]
+    assert set(lat) == {"median", "p10", "p90", "mean", "min", "max"}
+    assert 0 < lat["min"] <= lat["p10"] <= lat["median"] <= lat["p90"] <= lat["max"]
+    assert result["images_per_s"] == pytest.approx(batch * 1000 / lat["median"], rel=1e-3)
+    assert result["batch_size"] == batch and result["iters"] == 2 and result["warmup"] == 1
+    assert result["image_size"] == [75, 110] and result["input_size"] == [64, 96]  # tiny cfg: min 64, max 96
+    assert result["peak_memory_mb"] is None or result["peak_memory_mb"] > 0
+    env = result["env"]
+    assert env["torch"] == torch.__version__ and env["threads"] >= 1
+    assert {"timm", "torchvision", "device_name", "cpu_count"} <= set(env)
+
+
+def test_command_writes_json(tmp_path, capsys):
+    out = tmp_path / "sub" / "result.json"
+    assert command.main([*TINY, "--batch-size", "2", "--threads", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    _check_result(result, batch=2)
+    assert result["what"] == "forward" and result["weights"] == "random" and result["device"] == "cpu"
+    assert result["gflops_per_image"] > 0 and result["env"]["threads"] == 1
+    assert result["options"] == {"precision": "fp32", "fold_bn": False, "channels_last": False, "compile": None,
+                                 "cuda_graphs": False}  # fmt: skip
+    assert not [p for p in os.listdir(out.parent) if p != "result.json"]  # atomic write left no temp file
+    printed = capsys.readouterr().out
+    assert "latency ms: median" in printed and "images/s" in printed
+
+
+def test_command_predict_with_fast_paths(tmp_path):
+    out = tmp_path / "predict.json"
+    flags = ["--what", "predict", "--fold-bn", "--channels-last", "--precision", "bf16", "--no-flops"]
+    assert command.main([*TINY, *flags, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    _check_result(result, batch=1)
+    assert result["what"] == "predict" and result["resize_backend"] == "pil" and result["gflops_per_image"] is None
+    assert result["options"]["precision"] == "bf16" and result["options"]["fold_bn"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--cuda-graphs"], "needs a CUDA device"),
+        (["--size", "640by480"], "HEIGHTxWIDTH"),
+        (["--batch-size", "0"], "batch size must be >= 1"),
+        (["--iters", "0"], "iters must be >= 1"),
+        (["--what", "predict", "--min-size", "0"], "min-size >= 1"),
+    ],
+)
+def test_command_errors_are_one_clear_line(flags, message, capsys):
+    assert command.main([*TINY, *flags, "--no-flops"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+def test_cuda_device_without_gpu(capsys):
+    assert command.main(["sparseinst_tiny_test", "--device", "cuda", "--iters", "1"]) == 1
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_sizes():
+    assert parse_size("640x853") == (640, 853) and parse_size("64,96") == (64, 96) and parse_size((3, 4)) == (3, 4)
+    with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
+        parse_size("640")
+    with pytest.raises(ValueError, match="positive"):
+        parse_size("0x5")
+    assert input_size_for((640, 853), 640, 853) == (640, 864)  # the issue's 640x853 -> padded 640x864
+    assert input_size_for((480, 640), 608, 853) == (608, 832)
+    assert input_size_for((75, 110), 0, 1) == (96, 128)  # min_size 0: no resize, only padding
+
+
+def test_flops_count_deformable_convs():
+    """DCN layers are counted as dense convs: R-50 DCN has the FLOPs of R-50 plus its small offset convs."""
+    x = torch.randn(1, 3, 64, 64)
+    plain = count_flops(sparseinst_zoo.create_model("sparseinst_r50_giam").eval(), x)
+    dcn = count_flops(sparseinst_zoo.create_model("sparseinst_r50_dcn_giam_aug").eval(), x)
+    assert plain < dcn < plain * 1.05
+
+
+def test_run_benchmark_with_model_instance(tiny_model):
+    result = run_benchmark(tiny_model, device="cpu", image_size=(64, 64), min_size=0, iters=1, warmup=0, flops=False)
+    assert result["model"] == "sparseinst_tiny_test" and result["weights"] == "given"
+    assert result["input_size"] == [64, 64] and result["latency_ms"]["median"] > 0
+
+
+def test_matrix_script_table(tmp_path):
+    """benchmarks/run_matrix.py: one real row in a fresh process, one failing row, both in the Markdown table."""
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "run_matrix.py")
+    spec = importlib.util.spec_from_file_location("run_matrix", path)
+    matrix = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(matrix)
+    out, json_out = tmp_path / "table.md", tmp_path / "rows.json"
+    argv = ["sparseinst_tiny_test", "--device", "cpu", "--size", "75x110", "--iters", "1", "--warmup", "0",
+            "--batch-sizes", "1", "--modes", "fp32", "fp32-fold-cl-graphs", "--out", str(out),
+            "--json-out", str(json_out)]  # fmt: skip
+    assert matrix.main(argv) == 1  # the CUDA-graphs row fails on a CPU
+    text = out.read_text()
+    assert "| fp32 | forward | 1 |" in text and "needs a CUDA device" in text and "GFLOPs per image" in text
+    rows = json.loads(json_out.read_text())
+    assert [r["mode"] for r in rows] == ["fp32", "fp32-fold-cl-graphs"]
+    assert set(rows[0]["result"]) == set(RESULT_KEYS)

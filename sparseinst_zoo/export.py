@@ -44,6 +44,7 @@ from .inference.predictor import Predictor
 from .inference.results import Results
 from .inference.sources import SourceItem
 from .inference.transforms import SIZE_DIVISIBILITY, get_output_shape
+from .models.encoder import adaptive_avg_pool2d_matmul
 from .version import __version__
 
 __all__ = [
@@ -51,6 +52,8 @@ __all__ = [
     "POSTPROCESSED_OUTPUTS",
     "DEFAULT_OPSET",
     "ExportWrapper",
+    "MatmulAdaptiveAvgPool2d",
+    "exportable_pooling",
     "OnnxRuntimeModel",
     "create_session",
     "fit_max_size",
@@ -171,9 +174,33 @@ def _has_deform_conv(model: nn.Module) -> bool:
     return any(isinstance(module, DeformConv2d) for module in model.modules())
 
 
+class MatmulAdaptiveAvgPool2d(nn.Module):
+    """:class:`torch.nn.AdaptiveAvgPool2d` computed as averaging-matrix products (exact in every exporter)."""
+
+    def __init__(self, output_size: int | tuple[int, int]) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return adaptive_avg_pool2d_matmul(x, self.output_size)
+
+
+def exportable_pooling(model: nn.Module) -> nn.Module:
+    """Replace (in place) every ``nn.AdaptiveAvgPool2d`` with a fixed output size, e.g. in the attention of PVTv2-Li
+    backbones, by :class:`MatmulAdaptiveAvgPool2d`; the dynamo exporter would bake the traced input size into it."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.AdaptiveAvgPool2d):
+                size = child.output_size
+                sizes = (size, size) if isinstance(size, int) else tuple(size)
+                if all(isinstance(s, int) for s in sizes):
+                    setattr(parent, name, MatmulAdaptiveAvgPool2d(sizes))
+    return model
+
+
 def _export_copy(model: nn.Module, half: bool) -> nn.Module:
-    """An eval-mode CPU copy (the caller's model keeps its device, mode and dtype)."""
-    model = copy.deepcopy(model).cpu().eval().float()
+    """An eval-mode CPU copy with exportable pooling (the caller's model keeps its device, mode and dtype)."""
+    model = exportable_pooling(copy.deepcopy(model).cpu().eval().float())
     return model.half() if half else model
 
 

@@ -49,17 +49,18 @@ def adaptive_pooling_matrix(
     return inside.to(dtype) / (end - start).to(dtype)[:, None]
 
 
-def adaptive_avg_pool2d_matmul(x: torch.Tensor, output_size: int) -> torch.Tensor:
-    """Adaptive average pooling of a (B, C, H, W) map to ``output_size`` squared as ``P_h @ x @ P_w^T``.
+def adaptive_avg_pool2d_matmul(x: torch.Tensor, output_size: int | Sequence[int]) -> torch.Tensor:
+    """Adaptive average pooling of a (..., H, W) map to ``output_size`` as ``P_h @ x @ P_w^T``.
 
     Equal (to float rounding) to :func:`torch.nn.functional.adaptive_avg_pool2d` for every input size, also when
     the size is only known at run time. Exporters (ONNX, TensorRT) have no exact general adaptive pooling: the
     TorchScript ONNX exporter refuses sizes that are not multiples of the output size and the dynamo exporter bakes
     the traced size into index constants; two matrix products export exactly for static and dynamic shapes.
     """
+    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     height, width = x.shape[-2:]
-    pool_h = adaptive_pooling_matrix(height, output_size, x.dtype, x.device)
-    pool_w = adaptive_pooling_matrix(width, output_size, x.dtype, x.device)
+    pool_h = adaptive_pooling_matrix(height, out_h, x.dtype, x.device)
+    pool_w = adaptive_pooling_matrix(width, out_w, x.dtype, x.device)
     return torch.matmul(torch.matmul(pool_h, x), pool_w.transpose(0, 1))
 
 

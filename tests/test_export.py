@@ -1,0 +1,372 @@
+"""ONNX / torch.export / torch.compile of SparseInst: exactness against PyTorch, metadata, OnnxPredictor parity.
+
+Each ONNX export of a tiny model takes a few seconds (torch.export + translation), so the exports are module-scoped
+fixtures shared by several tests. The real R-50 variant and inductor compilation are marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import sparseinst_zoo
+from sparseinst_zoo.models.encoder import PyramidPoolingModule, adaptive_avg_pool2d_matmul
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from sparseinst_zoo.commands import export as export_command  # noqa: E402
+from sparseinst_zoo.export import (  # noqa: E402
+    ExportWrapper,
+    OnnxPredictor,
+    export_onnx,
+    export_program,
+    fit_max_size,
+    postprocess_graph,
+    read_onnx_metadata,
+    save_program,
+    verify_onnx,
+)
+from sparseinst_zoo.inference.postprocess import postprocess  # noqa: E402
+from sparseinst_zoo.inference.transforms import get_output_shape, normalize_and_pad, resize_images  # noqa: E402
+
+RAW = ("pred_logits", "pred_masks", "pred_scores")
+
+
+def tiny(decoder: str = "giam", seed: int = 0, **kwargs) -> torch.nn.Module:
+    """The tiny test model with the given decoder, seeded, with non-trivial activation maps and class scores."""
+    torch.manual_seed(seed)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", decoder=decoder, **kwargs).eval()
+    with torch.no_grad():  # spread the heads so that instances survive the 0.005 threshold with distinct scores
+        branch = model.decoder.inst_branch
+        torch.nn.init.normal_(branch.iam_conv.weight, std=0.3)
+        torch.nn.init.normal_(branch.cls_score.weight, std=0.3)
+        branch.cls_score.bias.fill_(-1.0)
+    return model
+
+
+def pixels(batch: int, height: int, width: int, seed: int = 1, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, 3, height, width), generator=generator, dtype=torch.uint8).to(dtype)
+
+
+def run_onnx(path: str, images: torch.Tensor) -> list[np.ndarray]:
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return session.run(None, {"images": images.numpy()})
+
+
+def torch_raw(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    cfg = model.pretrained_cfg
+    with torch.no_grad():
+        return ExportWrapper(model, cfg.mean, cfg.std)(images)
+
+
+def assert_raw_close(got: list[np.ndarray], expected: tuple[torch.Tensor, ...], atol: float = 1e-4) -> None:
+    for name, out, ref in zip(RAW, got, expected):
+        assert out.shape == tuple(ref.shape), name
+        np.testing.assert_allclose(out, ref.numpy(), atol=atol, rtol=0, err_msg=name)
+
+
+def assert_same_instances(a, b, atol: float = 1e-5) -> None:
+    assert len(a) == len(b) > 0
+    np.testing.assert_array_equal(np.asarray(a.labels), np.asarray(b.labels))
+    np.testing.assert_allclose(np.asarray(a.scores), np.asarray(b.scores), atol=atol, rtol=0)
+    masks_a, masks_b = np.asarray(a.masks), np.asarray(b.masks)
+    assert masks_a.shape == masks_b.shape
+    assert (masks_a != masks_b).mean() <= 1e-4  # a pixel may flip only where a probability sits at the threshold
+    assert a.names == b.names and a.image_size == b.image_size
+
+
+def image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = (rng.random((height, width, 3)) * 80).astype(np.uint8)
+    out[height // 5 : height // 2, width // 6 : width // 2] = (220, 40, 40)
+    out[height // 2 : height - 3, width // 2 : width - 5] = (40, 200, 60)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# pyramid pooling
+# ---------------------------------------------------------------------------------------------------------------------
+def test_matmul_pooling_equals_adaptive_avg_pool_for_every_size():
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for height in (1, 2, 3, 4, 5, 6, 7, 9, 11, 13, 20, 27):
+        for width in (1, 2, 5, 7, 11, 20):
+            x = torch.randn(2, 4, height, width, generator=generator) * 3
+            for size in (1, 2, 3, 6, (2, 3)):
+                got, expected = adaptive_avg_pool2d_matmul(x, size), F.adaptive_avg_pool2d(x, size)
+                assert got.shape == expected.shape
+                worst = max(worst, (got - expected).abs().max().item())
+    assert worst <= 1e-6
+
+
+def test_exportable_pooling_replaces_backbone_adaptive_pools():
+    from sparseinst_zoo.export import MatmulAdaptiveAvgPool2d, exportable_pooling
+
+    pools = (torch.nn.AdaptiveAvgPool2d((2, 3)), torch.nn.AdaptiveAvgPool2d(1))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), *pools)
+    x = torch.randn(1, 3, 9, 13)
+    expected = net(x)
+    exportable_pooling(net)
+    assert isinstance(net[1], MatmulAdaptiveAvgPool2d) and isinstance(net[2], MatmulAdaptiveAvgPool2d)
+    torch.testing.assert_close(net(x), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace is deprecated but still the tracing mode
+def test_pyramid_pooling_keeps_keys_and_is_exact_when_traced():
+    ppm = PyramidPoolingModule(8, 2).eval()
+    assert sorted(k for k in ppm.state_dict() if k.startswith("stages")) == sorted(
+        f"stages.{i}.1.{p}" for i in range(4) for p in ("weight", "bias")
+    )
+    x = torch.randn(1, 8, 5, 7)
+    traced = torch.jit.trace(ppm, (torch.randn(1, 8, 4, 4),), check_trace=False)  # the matmul path, any size
+    torch.testing.assert_close(traced(x), ppm(x), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ONNX exports shared by the tests
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def giam_dynamic(tmp_path_factory):
+    model = tiny("giam")
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "giam_dynamic.onnx", 64, 96, dynamic=True)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def iam_fixed(tmp_path_factory):
+    model = tiny("iam", seed=1)
+    return model, export_onnx(model, tmp_path_factory.mktemp("onnx") / "iam_64x96.onnx", 64, 96)
+
+
+def test_dynamic_export_is_exact_at_several_sizes_and_batches(giam_dynamic):
+    model, path = giam_dynamic
+    for batch, height, width in ((1, 64, 96), (2, 128, 64), (1, 160, 224)):
+        images = pixels(batch, height, width, seed=height)
+        assert_raw_close(run_onnx(path, images), torch_raw(model, images))
+
+
+def test_fixed_export_iam_is_exact(iam_fixed):
+    model, path = iam_fixed
+    images = pixels(2, 64, 96)
+    assert_raw_close(run_onnx(path, images), torch_raw(model, images))
+    graph = onnx.load(path)
+    dims = [d.dim_value or d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1:] == [3, 64, 96] and isinstance(dims[0], str)  # fixed size, dynamic batch
+
+
+def test_metadata_is_complete(giam_dynamic, iam_fixed):
+    model, path = iam_fixed
+    meta = read_onnx_metadata(path)
+    assert meta.model_name == "sparseinst_tiny_test"
+    assert meta.label_names == model.label_names and len(meta.label_names) == 80
+    assert meta.mean == pytest.approx(model.pretrained_cfg.mean) and meta.std == pytest.approx(model.pretrained_cfg.std)
+    assert meta.input_size == (64, 96) and meta.input_dtype == "float32" and meta.outputs == "raw"
+    assert (meta.min_size, meta.max_size, meta.size_divisibility) == (64, 96, 32)
+    assert json.loads(meta.raw["config"])["decoder"] == "iam"
+    assert read_onnx_metadata(giam_dynamic[1]).input_size is None  # dynamic
+    session_meta = ort.InferenceSession(path).get_modelmeta().custom_metadata_map
+    assert session_meta["model_name"] == "sparseinst_tiny_test" and json.loads(session_meta["label_names"])[0]
+
+
+def test_onnx_predictor_dynamic_equals_model_predict(giam_dynamic):
+    model, path = giam_dynamic
+    images = [image(75, 110), image(130, 90, seed=3), image(64, 64, seed=4)]
+    expected = model.predict(images, score_threshold=0.01)
+    got = OnnxPredictor(path, num_threads=1, score_threshold=0.01).predict(images)
+    assert len(got) == 3
+    for a, b in zip(got, expected):
+        assert_same_instances(a, b)
+
+
+def test_onnx_predictor_fixed_size_policy(iam_fixed):
+    model, path = iam_fixed
+    predictor = OnnxPredictor(path, sort_by_score=True)
+    assert predictor.input_size == (64, 96)
+    # 75x110 resizes to 64x94 and pads to 64x96 in PyTorch too: identical to model.predict
+    landscape = image(75, 110)
+    assert_same_instances(predictor.predict(landscape)[0], model.predict(landscape, sort_by_score=True)[0])
+    # 110x75 would resize to 94x64; the longer-side cap drops to 64 (-> 64x44), then the batch is padded to 64x96:
+    # equal to the PyTorch model on the same 64x96 padded input
+    portrait = image(110, 75, seed=5)
+    assert fit_max_size(110, 75, 64, 96, (64, 96)) == 64
+    resized, original = resize_images([portrait], 64, 64)
+    batch, sizes = normalize_and_pad(resized, model.pretrained_cfg.mean, model.pretrained_cfg.std)
+    assert sizes == [(64, 44)]
+    with torch.no_grad():
+        outputs = model(F.pad(batch, (0, 96 - batch.shape[-1], 0, 64 - batch.shape[-2])))
+    expected = postprocess(outputs, sizes, original, sort_by_score=True)[0]
+    got = predictor.predict(portrait)[0]
+    np.testing.assert_allclose(np.asarray(got.scores), expected["scores"].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got.masks), expected["masks"].numpy())
+
+
+def test_fit_max_size_keeps_the_model_rule_when_it_fits():
+    assert fit_max_size(480, 640, 640, 853, (640, 864)) == 853  # 640x853 fits 640x864: the 640/853 rule
+    assert fit_max_size(640, 480, 640, 853, (640, 864)) == 640  # portrait: longer side capped to 640
+    assert fit_max_size(300, 451, 608, 853, (640, 640)) == 640  # 567x853 -> 426x640
+    for h, w in ((1, 1000), (1000, 1), (333, 777), (777, 333)):
+        cap = fit_max_size(h, w, 640, 853, (320, 480))
+        new_h, new_w = get_output_shape(h, w, 640, cap)
+        assert new_h <= 320 and new_w <= 480
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CLI, uint8 input, G-IAM softmax, save_pretrained folders
+# ---------------------------------------------------------------------------------------------------------------------
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    export_command.add_arguments(parser)
+    return export_command.run(parser.parse_args(argv))
+
+
+def test_cli_exports_a_save_pretrained_folder_with_uint8_input(tmp_path, capsys):
+    model = tiny("giam_soft", seed=2)
+    with torch.no_grad():
+        model.decoder.inst_branch.softmax_bias.fill_(0.5)
+    folder = tmp_path / "giam_soft"
+    model.save_pretrained(folder)
+    out = tmp_path / "exports" / "giam_soft.onnx"
+    assert run_cli([str(folder), "--height", "64", "--width", "64", "--uint8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "onnxruntime matches PyTorch" in printed
+    assert [p.name for p in out.parent.iterdir()] == ["giam_soft.onnx"]  # atomic: no temp file left behind
+    meta = read_onnx_metadata(out)
+    assert meta.input_dtype == "uint8" and json.loads(meta.raw["config"])["decoder"] == "giam_soft"
+    images = pixels(2, 64, 64, seed=7, dtype=torch.uint8)
+    assert_raw_close(run_onnx(str(out), images), torch_raw(model, images))
+    square = image(64, 64, seed=8)  # no resize, no padding: the uint8 graph sees exactly model.predict's pixels
+    assert_same_instances(OnnxPredictor(out).predict(square)[0], model.predict(square)[0])
+
+
+def test_cli_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="multiples of 32"):
+        run_cli(["sparseinst_tiny_test", "--weights", "random", "--height", "50", "--out", str(tmp_path / "x.onnx")])
+    with pytest.raises(ValueError, match="opset 19.*torch.export.*non-DCN"):
+        export_onnx(tiny(backbone="resnet14t", dcn_stages=(3, 4)), tmp_path / "dcn.onnx", 64, 64, opset=17)
+    with pytest.raises(ValueError, match="directory"):
+        export_onnx(tiny(), tmp_path, 64, 64)
+    assert not list(tmp_path.iterdir())
+
+
+def test_onnx_predictor_rejects_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="sparseinst export"):
+        OnnxPredictor(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not an onnx file")
+    with pytest.raises(ValueError, match="not a readable ONNX file"):
+        OnnxPredictor(junk)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# postprocessing inside the graph
+# ---------------------------------------------------------------------------------------------------------------------
+def test_with_postprocess_outputs_match_postprocess(tmp_path):
+    model = tiny("giam", seed=3)
+    path = export_onnx(model, tmp_path / "post.onnx", 64, 96, with_postprocess=True)
+    meta = read_onnx_metadata(path)
+    assert meta.outputs == "postprocessed" and meta.output_names == ("scores", "labels", "masks")
+    images = pixels(2, 64, 96, seed=9)
+    scores, labels, masks = run_onnx(path, images)
+    assert scores.shape == (2, 10) and labels.dtype == np.int64 and masks.shape == (2, 10, 64, 96)
+    raw = torch_raw(model, images)
+    expected = postprocess_graph(*raw, (64, 96))
+    for got, ref in zip((scores, labels, masks), expected):
+        np.testing.assert_allclose(got, ref.numpy(), atol=1e-4, rtol=0)
+    # the kept instances of the Python postprocessing carry the same final scores, labels and masks
+    full = postprocess(dict(zip(RAW, raw)), [(64, 96)] * 2, [(64, 96)] * 2)
+    for i, inst in enumerate(full):
+        queries = inst["queries"].numpy()
+        assert len(queries) > 0
+        np.testing.assert_allclose(scores[i, queries], inst["scores"].numpy(), atol=1e-5)
+        np.testing.assert_array_equal(labels[i, queries], inst["labels"].numpy())
+        np.testing.assert_array_equal(masks[i, queries] > 0.45, inst["masks"].numpy())
+    with pytest.raises(ValueError, match="without --with-postprocess"):
+        OnnxPredictor(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# DCN through ONNX DeformConv (onnxruntime implements it on the CPU)
+# ---------------------------------------------------------------------------------------------------------------------
+def test_dcn_exports_as_deform_conv_and_matches(tmp_path):
+    model = tiny(backbone="resnet14t", dcn_stages=(3, 4))  # the smallest timm ResNet with bottlenecks
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "conv2_offset" in name:  # fractional offsets: exercise the bilinear sampling, not a plain conv
+                param.normal_(0.0, 0.05)
+    path = export_onnx(model, tmp_path / "dcn.onnx", 64, 64, dynamic=True)
+    assert any(node.op_type == "DeformConv" for node in onnx.load(path).graph.node)
+    for height, width in ((64, 64), (96, 128)):
+        images = pixels(1, height, width, seed=width)
+        assert_raw_close(run_onnx(path, images), torch_raw(model, images))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# torch.export and torch.compile
+# ---------------------------------------------------------------------------------------------------------------------
+def test_torch_export_of_the_forward_is_dynamic_and_exact():
+    model = tiny("giam_soft")
+    program = export_program(model, 64, 96, dynamic=True)
+    module = program.module()
+    for height, width in ((64, 96), (128, 64)):
+        x = torch.randn(2, 3, height, width)
+        with torch.no_grad():
+            expected, got = model(x), module(x)
+        for name in RAW:
+            torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=0)
+
+
+def test_save_program_roundtrip_with_pixel_input(tmp_path):
+    model = tiny("iam")
+    path = save_program(model, tmp_path / "iam.pt2", 64, 64, with_preprocess=True, input_dtype="uint8")
+    loaded = torch.export.load(path).module()
+    images = pixels(1, 64, 64, dtype=torch.uint8)
+    for got, ref in zip(loaded(images), torch_raw(model, images)):
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+def test_torch_compile_fullgraph_traces_without_breaks():
+    model = tiny("giam")
+    compiled = torch.compile(model, fullgraph=True, backend="eager")  # fullgraph: any graph break raises
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected, got = model(x), compiled(x)
+    for name in RAW:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_torch_compile_inductor_fullgraph():
+    """Inductor needs a C++ compiler on CPU and ~1 min on 2 cores."""
+    model = tiny("giam")
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected, got = model(x), compiled(x)
+    for name in RAW:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# a real variant
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_r50_giam_onnx_matches_pytorch_and_predicts_the_same(tmp_path):
+    """The full-size R-50 G-IAM (random weights) at 128x128: export ~30-60 s on 2 cores."""
+    torch.manual_seed(0)
+    model = sparseinst_zoo.create_model("sparseinst_r50_giam").eval()
+    path = export_onnx(model, tmp_path / "r50.onnx", 128, 128)
+    images = pixels(1, 128, 128)
+    assert_raw_close(run_onnx(path, images), torch_raw(model, images))
+    assert verify_onnx(model, path)["pred_masks"] < 1e-4
+    square = image(96, 96)  # min_size 608 -> 128x128 with min_size=max_size=128: exactly the exported input
+    expected = model.predict(square, min_size=128, max_size=128)[0]
+    got = OnnxPredictor(path, min_size=128, max_size=128).predict(square)[0]
+    assert_same_instances(got, expected)

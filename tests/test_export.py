@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import sparseinst_zoo
+from sparseinst_zoo import cli
 from sparseinst_zoo.models.encoder import PyramidPoolingModule, adaptive_avg_pool2d_matmul
 
 onnx = pytest.importorskip("onnx")
@@ -30,7 +31,6 @@ from sparseinst_zoo.export import (  # noqa: E402
     fit_max_size,
     postprocess_graph,
     read_onnx_metadata,
-    save_program,
     verify_onnx,
 )
 from sparseinst_zoo.inference.postprocess import postprocess  # noqa: E402
@@ -234,7 +234,7 @@ def test_cli_exports_a_save_pretrained_folder_with_uint8_input(tmp_path, capsys)
     folder = tmp_path / "giam_soft"
     model.save_pretrained(folder)
     out = tmp_path / "exports" / "giam_soft.onnx"
-    assert run_cli([str(folder), "--height", "64", "--width", "64", "--uint8", "--out", str(out)]) == 0
+    assert cli.main(["export", str(folder), "--height", "64", "--width", "64", "--uint8", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "wrote" in printed and "onnxruntime matches PyTorch" in printed
     assert [p.name for p in out.parent.iterdir()] == ["giam_soft.onnx"]  # atomic: no temp file left behind
@@ -244,6 +244,18 @@ def test_cli_exports_a_save_pretrained_folder_with_uint8_input(tmp_path, capsys)
     assert_raw_close(run_onnx(str(out), images), torch_raw(model, images))
     square = image(64, 64, seed=8)  # no resize, no padding: the uint8 graph sees exactly model.predict's pixels
     assert_same_instances(OnnxPredictor(out).predict(square)[0], model.predict(square)[0])
+
+
+def test_half_export_runs_in_onnxruntime(tmp_path, capsys):
+    out = tmp_path / "half.onnx"
+    assert run_cli(["sparseinst_tiny_test", "--weights", "random", "--half", "--height", "64", "--width", "64",
+                    "--out", str(out), "--with-postprocess"]) == 0  # fmt: skip
+    assert "matches float32 PyTorch (float16 graph)" in capsys.readouterr().out
+    graph = onnx.load(out)
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.graph.initializer)
+    assert read_onnx_metadata(out).half
+    scores, labels, masks = run_onnx(str(out), pixels(1, 64, 64))
+    assert scores.dtype == masks.dtype == np.float32 and np.isfinite(masks).all()
 
 
 def test_cli_errors_are_clear(tmp_path):
@@ -323,9 +335,12 @@ def test_torch_export_of_the_forward_is_dynamic_and_exact():
             torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=0)
 
 
-def test_save_program_roundtrip_with_pixel_input(tmp_path):
+def test_cli_pt2_roundtrip_with_pixel_input(tmp_path):
     model = tiny("iam")
-    path = save_program(model, tmp_path / "iam.pt2", 64, 64, with_preprocess=True, input_dtype="uint8")
+    model.save_pretrained(tmp_path / "iam")
+    path = tmp_path / "iam.pt2"
+    assert cli.main(["export", str(tmp_path / "iam"), "--format", "pt2", "--uint8", "--height", "64", "--width", "64",
+                     "--out", str(path)]) == 0  # fmt: skip
     loaded = torch.export.load(path).module()
     images = pixels(1, 64, 64, dtype=torch.uint8)
     for got, ref in zip(loaded(images), torch_raw(model, images)):

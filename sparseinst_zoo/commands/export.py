@@ -55,7 +55,7 @@ def _default_out(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Build the model, export it, verify it and print a summary. Returns 0."""
-    from ..export import DEFAULT_OPSET, export_onnx, save_program, verify_onnx
+    from ..export import DEFAULT_OPSET, HALF_TOLERANCE, export_onnx, save_program, verify_onnx
     from .predict import load_cli_model
 
     if args.format == "pt2" and (args.opset is not None or args.half):
@@ -79,9 +79,11 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     size = "dynamic HxW (multiples of 32)" if args.dynamic else f"{args.height}x{args.width}"
     print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB, input {size}) in {seconds:.1f} s")
-    if args.half or args.no_verify:
+    if args.no_verify:
         return 0
-    differences = verify_onnx(model, path, args.height, args.width, raise_on_mismatch=True)
+    tolerance = HALF_TOLERANCE if args.half else {}
+    differences = verify_onnx(model, path, args.height, args.width, raise_on_mismatch=True, **tolerance)
     summary = ", ".join(f"{name} {diff:.2g}" for name, diff in differences.items())
-    print(f"onnxruntime matches PyTorch at {args.height}x{args.width} (max abs difference: {summary})")
+    versus = "float32 PyTorch (float16 graph)" if args.half else "PyTorch"
+    print(f"onnxruntime matches {versus} at {args.height}x{args.width} (max abs difference: {summary})")
     return 0

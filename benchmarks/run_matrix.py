@@ -27,17 +27,33 @@ from collections.abc import Sequence
 from typing import Any
 
 # mode name -> extra `sparseinst benchmark` flags. "fp32" is the reference math (plain eager model).
-_BF16 = ["--fold-bn", "--channels-last", "--precision", "bf16"]
-_COMPILE = ["--compile", "max-autotune-no-cudagraphs"]
-MODES: dict[str, list[str]] = {
-    "fp32": [],
-    "fp32-fold-cl": ["--fold-bn", "--channels-last"],
-    "fp16-cl": ["--fold-bn", "--channels-last", "--precision", "fp16"],
+# mode name -> optimize_for_inference options. "fp32" is the reference math (the plain eager model).
+_BF16 = {"fold_bn": True, "channels_last": True, "precision": "bf16"}
+_COMPILE = {"compile": "max-autotune-no-cudagraphs"}
+MODES: dict[str, dict[str, Any]] = {
+    "fp32": {},
+    "fp32-fold": {"fold_bn": True},
+    "fp32-fold-cl": {"fold_bn": True, "channels_last": True},
+    "fp32-fold-cl-graphs": {"fold_bn": True, "channels_last": True, "cuda_graphs": True},
+    "fp16-cl": {"fold_bn": True, "channels_last": True, "precision": "fp16"},
+    "bf16-fold": {"fold_bn": True, "precision": "bf16"},
     "bf16-cl": _BF16,
-    "bf16-cl-compile": [*_BF16, *_COMPILE],
-    "bf16-cl-compile-graphs": [*_BF16, *_COMPILE, "--cuda-graphs"],
-    "fp32-fold-cl-graphs": ["--fold-bn", "--channels-last", "--cuda-graphs"],
-}  # fmt: skip
+    "bf16-cl-compile": {**_BF16, **_COMPILE},
+    "bf16-cl-compile-graphs": {**_BF16, **_COMPILE, "cuda_graphs": True},
+}
+
+
+def mode_flags(mode: str) -> list[str]:
+    """``sparseinst benchmark`` flags of a mode."""
+    options = MODES[mode]
+    flags = ["--fold-bn"] if options.get("fold_bn") else []
+    flags += ["--channels-last"] if options.get("channels_last") else []
+    flags += ["--precision", options["precision"]] if options.get("precision", "fp32") != "fp32" else []
+    flags += ["--compile", options["compile"]] if options.get("compile") else []
+    flags += ["--cuda-graphs"] if options.get("cuda_graphs") else []
+    return flags
+
+
 CUDA_MODES = ("fp32", "fp32-fold-cl", "fp32-fold-cl-graphs", "fp16-cl", "bf16-cl", "bf16-cl-compile",
               "bf16-cl-compile-graphs")  # fmt: skip
 CPU_MODES = ("fp32", "fp32-fold-cl", "bf16-cl")
@@ -147,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for what in args.what:
         for mode in modes:
             for batch in args.batch_sizes:
-                flags = [*common, *MODES[mode], "--what", what, "--batch-size", str(batch)]
+                flags = [*common, *mode_flags(mode), "--what", what, "--batch-size", str(batch)]
                 if rows:  # count FLOPs once
                     flags.append("--no-flops")
                 start = time.time()

@@ -450,6 +450,7 @@ def optimize_for_inference(
     device: torch.device | str | None = None,
     batch_buckets: Sequence[int] = DEFAULT_BATCH_BUCKETS,
     max_graphs: int = 8,
+    cudnn_benchmark: bool = True,
 ) -> OptimizedModel:
     """Make an inference-only copy of ``model`` with the chosen fast paths; ``model`` itself is left untouched.
 
@@ -467,6 +468,8 @@ def optimize_for_inference(
         device: move the copy there first (default: where ``model`` is).
         batch_buckets: batch sizes CUDA graphs are captured for.
         max_graphs: CUDA graphs kept at once.
+        cudnn_benchmark: on CUDA, set ``torch.backends.cudnn.benchmark = True`` (a process-wide setting: cuDNN
+            times its algorithms once per input shape and keeps the fastest; good for fixed-size streams).
 
     Returns:
         An :class:`OptimizedModel` in eval mode.
@@ -499,6 +502,8 @@ def optimize_for_inference(
         if compile_mode in _COMPILE_MODES_WITH_CUDA_GRAPHS:
             raise ValueError(f"compile mode {compile_mode!r} already captures CUDA graphs; with cuda_graphs=True "
                              "use compile='max-autotune-no-cudagraphs' or 'default' (or drop cuda_graphs)")  # fmt: skip
+    if cudnn_benchmark and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     options = {
         "fold_bn": bool(fold_bn), "channels_last": bool(channels_last), "precision": precision,
         "compile": compile_mode, "cuda_graphs": bool(cuda_graphs), "device": str(device),

@@ -15,10 +15,14 @@ from typing import Any
 HELP = "measure latency (median/p10/p90), images/s, peak memory and GFLOPs of a model and its fast inference paths"
 
 
-def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    """The fast-path options (shared with other commands such as ``predict``); see :func:`speed_kwargs`."""
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
-                        help="fp32 (default) or fp16/bf16 autocast")
+def add_speed_arguments(parser: argparse.ArgumentParser, precision: bool = True) -> None:
+    """The fast-path options (shared with other commands such as ``predict``); see :func:`speed_kwargs`.
+
+    ``precision=False`` leaves out ``--precision`` for commands that already have their own (``predict --half``).
+    """
+    if precision:
+        parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                            help="fp32 (default) or fp16/bf16 autocast")
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorms into the convolutions")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
@@ -32,7 +36,7 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
 def speed_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of :func:`sparseinst_zoo.optimize.optimize_for_inference` from :func:`add_speed_arguments`."""
     return {
-        "precision": args.precision, "fold_bn": args.fold_bn, "channels_last": args.channels_last,
+        "precision": getattr(args, "precision", "fp32"), "fold_bn": args.fold_bn, "channels_last": args.channels_last,
         "compile": args.compile, "cuda_graphs": args.cuda_graphs,
     }  # fmt: skip
 
@@ -56,9 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up iterations (default: 10 / 2)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--no-flops", action="store_true", help="skip the GFLOPs count (one extra forward)")
-    parser.add_argument("--pretrained", action="store_true",
-                        help="load the released weights (speed does not need them; predict keeps fewer instances)")
-    parser.add_argument("--checkpoint", default=None, help="weights file or folder to load instead")
+    parser.add_argument("--weights", choices=("random", "pretrained"), default="random",
+                        help="random (default: speed does not depend on the weights, but predict keeps every query) "
+                             "or the released weights (needs the Hub or its cache)")
+    parser.add_argument("--checkpoint", default=None, metavar="PATH", help="weights file or folder to load instead")
     parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the full result as JSON")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
 
@@ -71,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, device=args.device, batch_size=args.batch_size, image_size=args.size, min_size=args.min_size,
         max_size=args.max_size, **speed_kwargs(args), iters=args.iters, warmup=args.warmup, what=args.what,
         threads=args.threads, flops=not args.no_flops, resize_backend=args.resize_backend,
-        pretrained=args.pretrained, checkpoint_path=args.checkpoint, seed=args.seed,
+        pretrained=args.weights == "pretrained", checkpoint_path=args.checkpoint, seed=args.seed,
     )  # fmt: skip
     print(format_result(result))
     if args.json:

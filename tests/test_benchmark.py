@@ -117,3 +117,13 @@ def test_matrix_script_table(tmp_path):
     rows = json.loads(json_out.read_text())
     assert [r["mode"] for r in rows] == ["fp32", "fp32-fold-cl-graphs"]
     assert set(rows[0]["result"]) == set(RESULT_KEYS)
+
+
+def test_sparseinst_cli_benchmark(tmp_path, capsys):
+    from sparseinst_zoo import cli
+
+    out = tmp_path / "cli.json"
+    assert cli.main(["benchmark", *TINY, "--no-flops", "--channels-last", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["options"]["channels_last"] is True
+    assert cli.main(["benchmark", *TINY, "--cuda-graphs"]) == 1
+    assert "needs a CUDA device" in capsys.readouterr().err

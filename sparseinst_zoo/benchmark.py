@@ -322,10 +322,28 @@ def run_benchmark(
         raise ValueError(f"what must be one of {WHAT}, got {what!r}")
     if int(batch_size) < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    previous_threads = torch.get_num_threads()
     if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(int(threads))
+    try:
+        return _run(
+            model, device=device, batch_size=batch_size, image_size=image_size, min_size=min_size,
+            max_size=max_size, precision=precision, fold_bn=fold_bn, channels_last=channels_last, compile=compile,
+            cuda_graphs=cuda_graphs, iters=iters, warmup=warmup, what=what, flops=flops,
+            resize_backend=resize_backend, pretrained=pretrained, checkpoint_path=checkpoint_path, seed=seed,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(
+    model: nn.Module | str, *, device: torch.device | str | None, batch_size: int, image_size: tuple[int, int] | str,
+    min_size: int | None, max_size: int | None, precision: str, fold_bn: bool, channels_last: bool,
+    compile: bool | str | None, cuda_graphs: bool, iters: int | None, warmup: int | None, what: str, flops: bool,
+    resize_backend: str | None, pretrained: bool, checkpoint_path: str | None, seed: int,
+) -> dict[str, Any]:  # fmt: skip
     device = _resolve_device(device)
     iters = int(iters if iters is not None else (50 if device.type == "cuda" else 10))
     warmup = int(warmup if warmup is not None else (10 if device.type == "cuda" else 2))

@@ -32,11 +32,13 @@ def _check_result(result: dict, batch: int) -> None:
 
 def test_command_writes_json(tmp_path, capsys):
     out = tmp_path / "sub" / "result.json"
+    threads = torch.get_num_threads()
     assert command.main([*TINY, "--batch-size", "2", "--threads", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     _check_result(result, batch=2)
     assert result["what"] == "forward" and result["weights"] == "random" and result["device"] == "cpu"
     assert result["gflops_per_image"] > 0 and result["env"]["threads"] == 1
+    assert torch.get_num_threads() == threads  # --threads applies to the run only
     assert result["options"] == {"precision": "fp32", "fold_bn": False, "channels_last": False, "compile": None,
                                  "cuda_graphs": False}  # fmt: skip
     assert not [p for p in os.listdir(out.parent) if p != "result.json"]  # atomic write left no temp file

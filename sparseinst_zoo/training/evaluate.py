@@ -203,7 +203,7 @@ def evaluate(
                 coco_eval.evaluate()
                 coco_eval.accumulate()
                 coco_eval.summarize()
-            _logger.info("COCO segm evaluation on %s:\n%s", coco.json_path, summary.getvalue().split("DONE", 1)[-1])
+            _logger.debug("COCO segm evaluation on %s:\n%s", coco.json_path, summary.getvalue().split("DONE", 1)[-1])
             metrics = summarize_coco_eval(coco_eval, label_names)
         if out is not None:
             write_json_atomic(out, metrics)

@@ -168,6 +168,42 @@ def test_video_frames(tiny_model, tmp_path):
     assert all(r.path == path and r.image_size == (64, 96) for r in results)
 
 
+def test_background_decoding_keeps_order_and_errors(tiny_model, tmp_path, rgb_image):
+    for i in range(3):
+        Image.fromarray(np.roll(rgb_image, 7 * i, axis=1)).save(tmp_path / f"{i}.png")
+    inline = predict(tiny_model, tmp_path, background_decode=False, **OPTS)
+    threaded = predict(tiny_model, tmp_path, batch_size=2, **OPTS)
+    assert [r.path for r in threaded] == [r.path for r in inline]
+    for a, b in zip(inline, threaded):
+        assert_same_results(a, b)
+    (tmp_path / "3.png").write_bytes(b"broken")
+    with pytest.raises(ValueError, match="3.png"):
+        predict(tiny_model, tmp_path, **OPTS)
+
+
+def test_prefetch_stops_when_the_consumer_stops():
+    import threading
+
+    from sparseinst_zoo.inference.sources import prefetch
+
+    produced = []
+
+    def numbers():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    generator = prefetch(numbers(), depth=2)
+    assert [next(generator) for _ in range(3)] == [0, 1, 2]
+    generator.close()
+    for _ in range(100):  # the producer notices within ~0.1 s; allow a loaded machine 5 s
+        if not any(t.name == "sparseinst-decode" and t.is_alive() for t in threading.enumerate()):
+            break
+        threading.Event().wait(0.05)
+    assert not any(t.name == "sparseinst-decode" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) < 10
+
+
 def test_sample_image_loads():
     image = load_image(sample_image_path())
     assert image.shape == (300, 451, 3) and image.dtype == np.uint8

@@ -20,7 +20,7 @@ from torch import nn
 
 from .postprocess import postprocess
 from .results import Results
-from .sources import SourceItem, flatten_sources, has_video, iter_items
+from .sources import SourceItem, flatten_sources, has_video, iter_items, prefetch
 from .transforms import ResizeBackend, normalize_and_pad, padded_shape, resize_images
 
 __all__ = ["Predictor", "predict", "resolve_precision"]
@@ -69,6 +69,8 @@ class Predictor:
         batch_size: images per forward pass (only images with the same padded size share a batch).
         resize_backend: 'pil' (exact reference) or 'torch' (resize on the device, within 1 grey level).
         keep_image: keep each input image on its Results (``orig_img``) so that ``plot()`` works.
+        background_decode: decode files and video frames in a background thread, a few images ahead, so that
+            decoding overlaps the network (on for more than one file, and for videos).
 
     Example:
         >>> import sparseinst_zoo
@@ -94,6 +96,7 @@ class Predictor:
         batch_size: int = 1,
         resize_backend: ResizeBackend = "pil",
         keep_image: bool = True,
+        background_decode: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Predictor needs a torch model, got {type(model).__name__}")
@@ -129,6 +132,7 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.resize_backend: ResizeBackend = resize_backend
         self.keep_image = keep_image
+        self.background_decode = background_decode
         names = getattr(model, "label_names", None)
         self.names: tuple[str, ...] = tuple(names) if names else ()
 
@@ -188,6 +192,8 @@ class Predictor:
 
     def _stream(self, flat: list[Any]) -> Iterator[Results]:
         items = iter_items(flat)
+        if self.background_decode and (len(flat) > 1 or has_video(flat)):
+            items = prefetch(items, depth=2 * self.batch_size)
         while chunk := list(itertools.islice(items, self.batch_size)):
             yield from self.predict_images([item.image for item in chunk], chunk)
 
@@ -215,6 +221,7 @@ def predict(
     sort_by_score: bool = False,
     resize_backend: ResizeBackend = "pil",
     keep_image: bool = True,
+    background_decode: bool = True,
 ) -> list[Results] | Iterator[Results]:
     """Segment the instances in ``source`` with ``model`` (what ``model.predict(source, ...)`` calls).
 
@@ -234,5 +241,6 @@ def predict(
         model, score_threshold=score_threshold, mask_threshold=mask_threshold, max_detections=max_detections,
         min_size=min_size, max_size=max_size, device=device, half=half, sort_by_score=sort_by_score,
         batch_size=batch_size, resize_backend=resize_backend, keep_image=keep_image,
+        background_decode=background_decode,
     )  # fmt: skip
     return predictor(source, stream=stream)

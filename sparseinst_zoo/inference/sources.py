@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import glob
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -41,6 +43,7 @@ __all__ = [
     "has_video",
     "iter_video_frames",
     "video_fps",
+    "prefetch",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
@@ -259,6 +262,49 @@ def video_fps(path: str, default: float = 25.0) -> float:
             return float(rate) if rate else default
     except Exception:  # any backend/container problem: the caller only needs a sensible rate
         return default
+
+
+_DONE = object()
+
+
+def prefetch(iterator: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Run ``iterator`` in a background thread, ``depth`` items ahead, so decoding overlaps the caller's work.
+
+    Items and exceptions arrive in order; closing the returned generator stops the thread.
+    """
+    items: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as err:  # handed to the consumer, which re-raises it in its own thread
+            put(err)
+
+    thread = threading.Thread(target=produce, name="sparseinst-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def _describe(item: Any, index: int) -> str:

@@ -262,14 +262,14 @@ def test_cuda_graph_batch_buckets():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graphs_match_eager_on_gpu(tiny_model):
     model = tiny_model.cuda()
-    fast = optimize_for_inference(model, cuda_graphs=True, batch_buckets=(1, 4))
+    # no folding: the graph replays the same kernels as eager (cuDNN may still pick other algorithms, TF32)
+    fast = optimize_for_inference(model, fold_bn=False, cuda_graphs=True, batch_buckets=(1, 4))
     for batch in (1, 3, 3, 4):
         x = torch.randn(batch, 3, 64, 96, device="cuda")
         with torch.inference_mode():
             ref = model(x)
         out = fast(x)
-        for key in ref:
-            torch.testing.assert_close(out[key], ref[key], atol=1e-3, rtol=1e-3)
+        _assert_fold_exact(out, ref, rel=1e-3)
     assert fast._runner.num_graphs == 2  # batches 1 and 3/4 (3 padded to the bucket 4)
 
 

@@ -32,7 +32,7 @@ def test_predict_sample_image_with_random_weights(tmp_path, capsys):
     assert overlay.shape == (300, 451, 3)
     data = json.loads((out / "predictions.json").read_text())
     assert data["images"] == [{"id": 1, "file_name": sample_image_path(), "height": 300, "width": 451}]
-    assert "wrote" in captured.out
+    assert "wrote" in captured.out and "--threshold 0" in captured.out  # nothing passes 0.5: say how to see it
 
 
 def test_predict_with_local_checkpoint_matches_python_api(tiny_model, checkpoint, tmp_path, rgb_image, capsys):

@@ -198,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         files = ", ".join(written[:3]) + (f" and {len(written) - 3} more" if len(written) > 3 else "")
         print(f"{count} instance(s) with score > {args.threshold} in {images} image(s); wrote {files or 'nothing'}")
+        if count == 0 and args.weights == "random" and not args.checkpoint:
+            print("(random weights score below 0.1: add --threshold 0 to draw their meaningless masks anyway)")
     return 0
 
 

@@ -283,3 +283,26 @@ def test_compile_matches_eager(tiny_model):
     out = fast(x)
     for key in ref:
         torch.testing.assert_close(out[key], ref[key], atol=1e-4, rtol=1e-4)
+
+
+def test_predict_optimize_option_and_cli_flags(tiny_model, rgb_image, tmp_path):
+    """predict(optimize=...) and `sparseinst predict --fold-bn --channels-last --half bf16` use the fast paths."""
+    from sparseinst_zoo.cli import main
+    from sparseinst_zoo.inference.predictor import Predictor
+
+    reference = tiny_model.predict(rgb_image, score_threshold=0.0, sort_by_score=True)[0]
+    fast = tiny_model.predict(rgb_image, score_threshold=0.0, sort_by_score=True, optimize=dict(channels_last=True))[0]
+    torch.testing.assert_close(fast.scores, reference.scores, rtol=1e-4, atol=1e-5)
+    assert torch.equal(fast.labels, reference.labels)
+    assert (fast.masks != reference.masks).float().mean() < 1e-3
+    predictor = Predictor(tiny_model, half="bf16", optimize=True)
+    assert isinstance(predictor.model, OptimizedModel) and predictor.autocast_dtype is None  # the copy autocasts
+    assert predictor.model.options["precision"] == "bf16"
+    image = tmp_path / "image.png"
+    from PIL import Image
+
+    Image.fromarray(rgb_image).save(image)
+    args = ["predict", "sparseinst_tiny_test", str(image), "--weights", "random", "--out", str(tmp_path / "out"),
+            "--fold-bn", "--channels-last", "--half", "bf16", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert (tmp_path / "out" / "image.png").is_file()

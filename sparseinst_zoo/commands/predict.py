@@ -15,6 +15,8 @@ import os
 import sys
 from typing import Any
 
+from .benchmark import add_speed_arguments, speed_kwargs
+
 HELP = "segment instances in images, folders, globs or videos; write overlay images and COCO-style JSON"
 
 # Display threshold of the CLI: the reference demo (demo.py --confidence-threshold) shows instances whose final score
@@ -55,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "RLE masks and scores)")
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay images (e.g. JSON only)")
     parser.add_argument("--quiet", action="store_true", help="no per-image lines and no progress bar")
+    add_speed_arguments(parser, precision=False)
     _allow_sources_after_options(parser)
 
 
@@ -137,10 +140,11 @@ def run(args: argparse.Namespace) -> int:
     flat = flatten_sources(sources)  # resolve paths first: a typo fails before the model is built
     model = load_cli_model(args.model, args.weights, args.checkpoint, args.quiet)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    speed = {k: v for k, v in speed_kwargs(args).items() if k != "precision"}  # --half sets the precision
     predictor = Predictor(
         model, score_threshold=args.threshold, mask_threshold=args.mask_threshold, max_detections=args.max_detections,
         min_size=args.min_size, max_size=args.max_size, device=device, half=args.half or False, sort_by_score=True,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, optimize=speed if any(speed.values()) else None,
     )  # fmt: skip
     os.makedirs(args.out, exist_ok=True)
     names = predictor.names

@@ -71,6 +71,10 @@ class Predictor:
         keep_image: keep each input image on its Results (``orig_img``) so that ``plot()`` works.
         background_decode: decode files and video frames in a background thread, a few images ahead, so that
             decoding overlaps the network (on for more than one file, and for videos).
+        optimize: inference fast paths of :func:`sparseinst_zoo.optimize.optimize_for_inference`, applied to a copy
+            of the model: True (fold BatchNorm into the convs, exact) or a dict of its options, e.g.
+            ``dict(channels_last=True, precision="bf16", compile=True, cuda_graphs=True)``. Keep the Predictor to
+            reuse compiled code and CUDA graphs across calls.
 
     Example:
         >>> import sparseinst_zoo
@@ -97,6 +101,7 @@ class Predictor:
         resize_backend: ResizeBackend = "pil",
         keep_image: bool = True,
         background_decode: bool = True,
+        optimize: bool | dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Predictor needs a torch model, got {type(model).__name__}")
@@ -122,6 +127,15 @@ class Predictor:
             if device.type == "cuda" and not torch.cuda.is_available():
                 raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; use device='cpu'")
             model.to(device)
+        if optimize:
+            from ..optimize import optimize_for_inference
+
+            options = {} if optimize is True else dict(optimize)
+            dtype = resolve_precision(half, next(model.parameters()).device)
+            if dtype is not None and "precision" not in options:  # the optimised copy runs the autocast itself
+                options["precision"] = "fp16" if dtype is torch.float16 else "bf16"
+                half = False
+            model = optimize_for_inference(model, **options)
         self.model = model
         self.device = next(model.parameters()).device
         self.autocast_dtype = resolve_precision(half, self.device)
@@ -222,6 +236,7 @@ def predict(
     resize_backend: ResizeBackend = "pil",
     keep_image: bool = True,
     background_decode: bool = True,
+    optimize: bool | dict[str, Any] | None = None,
 ) -> list[Results] | Iterator[Results]:
     """Segment the instances in ``source`` with ``model`` (what ``model.predict(source, ...)`` calls).
 
@@ -241,6 +256,6 @@ def predict(
         model, score_threshold=score_threshold, mask_threshold=mask_threshold, max_detections=max_detections,
         min_size=min_size, max_size=max_size, device=device, half=half, sort_by_score=sort_by_score,
         batch_size=batch_size, resize_backend=resize_backend, keep_image=keep_image,
-        background_decode=background_decode,
+        background_decode=background_decode, optimize=optimize,
     )  # fmt: skip
     return predictor(source, stream=stream)

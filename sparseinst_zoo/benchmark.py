@@ -20,11 +20,9 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._io import atomic_write_json
 from .inference.transforms import get_output_shape, padded_shape
 from .optimize import optimize_for_inference, resolve_compile_mode
 
@@ -460,16 +459,4 @@ def format_result(result: dict[str, Any]) -> str:
 
 def write_json(result: dict[str, Any] | list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
     """Write ``result`` as indented JSON, atomically (temporary file in the same folder, then rename)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".benchmark-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(result, file, indent=2)
-            file.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, result)

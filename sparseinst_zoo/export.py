@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._io import atomic_save
 from ._registry import PretrainedCfg
-from .inference.postprocess import MASK_STRIDE, instance_scores
+from .inference.postprocess import MASK_STRIDE, instance_scores, mask_quality
 from .inference.predictor import Predictor
 from .inference.results import Results
 from .inference.sources import SourceItem
@@ -101,10 +101,8 @@ def postprocess_graph(
     """
     scores, labels = instance_scores(pred_logits, pred_scores)
     mask_prob = pred_masks.float().sigmoid()
-    binary = (mask_prob > mask_threshold).float()
-    maskness = (mask_prob * binary).sum((-2, -1)) / (binary.sum((-2, -1)) + 1e-6)
     masks = F.interpolate(mask_prob, size=output_size, mode="bilinear", align_corners=False)
-    return scores * maskness, labels, masks
+    return scores * mask_quality(mask_prob, mask_threshold), labels, masks
 
 
 class ExportWrapper(nn.Module):
@@ -275,19 +273,6 @@ def _atomic_target(path: str | os.PathLike[str], suffix: str) -> Path:
     return target
 
 
-def _write_atomically(target: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` for a temp file beside ``target``, then move it into place."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
 def _metadata(
     model: nn.Module, height: int, width: int, dynamic: bool, input_dtype: str, with_postprocess: bool,
     mask_threshold: float, half: bool, opset: int,
@@ -403,7 +388,7 @@ def export_onnx(
         ) from err
     metadata = _metadata(model, height, width, dynamic, input_dtype, with_postprocess, mask_threshold, half, opset)
     program.model.metadata_props.update(metadata)
-    _write_atomically(target, lambda tmp: program.save(tmp, external_data=False))
+    atomic_save(target, lambda tmp: program.save(tmp, external_data=False))
     _logger.info("exported %s to %s in %.1f s", metadata["model_name"], target, time.perf_counter() - start)
     if verify:
         verify_onnx(model, target, height, width, raise_on_mismatch=True, **HALF_TOLERANCE if half else {})
@@ -798,5 +783,5 @@ def save_program(
     """
     target = _atomic_target(path, ".pt2")
     program = export_program(model, height, width, **kwargs)
-    _write_atomically(target, lambda tmp: torch.export.save(program, tmp))
+    atomic_save(target, lambda tmp: torch.export.save(program, tmp))
     return str(target)

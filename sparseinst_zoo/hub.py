@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._io import atomic_save
 from ._registry import PretrainedCfg, model_entrypoint, split_model_name_tag
 from .convert import ConversionError, convert_state_dict, download_hint, read_checkpoint
 from .version import __version__
@@ -367,21 +368,6 @@ def from_pretrained(
 # ---------------------------------------------------------------------------------------------------------------------
 # Saving
 # ---------------------------------------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write ``path`` through a temporary file in the same folder and ``os.replace`` (never a half-written file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; saved models are ordinary shareable files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _saved_cfg(model: nn.Module, repo_id: str | None) -> PretrainedCfg:
     cfg: PretrainedCfg = getattr(model, "pretrained_cfg", None) or PretrainedCfg()
     num_classes = int(getattr(model, "num_classes", cfg.num_classes))
@@ -511,12 +497,12 @@ def save_pretrained(
     config = model_config(model, repo_id)
     state_dict = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {"format": "pt", "library_name": LIBRARY_NAME, "model_name": config["model_name"]}
-    _atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state_dict, tmp, metadata=metadata))
+    atomic_save(folder / WEIGHTS_NAME, lambda tmp: save_file(state_dict, tmp, metadata=metadata))
     text = json.dumps(config, indent=2) + "\n"
-    _atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_save(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     if card:
         readme = model_card(model, repo_id, metrics)
-        _atomic_write(folder / CARD_NAME, lambda tmp: Path(tmp).write_text(readme, encoding="utf-8"))
+        atomic_save(folder / CARD_NAME, lambda tmp: Path(tmp).write_text(readme, encoding="utf-8"))
     return folder
 
 

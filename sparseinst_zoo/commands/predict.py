@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..inference._io import atomic_write_json
+    from .._io import atomic_write_json
     from ..inference.predictor import Predictor
     from ..inference.sources import flatten_sources, has_video, sample_image_path, video_fps
     from ..inference.visualise import VideoWriter

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["postprocess", "instance_scores"]
+__all__ = ["postprocess", "instance_scores", "mask_quality"]
 
 MASK_STRIDE = 4
 
@@ -26,6 +26,12 @@ def instance_scores(pred_logits: torch.Tensor, pred_scores: torch.Tensor) -> tup
     """``(score, label)`` per query: ``max_c sqrt(sigmoid(logit_c) * sigmoid(objectness))``, shapes (B, N)."""
     prob = torch.sqrt(pred_logits.float().sigmoid() * pred_scores.float().sigmoid())
     return prob.max(dim=-1)
+
+
+def mask_quality(mask_prob: torch.Tensor, mask_threshold: float = 0.45) -> torch.Tensor:
+    """The reference's mask-aware rescoring factor: mean probability inside each mask, ``(..., H, W) -> (...)``."""
+    binary = (mask_prob > mask_threshold).float()
+    return (mask_prob * binary).sum((-2, -1)) / (binary.sum((-2, -1)) + 1e-6)
 
 
 def _check_outputs(outputs: Mapping[str, torch.Tensor], num_images: int, original_sizes: Sequence) -> None:
@@ -87,9 +93,7 @@ def postprocess(
     scores, labels = instance_scores(outputs["pred_logits"], outputs["pred_scores"])
     keep = scores > score_threshold
     mask_prob = pred_masks.float().sigmoid()
-    binary = (mask_prob > mask_threshold).float()
-    maskness = (mask_prob * binary).sum((-2, -1)) / (binary.sum((-2, -1)) + 1e-6)
-    final = scores * maskness
+    final = scores * mask_quality(mask_prob, mask_threshold)
     ranking = torch.where(keep, final, torch.full_like(final, -1.0))  # final scores are >= 0
     order = torch.sort(ranking, dim=-1, descending=True, stable=True).indices
     num_queries = final.shape[1]

@@ -10,7 +10,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ._io import atomic_write, publish, temporary_path
+from .._io import atomic_write, publish, temporary_path
 
 __all__ = ["instance_colors", "draw_instances", "save_image", "VideoWriter"]
 

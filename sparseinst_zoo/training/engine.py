@@ -29,9 +29,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .._io import atomic_save, atomic_write_json
 from .augment import REFERENCE_MIN_SIZES, Augmentation, AugmentConfig
 from .data import CocoDataset, CocoInstances, Collator, TrainSampler
-from .evaluate import METRIC_KEYS, evaluate, write_json_atomic
+from .evaluate import METRIC_KEYS, evaluate
 from .losses import SparseInstCriterion
 from .schedule import WarmupSchedule, resolve_milestones
 
@@ -392,10 +393,7 @@ class Trainer:
                 "config": json.dumps(self.config.to_dict()),
                 "model_config": json.dumps(_unwrap(model).config),
             }
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp"
-            torch.save(state, tmp)
-            os.replace(tmp, path)
+            atomic_save(path, lambda tmp: torch.save(state, tmp))
         return path
 
     def _save_pretrained(self, module: nn.Module, name: str, metrics: dict[str, Any] | None, step: int) -> None:
@@ -423,7 +421,7 @@ class Trainer:
         device = self._device()
         if rank == 0:
             os.makedirs(cfg.out, exist_ok=True)
-            write_json_atomic(os.path.join(cfg.out, "train_config.json"), cfg.to_dict())
+            atomic_write_json(os.path.join(cfg.out, "train_config.json"), cfg.to_dict(), allow_nan=False)
         _seed_everything(cfg.seed)
 
         coco = CocoInstances(cfg.train_json, cfg.train_images)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 from typing import Any
@@ -20,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._io import atomic_write_json
 from .data import CocoImage, CocoInstances
 
 __all__ = ["evaluate", "METRIC_KEYS", "coco_ground_truth", "summarize_coco_eval"]
@@ -206,7 +206,7 @@ def evaluate(
             _logger.debug("COCO segm evaluation on %s:\n%s", coco.json_path, summary.getvalue().split("DONE", 1)[-1])
             metrics = summarize_coco_eval(coco_eval, label_names)
         if out is not None:
-            write_json_atomic(out, metrics)
+            atomic_write_json(out, metrics, allow_nan=False)
     if world > 1:
         box = [metrics]
         dist.broadcast_object_list(box, src=0)
@@ -215,13 +215,4 @@ def evaluate(
     return metrics
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as JSON via a temporary file in the same folder and ``os.replace``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, allow_nan=False)
-    os.replace(tmp, path)
 

@@ -14,18 +14,14 @@ import argparse
 import os
 import time
 
+from ._model import add_model_arguments, load_cli_model
+
 HELP = "export a model to ONNX (normalisation inside, exact pyramid pooling, DCN as DeformConv) or torch.export .pt2"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the export options on ``parser``."""
-    parser.add_argument("model", metavar="MODEL",
-                        help="registered name (see `sparseinst list`), hf-hub:org/repo, or a save_pretrained folder")
-    parser.add_argument("--weights", choices=("pretrained", "random"), default="pretrained",
-                        help="for registered names without --checkpoint: the released COCO weights from the Hugging "
-                             "Face Hub (default) or random weights (to try the export offline)")
-    parser.add_argument("--checkpoint", default=None, metavar="PATH",
-                        help="local weights: model.safetensors, a save_pretrained folder or a reference .pth")
+    add_model_arguments(parser)
     parser.add_argument("--format", choices=("onnx", "pt2"), default="onnx",
                         help="onnx (default) or pt2 (torch.export.save of the same pixel-input program)")
     parser.add_argument("--height", type=int, default=640, help="input height, a multiple of 32 (default 640)")
@@ -56,7 +52,6 @@ def _default_out(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     """Build the model, export it, verify it and print a summary. Returns 0."""
     from ..export import DEFAULT_OPSET, HALF_TOLERANCE, export_onnx, save_program, verify_onnx
-    from .predict import load_cli_model
 
     if args.format == "pt2" and (args.opset is not None or args.half):
         raise ValueError("--opset and --half apply to --format onnx only")

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any
 
+from ._model import add_model_arguments, load_cli_model
 from .benchmark import add_speed_arguments, speed_kwargs
 
 HELP = "segment instances in images, folders, globs or videos; write overlay images and COCO-style JSON"
@@ -22,25 +23,15 @@ HELP = "segment instances in images, folders, globs or videos; write overlay ima
 # Display threshold of the CLI: the reference demo (demo.py --confidence-threshold) shows instances whose final score
 # is above 0.5. The Python API keeps the evaluation threshold 0.005.
 DEFAULT_CLI_THRESHOLD = 0.5
-RANDOM_WEIGHTS_WARNING = (
-    "WARNING: {name} runs with RANDOM weights (--weights random): the pipeline is real but the masks and scores are "
-    "meaningless. For real predictions pass --checkpoint PATH (a converted checkpoint) or --weights pretrained."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the predict options on ``parser``."""
-    parser.add_argument("model", metavar="MODEL",
-                        help="registered name (see `sparseinst list`), hf-hub:org/repo, or a save_pretrained folder")
+    add_model_arguments(parser)
     parser.add_argument("sources", nargs="*", metavar="SOURCE",
                         help="image/video files, folders or glob patterns (default: the bundled sample photo)")
     parser.add_argument("--out", default="runs/predict", metavar="DIR",
                         help="output folder for overlays and JSON (default: runs/predict)")
-    parser.add_argument("--weights", choices=("pretrained", "random"), default="pretrained",
-                        help="for registered names without --checkpoint: download the released COCO weights from the "
-                             "Hugging Face Hub (default) or use random weights (offline smoke test, meaningless masks)")
-    parser.add_argument("--checkpoint", default=None, metavar="PATH",
-                        help="local weights: model.safetensors, a save_pretrained folder or a reference .pth")
     parser.add_argument("--threshold", type=float, default=DEFAULT_CLI_THRESHOLD,
                         help=f"show instances whose score is above this (default {DEFAULT_CLI_THRESHOLD}, as the "
                              "reference demo; 0.005 keeps what COCO evaluation keeps)")
@@ -76,44 +67,6 @@ def _allow_sources_after_options(parser: argparse.ArgumentParser) -> None:
         return namespace, [a for a in extras if a not in late]
 
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
-
-
-def load_cli_model(
-    name: str, weights: str = "pretrained", checkpoint: str | None = None, quiet: bool = False
-) -> Any:
-    """Build the model a CLI command names: registered name, ``hf-hub:org/repo`` or a save_pretrained folder."""
-    from .. import create_model, get_pretrained_cfg, is_model
-    from .._builder import HF_HUB_PREFIX
-
-    is_folder = os.path.isdir(name)
-    if name.startswith(HF_HUB_PREFIX) or (is_folder and not is_model(name)):
-        if weights == "random" or checkpoint:
-            raise ValueError(
-                f"{name!r} already carries its weights; --weights random and --checkpoint only apply to registered "
-                "model names (see `sparseinst list`)"
-            )
-        return create_model(name)
-    if not is_model(name):
-        return create_model(name)  # raises the registry's "Unknown model ... did you mean" error
-    if checkpoint:
-        return create_model(name, checkpoint_path=checkpoint)
-    if weights == "random":
-        if not quiet:
-            print(RANDOM_WEIGHTS_WARNING.format(name=name), file=sys.stderr)
-        return create_model(name)
-    cfg = get_pretrained_cfg(name)
-    if not cfg.has_weights:
-        raise ValueError(
-            f"{name!r} has no released weights; pass --checkpoint PATH with your own weights, or --weights random "
-            "for a smoke test with meaningless masks (`sparseinst list --pretrained` shows the models with weights)"
-        )
-    try:
-        return create_model(name, pretrained=True)
-    except OSError as err:
-        raise OSError(
-            f"{err} Alternatives: --checkpoint PATH with a local checkpoint, or --weights random for an offline "
-            "smoke test (meaningless masks)."
-        ) from None
 
 
 def _unique_stem(stem: str, used: set[str]) -> str:

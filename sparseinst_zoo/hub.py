@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import socket
 import string
 import tempfile
 from collections.abc import Mapping
@@ -92,6 +93,24 @@ def _endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
+def _unresolvable_host(endpoint: str) -> str | None:
+    """The endpoint's host name if it does not resolve (no network, no DNS), else None.
+
+    huggingface_hub retries unreachable hosts with back-off for about half a minute; a failed name lookup is final
+    at once, so we go straight to the cache instead.
+    """
+    from urllib.parse import urlsplit
+
+    host = urlsplit(endpoint).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return host
+    return None
+
+
 def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> str:
     if cache_dir is not None:
         return os.fspath(cache_dir)
@@ -139,12 +158,13 @@ def hub_download(
     offline = _offline()
     endpoint = _endpoint()
     cache = _cache_dir(cache_dir)
+    unresolved = None if offline else _unresolvable_host(endpoint)
     where = f"{filename!r} of Hub repository {repo_id!r} (revision {revision or 'main'})"
     hint = download_hint(model_name) if model_name else "Or load a local copy: from_pretrained('path/to/folder')."
     try:
         return hf_hub_download(
-            repo_id, filename, revision=revision, cache_dir=cache, endpoint=endpoint, local_files_only=offline,
-            library_name=LIBRARY_NAME, library_version=__version__,
+            repo_id, filename, revision=revision, cache_dir=cache, endpoint=endpoint,
+            local_files_only=offline or unresolved is not None, library_name=LIBRARY_NAME, library_version=__version__,
         )  # fmt: skip
     except LocalEntryNotFoundError as err:
         if optional:
@@ -153,7 +173,11 @@ def hub_download(
             reason = f"HF_HUB_OFFLINE is set and the file is not in the cache ({cache})"
             todo = "Run once with network access (unset HF_HUB_OFFLINE) to fill the cache, or: " + hint
         else:
-            reason = f"the Hub at {endpoint} could not be reached and the file is not in the cache ({cache}): {err}"
+            if unresolved:
+                reason = (f"the Hub at {endpoint} cannot be reached (its host name {unresolved!r} does not resolve: "
+                          f"no network?) and the file is not in the cache ({cache})")  # fmt: skip
+            else:
+                reason = f"the Hub at {endpoint} could not be reached and the file is not in the cache ({cache}): {err}"
             todo = "Check your connection (or HF_ENDPOINT), or: " + hint
         raise OSError(f"Cannot load {where}: {reason}. {todo}") from None
     except GatedRepoError as err:

@@ -101,6 +101,28 @@ def test_offline_without_cache_says_what_to_do(monkeypatch):
     assert "sparseinst convert" in message and "checkpoint_path" in message
 
 
+def test_unresolvable_hub_host_fails_fast_and_uses_the_cache(hub, tmp_path, tiny_model, monkeypatch):
+    """No DNS (no network): no half-minute of retries; cached files still load, uncached ones say why at once."""
+    import socket
+
+    publish(hub, tiny_model, "org/tiny", tmp_path)
+    sparseinst_zoo.create_model("hf-hub:org/tiny")  # fills the cache through the loopback Hub
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "127.0.0.1":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    hub.clear_log()
+    cached = sparseinst_zoo.create_model("hf-hub:org/tiny")
+    assert same_outputs(cached, tiny_model) and hub.count() == 0
+    with pytest.raises(OSError, match="does not resolve") as info:
+        sparseinst_zoo.create_model("sparseinst_r50_giam", pretrained=True)
+    assert "sparseinst convert" in str(info.value) and hub.count() == 0
+
+
 @pytest.mark.parametrize("status", [404, 401])
 def test_unpublished_repo_explains_how_to_get_the_original(monkeypatch, status):
     from huggingface_hub import constants

@@ -98,6 +98,7 @@ def create_model(
     pretrained_cfg_overlay: dict[str, Any] | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    optimize: bool | dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Create a SparseInst model by name, optionally with weights.
@@ -109,6 +110,9 @@ def create_model(
         pretrained_cfg_overlay: fields replacing the pretrained cfg, e.g. ``dict(file="model.safetensors")``.
         checkpoint_path: our safetensors file, a ``save_pretrained`` folder or a reference ``.pth`` checkpoint.
         cache_dir: Hugging Face cache folder to use instead of the default.
+        optimize: return an inference-only :class:`~sparseinst_zoo.optimize.OptimizedModel` with these fast paths
+            (True: fold BatchNorm; or a dict of :func:`~sparseinst_zoo.optimize.optimize_for_inference` options such
+            as ``dict(channels_last=True, precision="bf16", compile=True)``). Leave it unset to train the model.
         **kwargs: architecture overrides, e.g. ``num_classes=3`` (the class head is re-initialised) or
             ``backbone='convnext_tiny'`` for the generic architectures.
 
@@ -120,6 +124,11 @@ def create_model(
     """
     if not isinstance(model_name, str) or not model_name:
         raise ValueError(f"model_name must be a non-empty string, got {model_name!r}")
+    if optimize:
+        from .optimize import optimize_for_inference
+
+        model = create_model(model_name, pretrained, pretrained_cfg_overlay, checkpoint_path, cache_dir, **kwargs)
+        return optimize_for_inference(model.eval(), **({} if optimize is True else dict(optimize)))
     arch, tag = split_model_name_tag(model_name)
     if model_name.startswith(HF_HUB_PREFIX) or (not is_model(arch) and os.path.isdir(model_name)):
         from .hub import from_pretrained

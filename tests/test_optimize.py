@@ -306,3 +306,15 @@ def test_predict_optimize_option_and_cli_flags(tiny_model, rgb_image, tmp_path):
             "--fold-bn", "--channels-last", "--half", "bf16", "--quiet"]  # fmt: skip
     assert main(args) == 0
     assert (tmp_path / "out" / "image.png").is_file()
+
+
+def test_create_model_optimize_option(rgb_image):
+    torch.manual_seed(0)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
+    torch.manual_seed(0)
+    fast = sparseinst_zoo.create_model("sparseinst_tiny_test", optimize=dict(channels_last=True))
+    assert isinstance(fast, OptimizedModel) and fast.options["fold_bn"] and fast.options["channels_last"]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x)["pred_logits"], model(x)["pred_logits"], rtol=1e-4, atol=1e-5)
+    assert len(fast.predict(rgb_image, score_threshold=0.0)[0]) == 10

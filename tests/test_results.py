@@ -97,6 +97,15 @@ def test_to_json_cpu_numpy_and_indexing():
     assert "1 cat" in repr(results) and "x.jpg" in repr(results)
 
 
+def test_scalar_index_keeps_one_instance():
+    results = make_results()
+    for r in (results, results.numpy()):
+        for index in (r.scores.argmax(), np.int64(1), 1):
+            one = r[index]
+            assert len(one) == 1 and tuple(one.masks.shape) == (1, 40, 60) and one.boxes.shape == (1, 4)
+    assert results[results.scores.argmax()].classes == ["cat"] and results[np.int64(1)].classes == ["person"]
+
+
 def test_bad_results():
     with pytest.raises(ValueError, match=r"\(N, H, W\)"):
         Results(torch.zeros(2, 4, 4, dtype=torch.bool), torch.zeros(3), torch.zeros(2), ())
@@ -121,6 +130,11 @@ def test_plot_and_save(tmp_path):
     assert list((tmp_path / "sub").iterdir()) == [tmp_path / "sub" / "overlay.png"]
     with pytest.raises(ValueError, match="extension"):
         results.save(tmp_path / "overlay.unknown")
+
+
+def test_plot_accepts_a_pil_image():
+    image = np.full((40, 60, 3), 128, np.uint8)
+    np.testing.assert_array_equal(make_results().plot(Image.fromarray(image)), make_results(image=image).plot())
 
 
 def test_plot_needs_an_image():

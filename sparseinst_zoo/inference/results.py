@@ -144,6 +144,17 @@ def _to_numpy(x: ArrayLike) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+def _is_integer_scalar(index: Any) -> bool:
+    """True for a Python/numpy integer or a 0-d integer tensor/array (not bool)."""
+    if isinstance(index, bool):
+        return False
+    if isinstance(index, (int, np.integer)):
+        return True
+    if isinstance(index, torch.Tensor):
+        return index.ndim == 0 and not index.is_floating_point() and index.dtype != torch.bool
+    return isinstance(index, np.ndarray) and index.ndim == 0 and np.issubdtype(index.dtype, np.integer)
+
+
 class Results:
     """Instances predicted in one image.
 
@@ -197,8 +208,8 @@ class Results:
         return int(len(self.scores))
 
     def __getitem__(self, index: Any) -> Results:
-        if isinstance(index, int):
-            index = [index]
+        if _is_integer_scalar(index):  # one instance (e.g. ``r[r.scores.argmax()]``) stays a Results of length 1
+            index = [int(index)]
         if isinstance(self.masks, torch.Tensor):
             index = torch.as_tensor(index, device=self.masks.device) if not isinstance(index, slice) else index
         else:
@@ -300,13 +311,16 @@ class Results:
 
     # -- visualisation ---------------------------------------------------------------------------------------
     def plot(self, image: np.ndarray | None = None, **kwargs: Any) -> np.ndarray:
-        """An RGB uint8 overlay of the instances on ``image`` (default: the predicted image); see ``visualise.draw``."""
+        """An RGB uint8 overlay of the instances on ``image`` (uint8 HxWx3 RGB array or PIL image; default: the
+        predicted image). ``kwargs``: ``alpha``, ``outline``, ``labels``, ``show_boxes`` of
+        :func:`~sparseinst_zoo.inference.visualise.draw_instances`."""
         from .visualise import draw_instances
 
         if image is None:
             image = self.orig_img
         if image is None:
             raise ValueError("Results.plot needs the image: this Results has no orig_img, pass plot(image=...)")
+        image = np.asarray(image)  # a PIL image works too
         if tuple(image.shape[:2]) != self.image_size:
             raise ValueError(f"Results.plot: image size {image.shape[:2]} differs from the results' {self.image_size}")
         return draw_instances(

@@ -250,6 +250,8 @@ def test_corrupt_file_and_empty_folder(tiny_model, tmp_path):
         ({"max_detections": 0}, "max_detections"),
         ({"half": "fp8"}, "half"),
         ({"resize_backend": "cv2"}, "resize_backend"),
+        ({"min_size": 0}, "min_size"),  # an explicit 0 is an error, not the model's default
+        ({"max_size": 0}, "max_size"),
         pytest.param({"device": "cuda"}, "CUDA", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA")),
     ],
 )

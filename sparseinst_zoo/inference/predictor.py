@@ -116,8 +116,9 @@ class Predictor:
         if resize_backend not in ("pil", "torch"):
             raise ValueError(f"resize_backend must be 'pil' or 'torch', got {resize_backend!r}")
         cfg = getattr(model, "pretrained_cfg", None)
-        self.min_size = int(min_size or getattr(cfg, "min_size", 640))
-        self.max_size = int(max_size or getattr(cfg, "max_size", 853))
+        # `is None`, not `or`: an explicit 0 is a mistake to report, not a request for the default
+        self.min_size = int(getattr(cfg, "min_size", 640) if min_size is None else min_size)
+        self.max_size = int(getattr(cfg, "max_size", 853) if max_size is None else max_size)
         if self.min_size < 1 or self.max_size < 1:
             raise ValueError(f"min_size and max_size must be >= 1, got {self.min_size} and {self.max_size}")
         self.mean = tuple(getattr(cfg, "mean", (123.675, 116.280, 103.530)))

@@ -72,6 +72,10 @@ def test_all_mask_formats_crowd_and_contiguous_labels(tmp_path):
         (lambda d: d["annotations"].append(dict(d["annotations"][0])), "annotation id 7 appears twice"),
         (lambda d: d["images"][0].pop("height"), "image id 1 is missing key"),
         (lambda d: d.update(categories=[]), "'categories' is empty"),
+        (lambda d: d.update(images={}), "'images' must be a list"),
+        (lambda d: d["annotations"][0].update(image_id="abc"), "annotation id 7 has image_id 'abc'; expected an int"),
+        (lambda d: d["annotations"][0].update(segmentation={"size": [20, 30], "counts": [5, 3]}),
+         "id 7.*uncompressed RLE 'counts' must be non-negative integers summing to height x width = 600"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path, mutate, message):
@@ -90,6 +94,13 @@ def test_missing_paths_and_invalid_json(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         CocoInstances(path, tmp_path)
+
+
+def test_missing_image_files_fail_before_training(tmp_path):
+    data = _base([{"id": 7, "image_id": 1, "category_id": 5, "segmentation": [[0, 0, 5, 0, 5, 5]]}])
+    data["images"].append({"id": 2, "file_name": "sub/gone.jpg", "height": 20, "width": 30})  # no annotation
+    with pytest.raises(FileNotFoundError, match=r"1 of 2 image file\(s\) not found in .*sub/gone.jpg \(image id 2\)"):
+        CocoInstances(_write(tmp_path, data), tmp_path)
 
 
 def test_degenerate_polygons_dropped_and_empty_images_skipped(tmp_path, caplog):

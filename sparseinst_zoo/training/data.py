@@ -51,6 +51,14 @@ def _require(record: Any, keys: Sequence[str], what: str, path: str) -> None:
         raise ValueError(f"{path}: {what}{ident} is missing key(s) {missing}; a COCO {what} needs {list(keys)}")
 
 
+def _int_field(record: dict[str, Any], key: str, what: str, path: str) -> int:
+    try:
+        return int(record[key])
+    except (TypeError, ValueError):
+        ident = f" id {record['id']}" if key != "id" and "id" in record else ""
+        raise ValueError(f"{path}: {what}{ident} has {key} {record[key]!r}; expected an integer") from None
+
+
 def _check_segmentation(segm: Any, ann_id: Any, image: CocoImage, path: str) -> list | dict | None:
     """Validate one annotation's segmentation; returns it cleaned (degenerate polygon parts removed) or None."""
     where = f"{path}: annotation id {ann_id} (image id {image.id})"
@@ -62,6 +70,11 @@ def _check_segmentation(segm: Any, ann_id: Any, image: CocoImage, path: str) -> 
                              f"[{image.height}, {image.width}] (height, width)")  # fmt: skip
         if not isinstance(segm["counts"], (str, bytes, list)):
             raise ValueError(f"{where}: RLE 'counts' must be a string or a list of integers")
+        if isinstance(segm["counts"], list):  # uncompressed: the run lengths cover the image exactly
+            counts = segm["counts"]
+            if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != image.height * image.width:
+                raise ValueError(f"{where}: uncompressed RLE 'counts' must be non-negative integers summing to "
+                                 f"height x width = {image.height * image.width}")  # fmt: skip
         return segm
     if not isinstance(segm, list):
         kind = type(segm).__name__
@@ -96,7 +109,7 @@ class CocoInstances:
         label_names: category names in label order.
 
     Raises:
-        FileNotFoundError: if the JSON file or the image folder does not exist.
+        FileNotFoundError: if the JSON file, the image folder or an image file it lists does not exist.
         ValueError: for a malformed file, naming the offending annotation/image id.
 
     Example:
@@ -126,12 +139,16 @@ class CocoInstances:
         missing = [k for k in ("images", "annotations", "categories") if k not in data]
         if missing:
             raise ValueError(f"{path} is not a COCO instances file: missing top-level key(s) {missing}")
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data[key], list):
+                raise ValueError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
         categories: dict[int, str] = {}
         for cat in data["categories"]:
             _require(cat, ("id", "name"), "category", path)
-            if int(cat["id"]) in categories:
+            cat_id = _int_field(cat, "id", "category", path)
+            if cat_id in categories:
                 raise ValueError(f"{path}: category id {cat['id']} appears twice")
-            categories[int(cat["id"])] = str(cat["name"])
+            categories[cat_id] = str(cat["name"])
         if not categories:
             raise ValueError(f"{path}: 'categories' is empty; list the object classes there")
         self.category_ids: tuple[int, ...] = tuple(sorted(categories))
@@ -142,9 +159,11 @@ class CocoInstances:
         by_id: dict[int, CocoImage] = {}
         for img in data["images"]:
             _require(img, ("id", "file_name", "height", "width"), "image", path)
-            if int(img["id"]) in by_id:
+            img_id = _int_field(img, "id", "image", path)
+            if img_id in by_id:
                 raise ValueError(f"{path}: image id {img['id']} appears twice")
-            record = CocoImage(int(img["id"]), str(img["file_name"]), int(img["height"]), int(img["width"]))
+            size = [_int_field(img, key, "image", path) for key in ("height", "width")]
+            record = CocoImage(img_id, str(img["file_name"]), *size)
             if record.height < 1 or record.width < 1:
                 raise ValueError(f"{path}: image id {record.id} has a non-positive size {record.height}x{record.width}")
             by_id[record.id] = record
@@ -159,10 +178,10 @@ class CocoInstances:
             if ann_id in seen:
                 raise ValueError(f"{path}: annotation id {ann_id} appears twice")
             seen.add(ann_id)
-            image = by_id.get(int(ann["image_id"]))
+            image = by_id.get(_int_field(ann, "image_id", "annotation", path))
             if image is None:
                 raise ValueError(f"{path}: annotation id {ann_id} refers to unknown image id {ann['image_id']}")
-            if int(ann["category_id"]) not in self.category_to_label:
+            if _int_field(ann, "category_id", "annotation", path) not in self.category_to_label:
                 raise ValueError(f"{path}: annotation id {ann_id} has category id {ann['category_id']}, which is not "
                                  f"in 'categories' (known ids: {list(self.category_ids)})")  # fmt: skip
             crowd = bool(ann.get("iscrowd", 0))
@@ -185,6 +204,18 @@ class CocoInstances:
             _logger.warning("%s: dropped %d annotation(s) without a valid polygon (fewer than 3 points): ids %s",
                             path, len(dropped), shown)  # fmt: skip
         self.num_dropped = len(dropped)
+        self._check_files()
+
+    def _check_files(self) -> None:
+        """Fail before any work when image files are missing (instead of hours into training)."""
+        missing = [img for img in self.images if not os.path.isfile(self.image_path(img))]
+        if missing:
+            shown = ", ".join(f"{img.file_name} (image id {img.id})" for img in missing[:3])
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise FileNotFoundError(
+                f"{self.json_path}: {len(missing)} of {len(self.images)} image file(s) not found in {self.image_dir}: "
+                f"{shown}{more}; check the image folder and the file_name entries"
+            )
 
     @property
     def num_classes(self) -> int:

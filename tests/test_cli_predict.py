@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -107,6 +108,22 @@ def test_predict_errors_are_one_clear_line(argv, message, tmp_path, capsys):
     assert main(["predict", *argv, "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_bare_half_before_a_source(tmp_path, capsys):
+    from sparseinst_zoo.commands import predict as predict_command
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"")
+    parser = argparse.ArgumentParser()
+    predict_command.add_arguments(parser)
+    args, extras = parser.parse_known_args(["m", "a.png", "--half", str(photo), "--out", "o"])
+    assert (args.half, args.sources, extras) == ("auto", ["a.png", str(photo)], [])  # the path is a SOURCE
+    args, _ = parser.parse_known_args(["m", "--half", "bf16", str(photo)])
+    assert (args.half, args.sources) == ("bf16", [str(photo)])
+    with pytest.raises(SystemExit):
+        parser.parse_known_args(["m", "--half", "fp8", str(photo)])
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
 
 
 def test_corrupt_image_is_named(tmp_path, capsys):

@@ -23,6 +23,7 @@ HELP = "segment instances in images, folders, globs or videos; write overlay ima
 # Display threshold of the CLI: the reference demo (demo.py --confidence-threshold) shows instances whose final score
 # is above 0.5. The Python API keeps the evaluation threshold 0.005.
 DEFAULT_CLI_THRESHOLD = 0.5
+HALF_CHOICES = ("auto", "fp16", "bf16")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-threshold", type=float, default=0.45, help="mask probability threshold (0.45)")
     parser.add_argument("--max-detections", type=int, default=100, help="at most this many instances per image")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--half", nargs="?", const="auto", default=None, choices=("auto", "fp16", "bf16"),
+    parser.add_argument("--half", nargs="?", const="auto", default=None, metavar="{fp16,bf16}",
                         help="autocast the network: fp16, bf16, or without a value fp16 on CUDA / bf16 on CPU")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
     parser.add_argument("--min-size", type=int, default=None, help="resize shorter side (default: the model's)")
@@ -62,11 +63,21 @@ def _allow_sources_after_options(parser: argparse.ArgumentParser) -> None:
     def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
         namespace, extras = argparse.ArgumentParser.parse_known_args(parser, args, namespace)
         late = [a for a in extras if not a.startswith("-") or a == "-"]
+        half = getattr(namespace, "half", None)
+        if half is not None and half not in HALF_CHOICES:  # `--half photo.jpg`: a bare --half, then a source
+            if not _looks_like_source(half):
+                parser.error(f"argument --half: invalid choice: {half!r} (choose from fp16, bf16, or no value)")
+            namespace.half, late = "auto", [half, *late]
         if late:
             namespace.sources = list(namespace.sources or []) + late
         return namespace, [a for a in extras if a not in late]
 
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def _looks_like_source(value: str) -> bool:
+    """An existing path or a glob pattern (what ``--half`` may swallow from ``--half photo.jpg``)."""
+    return os.path.exists(value) or any(c in value for c in "*?[")
 
 
 def _unique_stem(stem: str, used: set[str]) -> str:

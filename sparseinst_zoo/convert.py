@@ -253,6 +253,17 @@ def _unwrap(obj: Any, path: str) -> tuple[dict[str, torch.Tensor], str]:
     return state, layout
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """True for what ``torch.save`` writes: a zip archive (since PyTorch 1.6) or a legacy pickle (protocol 2+)."""
+    head = _file_head(path)
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def _file_head(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(2)
+
+
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], str]:
     """Load the tensors of a ``.safetensors`` file or a pickled checkpoint (``weights_only=True`` only).
 
@@ -276,9 +287,20 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
                 f"{path} is not a readable safetensors file ({err}); it is probably truncated or corrupt: "
                 "download or convert it again"
             ) from err
+    if not _looks_like_torch_file(path):
+        raise ConversionError(
+            f"{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle); pass the reference "
+            ".pth checkpoint, a model.safetensors file or a folder written by save_pretrained / `sparseinst convert`"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors come in many types; none of them must leak as a deep traceback
+        import zipfile
+
+        if _file_head(path) == b"PK" and not zipfile.is_zipfile(path):
+            raise ConversionError(
+                f"{path} is an incomplete zip archive: the checkpoint is truncated or corrupt; download it again"
+            ) from err
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConversionError(
             f"cannot read {path} as a weights-only PyTorch checkpoint ({message}). Only tensors, dicts and plain "

@@ -316,3 +316,18 @@ def test_unreadable_checkpoints_fail_clearly(tmp_path):
         read_checkpoint(tmp_path / "bad.safetensors")
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "absent.pth")
+
+
+def test_files_that_are_not_checkpoints_or_are_truncated_say_so(tmp_path):
+    (tmp_path / "notes.pth").write_text("hello, not a checkpoint\n")
+    with pytest.raises(ConversionError, match="notes.pth is not a PyTorch checkpoint"):
+        read_checkpoint(tmp_path / "notes.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(ConversionError, match="not a PyTorch checkpoint"):
+        read_checkpoint(tmp_path / "empty.pth")
+    torch.save({"model": {"a": torch.zeros(1000)}}, tmp_path / "full.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "full.pth").read_bytes()[:1500])
+    with pytest.raises(ConversionError, match="cut.pth is an incomplete zip archive: the checkpoint is truncated"):
+        read_checkpoint(tmp_path / "cut.pth")
+    torch.save({"model": {"a": torch.zeros(1)}}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    assert read_checkpoint(tmp_path / "legacy.pth")[1] == "detectron2"  # pre-1.6 pickles still load

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_registry import REFERENCE_VARIANTS
@@ -180,6 +181,18 @@ def test_bad_constructor_arguments():
         sparseinst_zoo.create_model("sparseinst_tiny_test", decoder="transformer")
     with pytest.raises(ValueError, match="num_classes"):
         sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=0)
+    with pytest.raises(ValueError, match=r"num_classes must be an int, got '3' \(str\)"):
+        sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes="3")
+    with pytest.raises(ValueError, match="groups=3 must divide inst_channels=32"):
+        sparseinst_zoo.create_model("sparseinst_tiny_test", groups=3)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=np.int64(3))  # numpy ints are fine
+    assert type(model.config["num_classes"]) is int and model.num_classes == 3
+
+
+def test_pretrained_backbone_without_network_says_what_to_do():
+    # conftest sets HF_HUB_OFFLINE=1 with an empty HF_HOME: timm cannot fetch the ImageNet weights
+    with pytest.raises(OSError, match="timm's ImageNet weights for backbone 'test_resnet'.*pretrained_backbone=False"):
+        sparseinst_zoo.create_model("sparseinst_giam", backbone="test_resnet", pretrained_backbone=True)
 
 
 def test_config_is_json_serialisable_and_rebuilds_the_same_architecture(tiny_model):

@@ -149,7 +149,14 @@ def create_backbone(
     out_indices = select_feature_levels(probe.feature_info.reduction(), strides)
     all_indices = tuple(probe.feature_info.out_indices)
     out_indices = tuple(all_indices[i] for i in out_indices)
-    backbone = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=out_indices, **kwargs)
+    try:
+        backbone = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=out_indices, **kwargs)
+    except OSError as err:  # only pretrained=True touches files or the network
+        raise OSError(
+            f"could not load timm's ImageNet weights for backbone {name!r} ({str(err).splitlines()[0]}); they are "
+            "downloaded from the Hugging Face Hub, so connect to the network (and unset HF_HUB_OFFLINE) once, or pass "
+            "pretrained_backbone=False"
+        ) from err
     if dcn_stages:
         make_deformable(backbone, dcn_stages)
     if frozen_bn:

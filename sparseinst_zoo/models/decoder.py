@@ -164,6 +164,8 @@ class SparseInstDecoder(nn.Module):
             raise ValueError(f"decoder must be one of {DECODER_TYPES}, got {decoder!r}")
         if decoder != "iam" and groups < 2:
             raise ValueError(f"decoder {decoder!r} needs groups >= 2, got {groups}")
+        if decoder != "iam" and inst_channels % groups:
+            raise ValueError(f"groups={groups} must divide inst_channels={inst_channels} (the G-IAM conv is grouped)")
         self.scale_factor = scale_factor
         self.inst_branch = InstanceBranch(
             in_channels + 2, inst_channels, inst_convs, num_masks, num_classes, kernel_dim,

@@ -6,6 +6,7 @@ small ``@register_model`` function per variant whose keyword arguments the calle
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,6 +76,10 @@ class SparseInst(nn.Module):
         super().__init__()
         if decoder not in DECODER_TYPES:
             raise ValueError(f"decoder must be one of {DECODER_TYPES}, got {decoder!r}")
+        num_classes, num_masks, groups = (
+            _as_int(name, value) for name, value in (("num_classes", num_classes), ("num_masks", num_masks),
+                                                     ("groups", groups))
+        )  # fmt: skip
         if num_classes < 1 or num_masks < 1:
             raise ValueError(f"num_classes and num_masks must be >= 1, got {num_classes} and {num_masks}")
         self.config: dict[str, Any] = {
@@ -175,6 +180,16 @@ class SparseInst(nn.Module):
         from ..hub import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
+
+
+def _as_int(name: str, value: Any) -> int:
+    """``value`` as a plain int (numpy / torch integers accepted), or a ValueError naming the argument."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    try:
+        return int(operator.index(value))
+    except TypeError:
+        raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
 
 
 def _create_sparseinst(variant: str, pretrained: bool = False, **kwargs: Any) -> SparseInst:

@@ -108,38 +108,54 @@ def convert_all(args: argparse.Namespace) -> int:
     by_hand = dict(item.split("=", 1) for item in args.map)
     out = Path(args.out)
     report = []
+    failed = []
     for pth in originals:
-        model_name = by_hand.get(pth.name) or detect_model(read_reference(pth)[0], filename=pth.name)
-        if args.only and model_name not in args.only:
+        try:
+            entry = convert_one(pth, by_hand.get(pth.name), out, args)
+        except (ValueError, OSError, RuntimeError) as err:  # one clear line per bad file, then go on with the rest
+            print(f"{pth.name}: error: {err}", file=sys.stderr)
+            failed.append(pth.name)
             continue
-        cfg = sparseinst_zoo.get_pretrained_cfg(model_name)
-        repo_id = f"{args.org}/{cfg.name}"
-        folder = out / cfg.name
-        _, conversion = convert_checkpoint(pth, model_name, out_dir=folder)
-        check = verify(pth, folder, model_name, args.image)
-        save_pretrained(sparseinst_zoo.from_pretrained(str(folder)), folder, repo_id=repo_id)  # + README.md card
-        entry = {"file": pth.name, "model": model_name, "repo_id": repo_id, "folder": str(folder),
-                 "conversion": conversion.to_dict(), "verification": check, "pushed": False}  # fmt: skip
-        print(f"{pth.name} -> {model_name}: {conversion.num_tensors} tensors, {conversion.num_params:,} parameters, "
-              f"outputs identical to the .pth (max score {check['max_score']})")  # fmt: skip
-        if args.push:
-            from huggingface_hub import HfApi
-
-            api = HfApi()
-            api.create_repo(repo_id, exist_ok=True)
-            info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=f"Convert {pth.name}")
-            entry["pushed"] = True
-            entry["commit_url"] = str(getattr(info, "commit_url", info))
-            print(f"  pushed to {repo_id}")
-        else:
-            files = ", ".join(sorted(p.name for p in folder.iterdir()))
-            print(f"  dry run: would upload {files} ({(folder / WEIGHTS_NAME).stat().st_size / 2**20:.0f} MiB) "
-                  f"to {repo_id}; pass --push to upload")  # fmt: skip
-        report.append(entry)
+        if entry is not None:
+            report.append(entry)
     out.mkdir(parents=True, exist_ok=True)
     (out / "publish_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"report: {out / 'publish_report.json'}")
+    if failed:
+        print(f"{len(failed)} file(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def convert_one(pth: Path, model_name: str | None, out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Convert, verify, write the card of one original file and (``--push``) upload it; None if ``--only`` skips it."""
+    model_name = model_name or detect_model(read_reference(pth)[0], filename=pth.name)
+    if args.only and model_name not in args.only:
+        return None
+    cfg = sparseinst_zoo.get_pretrained_cfg(model_name)
+    repo_id = f"{args.org}/{cfg.name}"
+    folder = out / cfg.name
+    _, conversion = convert_checkpoint(pth, model_name, out_dir=folder)
+    check = verify(pth, folder, model_name, args.image)
+    save_pretrained(sparseinst_zoo.from_pretrained(str(folder)), folder, repo_id=repo_id)  # + README.md card
+    entry = {"file": pth.name, "model": model_name, "repo_id": repo_id, "folder": str(folder),
+             "conversion": conversion.to_dict(), "verification": check, "pushed": False}  # fmt: skip
+    print(f"{pth.name} -> {model_name}: {conversion.num_tensors} tensors, {conversion.num_params:,} parameters, "
+          f"outputs identical to the .pth (max score {check['max_score']})")  # fmt: skip
+    if args.push:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo_id, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=f"Convert {pth.name}")
+        entry["pushed"] = True
+        entry["commit_url"] = str(getattr(info, "commit_url", info))
+        print(f"  pushed to {repo_id}")
+    else:
+        files = ", ".join(sorted(p.name for p in folder.iterdir()))
+        print(f"  dry run: would upload {files} ({(folder / WEIGHTS_NAME).stat().st_size / 2**20:.0f} MiB) "
+              f"to {repo_id}; pass --push to upload")  # fmt: skip
+    return entry
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,7 +160,7 @@ def hub_download(
     cache = _cache_dir(cache_dir)
     unresolved = None if offline else _unresolvable_host(endpoint)
     where = f"{filename!r} of Hub repository {repo_id!r} (revision {revision or 'main'})"
-    hint = download_hint(model_name) if model_name else "Or load a local copy: from_pretrained('path/to/folder')."
+    hint = download_hint(model_name) if model_name else "load a local copy: from_pretrained('path/to/folder')."
     try:
         return hf_hub_download(
             repo_id, filename, revision=revision, cache_dir=cache, endpoint=endpoint,
@@ -188,7 +188,8 @@ def hub_download(
     except RepositoryNotFoundError as err:
         raise OSError(
             f"Cannot load {where}: the repository does not exist at {endpoint} (HTTP {_status(err)}). The weights of "
-            "this model are probably not published on the Hub yet (docs/weights.md lists the published ones). " + hint
+            "this model are probably not published on the Hub yet (docs/weights.md lists the published ones). "
+            + _sentence(hint)
         ) from None
     except RevisionNotFoundError as err:
         raise OSError(
@@ -198,9 +199,13 @@ def hub_download(
     except EntryNotFoundError:
         if optional:
             return None
-        raise OSError(f"Cannot load {where}: the repository has no such file. " + hint) from None
+        raise OSError(f"Cannot load {where}: the repository has no such file. " + _sentence(hint)) from None
     except HfHubHTTPError as err:
         raise OSError(f"Cannot load {where}: the Hub at {endpoint} answered HTTP {_status(err)}: {err}") from None
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _status(err: Exception) -> str:
@@ -340,9 +345,15 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
 
 def _resolve_source(
     dir_or_repo: str, cache_dir: str | os.PathLike[str] | None, revision: str | None
-) -> tuple[Path, dict[str, Any], str | None]:
-    """``(local folder with config.json + model.safetensors, config, Hub repo id or None)`` for a folder or repo id."""
+) -> tuple[Path, dict[str, Any], str | None, str | None]:
+    """``(local folder with config.json + model.safetensors, config, Hub repo id or None, revision)``."""
     path = Path(dir_or_repo).expanduser()
+    if path.is_file():
+        raise FileNotFoundError(
+            f"{path} is a file; from_pretrained takes the folder written by save_pretrained or `sparseinst convert` "
+            f"(from_pretrained({os.fspath(path.parent)!r})), or load the file itself with "
+            f"create_model(name, checkpoint_path={os.fspath(path)!r})"
+        )
     if path.is_dir():
         config_path = path / CONFIG_NAME
         if not config_path.is_file():
@@ -350,7 +361,7 @@ def _resolve_source(
                 f"{path} has no {CONFIG_NAME}; pass a folder written by save_pretrained or `sparseinst convert`, or "
                 "use create_model(name, checkpoint_path=...) for bare weights"
             )
-        return path, _read_config(config_path), None
+        return path, _read_config(config_path), None, None
     repo_id, _, at_revision = dir_or_repo.partition("@")
     if not _REPO_ID.match(repo_id):
         raise FileNotFoundError(
@@ -362,7 +373,7 @@ def _resolve_source(
     assert config_path is not None
     config = _read_config(config_path)
     hub_download(repo_id, WEIGHTS_NAME, revision, cache_dir, model_name=config["model_name"])
-    return Path(config_path).parent, config, repo_id
+    return Path(config_path).parent, config, repo_id, revision
 
 
 def from_pretrained(
@@ -378,7 +389,7 @@ def from_pretrained(
         >>> # model = sparseinst_zoo.from_pretrained("sparseinst-zoo/sparseinst_r50_giam.coco")
         >>> # model = sparseinst_zoo.from_pretrained("runs/exp1/best")
     """
-    folder, config, repo_id = _resolve_source(os.fspath(dir_or_repo), cache_dir, revision)
+    folder, config, repo_id, revision = _resolve_source(os.fspath(dir_or_repo), cache_dir, revision)
     args = dict(config.get("model_args") or {})
     args.update(kwargs)
     args["pretrained_backbone"] = False

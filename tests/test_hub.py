@@ -93,6 +93,8 @@ def test_cache_dir_argument_is_used(hub, tmp_path, tiny_model):
 
 def test_offline_without_cache_says_what_to_do(monkeypatch):
     go_offline(monkeypatch)
+    with pytest.raises(OSError, match=r"fill the cache, or: load a local copy: from_pretrained\('path/to/folder'\)\.$"):
+        sparseinst_zoo.from_pretrained("org/never-downloaded")
     with pytest.raises(OSError) as info:
         sparseinst_zoo.create_model("sparseinst_r50_giam", pretrained=True)
     message = str(info.value)
@@ -155,6 +157,12 @@ def test_missing_file_and_revision(hub, tmp_path, tiny_model):
     assert same_outputs(model, tiny_model)
     model = sparseinst_zoo.from_pretrained("org/tiny", revision=commit)  # commit sha
     assert same_outputs(model, tiny_model)
+    assert model.pretrained_cfg.revision == commit
+    model = sparseinst_zoo.from_pretrained("org/tiny@v2")  # the revision of 'repo@rev' is recorded too
+    assert (model.pretrained_cfg.hf_hub_id, model.pretrained_cfg.revision) == ("org/tiny", "v2")
+    assert json.loads((model.save_pretrained(tmp_path / "again") / CONFIG_NAME).read_text())["pretrained_cfg"][
+        "revision"
+    ] == "v2"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
@@ -279,6 +287,8 @@ def test_loading_errors_name_the_problem(tmp_path, tiny_model):
     with pytest.raises(FileNotFoundError, match="neither a folder nor a Hugging Face Hub repo id"):
         sparseinst_zoo.from_pretrained("not a repo")
     folder = tiny_model.save_pretrained(tmp_path / "tiny")
+    with pytest.raises(FileNotFoundError, match=r"model.safetensors is a file; from_pretrained takes the folder"):
+        sparseinst_zoo.from_pretrained(str(folder / WEIGHTS_NAME))  # 'dir/file' also looks like a repo id
     with pytest.raises(ValueError, match=r"do not fit sparseinst_giam: .*missing.*unexpected"):
         sparseinst_zoo.create_model("sparseinst_giam", backbone="resnet18", checkpoint_path=folder)
     state = dict(tiny_model.state_dict())
@@ -326,3 +336,19 @@ def test_publish_dry_run_converts_verifies_and_writes_cards(tmp_path, tiny_model
     assert 'create_model("hf-hub:sparseinst-zoo/sparseinst_tiny_test")' in (folder / "README.md").read_text()
     report = json.loads((tmp_path / "out" / "publish_report.json").read_text())
     assert report[0]["verification"]["identical"] and not report[0]["pushed"]
+
+
+def test_publish_reports_a_bad_file_in_one_line_and_converts_the_others(tmp_path, tiny_model, capsys):
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    torch.save({"model": tiny_model.state_dict()}, originals / "tiny_final.pth")
+    (originals / "a_broken.pth").write_text("not a checkpoint")
+    code = _publish_module().main(["convert", str(originals), "--out", str(tmp_path / "out"),
+                                   "--map", "tiny_final.pth=sparseinst_tiny_test"])  # fmt: skip
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "a_broken.pth: error:" in captured.err and "not a PyTorch checkpoint" in captured.err
+    assert "Traceback" not in captured.err and "tiny_final.pth -> sparseinst_tiny_test" in captured.out
+    assert [entry["file"] for entry in json.loads((tmp_path / "out" / "publish_report.json").read_text())] == [
+        "tiny_final.pth"
+    ]

@@ -89,12 +89,14 @@ class _StopAt:
             raise KeyboardInterrupt
 
 
-def test_resume_continues_the_same_curve(shapes, tmp_path):
+def test_resume_continues_the_same_curve(shapes, tmp_path, caplog):
     full = Trainer(**_tiny(shapes, tmp_path / "full", iters=6, checkpoint_period=3))
     full.train()
     interrupted = Trainer(**_tiny(shapes, tmp_path / "cut", iters=6, checkpoint_period=3), callbacks=[_StopAt(5)])
     with pytest.raises(KeyboardInterrupt):
         interrupted.train()
+    assert "interrupted at step 5; to continue from the last checkpoint (step 3" in caplog.text
+    assert f"sparseinst train --resume --out {tmp_path / 'cut'}" in caplog.text
     state = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 3
     Trainer(resume=True, out=str(tmp_path / "cut"), progress=False).train()
@@ -154,7 +156,45 @@ def test_bad_settings_are_rejected(shapes, tmp_path):
         TrainConfig(**_tiny(shapes, tmp_path, val_json=shapes["val_json"]))
     with pytest.raises(ValueError, match="num_classes=2 but .* has 3 categories"):
         sparseinst_zoo.train(**_tiny(shapes, tmp_path, iters=1, num_classes=2))
+    with pytest.raises(ValueError, match="num_classes=5 but .* has 3 categories"):  # not after training, at eval
+        sparseinst_zoo.train(**_tiny(shapes, tmp_path, iters=1, num_classes=5))
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
         Trainer(resume=True, out=str(tmp_path / "never"))
     with pytest.raises(ValueError, match="required"):
         train_command.run(_parse(train_command, ["--out", str(tmp_path)]))
+
+
+class _Built(Exception):
+    pass
+
+
+def test_pretrained_backbone_option_reaches_the_model_builder(shapes, tmp_path, monkeypatch, caplog):
+    seen = []
+
+    def fake_create_model(name, **kwargs):
+        seen.append((name, kwargs))
+        raise _Built
+
+    monkeypatch.setattr("sparseinst_zoo._builder.create_model", fake_create_model)
+    argv = ["--model", "sparseinst_giam", "--backbone", "resnet18", "--pretrained-backbone", "--train-json",
+            shapes["train_json"], "--train-images", shapes["train_images"], "--out", str(tmp_path / "a")]
+    with pytest.raises(_Built):
+        train_command.run(_parse(train_command, argv))
+    assert seen[-1][0] == "sparseinst_giam"
+    assert seen[-1][1]["backbone"] == "resnet18" and seen[-1][1]["pretrained_backbone"] is True
+    with pytest.raises(_Built):  # without any weights: no download, and a warning says so
+        sparseinst_zoo.train(**_tiny(shapes, tmp_path / "b", model="sparseinst_giam", backbone="resnet18", iters=1))
+    assert "pretrained_backbone" not in seen[-1][1] and "from random initialisation" in caplog.text
+
+
+def test_default_eval_period_gives_five_evaluations(shapes, tmp_path, monkeypatch):
+    steps = []
+
+    def fake_evaluate(model, *args, **kwargs):
+        steps.append(len(steps))
+        return {**dict.fromkeys(METRIC_KEYS, 1.0), "per_class": dict.fromkeys(SHAPE_CLASSES, 1.0)}
+
+    monkeypatch.setattr("sparseinst_zoo.training.engine.evaluate", fake_evaluate)
+    sparseinst_zoo.train(**_tiny(shapes, tmp_path, iters=9, val_json=shapes["val_json"],
+                                 val_images=shapes["val_images"]))  # fmt: skip
+    assert len(steps) == 5  # at 2, 4, 6, 8 and the end (not every step of a 9-step run)

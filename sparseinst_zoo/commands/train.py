@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="registered name (see `sparseinst list`) or save_pretrained folder (default: %(default)s)")
     model.add_argument("--backbone", default=None, help="timm backbone for sparseinst_iam/giam/giam_soft")
     model.add_argument("--pretrained", action="store_true", help="start from the model's released (Hub) weights")
+    model.add_argument("--pretrained-backbone", action="store_true",
+                       help="without --pretrained/--checkpoint: start the backbone from timm's ImageNet weights "
+                            "(downloaded from the Hugging Face Hub)")
     model.add_argument("--checkpoint", default=None,
                        help="start from these weights (safetensors, save_pretrained folder or reference .pth)")
     model.add_argument("--num-classes", type=int, default=None,
@@ -64,14 +67,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     length.add_argument("--iters", type=int, default=None, help="training iterations")
     length.add_argument("--epochs", type=int, default=None, help="passes over the training images (default: 12)")
     optim.add_argument("--batch-size", type=int, default=8, help="images per step and process (default: 8)")
-    optim.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (default: 5e-5, the reference)")
+    optim.add_argument("--lr", type=float, default=5e-5,
+                       help="AdamW learning rate (default: 5e-5, the reference value at batch 64; "
+                            "try 1e-4 when fine-tuning at batch 8)")
     optim.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: 0.05)")
     optim.add_argument("--schedule", choices=("step", "cosine"), default="step", help="lr decay (default: step)")
     optim.add_argument("--steps", type=_float_list, default=(0.78, 0.93),
                        help="step decay points: fractions of the run or iterations (default: 0.78,0.93)")
     optim.add_argument("--warmup-iters", type=int, default=None,
                        help="linear warm-up iterations (default: min(1000, iters/10))")
-    optim.add_argument("--amp", choices=("none", "fp16", "bf16"), default="none", help="mixed precision")
+    optim.add_argument("--amp", choices=("none", "fp16", "bf16"), default="none",
+                       help="mixed precision (default: none)")
     optim.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value")
     optim.add_argument("--ema", action="store_true", help="keep an EMA of the weights (evaluated and saved)")
     optim.add_argument("--ema-decay", type=float, default=0.9998, help="EMA decay (default: 0.9998)")
@@ -85,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="evaluate every N iterations (default: 5 times per run)")
     run_group.add_argument("--checkpoint-period", type=int, default=500,
                            help="write the resumable checkpoint every N iterations (default: 500)")
-    run_group.add_argument("--log-period", type=int, default=20, help="log the losses every N iterations")
+    run_group.add_argument("--log-period", type=int, default=20,
+                           help="log the losses every N iterations (default: 20)")
     run_group.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     run_group.add_argument("--no-progress", action="store_true", help="no progress bar")
     run_group.add_argument("--no-tensorboard", action="store_true", help="do not log to TensorBoard")
@@ -108,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.train_json or not args.train_images:
             raise ValueError("--train-json and --train-images are required (or --resume to continue a run)")
         summary = train(
-            model=args.model, backbone=args.backbone, pretrained=args.pretrained, checkpoint=args.checkpoint,
+            model=args.model, backbone=args.backbone, pretrained=args.pretrained,
+            pretrained_backbone=args.pretrained_backbone, checkpoint=args.checkpoint,
             num_classes=args.num_classes, freeze_backbone=args.freeze_backbone,
             train_json=args.train_json, train_images=args.train_images, val_json=args.val_json,
             val_images=args.val_images, min_sizes=args.min_sizes or REFERENCE_MIN_SIZES, max_size=args.max_size,

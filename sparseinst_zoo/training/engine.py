@@ -59,6 +59,9 @@ class TrainConfig:
         out: output folder.
         backbone: timm backbone for the generic architectures (``sparseinst_giam`` ...).
         pretrained: start from the tag's Hub weights.
+        pretrained_backbone: start the backbone from timm's ImageNet weights (downloaded from the Hugging Face Hub;
+            for a fresh model, e.g. a generic architecture with ``backbone``; ignored with ``pretrained`` or
+            ``checkpoint``, whose weights include the backbone).
         checkpoint: start from these weights (safetensors, ``save_pretrained`` folder or reference ``.pth``).
         num_classes: class count; default: the number of categories in ``train_json`` (the class head is
             re-initialised when it differs from the weights').
@@ -90,6 +93,7 @@ class TrainConfig:
     out: str = "runs/train"
     backbone: str | None = None
     pretrained: bool = False
+    pretrained_backbone: bool = False
     checkpoint: str | None = None
     num_classes: int | None = None
     iters: int | None = None
@@ -340,23 +344,29 @@ class Trainer:
 
         cfg = self.config
         num_classes = cfg.num_classes or coco.num_classes
-        if num_classes < coco.num_classes:
+        if num_classes != coco.num_classes:  # label i is the i-th category: other counts cannot be trained or scored
             raise ValueError(f"num_classes={num_classes} but {coco.json_path} has {coco.num_classes} categories; "
                              "leave --num-classes out to use the dataset's count")  # fmt: skip
         kwargs: dict[str, Any] = {"num_classes": num_classes}
         if cfg.backbone:
             kwargs["backbone"] = cfg.backbone
         fresh = self.resume_state is not None  # weights come from the training checkpoint
-        model = create_model(
+        loaded = cfg.pretrained or cfg.checkpoint or os.path.isdir(cfg.model) or cfg.model.startswith("hf-hub:")
+        random_init = not (fresh or loaded)
+        if random_init and cfg.pretrained_backbone:
+            kwargs["pretrained_backbone"] = True
+        elif random_init and _rank() == 0:
+            _logger.warning("training %s from random initialisation (no --pretrained, --checkpoint or "
+                            "--pretrained-backbone)", cfg.model)  # fmt: skip
+        model = create_model(  # a failed ImageNet-weights download says what to do (models/backbones.py)
             cfg.model,
             pretrained=cfg.pretrained and not fresh,
             checkpoint_path=None if fresh else cfg.checkpoint,
             **kwargs,
         )
-        names = coco.label_names if num_classes == coco.num_classes else ()
         pretrained_cfg = model.pretrained_cfg
         model.pretrained_cfg = pretrained_cfg.replace(
-            label_names=tuple(names), num_classes=num_classes, dataset=os.path.basename(coco.json_path),
+            label_names=tuple(coco.label_names), num_classes=num_classes, dataset=os.path.basename(coco.json_path),
             min_size=int(cfg.test_size or pretrained_cfg.min_size), max_size=int(cfg.max_size),
             hf_hub_id=None, file=None, tag="", reference_ap=None, reference_ap_test_dev=None, reference_fps=None,
             extra={**pretrained_cfg.extra, "category_ids": list(coco.category_ids)},
@@ -439,7 +449,7 @@ class Trainer:
         iters_per_epoch = max(len(dataset) // (cfg.batch_size * world), 1)
         max_iters = int(cfg.iters) if cfg.iters else int(cfg.epochs or 12) * iters_per_epoch
         warmup = cfg.warmup_iters if cfg.warmup_iters is not None else min(1000, max_iters // 10)
-        eval_period = cfg.eval_period or max(max_iters // 5, 1)
+        eval_period = cfg.eval_period or max(math.ceil(max_iters / 5), 1)
 
         criterion = SparseInstCriterion(_unwrap(model).num_classes)
         optimizer = torch.optim.AdamW(_parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
@@ -576,6 +586,16 @@ class Trainer:
                     self._save_checkpoint(step, model, optimizer, scheduler, scaler, ema, best_ap)
                     last_saved = step
                 data_tic = time.perf_counter()
+        except KeyboardInterrupt:
+            if rank == 0:
+                if last_saved is None:
+                    _logger.warning("interrupted at step %d, before the first checkpoint (every %d iterations): "
+                                    "nothing to resume", step, cfg.checkpoint_period)  # fmt: skip
+                else:
+                    _logger.warning("interrupted at step %d; to continue from the last checkpoint (step %d, %s) "
+                                    "run `sparseinst train --resume --out %s` (Python: Trainer(resume=True, out=...))",
+                                    step, last_saved, ckpt_path, cfg.out)  # fmt: skip
+            raise
         finally:
             if bar is not None:
                 bar.close()

@@ -133,6 +133,11 @@ def create_model(
     if model_name.startswith(HF_HUB_PREFIX) or (not is_model(arch) and os.path.isdir(model_name)):
         from .hub import from_pretrained
 
+        if pretrained or checkpoint_path is not None:
+            raise ValueError(
+                f"{model_name!r} already carries its weights; pretrained=True and checkpoint_path= only apply to "
+                "registered model names (see list_models())"
+            )
         if pretrained_cfg_overlay:
             kwargs["pretrained_cfg_overlay"] = pretrained_cfg_overlay
         return from_pretrained(model_name.removeprefix(HF_HUB_PREFIX), cache_dir=cache_dir, **kwargs)

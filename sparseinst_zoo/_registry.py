@@ -238,7 +238,7 @@ def is_model(model_name: str) -> bool:
 
 def unknown_model_error(model_name: str) -> ValueError:
     """A ValueError for an unknown name that suggests the closest registered ones."""
-    candidates = list(_model_entrypoints) + list(_model_pretrained_cfgs)
+    candidates = list(dict.fromkeys([*_model_entrypoints, *_model_pretrained_cfgs]))  # untagged archs appear in both
     close = difflib.get_close_matches(model_name, candidates, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return ValueError(

@@ -100,3 +100,17 @@ def test_register_twice_is_an_error():
 
     with pytest.raises(ValueError, match="registered twice"):
         register_model(sparseinst_r50_giam)
+
+
+def test_suggestions_are_not_repeated():
+    with pytest.raises(ValueError) as info:
+        sparseinst_zoo.create_model("sparseinst_tiny_tset")
+    message = str(info.value)
+    assert message.count("'sparseinst_tiny_test'") == 1
+
+
+def test_weights_arguments_are_rejected_for_hub_and_folder_models(tmp_path):
+    with pytest.raises(ValueError, match="already carries its weights"):
+        sparseinst_zoo.create_model("hf-hub:org/repo", pretrained=True)
+    with pytest.raises(ValueError, match="already carries its weights"):
+        sparseinst_zoo.create_model(str(tmp_path), checkpoint_path="model.safetensors")

@@ -69,3 +69,15 @@ def test_evaluate_model_writes_json_and_checks_class_count(shapes, tmp_path):
     assert not list(out.parent.glob("*.tmp*"))
     with pytest.raises(ValueError, match="predicts 80 classes but .* has 3 categories"):
         evaluate(sparseinst_zoo.create_model("sparseinst_tiny_test"), json_path, images)
+
+
+def test_evaluate_warns_when_the_model_was_trained_on_other_classes(shapes, caplog):
+    json_path, images = shapes
+    torch.manual_seed(0)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3)
+    model.pretrained_cfg = model.pretrained_cfg.replace(label_names=SHAPE_CLASSES)
+    evaluate(model, json_path, images, batch_size=6)
+    assert "differ from the categories" not in caplog.text
+    model.pretrained_cfg = model.pretrained_cfg.replace(label_names=("cat", "dog", "bird"))
+    evaluate(model, json_path, images, batch_size=6)
+    assert "the model's classes ['cat', 'dog', 'bird'] differ from the categories of" in caplog.text

@@ -164,6 +164,11 @@ def evaluate(
         raise ValueError(f"the model predicts {num_classes} classes but {coco.json_path} has {coco.num_classes} "
                          "categories; evaluate a model fine-tuned on this dataset (sparseinst train ...)")  # fmt: skip
     label_names = coco.label_names
+    model_names = tuple(getattr(model, "label_names", ()) or ())
+    if model_names and model_names != label_names:
+        _logger.warning("the model's classes %s differ from the categories of %s %s; predicted label i is scored "
+                        "as the dataset's i-th category", list(model_names), coco.json_path,
+                        list(label_names))  # fmt: skip
     predictor = Predictor(
         model, score_threshold=score_threshold, max_detections=max_detections, min_size=min_size, max_size=max_size,
         device=device, half=half, batch_size=batch_size, keep_image=False,

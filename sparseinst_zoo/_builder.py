@@ -141,6 +141,11 @@ def create_model(
         if pretrained_cfg_overlay:
             kwargs["pretrained_cfg_overlay"] = pretrained_cfg_overlay
         return from_pretrained(model_name.removeprefix(HF_HUB_PREFIX), cache_dir=cache_dir, **kwargs)
+    if not is_model(arch) and ("/" in model_name or os.sep in model_name):
+        raise FileNotFoundError(
+            f"{model_name!r} is neither a registered model nor an existing folder; for a Hugging Face Hub repository "
+            f"write 'hf-hub:{model_name}', for a save_pretrained folder check the path"
+        )
     entrypoint = model_entrypoint(arch)
     if tag:
         get_pretrained_cfg(model_name)  # unknown tag -> clear error before building anything

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ import re
 import socket
 import string
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,27 @@ def _unresolvable_host(endpoint: str) -> str | None:
     except (socket.gaierror, UnicodeError):
         return host
     return None
+
+
+@contextlib.contextmanager
+def offline_if_unreachable() -> Iterator[str | None]:
+    """Within the block, huggingface_hub only uses its cache if the Hub's host name does not resolve.
+
+    For downloads made by other libraries (timm's ImageNet weights), which would otherwise retry for up to a minute
+    without network. Yields the unresolvable host name, or None when nothing was changed.
+    """
+    from huggingface_hub import constants
+
+    unresolved = None if _offline() else _unresolvable_host(_endpoint())
+    if unresolved is None:
+        yield None
+        return
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield unresolved
+    finally:
+        constants.HF_HUB_OFFLINE = previous
 
 
 def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> str:

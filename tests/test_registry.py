@@ -114,3 +114,8 @@ def test_weights_arguments_are_rejected_for_hub_and_folder_models(tmp_path):
         sparseinst_zoo.create_model("hf-hub:org/repo", pretrained=True)
     with pytest.raises(ValueError, match="already carries its weights"):
         sparseinst_zoo.create_model(str(tmp_path), checkpoint_path="model.safetensors")
+
+
+def test_a_path_that_is_not_a_folder_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a registered model nor an existing folder"):
+        sparseinst_zoo.create_model(str(tmp_path / "runs" / "x" / "bets"))

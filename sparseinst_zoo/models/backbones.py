@@ -6,6 +6,7 @@ ResNet stages, built on :func:`torchvision.ops.deform_conv2d`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -149,14 +150,20 @@ def create_backbone(
     out_indices = select_feature_levels(probe.feature_info.reduction(), strides)
     all_indices = tuple(probe.feature_info.out_indices)
     out_indices = tuple(all_indices[i] for i in out_indices)
-    try:
-        backbone = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=out_indices, **kwargs)
-    except OSError as err:  # only pretrained=True touches files or the network
-        raise OSError(
-            f"could not load timm's ImageNet weights for backbone {name!r} ({str(err).splitlines()[0]}); they are "
-            "downloaded from the Hugging Face Hub, so connect to the network (and unset HF_HUB_OFFLINE) once, or pass "
-            "pretrained_backbone=False"
-        ) from err
+    from ..hub import offline_if_unreachable
+
+    with offline_if_unreachable() if pretrained else contextlib.nullcontext() as unresolved:
+        try:
+            backbone = timm.create_model(
+                name, pretrained=pretrained, features_only=True, out_indices=out_indices, **kwargs
+            )
+        except OSError as err:  # only pretrained=True touches files or the network
+            why = f"the Hub's host {unresolved!r} does not resolve" if unresolved else str(err).splitlines()[0]
+            raise OSError(
+                f"could not load timm's ImageNet weights for backbone {name!r} ({why}); they are downloaded from the "
+                "Hugging Face Hub, so connect to the network (and unset HF_HUB_OFFLINE) once, or pass "
+                "pretrained_backbone=False"
+            ) from err
     if dcn_stages:
         make_deformable(backbone, dcn_stages)
     if frozen_bn:

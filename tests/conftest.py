@@ -38,3 +38,18 @@ def rgb_image() -> np.ndarray:
     image[10:40, 15:50] = (220, 40, 40)
     image[45:70, 60:100] = (40, 200, 60)
     return image
+
+
+@pytest.fixture
+def loopback_name_does_not_resolve(monkeypatch):
+    """Make the name lookup of 127.0.0.1 fail as it does without network (DNS only: no HTTP is mocked)."""
+    import socket
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "127.0.0.1":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)

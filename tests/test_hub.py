@@ -103,20 +103,11 @@ def test_offline_without_cache_says_what_to_do(monkeypatch):
     assert "sparseinst convert" in message and "checkpoint_path" in message
 
 
-def test_unresolvable_hub_host_fails_fast_and_uses_the_cache(hub, tmp_path, tiny_model, monkeypatch):
+def test_unresolvable_hub_host_fails_fast_and_uses_the_cache(hub, tmp_path, tiny_model, request):
     """No DNS (no network): no half-minute of retries; cached files still load, uncached ones say why at once."""
-    import socket
-
     publish(hub, tiny_model, "org/tiny", tmp_path)
     sparseinst_zoo.create_model("hf-hub:org/tiny")  # fills the cache through the loopback Hub
-    real_getaddrinfo = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host == "127.0.0.1":
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    request.getfixturevalue("loopback_name_does_not_resolve")  # only after the cache was filled
     hub.clear_log()
     cached = sparseinst_zoo.create_model("hf-hub:org/tiny")
     assert same_outputs(cached, tiny_model) and hub.count() == 0

@@ -252,20 +252,10 @@ def test_giam_instance_features_concatenate_groups_in_order():
     torch.testing.assert_close(captured["x"][:, 1], expected)
 
 
-def test_backbone_weights_without_network_fail_at_once_with_advice(monkeypatch):
+def test_backbone_weights_without_network_fail_at_once_with_advice(monkeypatch, loopback_name_does_not_resolve):
     """timm's ImageNet download goes to the cache only when the Hub's host name does not resolve (no retries)."""
-    import socket
-
     from huggingface_hub import constants
 
-    real_getaddrinfo = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host == "127.0.0.1":
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

@@ -20,9 +20,9 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 from torch.utils.data import Dataset, Sampler
 
+from ..inference.sources import load_image
 from ..inference.transforms import normalize_and_pad
 from .augment import Augmentation
 
@@ -246,15 +246,13 @@ class CocoInstances:
 
 
 def read_image(path: str) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB, applying its EXIF orientation."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image not found: {path} (check --train-images/--val-images and the file_name "
-                                "entries of the JSON)")  # fmt: skip
+    """Read an image file as ``(H, W, 3)`` uint8 RGB, applying its EXIF orientation (as ``predict`` decodes it)."""
     try:
-        with Image.open(path) as img:
-            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-    except OSError as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+        return load_image(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{err} (check --train-images/--val-images and the file_name entries of the JSON)"
+        ) from None
 
 
 def decode_segmentation(segm: list | dict, height: int, width: int) -> np.ndarray:

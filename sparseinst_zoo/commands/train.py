@@ -127,9 +127,9 @@ def run(args: argparse.Namespace) -> int:
             eval_period=args.eval_period, checkpoint_period=args.checkpoint_period, log_period=args.log_period,
             **common,
         )  # fmt: skip
-    import torch.distributed as dist
+    from ..training.distributed import rank
 
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    if rank() != 0:
         return 0
     print(f"trained {summary['step']} iterations; final model: {args.out}/last")
     for name in ("best", "last"):

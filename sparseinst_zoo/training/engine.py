@@ -32,6 +32,8 @@ from torch.utils.data import DataLoader
 from .._io import atomic_save, atomic_write_json
 from .augment import REFERENCE_MIN_SIZES, Augmentation, AugmentConfig
 from .data import CocoDataset, CocoInstances, Collator, TrainSampler
+from .distributed import is_distributed, world_size
+from .distributed import rank as current_rank
 from .evaluate import METRIC_KEYS, evaluate
 from .losses import SparseInstCriterion
 from .schedule import WarmupSchedule, resolve_milestones
@@ -160,21 +162,9 @@ class TrainConfig:
 # distributed helpers
 
 
-def _dist_on() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _rank() -> int:
-    return dist.get_rank() if _dist_on() else 0
-
-
-def _world() -> int:
-    return dist.get_world_size() if _dist_on() else 1
-
-
 def _init_distributed() -> bool:
     """Join the process group ``torchrun`` describes (env ``WORLD_SIZE`` > 1); True if this call created it."""
-    if _dist_on() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
@@ -332,11 +322,11 @@ class Trainer:
         if self.config.device:
             device = torch.device(self.config.device)
         elif torch.cuda.is_available():
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if _dist_on() else 0)
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if is_distributed() else 0)
         else:
             device = torch.device("cpu")
         if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if _dist_on() else 0)
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if is_distributed() else 0)
         return device
 
     def _build_model(self, coco: CocoInstances) -> nn.Module:
@@ -355,7 +345,7 @@ class Trainer:
         random_init = not (fresh or loaded)
         if random_init and cfg.pretrained_backbone:
             kwargs["pretrained_backbone"] = True
-        elif random_init and _rank() == 0:
+        elif random_init and current_rank() == 0:
             _logger.warning("training %s from random initialisation (no --pretrained, --checkpoint or "
                             "--pretrained-backbone)", cfg.model)  # fmt: skip
         model = create_model(  # a failed ImageNet-weights download says what to do (models/backbones.py)
@@ -384,13 +374,13 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def _save_checkpoint(self, step: int, model: nn.Module, optimizer, scheduler, scaler, ema, best: float) -> str:
         rng = _rng_state()
-        if _world() > 1:
-            states: list[Any] = [None] * _world()
+        if world_size() > 1:
+            states: list[Any] = [None] * world_size()
             dist.all_gather_object(states, rng)
         else:
             states = [rng]
         path = os.path.join(self.config.out, CHECKPOINT_NAME)
-        if _rank() == 0:
+        if current_rank() == 0:
             state = {
                 "step": step,
                 "model": _unwrap(model).state_dict(),
@@ -427,7 +417,7 @@ class Trainer:
 
     def _train(self) -> dict[str, Any]:
         cfg = self.config
-        rank, world = _rank(), _world()
+        rank, world = current_rank(), world_size()
         device = self._device()
         if rank == 0:
             os.makedirs(cfg.out, exist_ok=True)

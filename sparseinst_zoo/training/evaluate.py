@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._io import atomic_write_json
 from .data import CocoImage, CocoInstances
+from .distributed import rank as current_rank
+from .distributed import world_size
 
 __all__ = ["evaluate", "METRIC_KEYS", "coco_ground_truth", "summarize_coco_eval"]
 
@@ -91,12 +93,6 @@ def summarize_coco_eval(coco_eval: Any, label_names: tuple[str, ...]) -> dict[st
 
 def _empty_metrics(label_names: tuple[str, ...]) -> dict[str, Any]:
     return {**{key: 0.0 for key in METRIC_KEYS}, "per_class": {name: 0.0 for name in label_names}}
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def evaluate(
@@ -173,7 +169,7 @@ def evaluate(
         model, score_threshold=score_threshold, max_detections=max_detections, min_size=min_size, max_size=max_size,
         device=device, half=half, batch_size=batch_size, keep_image=False,
     )  # fmt: skip
-    rank, world = _world()
+    rank, world = current_rank(), world_size()
     shard = coco.images[rank::world]
     loader = DataLoader(_ImageDataset(coco, shard), batch_size=batch_size, num_workers=workers, collate_fn=list)
     detections: list[dict[str, Any]] = []

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
+from .distributed import is_distributed, world_size
 from .matcher import HungarianMatcher, downsample_target_masks
 
 __all__ = ["dice_loss", "mask_iou", "num_instances_across_processes", "SparseInstCriterion", "LOSS_WEIGHTS"]
@@ -44,11 +45,9 @@ def mask_iou(pred_logits: torch.Tensor, targets: torch.Tensor, threshold: float 
 def num_instances_across_processes(count: int, device: torch.device) -> float:
     """Ground-truth instances per process, averaged over all processes when distributed, and at least 1."""
     total = torch.tensor([float(count)], device=device)
-    world_size = 1
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.all_reduce(total)
-        world_size = dist.get_world_size()
-    return max(total.item() / world_size, 1.0)
+    return max(total.item() / world_size(), 1.0)
 
 
 class SparseInstCriterion(nn.Module):

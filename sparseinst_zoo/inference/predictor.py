@@ -18,27 +18,32 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..optimize import PRECISIONS
 from .postprocess import postprocess
 from .results import Results
 from .sources import SourceItem, flatten_sources, has_video, iter_items, prefetch
 from .transforms import ResizeBackend, normalize_and_pad, padded_shape, resize_images
 
-__all__ = ["Predictor", "predict", "resolve_precision"]
+__all__ = ["Predictor", "predict", "precision_name", "resolve_precision"]
 
 Precision = bool | str
 
 
-def resolve_precision(half: Precision, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``half``: False -> None (fp32); True -> fp16 on CUDA, bf16 elsewhere; or 'fp16'/'bf16'."""
+def precision_name(half: Precision, device: torch.device) -> str:
+    """``half`` as a precision name: False -> 'fp32'; True/'auto' -> 'fp16' on CUDA, 'bf16' elsewhere; or the name."""
     if half is False or half is None or half in ("fp32", "float32"):
-        return None
+        return "fp32"
     if half is True or half == "auto":
-        return torch.float16 if device.type == "cuda" else torch.bfloat16
-    names = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}  # fmt: skip
-    if half not in names:
+        return "fp16" if device.type == "cuda" else "bf16"
+    aliases = {"fp16": "fp16", "float16": "fp16", "half": "fp16", "bf16": "bf16", "bfloat16": "bf16"}
+    if half not in aliases:
         raise ValueError(f"half must be False, True, 'fp16' or 'bf16', got {half!r}")
-    return names[half]
+    return aliases[half]
+
+
+def resolve_precision(half: Precision, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``half`` (None for fp32); see :func:`precision_name`."""
+    return PRECISIONS[precision_name(half, device)]
 
 
 @contextlib.contextmanager
@@ -132,9 +137,8 @@ class Predictor:
             from ..optimize import optimize_for_inference
 
             options = {} if optimize is True else dict(optimize)
-            dtype = resolve_precision(half, next(model.parameters()).device)
-            if dtype is not None and "precision" not in options:  # the optimised copy runs the autocast itself
-                options["precision"] = "fp16" if dtype is torch.float16 else "bf16"
+            if "precision" not in options:  # the optimised copy runs the autocast itself
+                options["precision"] = precision_name(half, next(model.parameters()).device)
                 half = False
             model = optimize_for_inference(model, **options)
         self.model = model

@@ -147,6 +147,26 @@ def test_frozen_backbone_ema_clipping_bf16(shapes, tmp_path):
     assert changed
 
 
+def test_fp16_gradient_scaling_trains_and_resumes(shapes, tmp_path, recwarn):
+    torch.manual_seed(0)
+    initial = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3).state_dict()
+    Trainer(**_tiny(shapes, tmp_path / "full", iters=4, checkpoint_period=2, amp="fp16")).train()
+    full = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
+    assert full["scaler"]["scale"] <= 65536.0 and full["scaler"]["_growth_tracker"] >= 0  # a live GradScaler
+    assert all(torch.isfinite(v).all() for v in full["model"].values() if v.is_floating_point())
+    assert any(not torch.equal(full["model"][k], v) for k, v in initial.items() if v.is_floating_point())
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]  # skipped fp16 steps are expected
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**_tiny(shapes, tmp_path / "cut", iters=4, checkpoint_period=2, amp="fp16"),
+                callbacks=[_StopAt(3)]).train()  # fmt: skip
+    Trainer(resume=True, out=str(tmp_path / "cut"), progress=False).train()
+    cut = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert cut["scaler"] == full["scaler"]
+    for key, value in full["model"].items():
+        torch.testing.assert_close(cut["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
 def test_bad_settings_are_rejected(shapes, tmp_path):
     with pytest.raises(ValueError, match="iters or epochs"):
         TrainConfig(**_tiny(shapes, tmp_path, iters=2, epochs=1))

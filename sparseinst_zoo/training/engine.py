@@ -19,6 +19,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -525,7 +526,11 @@ class Trainer:
                 scaler.step(optimizer)
                 scaler.update()
                 lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
+                with warnings.catch_warnings():
+                    # fp16: GradScaler skips the optimizer step while it lowers its scale (inf gradients in the first
+                    # steps); the schedule still follows the iteration count, as detectron2's AMP trainer does.
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+                    scheduler.step()
                 step += 1
                 if ema is not None:
                     ema.update(_unwrap(model), step=step)

@@ -692,26 +692,24 @@ class OnnxPredictor(Predictor):
         """The fixed (H, W) input of the export, or None if it is dynamic."""
         return self.metadata.input_size
 
-    def predict_images(self, images: Sequence[np.ndarray], items: Sequence[SourceItem] | None = None) -> list[Results]:
+    def predict_images(
+        self, images: Sequence[np.ndarray], items: Sequence[SourceItem] | None = None, *, max_size: int | None = None
+    ) -> list[Results]:
         """As :meth:`Predictor.predict_images`; for fixed-size exports each image's longer-side cap fits the input."""
+        configured = self.max_size if max_size is None else int(max_size)
         if self.input_size is None:
-            return super().predict_images(images, items)
+            return super().predict_images(images, items, max_size=configured)
         if items is None:
             items = [SourceItem(image) for image in images]
         groups: dict[int, list[int]] = {}
         for index, image in enumerate(images):
-            cap = fit_max_size(int(image.shape[0]), int(image.shape[1]), self.min_size, self.max_size, self.input_size)
+            cap = fit_max_size(int(image.shape[0]), int(image.shape[1]), self.min_size, configured, self.input_size)
             groups.setdefault(cap, []).append(index)
         results: list[Results | None] = [None] * len(images)
-        configured = self.max_size
-        try:
-            for cap, indices in groups.items():
-                self.max_size = cap
-                chunk = super().predict_images([images[i] for i in indices], [items[i] for i in indices])
-                for i, result in zip(indices, chunk):
-                    results[i] = result
-        finally:
-            self.max_size = configured
+        for cap, indices in groups.items():
+            chunk = super().predict_images([images[i] for i in indices], [items[i] for i in indices], max_size=cap)
+            for i, result in zip(indices, chunk):
+                results[i] = result
         return results  # type: ignore[return-value]
 
     def predict(self, source: Any = None, stream: bool = False) -> list[Results] | Iterator[Results]:

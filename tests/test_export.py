@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -206,6 +207,14 @@ def test_onnx_predictor_fixed_size_policy(iam_fixed):
     got = predictor.predict(portrait)[0]
     np.testing.assert_allclose(np.asarray(got.scores), expected["scores"].numpy(), atol=1e-5)
     np.testing.assert_array_equal(np.asarray(got.masks), expected["masks"].numpy())
+    assert predictor.max_size == 96  # the per-image cap never changes the shared predictor
+
+    # one predictor shared by threads: every image keeps its own cap
+    sequential = {id(im): predictor.predict(im)[0] for im in (landscape, portrait)}
+    with ThreadPoolExecutor(4) as pool:
+        jobs = [(im, pool.submit(predictor.predict, im)) for im in [landscape, portrait] * 6]
+        for im, job in jobs:
+            assert_same_instances(job.result()[0], sequential[id(im)])
 
 
 def test_fit_max_size_keeps_the_model_rule_when_it_fits():

@@ -176,14 +176,19 @@ class Predictor:
             self.max_detections, self.sort_by_score,
         )  # fmt: skip
 
-    def predict_images(self, images: Sequence[np.ndarray], items: Sequence[SourceItem] | None = None) -> list[Results]:
-        """Predict uint8 HxWx3 RGB images, batching those with equal padded sizes; results in input order."""
+    def predict_images(
+        self, images: Sequence[np.ndarray], items: Sequence[SourceItem] | None = None, *, max_size: int | None = None
+    ) -> list[Results]:
+        """Predict uint8 HxWx3 RGB images, batching those with equal padded sizes; results in input order.
+
+        ``max_size`` caps the longer side for this call only (default: the predictor's), so one predictor can be
+        shared between threads.
+        """
         if items is None:
             items = [SourceItem(image) for image in images]
+        cap = self.max_size if max_size is None else int(max_size)
         with torch.inference_mode(), _eval_mode(self.model):
-            resized, original_sizes = resize_images(
-                images, self.min_size, self.max_size, self.device, self.resize_backend
-            )
+            resized, original_sizes = resize_images(images, self.min_size, cap, self.device, self.resize_backend)
             groups: dict[tuple[int, int], list[int]] = {}
             for index, image in enumerate(resized):
                 groups.setdefault(padded_shape(image.shape[-2], image.shape[-1]), []).append(index)

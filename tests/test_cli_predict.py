@@ -133,6 +133,18 @@ def test_corrupt_image_is_named(tmp_path, capsys):
     assert "broken.jpg" in capsys.readouterr().err
 
 
+def test_unreadable_file_in_a_folder_is_skipped_with_a_warning(tmp_path, rgb_image, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(rgb_image).save(folder / "good.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    assert main(["predict", "sparseinst_tiny_test", str(folder), "--weights", "random", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and "broken.jpg" in captured.err and "in 1 image(s)" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]
+
+
 def test_list_table(capsys):
     assert main(["list", "r50_giam", "--pretrained"]) == 0
     out = capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -177,8 +179,8 @@ def test_background_decoding_keeps_order_and_errors(tiny_model, tmp_path, rgb_im
     for a, b in zip(inline, threaded):
         assert_same_results(a, b)
     (tmp_path / "3.png").write_bytes(b"broken")
-    with pytest.raises(ValueError, match="3.png"):
-        predict(tiny_model, tmp_path, **OPTS)
+    with pytest.raises(ValueError, match="3.png"):  # named files are never skipped: the error crosses the thread
+        predict(tiny_model, sorted(tmp_path.glob("*.png")), **OPTS)
 
 
 def test_prefetch_stops_when_the_consumer_stops():
@@ -239,6 +241,26 @@ def test_corrupt_file_and_empty_folder(tiny_model, tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no images or videos"):
         predict(tiny_model, empty)
+
+
+def test_unreadable_files_found_in_a_folder_or_glob_are_skipped(tiny_model, tmp_path, rgb_image, caplog):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(rgb_image).save(folder / "a.png")
+    (folder / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated download")
+    (folder / "c.mp4").write_bytes(b"not a video")
+    Image.fromarray(rgb_image[:40]).save(folder / "d.png")
+    for source in (folder, str(folder / "*")):
+        caplog.clear()
+        results = predict(tiny_model, source, stream=True)  # a folder with a video streams
+        assert [os.path.basename(r.path) for r in results] == ["a.png", "d.png"]
+        assert "skipped" in caplog.text and "b.jpg" in caplog.text and "c.mp4" in caplog.text
+    (folder / "a.png").write_bytes(b"")
+    (folder / "d.png").write_bytes(b"PNG?")
+    with pytest.raises(ValueError, match=r"none of the 4 file\(s\) found could be read"):
+        list(predict(tiny_model, folder, stream=True, background_decode=False))
+    with pytest.raises(ValueError, match="b.jpg"):  # a file named explicitly is never skipped
+        predict(tiny_model, [folder / "b.jpg"])
 
 
 @pytest.mark.parametrize(

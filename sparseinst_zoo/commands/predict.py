@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     """Predict every source, write overlays (and JSON); returns 0."""
     import torch
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .._io import atomic_write_json
     from ..inference.predictor import Predictor
@@ -124,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
     written: list[str] = []
     count = images = 0
     show_bar = not args.quiet and (total is None or total > 1)
-    with tqdm(total=total, unit="img", disable=not show_bar, file=sys.stderr, leave=False) as bar:
+    # warnings (e.g. an unreadable file skipped in a folder) print above the progress bar, not through it
+    with logging_redirect_tqdm([logging.getLogger("sparseinst_zoo")]), \
+            tqdm(total=total, unit="img", disable=not show_bar, file=sys.stderr, leave=False) as bar:  # fmt: skip
         for index, result in enumerate(predictor.stream(flat)):
             images += 1
             # the threshold applies to the final (rescored) score, as the reference demo's display filter

@@ -12,11 +12,16 @@ Every image becomes a uint8 HxWx3 RGB numpy array:
 
 Video files (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.webm``, ...) are decoded frame by frame with PyAV
 (``pip install av``) or, if that is missing, OpenCV (``pip install opencv-python-headless``).
+
+A file you name that cannot be decoded is an error. A file found in a folder or by a glob pattern that cannot be
+decoded is skipped with a warning (one broken download should not stop a folder of thousands); if none of them can
+be read, that is an error again.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import queue
 import threading
@@ -49,6 +54,11 @@ __all__ = [
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 _GLOB_CHARS = ("*", "?", "[")
+_logger = logging.getLogger("sparseinst_zoo")
+
+
+class _FoundPath(str):
+    """A path found in a folder or by a glob (not named by the user): skipped with a warning if it cannot be read."""
 
 
 @dataclass
@@ -192,7 +202,10 @@ def flatten_sources(source: Any) -> list[Any]:
     if source is None:
         return [sample_image_path()]
     if isinstance(source, (str, os.PathLike)):
-        return list(resolve_paths(source))
+        paths = resolve_paths(source)
+        if paths == [os.fspath(source)]:  # the user named this file
+            return paths
+        return [_FoundPath(path) for path in paths]
     if isinstance(source, (list, tuple)):
         if len(source) == 0:
             raise ValueError("empty list of sources: pass at least one path, array, tensor or PIL image")
@@ -325,15 +338,40 @@ def iter_source(source: Any) -> Iterator[SourceItem]:
     return iter_items(flatten_sources(source))
 
 
+def _iter_file(path: str) -> Iterator[SourceItem]:
+    if _is_video(path):
+        for frame_index, frame in enumerate(iter_video_frames(path)):
+            yield SourceItem(frame, path=path, frame=frame_index, name=os.path.basename(path))
+    else:
+        yield SourceItem(load_image(path), path=path, name=os.path.basename(path))
+
+
 def iter_items(items: list[Any]) -> Iterator[SourceItem]:
-    """Lazily decode the items of :func:`flatten_sources`; videos yield one item per frame."""
+    """Lazily decode the items of :func:`flatten_sources`; videos yield one item per frame.
+
+    Files found in folders or by globs that cannot be decoded are skipped with a warning (see the module doc).
+    """
+    decoded = 0
+    skipped: list[str] = []
     for index, item in enumerate(items):
-        if isinstance(item, str):
-            if _is_video(item):
-                for frame_index, frame in enumerate(iter_video_frames(item)):
-                    yield SourceItem(frame, path=item, frame=frame_index, name=os.path.basename(item))
-            else:
-                yield SourceItem(load_image(item), path=item, name=os.path.basename(item))
+        if isinstance(item, _FoundPath):
+            try:
+                for found in _iter_file(item):
+                    decoded += 1
+                    yield found
+            except (ValueError, OSError) as err:
+                skipped.append(str(item))
+                _logger.warning("skipped %s: %s", item, err)
+        elif isinstance(item, str):
+            for found in _iter_file(item):
+                decoded += 1
+                yield found
         else:
             name = _describe(item, index)
+            decoded += 1
             yield SourceItem(to_rgb_uint8(item, name), name=name)
+    if skipped and not decoded:
+        raise ValueError(
+            f"none of the {len(skipped)} file(s) found could be read as an image or video (first: {skipped[0]!r}); "
+            "check that they are not empty or truncated"
+        )

@@ -6,8 +6,9 @@ padded input; rescore ``score *= sum(p * [p > t]) / (sum([p > t]) + 1e-6)`` with
 kept probabilities bilinearly to the padded input size, crop to the resized image, upsample to the original size and
 threshold ``> mask_threshold``. No NMS.
 
-Scores, labels and the keep decision are computed for the whole batch at once on the outputs' device; the host then
-reads one small tensor (the only synchronisation) and only the kept masks are upsampled.
+Scores, labels, the keep decision and the kept queries are computed for the whole batch at once on the outputs'
+device; the host then reads the number of instances per image (the only synchronisation, and no copy goes back to
+the device) and only the kept masks are upsampled.
 """
 
 from __future__ import annotations
@@ -104,12 +105,15 @@ def postprocess(
     if not sort_by_score:
         order = torch.arange(num_queries, device=final.device).expand_as(order)
     kept_in_order = torch.gather(keep, 1, order)
+    # the kept queries first, still in output order (a stable sort), so each image's instances are a prefix
+    kept_first = torch.sort((~kept_in_order).to(torch.uint8), dim=1, stable=True).indices
+    queries_by_image = torch.gather(order, 1, kept_first)
 
-    # The one synchronisation: which queries survive, in output order.
-    host = torch.cat([order, kept_in_order.long()], dim=1).cpu()
+    # The one synchronisation: how many queries each image keeps (nothing is copied back to the device).
+    counts = kept_in_order.sum(dim=1).cpu().tolist()
     results: list[dict[str, torch.Tensor]] = []
     for i, ((h, w), (height, width)) in enumerate(zip(resized_sizes, original_sizes)):
-        queries = host[i, :num_queries][host[i, num_queries:].bool()].to(final.device, non_blocking=True)
+        queries = queries_by_image[i, : counts[i]]
         probs = mask_prob[i, queries]
         if probs.shape[0]:
             probs = F.interpolate(probs[:, None], size=padded, mode="bilinear", align_corners=False)[:, :, :h, :w]

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Literal
 
@@ -138,11 +139,25 @@ def resize_images(
             array = image.cpu().numpy() if isinstance(image, torch.Tensor) else image
             array = resize_shortest_edge(array, min_size, max_size)
             out = torch.from_numpy(array if array.flags.writeable else array.copy())
-            resized.append(out.to(device, non_blocking=True).permute(2, 0, 1))
+            resized.append(_upload(out, device).permute(2, 0, 1))
         else:
             tensor = torch.from_numpy(np.array(image)) if isinstance(image, np.ndarray) else image
-            resized.append(_resize_torch(tensor.to(device, non_blocking=True), min_size, max_size))
+            resized.append(_resize_torch(_upload(tensor, device), min_size, max_size))
     return resized, original_sizes
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Mean and std as (3, 1, 1) float32 tensors on ``device``, made once: a copy from host memory would make the
+    host wait for the GPU stream on every batch."""
+    return tuple(torch.tensor(v, dtype=torch.float32, device=device).view(3, 1, 1) for v in (mean, std))
+
+
+def _upload(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a host tensor to ``device`` without making the host wait (pinned memory for CUDA)."""
+    if device.type == "cuda" and not tensor.is_cuda:
+        tensor = tensor.pin_memory()  # a copy from pageable memory waits for the stream; from pinned memory it does not
+    return tensor.to(device, non_blocking=True)
 
 
 def normalize_and_pad(
@@ -160,8 +175,7 @@ def normalize_and_pad(
     device = images[0].device
     sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
     height, width = padded_shape(max(h for h, _ in sizes), max(w for _, w in sizes), divisibility)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
+    mean_t, std_t = _channel_stats(tuple(map(float, mean)), tuple(map(float, std)), device)
     batch = torch.zeros((len(images), 3, height, width), dtype=torch.float32, device=device)
     for out, image, (h, w) in zip(batch, images, sizes):
         out[:, :h, :w] = (image.float() - mean_t) / std_t

@@ -147,3 +147,23 @@ def test_plot_needs_an_image():
 def test_draw_instances_rejects_bad_images():
     with pytest.raises(ValueError, match="uint8 HxWx3"):
         draw_instances(np.zeros((4, 4), np.uint8), np.zeros((0, 4, 4), bool), [], [])
+
+
+@pytest.mark.filterwarnings("ignore:OpenCV:UserWarning")  # supervision's notice when opencv-python is absent
+def test_to_supervision_detections_work_with_its_annotators_and_filters():
+    sv = pytest.importorskip("supervision")
+    image = np.full((40, 60, 3), 90, np.uint8)
+    results = make_results(image=image)
+    detections = results.to_supervision()
+    assert isinstance(detections, sv.Detections) and len(detections) == 3
+    np.testing.assert_array_equal(detections.xyxy, results.boxes.numpy())
+    np.testing.assert_array_equal(detections.mask, results.masks.numpy())
+    np.testing.assert_allclose(detections.confidence, [0.9, 0.6, 0.1], rtol=1e-6)
+    assert detections.class_id.tolist() == [15, 0, 2]
+    assert detections.data["class_name"].tolist() == ["cat", "person", "car"]
+    confident = detections[detections.confidence > 0.5]
+    assert confident.data["class_name"].tolist() == ["cat", "person"]
+    overlay = sv.MaskAnnotator().annotate(image.copy(), confident)
+    assert (overlay[10, 20] != image[10, 20]).any() and (overlay[0, 0] == image[0, 0]).all()
+    empty = results[results.scores > 1].to_supervision()
+    assert len(empty) == 0 and empty.mask.shape == (0, 40, 60)

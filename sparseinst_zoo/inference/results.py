@@ -290,6 +290,32 @@ class Results:
             for rle, (x1, y1, x2, y2), score, category_id in zip(rles, boxes, scores, self.category_ids(category_ids))
         ]
 
+    def to_supervision(self) -> Any:
+        """The instances as a ``supervision.Detections`` (``pip install supervision``): ``xyxy`` boxes, bool
+        ``mask``, ``confidence``, ``class_id`` and ``data["class_name"]``, for its annotators, trackers and zones.
+
+        Example:
+            >>> import supervision as sv  # doctest: +SKIP
+            >>> result = model.predict("photo.jpg")[0]  # doctest: +SKIP
+            >>> detections = result.to_supervision()  # doctest: +SKIP
+            >>> overlay = sv.MaskAnnotator().annotate(result.orig_img.copy(), detections)  # doctest: +SKIP
+        """
+        try:
+            import supervision
+        except ImportError:
+            raise ImportError(
+                "Results.to_supervision needs the supervision package: pip install supervision  "
+                "(or: pip install 'sparseinst-zoo[supervision]')"
+            ) from None
+        masks = _to_numpy(self.masks).astype(bool, copy=False)
+        return supervision.Detections(
+            xyxy=_to_numpy(self.boxes).astype(np.float32).reshape(len(masks), 4),
+            mask=masks,
+            confidence=_to_numpy(self.scores).astype(np.float32),
+            class_id=_to_numpy(self.labels).astype(np.int64),
+            data={"class_name": np.array(self.classes, dtype=str)},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: path, size and per instance its label, name, score, box and COCO RLE mask."""
         rles = encode_rle(_to_numpy(self.masks))

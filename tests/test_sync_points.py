@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +69,32 @@ def test_network_forward_never_syncs(name):
     with torch.inference_mode(), SyncCounter(model) as counter:
         model(batch.to("cpu"))
     assert counter.syncs == [] and len(counter.uploads) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    "optimize", [None, {"fold_bn": True, "channels_last": True, "precision": "bf16", "cuda_graphs": True}]
+)
+def test_cuda_predict_syncs_once_per_batch_and_matches_cpu(optimize):
+    torch.manual_seed(0)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
+    options = dict(batch_size=2, min_size=64, max_size=96, resize_backend="torch", keep_image=False)
+    on_cpu = Predictor(model, **options).predict_images(_images())
+    predictor = Predictor(copy.deepcopy(model).cuda(), optimize=optimize, **options)
+    predictor.predict_images(_images())  # warm-up: cuDNN autotuning, graph capture, cached constants
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = predictor.predict_images(_images())
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len([w for w in caught if "synchroniz" in str(w.message)]) == 2  # one per batch
+    tolerance = 2e-3 if optimize is None else 3e-2  # TF32 convolutions / bf16
+    for got, want in zip(results, on_cpu):
+        assert got.masks.is_cuda
+        got = got.cpu()
+        torch.testing.assert_close(got.scores, want.scores, atol=tolerance, rtol=0)
+        assert got.labels.tolist() == want.labels.tolist()
+        assert (got.masks != want.masks).float().mean() < 0.01

@@ -126,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
     written: list[str] = []
     count = images = 0
     show_bar = not args.quiet and (total is None or total > 1)
+    logger = logging.getLogger("sparseinst_zoo")
     # warnings (e.g. an unreadable file skipped in a folder) print above the progress bar, not through it
-    with logging_redirect_tqdm([logging.getLogger("sparseinst_zoo")]), \
+    with _SkippedFiles(logger) as skipped, logging_redirect_tqdm([logger]), \
             tqdm(total=total, unit="img", disable=not show_bar, file=sys.stderr, leave=False) as bar:  # fmt: skip
         for index, result in enumerate(predictor.stream(flat)):
             images += 1
@@ -169,10 +170,33 @@ def run(args: argparse.Namespace) -> int:
         written.append(json_path)
     if not args.quiet:
         files = ", ".join(written[:3]) + (f" and {len(written) - 3} more" if len(written) > 3 else "")
-        print(f"{count} instance(s) with score > {args.threshold} in {images} image(s); wrote {files or 'nothing'}")
+        unread = f" ({len(skipped.paths)} unreadable file(s) skipped)" if skipped.paths else ""
+        print(f"{count} instance(s) with score > {args.threshold} in {images} image(s){unread}; "
+              f"wrote {files or 'nothing'}")  # fmt: skip
         if count == 0 and args.weights == "random" and not args.checkpoint:
             print("(random weights score below 0.1: add --threshold 0 to draw their meaningless masks anyway)")
     return 0
+
+
+class _SkippedFiles(logging.Filter):
+    """While active, collects the files the sources skipped as unreadable (log records with ``skipped_source``)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+        self.paths: list[str] = []
+
+    def __enter__(self) -> _SkippedFiles:
+        self.logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.logger.removeFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if hasattr(record, "skipped_source"):
+            self.paths.append(record.skipped_source)
+        return True
 
 
 def _stem(path: str | None, index: int) -> str:

@@ -361,7 +361,7 @@ def iter_items(items: list[Any]) -> Iterator[SourceItem]:
                     yield found
             except (ValueError, OSError) as err:
                 skipped.append(str(item))
-                _logger.warning("skipped %s: %s", item, err)
+                _logger.warning("skipped %s: %s", item, err, extra={"skipped_source": str(item)})
         elif isinstance(item, str):
             for found in _iter_file(item):
                 decoded += 1

@@ -253,7 +253,8 @@ def test_unreadable_files_found_in_a_folder_or_glob_are_skipped(tiny_model, tmp_
     for source in (folder, str(folder / "*")):
         caplog.clear()
         results = predict(tiny_model, source, stream=True)  # a folder with a video streams
-        assert [os.path.basename(r.path) for r in results] == ["a.png", "d.png"]
+        results = list(results)
+        assert [os.path.basename(r.path) for r in results] == ["a.png", "d.png"] and type(results[0].path) is str
         assert "skipped" in caplog.text and "b.jpg" in caplog.text and "c.mp4" in caplog.text
     (folder / "a.png").write_bytes(b"")
     (folder / "d.png").write_bytes(b"PNG?")

@@ -339,6 +339,7 @@ def iter_source(source: Any) -> Iterator[SourceItem]:
 
 
 def _iter_file(path: str) -> Iterator[SourceItem]:
+    path = str(path)  # a plain str on the results, also for a _FoundPath
     if _is_video(path):
         for frame_index, frame in enumerate(iter_video_frames(path)):
             yield SourceItem(frame, path=path, frame=frame_index, name=os.path.basename(path))

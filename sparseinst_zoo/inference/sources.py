@@ -355,18 +355,16 @@ def iter_items(items: list[Any]) -> Iterator[SourceItem]:
     decoded = 0
     skipped: list[str] = []
     for index, item in enumerate(items):
-        if isinstance(item, _FoundPath):
+        if isinstance(item, str):
             try:
                 for found in _iter_file(item):
                     decoded += 1
                     yield found
             except (ValueError, OSError) as err:
+                if not isinstance(item, _FoundPath):  # a file the user named: never skipped
+                    raise
                 skipped.append(str(item))
                 _logger.warning("skipped %s: %s", item, err, extra={"skipped_source": str(item)})
-        elif isinstance(item, str):
-            for found in _iter_file(item):
-                decoded += 1
-                yield found
         else:
             name = _describe(item, index)
             decoded += 1

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._constants import DEFAULT_MEAN, DEFAULT_STD
+
 __all__ = [
     "PretrainedCfg",
     "DefaultCfg",
@@ -47,8 +49,8 @@ class PretrainedCfg:
     num_classes: int = 80
     label_names: tuple[str, ...] = ()
     dataset: str = ""
-    mean: tuple[float, float, float] = (123.675, 116.280, 103.530)
-    std: tuple[float, float, float] = (58.395, 57.120, 57.375)
+    mean: tuple[float, float, float] = DEFAULT_MEAN
+    std: tuple[float, float, float] = DEFAULT_STD
     min_size: int = 640
     max_size: int = 853
     license: str = "mit"

@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from .errors import ConversionError
+
 __all__ = [
     "ConversionError",
     "ConversionReport",
@@ -53,10 +55,6 @@ _logger = logging.getLogger("sparseinst_zoo")
 
 CLASSIFIER_PREFIX = "decoder.inst_branch.cls_score."
 _NUM_SHOWN = 12  # keys listed in an error message before "... and N more"
-
-
-class ConversionError(ValueError):
-    """A checkpoint does not map onto the target model (keys left over, missing or of the wrong shape)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------

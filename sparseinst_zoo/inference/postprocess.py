@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from .._constants import MASK_STRIDE
+
 __all__ = ["postprocess", "instance_scores", "mask_quality"]
 
-MASK_STRIDE = 4
 
 
 def instance_scores(pred_logits: torch.Tensor, pred_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._constants import DEFAULT_MEAN, DEFAULT_STD
 from ..optimize import PRECISIONS
 from .postprocess import postprocess
 from .results import Results
@@ -126,8 +127,8 @@ class Predictor:
         self.max_size = int(getattr(cfg, "max_size", 853) if max_size is None else max_size)
         if self.min_size < 1 or self.max_size < 1:
             raise ValueError(f"min_size and max_size must be >= 1, got {self.min_size} and {self.max_size}")
-        self.mean = tuple(getattr(cfg, "mean", (123.675, 116.280, 103.530)))
-        self.std = tuple(getattr(cfg, "std", (58.395, 57.120, 57.375)))
+        self.mean = tuple(getattr(cfg, "mean", DEFAULT_MEAN))
+        self.std = tuple(getattr(cfg, "std", DEFAULT_STD))
         if device is not None:
             device = torch.device(device)
             if device.type == "cuda" and not torch.cuda.is_available():

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .._constants import DEFAULT_MEAN, DEFAULT_STD, SIZE_DIVISIBILITY
+
 __all__ = [
     "SIZE_DIVISIBILITY",
     "ResizeBackend",
@@ -36,10 +38,7 @@ __all__ = [
     "preprocess",
 ]
 
-SIZE_DIVISIBILITY = 32
 ResizeBackend = Literal["pil", "torch"]
-DEFAULT_MEAN = (123.675, 116.280, 103.530)
-DEFAULT_STD = (58.395, 57.120, 57.375)
 
 
 def get_output_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .._coco import COCO_CLASSES
+from .._constants import SIZE_DIVISIBILITY
 from .._registry import PretrainedCfg, generate_default_cfgs, register_model
 from .backbones import create_backbone
 from .decoder import DECODER_TYPES, DecoderType, SparseInstDecoder
@@ -21,7 +22,6 @@ from .encoder import InstanceContextEncoder
 
 __all__ = ["SparseInst"]
 
-SIZE_DIVISIBILITY = 32
 
 
 class SparseInst(nn.Module):

@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .._io import atomic_save, atomic_write_json
+from ..errors import TrainingDiverged
 from .augment import REFERENCE_MIN_SIZES, Augmentation, AugmentConfig
 from .data import CocoDataset, CocoInstances, Collator, TrainSampler
 from .distributed import is_distributed, world_size
@@ -45,10 +46,6 @@ _logger = logging.getLogger("sparseinst_zoo")
 CHECKPOINT_NAME = os.path.join("checkpoints", "last.pt")
 # Settings that may differ when resuming; everything else is taken from the checkpoint.
 RESUME_OVERRIDES = ("workers", "progress", "device", "tensorboard")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass

@@ -1,0 +1,41 @@
+"""The exceptions a user of sparseinst-zoo can cause and may want to catch.
+
+Every error the package raises for bad input derives from :class:`SparseInstError` (itself a ``ValueError``, so
+existing ``except ValueError`` code keeps working). The CLI prints these, and ``OSError``, as one line; anything else
+is a bug and is shown with its traceback.
+
+Example:
+    >>> from sparseinst_zoo.errors import DownloadError, SparseInstError
+    >>> issubclass(DownloadError, SparseInstError) and issubclass(SparseInstError, ValueError)
+    True
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SparseInstError",
+    "ConversionError",
+    "DownloadError",
+    "DataError",
+    "TrainingDiverged",
+]
+
+
+class SparseInstError(ValueError):
+    """Base of every error caused by what the user passed in (a name, a file, an argument, a dataset)."""
+
+
+class ConversionError(SparseInstError):
+    """A checkpoint does not map onto the target model (keys left over, missing or of the wrong shape)."""
+
+
+class DownloadError(SparseInstError):
+    """Weights could not be fetched from any source (Hub, original release, cache)."""
+
+
+class DataError(SparseInstError):
+    """A dataset, annotation file or image cannot be used as it is."""
+
+
+class TrainingDiverged(SparseInstError):
+    """The loss became NaN or infinite; lower the learning rate or check the data."""

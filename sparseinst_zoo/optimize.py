@@ -37,20 +37,19 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBN
 
+from .inference.precision import autocast_dtype, parse_precision
+
 __all__ = [
     "COMPILE_MODES",
-    "PRECISIONS",
     "CUDAGraphRunner",
     "OptimizedModel",
     "fold_batch_norm",
     "optimize_for_inference",
     "resolve_compile_mode",
-    "resolve_precision",
 ]
 
 _logger = logging.getLogger("sparseinst_zoo")
 
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # torch.compile modes that already capture CUDA graphs themselves (inductor's cudagraph trees).
 _COMPILE_MODES_WITH_CUDA_GRAPHS = ("reduce-overhead", "max-autotune")
@@ -204,40 +203,6 @@ def fold_batch_norm(model: nn.Module, inplace: bool = False) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------------ option parsing
-def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` ('fp32' -> None) after checking that ``device`` supports it.
-
-    Raises:
-        ValueError: for an unknown precision or bf16/fp16 on a device without them.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-    dtype = PRECISIONS[precision]
-    device = torch.device(device)
-    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"precision='bf16' needs a GPU with bfloat16 support ({torch.cuda.get_device_name(device)} "
-                         "has none); use precision='fp16'")  # fmt: skip
-    if dtype is not None and device.type not in ("cuda", "cpu"):
-        raise ValueError(f"precision={precision!r} is supported on 'cuda' and 'cpu' devices, got {device.type!r}")
-    if device.type == "cpu" and dtype is not None and not _cpu_supports(dtype):
-        warnings.warn(
-            f"this CPU has no native {precision} matrix instructions; {precision} runs emulated and is usually "
-            "slower than fp32 here (see docs/performance.md)",
-            stacklevel=2,
-        )
-    return dtype
-
-
-def _cpu_supports(dtype: torch.dtype) -> bool:
-    mkldnn = getattr(torch.ops, "mkldnn", None)
-    try:
-        if dtype is torch.bfloat16:
-            return bool(mkldnn._is_mkldnn_bf16_supported())
-        return bool(mkldnn._is_mkldnn_fp16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def resolve_compile_mode(compile: bool | str | None) -> str | None:
     """Normalise the ``compile`` option: None/False -> None, True -> 'default', else one of :data:`COMPILE_MODES`."""
     if compile is None or compile is False:
@@ -492,7 +457,7 @@ def optimize_for_inference(
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
-    autocast_dtype = resolve_precision(precision, device)
+    autocast = autocast_dtype(precision, device)
     compile_mode = resolve_compile_mode(compile)
     if cuda_graphs:
         if device.type != "cuda":
@@ -505,7 +470,7 @@ def optimize_for_inference(
     if cudnn_benchmark and device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     options = {
-        "fold_bn": bool(fold_bn), "channels_last": bool(channels_last), "precision": precision,
+        "fold_bn": bool(fold_bn), "channels_last": bool(channels_last), "precision": parse_precision(precision, device),
         "compile": compile_mode, "cuda_graphs": bool(cuda_graphs), "device": str(device),
     }  # fmt: skip
 
@@ -515,9 +480,9 @@ def optimize_for_inference(
         work = work.to(memory_format=torch.channels_last)
     for parameter in work.parameters():
         parameter.requires_grad_(False)
-    if autocast_dtype is not None:
+    if autocast is not None:
         _make_deform_convs_autocast_safe(work)
-    network = _Network(work, autocast_dtype, channels_last).eval()
+    network = _Network(work, autocast, channels_last).eval()
     runner: Callable[[torch.Tensor], dict[str, torch.Tensor]] = network
     if compile_mode is not None:
         runner = torch.compile(network, mode=compile_mode)

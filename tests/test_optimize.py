@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 import sparseinst_zoo
+from sparseinst_zoo.inference.precision import autocast_dtype
 from sparseinst_zoo.optimize import (
     CUDAGraphRunner,
     OptimizedModel,
     fold_batch_norm,
     optimize_for_inference,
     resolve_compile_mode,
-    resolve_precision,
 )
 
 
@@ -249,7 +249,7 @@ def test_bad_options(tiny_model):
         optimize_for_inference("sparseinst_tiny_test")  # type: ignore[arg-type]
     assert resolve_compile_mode(True) == "default" and resolve_compile_mode(None) is None
     assert resolve_compile_mode("max-autotune") == "max-autotune"
-    assert resolve_precision("fp32", "cpu") is None
+    assert autocast_dtype("fp32", "cpu") is None and autocast_dtype(False, "cpu") is None
     with pytest.raises(ValueError, match="max_graphs"):
         CUDAGraphRunner(lambda x: {"x": x}, max_graphs=0)
 

@@ -19,32 +19,15 @@ import torch
 from torch import nn
 
 from .._constants import DEFAULT_MEAN, DEFAULT_STD
-from ..optimize import PRECISIONS
 from .postprocess import postprocess
+from .precision import PRECISIONS, parse_precision
 from .results import Results
 from .sources import SourceItem, flatten_sources, has_video, iter_items, prefetch
 from .transforms import ResizeBackend, normalize_and_pad, padded_shape, resize_images
 
-__all__ = ["Predictor", "predict", "precision_name", "resolve_precision"]
+__all__ = ["Predictor", "predict"]
 
 Precision = bool | str
-
-
-def precision_name(half: Precision, device: torch.device) -> str:
-    """``half`` as a precision name: False -> 'fp32'; True/'auto' -> 'fp16' on CUDA, 'bf16' elsewhere; or the name."""
-    if half is False or half is None or half in ("fp32", "float32"):
-        return "fp32"
-    if half is True or half == "auto":
-        return "fp16" if device.type == "cuda" else "bf16"
-    aliases = {"fp16": "fp16", "float16": "fp16", "half": "fp16", "bf16": "bf16", "bfloat16": "bf16"}
-    if half not in aliases:
-        raise ValueError(f"half must be False, True, 'fp16' or 'bf16', got {half!r}")
-    return aliases[half]
-
-
-def resolve_precision(half: Precision, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``half`` (None for fp32); see :func:`precision_name`."""
-    return PRECISIONS[precision_name(half, device)]
 
 
 @contextlib.contextmanager
@@ -139,12 +122,12 @@ class Predictor:
 
             options = {} if optimize is True else dict(optimize)
             if "precision" not in options:  # the optimised copy runs the autocast itself
-                options["precision"] = precision_name(half, next(model.parameters()).device)
+                options["precision"] = parse_precision(half, next(model.parameters()).device, name="half")
                 half = False
             model = optimize_for_inference(model, **options)
         self.model = model
         self.device = next(model.parameters()).device
-        self.autocast_dtype = resolve_precision(half, self.device)
+        self.autocast_dtype = PRECISIONS[parse_precision(half, self.device, name="half")]
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)
         self.max_detections = max_detections

@@ -40,7 +40,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "OnnxPredictor": "sparseinst_zoo.export",
     "train": "sparseinst_zoo.training.engine",
     "Trainer": "sparseinst_zoo.training.engine",
-    "evaluate": "sparseinst_zoo.training.evaluate",
+    "evaluate": "sparseinst_zoo.evaluation",
 }
 __all__ += list(_LAZY_EXPORTS)
 

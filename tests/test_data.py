@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sparseinst_zoo.training.augment import Augmentation, AugmentConfig, resized_shape
-from sparseinst_zoo.training.data import CocoDataset, CocoInstances, Collator, TrainSampler
-from sparseinst_zoo.training.synthetic import SHAPE_CLASSES, make_shapes_dataset
+from sparseinst_zoo.data import Augmentation, AugmentConfig, CocoInstances, Collator, InstanceDataset, TrainSampler
+from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
+from sparseinst_zoo.inference.transforms import get_output_shape
 
 
 def _write(tmp_path, data, images=((1, 20, 30),)):
@@ -74,8 +74,10 @@ def test_all_mask_formats_crowd_and_contiguous_labels(tmp_path):
         (lambda d: d.update(categories=[]), "'categories' is empty"),
         (lambda d: d.update(images={}), "'images' must be a list"),
         (lambda d: d["annotations"][0].update(image_id="abc"), "annotation id 7 has image_id 'abc'; expected an int"),
-        (lambda d: d["annotations"][0].update(segmentation={"size": [20, 30], "counts": [5, 3]}),
-         "id 7.*uncompressed RLE 'counts' must be non-negative integers summing to height x width = 600"),
+        (
+            lambda d: d["annotations"][0].update(segmentation={"size": [20, 30], "counts": [5, 3]}),
+            "id 7.*uncompressed RLE 'counts' must be non-negative integers summing to height x width = 600",
+        ),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path, mutate, message):
@@ -118,8 +120,8 @@ def test_degenerate_polygons_dropped_and_empty_images_skipped(tmp_path, caplog):
 
 
 def test_augmentation_sizes_flip_and_crop():
-    assert resized_shape(480, 640, 416, 853) == (416, 555)
-    assert resized_shape(100, 1000, 640, 853) == (85, 853)
+    assert get_output_shape(480, 640, 416, 853) == (416, 555)
+    assert get_output_shape(100, 1000, 640, 853) == (85, 853)
     image = np.zeros((60, 90, 3), np.uint8)
     image[:, :10] = 255
     masks = np.zeros((1, 60, 90), np.uint8)
@@ -144,7 +146,7 @@ def test_dataset_collate_and_sampler(tmp_path):
     path = make_shapes_dataset(tmp_path, num_images=5, size=(40, 50), seed=1)
     coco = CocoInstances(path, tmp_path)
     assert coco.label_names == SHAPE_CLASSES and len(coco.images) == 5
-    dataset = CocoDataset(coco, Augmentation(AugmentConfig(min_sizes=(40,), max_size=60)))
+    dataset = InstanceDataset(coco, Augmentation(AugmentConfig(min_sizes=(40,), max_size=60)))
     a, b = dataset[(0, 123)], dataset[(0, 123)]
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["masks"], b["masks"])  # seeded augmentation
     batch = Collator((100.0, 100.0, 100.0), (50.0, 50.0, 50.0))([dataset[(i, i)] for i in range(3)])

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import sparseinst_zoo
-from sparseinst_zoo.training.synthetic import make_shapes_dataset
+from sparseinst_zoo.data.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.ddp
 

@@ -12,9 +12,9 @@ import torch
 from pycocotools.cocoeval import COCOeval
 
 import sparseinst_zoo
-from sparseinst_zoo.training.data import CocoInstances
-from sparseinst_zoo.training.evaluate import METRIC_KEYS, coco_ground_truth, evaluate, summarize_coco_eval
-from sparseinst_zoo.training.synthetic import SHAPE_CLASSES, make_shapes_dataset
+from sparseinst_zoo.data import CocoInstances
+from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
+from sparseinst_zoo.evaluation import METRIC_KEYS, coco_ground_truth, evaluate, summarize_coco_eval
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import sparseinst_zoo
 from sparseinst_zoo.commands import train as train_command
 from sparseinst_zoo.commands import val as val_command
 from sparseinst_zoo.training.engine import TrainConfig, Trainer, TrainingDiverged
-from sparseinst_zoo.training.evaluate import METRIC_KEYS, evaluate
+from sparseinst_zoo.evaluation import METRIC_KEYS, evaluate
 from sparseinst_zoo.training.losses import SparseInstCriterion
-from sparseinst_zoo.training.synthetic import SHAPE_CLASSES, make_shapes_dataset
+from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
 
 
 def _parse(module, argv):

@@ -102,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
     """Train, then print where the models are and the final metrics. Returns 0."""
     import logging
 
-    from ..training.augment import REFERENCE_MIN_SIZES
+    from ..data.augment import REFERENCE_MIN_SIZES
     from ..training.engine import train
-    from ..training.evaluate import METRIC_KEYS
+    from ..evaluation import METRIC_KEYS
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     common = {"out": args.out, "workers": args.workers, "device": args.device, "progress": not args.no_progress,

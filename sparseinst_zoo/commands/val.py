@@ -1,7 +1,8 @@
-"""``sparseinst val``: COCO mask AP of a model on a COCO-format dataset.
+"""``sparseinst val``: COCO mask AP of a model on a dataset (COCO JSON + images, or a data.yaml).
 
 Example:
     $ sparseinst val runs/mydata/best --json val.json --images images/ --out metrics.json
+    $ sparseinst val runs/mydata/best --data data.yaml --split val
     $ sparseinst val sparseinst_r50_giam --checkpoint sparse_inst_r50_giam.pth \
         --json instances_val2017.json --images val2017/ --test-size 608
 """
@@ -9,33 +10,48 @@ Example:
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-HELP = "evaluate COCO mask AP (AP, AP50, AP75, APs, APm, APl, per class) on a COCO-format dataset"
+from ..errors import SparseInstError
+
+HELP = "evaluate COCO mask AP (AP, AP50, AP75, APs, APm, APl, per class) on a COCO JSON or data.yaml dataset"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the evaluation options on ``parser``."""
     parser.add_argument("model", metavar="MODEL",
                         help="registered name (loads its released weights unless --checkpoint) or a folder "
-                             "written by save_pretrained / sparseinst train")
+                             "written by save_pretrained / sparseinst train")  # fmt: skip
     parser.add_argument("--checkpoint", default=None, help="weights to load (safetensors, folder or reference .pth)")
-    parser.add_argument("--json", required=True, help="COCO instances JSON with the ground truth")
-    parser.add_argument("--images", required=True, help="image folder of --json")
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="DATA.yaml",
+        help="dataset YAML (Ultralytics form: YOLO-format or COCO splits); instead of --json/--images",
+    )
+    parser.add_argument("--split", default="val", choices=("train", "val", "test"),
+                        help="split of --data to evaluate (default: val)")  # fmt: skip
+    parser.add_argument("--json", default=None, help="COCO instances JSON with the ground truth")
+    parser.add_argument("--images", default=None, help="image folder of --json")
     parser.add_argument("--out", default=None, metavar="METRICS.json", help="also write the metrics as JSON")
     parser.add_argument("--test-size", "--min-size", dest="min_size", type=int, default=None,
-                        help="shorter side of the test resize (default: the model's)")
+                        help="shorter side of the test resize (default: the model's)")  # fmt: skip
     parser.add_argument("--max-size", type=int, default=None, help="cap of the longer side (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default: 4)")
     parser.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
-    parser.add_argument("--half", choices=("fp16", "bf16"), default=None, help="autocast precision")
+    parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"),
+                        help="autocast precision (default: fp32)")  # fmt: skip
+    parser.add_argument("--half", choices=("fp16", "bf16"), default=None, help=argparse.SUPPRESS)  # deprecated alias
+    parser.add_argument("--coco-eval", default="auto", choices=("auto", "faster", "pycocotools"),
+                        help="scoring library: faster-coco-eval when installed (auto), or force one")  # fmt: skip
 
 
-def format_metrics(metrics: dict) -> str:
-    """A small text table of the summary and per-class APs."""
-    from ..training.evaluate import METRIC_KEYS
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A small text table of the summary and per-class APs ("-" for a metric without data to measure it)."""
+    from ..evaluation import METRIC_KEYS
 
-    def fmt(value):
+    def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
     lines = ["  ".join(f"{k:>6}" for k in METRIC_KEYS), "  ".join(f"{fmt(metrics[k]):>6}" for k in METRIC_KEYS)]
@@ -45,19 +61,34 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _data_arguments(args: argparse.Namespace) -> tuple[str, str | None]:
+    if args.data is not None:
+        if args.json or args.images:
+            raise SparseInstError("give either --data DATA.yaml or --json with --images, not both")
+        return args.data, None
+    if not args.json or not args.images:
+        raise SparseInstError("name the dataset: --data DATA.yaml, or --json ANNOTATIONS.json with --images FOLDER")
+    return args.json, args.images
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, optionally write JSON. Returns 0."""
     import torch
 
-    from ..training.evaluate import evaluate
+    from ..evaluation import evaluate
 
+    data, images = _data_arguments(args)
+    if args.half and args.precision:
+        raise SparseInstError("--half is the deprecated spelling of --precision; give --precision only")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     metrics = evaluate(
-        args.model, args.json, args.images, checkpoint=args.checkpoint, min_size=args.min_size,
-        max_size=args.max_size, batch_size=args.batch_size, device=device, half=args.half or False,
-        workers=args.workers, out=args.out, progress=True,
+        args.model, data, images, split=args.split, checkpoint=args.checkpoint, min_size=args.min_size,
+        max_size=args.max_size, batch_size=args.batch_size, device=device, precision=args.precision or args.half,
+        workers=args.workers, out=args.out, progress=True, backend=args.coco_eval,
     )  # fmt: skip
     print(format_metrics(metrics))
+    if metrics["AP"] is None:
+        print("no ground truth to measure: every metric is undefined (see the warning above)")
     if args.out:
         print(f"wrote {args.out}")
     return 0

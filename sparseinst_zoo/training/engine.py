@@ -32,11 +32,11 @@ from torch.utils.data import DataLoader
 
 from .._io import atomic_save, atomic_write_json
 from ..errors import TrainingDiverged
-from .augment import REFERENCE_MIN_SIZES, Augmentation, AugmentConfig
-from .data import CocoDataset, CocoInstances, Collator, TrainSampler
+from ..data.augment import REFERENCE_MIN_SIZES, Augmentation, AugmentConfig
+from ..data import CocoInstances, Collator, InstanceDataset, TrainSampler
 from .distributed import is_distributed, world_size
 from .distributed import rank as current_rank
-from .evaluate import METRIC_KEYS, evaluate
+from ..evaluation import METRIC_KEYS, evaluate
 from .losses import SparseInstCriterion
 from .schedule import WarmupSchedule, resolve_milestones
 
@@ -278,7 +278,7 @@ class Trainer:
         callbacks: called as ``callback(trainer, step, record)`` after every step (``record``: the step's losses).
 
     Example:
-        >>> from sparseinst_zoo.training.synthetic import make_shapes_dataset
+        >>> from sparseinst_zoo.data.synthetic import make_shapes_dataset
         >>> ann = make_shapes_dataset("/tmp/shapes", num_images=4)
         >>> trainer = Trainer(TrainConfig(model="sparseinst_tiny_test", train_json=ann, train_images="/tmp/shapes",
         ...                               iters=2, batch_size=2, min_sizes=(64,), max_size=96, out="/tmp/run",
@@ -433,7 +433,7 @@ class Trainer:
         crop = cfg.crop if cfg.crop is not None else _unwrap(model).model_name.endswith("_aug")
         augmentation = Augmentation(AugmentConfig(min_sizes=cfg.min_sizes, max_size=cfg.max_size,
                                                   flip_prob=cfg.flip_prob, crop=crop))  # fmt: skip
-        dataset = CocoDataset(coco, augmentation)
+        dataset = InstanceDataset(coco, augmentation)
         iters_per_epoch = max(len(dataset) // (cfg.batch_size * world), 1)
         max_iters = int(cfg.iters) if cfg.iters else int(cfg.epochs or 12) * iters_per_epoch
         warmup = cfg.warmup_iters if cfg.warmup_iters is not None else min(1000, max_iters // 10)

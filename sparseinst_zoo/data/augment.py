@@ -1,7 +1,8 @@
 """Training augmentation of the SparseInst recipe: horizontal flip, multi-scale resize and the ``aug`` crop.
 
 Every operation takes and returns an ``(H, W, 3)`` uint8 RGB image and ``(K, H, W)`` uint8 instance masks (the
-reference uses bitmask targets: masks are resized with nearest neighbour, images bilinearly with PIL). Randomness comes
+reference uses bitmask targets: masks are resized with nearest neighbour, images bilinearly with PIL). Sizes follow the
+same shortest-edge rule as inference (:func:`~sparseinst_zoo.inference.transforms.get_output_shape`). Randomness comes
 from an explicit :class:`numpy.random.Generator` so that a sample's augmentation is reproducible.
 """
 
@@ -13,19 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-__all__ = ["AugmentConfig", "Augmentation", "resized_shape", "resize", "hflip", "crop"]
+from ..errors import SparseInstError
+from ..inference.transforms import get_output_shape
+
+__all__ = ["AugmentConfig", "Augmentation", "resize", "hflip", "crop"]
 
 REFERENCE_MIN_SIZES: tuple[int, ...] = tuple(range(416, 641, 32))
-
-
-def resized_shape(height: int, width: int, short_side: int, max_size: int) -> tuple[int, int]:
-    """detectron2 ``ResizeShortestEdge``: shorter side to ``short_side``, longer side at most ``max_size``."""
-    scale = short_side / min(height, width)
-    new_h, new_w = height * scale, width * scale
-    if max(new_h, new_w) > max_size:
-        rescale = max_size / max(new_h, new_w)
-        new_h, new_w = new_h * rescale, new_w * rescale
-    return int(new_h + 0.5), int(new_w + 0.5)
 
 
 def resize(image: np.ndarray, masks: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +39,9 @@ def hflip(image: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(masks[:, :, ::-1])
 
 
-def crop(image: np.ndarray, masks: np.ndarray, top: int, left: int, height: int, width: int):
+def crop(
+    image: np.ndarray, masks: np.ndarray, top: int, left: int, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Cut the window ``[top:top+height, left:left+width]``."""
     window = (slice(top, top + height), slice(left, left + width))
     return np.ascontiguousarray(image[window]), np.ascontiguousarray(masks[(slice(None), *window)])
@@ -77,14 +73,14 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         self.min_sizes = tuple(int(s) for s in self.min_sizes)
         if not self.min_sizes or min(self.min_sizes) < 1:
-            raise ValueError(f"min_sizes must be positive integers, got {self.min_sizes}")
+            raise SparseInstError(f"min_sizes must be positive integers, got {self.min_sizes}")
         if self.max_size < max(self.min_sizes):
-            raise ValueError(f"max_size ({self.max_size}) must be >= the largest min size ({max(self.min_sizes)})")
+            raise SparseInstError(f"max_size ({self.max_size}) must be >= the largest min size ({max(self.min_sizes)})")
         if not 0 <= self.flip_prob <= 1 or not 0 <= self.crop_prob <= 1:
-            raise ValueError("flip_prob and crop_prob must be probabilities in [0, 1]")
+            raise SparseInstError("flip_prob and crop_prob must be probabilities in [0, 1]")
         low, high = self.crop_size
         if not 0 < low <= high:
-            raise ValueError(f"crop_size must be (min, max) with 0 < min <= max, got {self.crop_size}")
+            raise SparseInstError(f"crop_size must be (min, max) with 0 < min <= max, got {self.crop_size}")
 
 
 class Augmentation:
@@ -103,18 +99,16 @@ class Augmentation:
         self.config = config or AugmentConfig()
         self.train = train
 
-    def __call__(
-        self, image: np.ndarray, masks: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, image: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
         if not self.train:
-            height, width = resized_shape(*image.shape[:2], max(cfg.min_sizes), cfg.max_size)
+            height, width = get_output_shape(*image.shape[:2], max(cfg.min_sizes), cfg.max_size)
             return resize(image, masks, height, width)
         if rng.random() < cfg.flip_prob:
             image, masks = hflip(image, masks)
         if cfg.crop and rng.random() < cfg.crop_prob:
             short = int(rng.choice(cfg.crop_resize_sizes))
-            height, width = resized_shape(*image.shape[:2], short, 10**9)
+            height, width = get_output_shape(*image.shape[:2], short, 10**9)
             image, masks = resize(image, masks, height, width)
             low, high = cfg.crop_size
             crop_h = int(rng.integers(min(height, low), min(height, high) + 1))
@@ -123,5 +117,5 @@ class Augmentation:
             left = int(rng.integers(width - crop_w + 1))
             image, masks = crop(image, masks, top, left, crop_h, crop_w)
         short = int(rng.choice(cfg.min_sizes))
-        height, width = resized_shape(*image.shape[:2], short, cfg.max_size)
+        height, width = get_output_shape(*image.shape[:2], short, cfg.max_size)
         return resize(image, masks, height, width)

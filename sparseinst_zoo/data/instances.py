@@ -1,0 +1,172 @@
+"""What every dataset format reads into: images with instance annotations, and the mask conversions written once.
+
+A reader (:mod:`.coco`, :mod:`.yolo`) validates its files and fills an :class:`InstanceSet`: the images in a fixed
+order, each an :class:`ImageRecord` with its annotations (``id``, contiguous ``label``, COCO ``segmentation`` in pixel
+coordinates, ``iscrowd``, ``area`` or None), plus the dataset's category ids and names. Training
+(:class:`~sparseinst_zoo.data.loader.InstanceDataset`) and evaluation
+(:func:`~sparseinst_zoo.evaluation.coco_ground_truth`) only see this interface, so they work on every format.
+
+Example:
+    >>> import numpy as np
+    >>> mask = decode_segmentation([[0, 0, 4, 0, 4, 4, 0, 4]], 6, 6)
+    >>> mask.shape, int(mask.sum()) > 0
+    ((6, 6), True)
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_utils
+
+from ..errors import DataError
+from ..inference.sources import load_image
+
+__all__ = [
+    "ImageRecord",
+    "InstanceSet",
+    "read_image",
+    "segmentation_to_rle",
+    "decode_segmentation",
+    "segmentation_area",
+    "compressed_rle_counts",
+]
+
+Segmentation = list[list[float]] | dict[str, Any]
+
+
+@dataclass
+class ImageRecord:
+    """One image of a dataset and its annotations (non-crowd unless the reader was asked to keep crowd ones).
+
+    Attributes:
+        id: the image id (from the COCO file, or 1.. in file order for YOLO datasets).
+        file_name: the name written into ground truth files (relative to the image folder for COCO).
+        height / width: the image size after EXIF orientation.
+        path: where the image file is.
+        annotations: dicts with ``id``, ``label``, ``segmentation``, ``iscrowd`` and ``area`` (None: compute it).
+    """
+
+    id: int
+    file_name: str
+    height: int
+    width: int
+    path: str = ""
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+
+
+class InstanceSet:
+    """A validated instance-segmentation dataset, whatever its file format.
+
+    Attributes:
+        source: the file the dataset was read from (named in every message).
+        images: all images in a fixed order, each with its annotations.
+        category_ids: dataset category ids, sorted; label ``i`` is ``category_ids[i]``.
+        label_names: category names in label order.
+        num_dropped: annotations dropped because their polygons had fewer than 3 points.
+        num_crowd: crowd annotations seen (kept only when asked).
+    """
+
+    def __init__(self, source: str, images: list[ImageRecord], categories: dict[int, str]) -> None:
+        self.source = source
+        self.images = images
+        self.category_ids: tuple[int, ...] = tuple(sorted(categories))
+        self.label_names: tuple[str, ...] = tuple(categories[c] for c in self.category_ids)
+        self.category_to_label: dict[int, int] = {c: i for i, c in enumerate(self.category_ids)}
+        self.num_dropped = 0
+        self.num_crowd = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+    def training_images(self) -> list[ImageRecord]:
+        """Images with at least one annotation (images without any are skipped in training)."""
+        return [img for img in self.images if img.annotations]
+
+    def image_path(self, image: ImageRecord) -> str:
+        return image.path
+
+    def load_image(self, image: ImageRecord) -> np.ndarray:
+        """The image as ``(H, W, 3)`` uint8 RGB, checked against the size the dataset gives."""
+        array = read_image(image.path)
+        if array.shape[:2] != (image.height, image.width):
+            raise DataError(f"{image.path} is {array.shape[0]}x{array.shape[1]} (HxW) but "
+                            f"{self.source} says {image.height}x{image.width} for image id {image.id}")  # fmt: skip
+        return array
+
+    def load_targets(self, image: ImageRecord) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels (K,) int64, masks (K, H, W) uint8)`` of an image's annotations."""
+        labels = np.array([a["label"] for a in image.annotations], dtype=np.int64)
+        if not image.annotations:
+            return labels, np.zeros((0, image.height, image.width), dtype=np.uint8)
+        masks = np.stack([decode_segmentation(a["segmentation"], image.height, image.width) for a in image.annotations])
+        return labels, masks
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB, applying its EXIF orientation (as ``predict`` decodes it)."""
+    try:
+        return load_image(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err} (check the image folder of the dataset and its file names)") from None
+
+
+def segmentation_to_rle(segm: Segmentation, height: int, width: int) -> dict[str, Any]:
+    """A polygon list, compressed RLE or uncompressed RLE -> one compressed RLE (``counts`` as bytes)."""
+    if isinstance(segm, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+    counts = segm["counts"]
+    if isinstance(counts, list):
+        return mask_utils.frPyObjects(segm, height, width)
+    return {"size": list(segm["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def decode_segmentation(segm: Segmentation, height: int, width: int) -> np.ndarray:
+    """A polygon list, compressed RLE or uncompressed RLE -> ``(H, W)`` uint8 mask."""
+    rle = segmentation_to_rle(segm, height, width)
+    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning, once per mask
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
+
+
+def segmentation_area(segm: Segmentation, height: int, width: int) -> float:
+    """The number of mask pixels of a segmentation (what COCO's ``area`` field holds)."""
+    return float(mask_utils.area(segmentation_to_rle(segm, height, width)))
+
+
+def compressed_rle_counts(counts: str | bytes) -> list[int] | None:
+    """The run lengths of a COCO compressed RLE string, or None when the string is not a valid encoding.
+
+    Decodes the format pycocotools writes (6-bit groups from ``'0'``, continuation bit 0x20, sign bit 0x10, runs
+    after the second stored as differences), so that a corrupt string is caught at load time, not mid-training.
+
+    Example:
+        >>> compressed_rle_counts(mask_utils.encode(np.asfortranarray(np.eye(3, dtype=np.uint8)))["counts"])
+        [0, 1, 3, 1, 3, 1]
+        >>> compressed_rle_counts("~~") is None
+        True
+    """
+    text = counts.decode("ascii", errors="replace") if isinstance(counts, bytes) else counts
+    runs: list[int] = []
+    value, shift = 0, 0
+    for char in text:
+        code = ord(char) - 48
+        if not 0 <= code < 64:
+            return None
+        value |= (code & 0x1F) << shift
+        shift += 5
+        if code & 0x20:
+            continue
+        if code & 0x10:
+            value -= 1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            return None
+        runs.append(value)
+        value, shift = 0, 0
+    return None if shift else runs

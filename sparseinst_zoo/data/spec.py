@@ -1,0 +1,190 @@
+"""Dataset YAML files (the Ultralytics ``data.yaml`` form), for YOLO-format and COCO-format datasets alike.
+
+A YOLO split names image folders, ``.txt`` image lists or images (a string or a list); a COCO split is a mapping
+``{json: annotations.json, images: folder}``. Relative paths are relative to ``path`` (itself relative to the YAML
+file's folder, or to the working directory, default: the YAML file's folder)::
+
+    path: ../datasets/shapes        # dataset root
+    train: images/train             # YOLO: labels in labels/train
+    val: [images/val, extra.txt]
+    test: {json: annotations/test.json, images: images/test}   # COCO
+    names: {0: square, 1: disc}     # or a list; required for YOLO splits
+
+Example:
+    >>> spec = load_dataset_spec("data.yaml")  # doctest: +SKIP
+    >>> val = build_dataset(spec, "val", keep_crowd=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+
+from ..errors import DataError
+from .coco import CocoInstances, parse_integer
+from .instances import InstanceSet
+from .yolo import YoloInstances
+
+__all__ = ["SPLITS", "DatasetSpec", "SplitSpec", "is_dataset_yaml", "load_dataset_spec", "build_dataset",
+           "load_instances"]  # fmt: skip
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """One split of a dataset YAML: ``kind`` ``'yolo'`` with image ``sources``, or ``'coco'`` with ``json`` and
+    ``images`` (absolute paths)."""
+
+    name: str
+    kind: Literal["yolo", "coco"]
+    sources: tuple[str, ...] = ()
+    json: str = ""
+    images: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed dataset YAML: where it is, its root folder, class names and splits."""
+
+    path: str
+    root: str
+    names: dict[int, str] | None
+    splits: dict[str, SplitSpec]
+
+    def split(self, name: str) -> SplitSpec:
+        """The split called ``name``, or a DataError listing the ones the file has."""
+        if name not in self.splits:
+            raise DataError(f"{self.path} has no '{name}' split (it has {sorted(self.splits)}); add '{name}: ...'")
+        return self.splits[name]
+
+
+def is_dataset_yaml(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a dataset YAML file (by its suffix)."""
+    return os.fspath(path).lower().endswith((".yaml", ".yml"))
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"dataset YAML file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; save the YAML file as UTF-8") from None
+    except yaml.YAMLError as err:
+        raise DataError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise DataError(f"{path}: a dataset YAML file is a mapping with train/val/names keys, got {kind}")
+    return data
+
+
+def _parse_names(data: dict[str, Any], path: str) -> dict[int, str] | None:
+    names = data.get("names")
+    if names is None:
+        return None
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not names:
+        raise DataError(f"{path}: 'names' must be a non-empty list of class names or a mapping index: name")
+    parsed: dict[int, str] = {}
+    for key, name in names.items():
+        index = parse_integer(key)
+        if index is None or index < 0 or not isinstance(name, (str, int)):
+            raise DataError(f"{path}: 'names' entry {key!r}: {name!r} must map a class index >= 0 to a name")
+        parsed[index] = str(name)
+    count = data.get("nc")
+    if count is not None and parse_integer(count) != len(parsed):
+        raise DataError(f"{path}: nc is {count!r} but 'names' lists {len(parsed)} classes")
+    return parsed
+
+
+def _resolve_root(data: dict[str, Any], path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    root = data.get("path")
+    if root is None:
+        return folder
+    if not isinstance(root, str):
+        raise DataError(f"{path}: 'path' must be a folder name, got {root!r}")
+    root = os.path.expanduser(root)
+    candidates = [root] if os.path.isabs(root) else [os.path.join(folder, root), os.path.abspath(root)]
+    for candidate in candidates:
+        if os.path.isdir(candidate):
+            return os.path.normpath(candidate)
+    raise FileNotFoundError(f"{path}: dataset folder 'path: {data['path']}' not found (looked in {candidates})")
+
+
+def _parse_split(name: str, value: Any, root: str, path: str) -> SplitSpec:
+    where = f"{path}: split '{name}'"
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"json", "images"})
+        if unknown or not isinstance(value.get("json"), str) or not isinstance(value.get("images"), str):
+            raise DataError(f"{where}: a COCO split is {{json: annotations.json, images: folder}}, got {value!r}")
+        json_path, image_dir = (os.path.join(root, os.path.expanduser(value[key])) for key in ("json", "images"))
+        return SplitSpec(name, "coco", json=json_path, images=image_dir)
+    entries = [value] if isinstance(value, str) else value
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, str) for e in entries):
+        raise DataError(f"{where}: expected an image folder, a .txt image list, a list of them, or "
+                        f"{{json: ..., images: ...}} for COCO, got {value!r}")  # fmt: skip
+    return SplitSpec(name, "yolo", sources=tuple(os.path.join(root, os.path.expanduser(e)) for e in entries))
+
+
+def load_dataset_spec(path: str | os.PathLike[str]) -> DatasetSpec:
+    """Parse and check a dataset YAML file (see the module docstring for the format).
+
+    Raises:
+        FileNotFoundError: if the file or its dataset folder does not exist.
+        DataError: for a malformed file, naming it and the key.
+    """
+    path = os.fspath(path)
+    data = _read_yaml(path)
+    names = _parse_names(data, path)
+    root = _resolve_root(data, path)
+    splits = {name: _parse_split(name, data[name], root, path) for name in SPLITS if data.get(name) is not None}
+    if not splits:
+        raise DataError(f"{path} names no split; add at least 'train: ...' or 'val: ...' (image folders or lists)")
+    if names is None and any(split.kind == "yolo" for split in splits.values()):
+        raise DataError(f"{path}: YOLO-format splits need 'names' (a list of class names or index: name)")
+    return DatasetSpec(path, root, names, splits)
+
+
+def build_dataset(spec: DatasetSpec, split: str, keep_crowd: bool = False) -> InstanceSet:
+    """The validated dataset of one split (a :class:`CocoInstances` or a :class:`YoloInstances`).
+
+    ``keep_crowd`` keeps COCO crowd annotations (for evaluation; training drops them). For a COCO split with
+    ``names`` in the YAML file, the names must be the JSON's categories.
+    """
+    entry = spec.split(split)
+    if entry.kind == "yolo":
+        assert spec.names is not None
+        return YoloInstances(entry.sources, spec.names, f"{spec.path} ({split})", root=spec.root)
+    dataset = CocoInstances(entry.json, entry.images, keep_crowd=keep_crowd)
+    if spec.names is not None and sorted(spec.names.values()) != sorted(dataset.label_names):
+        raise DataError(f"{spec.path}: 'names' {sorted(spec.names.values())} differ from the categories of "
+                        f"{entry.json} {sorted(dataset.label_names)}; remove 'names' or make them agree")  # fmt: skip
+    return dataset
+
+
+def load_instances(
+    data: str | os.PathLike[str],
+    images: str | os.PathLike[str] | None = None,
+    *,
+    split: str = "val",
+    keep_crowd: bool = False,
+) -> InstanceSet:
+    """One entry point for both kinds: a dataset YAML (and a ``split``), or a COCO JSON with its image folder.
+
+    Raises:
+        DataError: for a COCO JSON without ``images`` or a YAML file with ``images``.
+    """
+    if is_dataset_yaml(data):
+        if images is not None:
+            raise DataError(f"{os.fspath(data)} is a dataset YAML file: it names its own image folders, drop images")
+        return build_dataset(load_dataset_spec(data), split, keep_crowd=keep_crowd)
+    if images is None:
+        raise DataError(f"{os.fspath(data)} is a COCO JSON file: also give its image folder (images= / --images)")
+    return CocoInstances(data, images, keep_crowd=keep_crowd)

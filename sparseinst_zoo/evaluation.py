@@ -1,0 +1,324 @@
+"""COCO mask AP of a model on a dataset (COCO JSON or a ``data.yaml``), with ``COCOeval`` and ``iouType='segm'``.
+
+Scoring runs on `faster-coco-eval <https://github.com/MiXaiLL76/faster_coco_eval>`_ when it is installed
+(``pip install sparseinst-zoo[fast-eval]``, same metrics, several times faster) and on pycocotools otherwise;
+``backend=`` forces either. Predictions use the model's predictor (reference preprocessing and postprocessing); under
+``torch.distributed`` each process predicts a share of the images and rank 0 scores them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import os
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ._builder import create_model
+from ._io import atomic_write_json
+from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
+from .data.instances import ImageRecord, InstanceSet, segmentation_area
+from .data.spec import load_instances
+from .errors import DataError, SparseInstError
+from .inference.precision import PrecisionLike, parse_precision
+from .inference.predictor import Predictor
+
+__all__ = [
+    "evaluate",
+    "METRIC_KEYS",
+    "EVAL_BACKENDS",
+    "coco_ground_truth",
+    "score_detections",
+    "summarize_coco_eval",
+    "resolve_backend",
+]
+
+_logger = logging.getLogger("sparseinst_zoo")
+METRIC_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+EvalBackend = Literal["auto", "faster", "pycocotools"]
+EVAL_BACKENDS: tuple[str, ...] = ("auto", "faster", "pycocotools")
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """``'faster'`` or ``'pycocotools'``: ``'auto'`` picks faster-coco-eval when it is installed.
+
+    Example:
+        >>> resolve_backend("pycocotools")
+        'pycocotools'
+    """
+    if backend not in EVAL_BACKENDS:
+        raise SparseInstError(f"backend must be one of {EVAL_BACKENDS}, got {backend!r}")
+    installed = importlib.util.find_spec("faster_coco_eval") is not None
+    if backend == "faster" and not installed:
+        raise SparseInstError("backend='faster' needs faster-coco-eval: pip install 'sparseinst-zoo[fast-eval]'")
+    if backend == "auto":
+        return "faster" if installed else "pycocotools"
+    return backend
+
+
+def _coco_api(backend: str) -> tuple[Any, Any]:
+    """The ``(COCO, COCOeval)`` classes of a resolved backend (imported on use: both are optional at import time)."""
+    if backend == "faster":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        return COCO, COCOeval_faster
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    return COCO, COCOeval
+
+
+def coco_ground_truth(dataset: InstanceSet, backend: str = "pycocotools") -> Any:
+    """A ``COCO`` object of ``backend`` built from a validated dataset (``area`` and ``iscrowd`` filled in)."""
+    annotations = []
+    for image in dataset.images:
+        for ann in image.annotations:
+            area = ann.get("area")
+            if area is None:
+                area = segmentation_area(ann["segmentation"], image.height, image.width)
+            annotations.append({
+                "id": ann["id"], "image_id": image.id, "category_id": dataset.category_ids[ann["label"]],
+                "segmentation": ann["segmentation"], "iscrowd": ann["iscrowd"], "area": float(area),
+            })  # fmt: skip
+    coco_class, _ = _coco_api(resolve_backend(backend))
+    gt = coco_class()
+    images = [{"id": i.id, "file_name": i.file_name, "height": i.height, "width": i.width} for i in dataset.images]
+    gt.dataset = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c, "name": n} for c, n in zip(dataset.category_ids, dataset.label_names)],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def summarize_coco_eval(coco_eval: Any, label_names: tuple[str, ...]) -> dict[str, Any]:
+    """``AP, AP50, AP75, APs, APm, APl`` and ``per_class`` AP (percent) from an evaluated ``COCOeval``.
+
+    A metric without ground truth to measure it (e.g. APl without large objects) is ``None``, not a number.
+    """
+    stats = [float(v) for v in coco_eval.stats[:6]]
+    metrics: dict[str, Any] = {key: (100.0 * v if v >= 0 else None) for key, v in zip(METRIC_KEYS, stats)}
+    precision = np.asarray(coco_eval.eval["precision"])  # (IoU thresholds, recall points, classes, areas, max dets)
+    per_class = {}
+    for index, name in enumerate(label_names):
+        values = precision[:, :, index, 0, -1]
+        values = values[values > -1]
+        per_class[name] = 100.0 * float(values.mean()) if values.size else None
+    metrics["per_class"] = per_class
+    return metrics
+
+
+def undefined_metrics(label_names: tuple[str, ...]) -> dict[str, Any]:
+    """The metrics of a dataset that has nothing to measure: every value None."""
+    return {**{key: None for key in METRIC_KEYS}, "per_class": {name: None for name in label_names}}
+
+
+def _detections_object(gt: Any, detections: list[dict[str, Any]], coco_class: Any) -> Any:
+    if detections:
+        return gt.loadRes(detections)
+    empty = coco_class()  # loadRes rejects an empty list; no detections is a valid (zero) result
+    empty.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": []}
+    empty.createIndex()
+    return empty
+
+
+def score_detections(
+    dataset: InstanceSet, detections: list[dict[str, Any]], backend: str = "auto", gt: Any = None
+) -> dict[str, Any]:
+    """COCO mask AP of COCO-format ``detections`` (``image_id, category_id, segmentation`` RLE, ``score``).
+
+    Args:
+        dataset: the ground truth.
+        detections: result dicts as :meth:`~sparseinst_zoo.inference.results.Results.to_coco` writes them.
+        backend: ``'auto'``, ``'faster'`` (faster-coco-eval) or ``'pycocotools'``.
+        gt: the ground truth as a ``COCO`` object of the same backend (built from ``dataset`` when None).
+
+    Returns:
+        The metrics (see :func:`evaluate`); every value None when the dataset has no annotation.
+    """
+    backend = resolve_backend(backend)
+    coco_class, eval_class = _coco_api(backend)
+    gt = gt if gt is not None else coco_ground_truth(dataset, backend)
+    if not gt.dataset["annotations"]:
+        _logger.warning("%s has no annotation: every metric is undefined", dataset.source)
+        return undefined_metrics(dataset.label_names)
+    with contextlib.redirect_stdout(io.StringIO()) as summary, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools' numpy-2 copy keyword
+        coco_eval = eval_class(gt, _detections_object(gt, detections, coco_class), iouType="segm")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    _logger.debug("COCO segm evaluation (%s) on %s:\n%s", backend, dataset.source, summary.getvalue())
+    return summarize_coco_eval(coco_eval, dataset.label_names)
+
+
+class _ImageDataset(Dataset):
+    def __init__(self, dataset: InstanceSet, images: list[ImageRecord]) -> None:
+        self.dataset, self.images = dataset, images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray]:
+        record = self.images[index]
+        return record.id, self.dataset.load_image(record)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _resolve_model(model: nn.Module | str, checkpoint: str | os.PathLike[str] | None) -> nn.Module:
+    if not isinstance(model, str):
+        return model
+    cfg = get_pretrained_cfg(model) if is_model(split_model_name_tag(model)[0]) else None
+    pretrained = checkpoint is None and cfg is not None and cfg.has_weights
+    return create_model(model, pretrained=pretrained, checkpoint_path=checkpoint)
+
+
+def _check_classes(model: nn.Module, dataset: InstanceSet) -> None:
+    num_classes = int(getattr(model, "num_classes", dataset.num_classes))
+    if num_classes != dataset.num_classes:
+        raise DataError(f"the model predicts {num_classes} classes but {dataset.source} has {dataset.num_classes} "
+                        "categories; evaluate a model fine-tuned on this dataset (sparseinst train ...)")  # fmt: skip
+    model_names = tuple(getattr(model, "label_names", ()) or ())
+    if model_names and model_names != dataset.label_names:
+        _logger.warning("the model's classes %s differ from the categories of %s %s; predicted label i is scored "
+                        "as the dataset's i-th category", list(model_names), dataset.source,
+                        list(dataset.label_names))  # fmt: skip
+
+
+def _predict_shard(predictor: Predictor, dataset: InstanceSet, batch_size: int, workers: int, progress: bool):
+    """COCO result dicts of this process's share of the images (all of them without a process group)."""
+    rank, world = _rank_and_world()
+    shard = dataset.images[rank::world]
+    loader = DataLoader(_ImageDataset(dataset, shard), batch_size=batch_size, num_workers=workers, collate_fn=list)
+    detections: list[dict[str, Any]] = []
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(shard), desc="eval", unit="img", leave=False)
+    for chunk in loader:
+        results = predictor.predict_images([image for _, image in chunk])
+        for (image_id, _), result in zip(chunk, results):
+            detections.extend(result.to_coco(image_id, dataset.category_ids))
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, detections)
+        detections = [d for part in gathered for d in part]
+    return detections
+
+
+def evaluate(
+    model: nn.Module | str,
+    data: str | os.PathLike[str] | None = None,
+    images: str | os.PathLike[str] | None = None,
+    *,
+    split: str = "val",
+    dataset: InstanceSet | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    batch_size: int = 4,
+    device: str | torch.device | None = None,
+    precision: PrecisionLike = None,
+    half: PrecisionLike = None,
+    workers: int = 0,
+    score_threshold: float = 0.005,
+    max_detections: int = 100,
+    out: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    backend: EvalBackend = "auto",
+    coco: InstanceSet | None = None,
+) -> dict[str, Any]:
+    """COCO instance segmentation AP of ``model`` on a COCO JSON or ``data.yaml`` dataset.
+
+    Args:
+        model: a SparseInst model, or a name / ``save_pretrained`` folder for :func:`sparseinst_zoo.create_model`
+            (a registered name without ``checkpoint`` loads its pretrained weights).
+        data: a COCO instances JSON (with ``images``) or a dataset YAML (see docs/datasets.md).
+        images: image folder of a COCO JSON ``data``.
+        split: the split of a YAML ``data`` to evaluate on.
+        dataset: an already parsed dataset (instead of ``data``; ``coco=`` is its deprecated alias).
+        checkpoint: weights file for a model given by name.
+        min_size / max_size: test resize (shorter side / longer-side cap); default: the model's cfg.
+        batch_size: images per forward pass.
+        device: where to run (default: the model's device).
+        precision: ``'fp32'``, ``'fp16'`` or ``'bf16'`` (see :mod:`sparseinst_zoo.inference.precision`);
+            ``half=`` is its deprecated alias.
+        workers: image-decoding worker processes.
+        score_threshold / max_detections: postprocessing (reference: 0.005 / 100).
+        out: also write the metrics as JSON there (atomically).
+        progress: show a progress bar.
+        backend: ``'auto'`` (faster-coco-eval when installed), ``'faster'`` or ``'pycocotools'``.
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APs", "APm", "APl": float percent (None if undefined), "per_class": {name: AP}}``;
+        every value None for a dataset without images or annotations. Under ``torch.distributed`` every process
+        gets the metrics.
+
+    Example:
+        >>> import sparseinst_zoo
+        >>> metrics = sparseinst_zoo.evaluate("runs/shapes/best", "val.json", "val_images/")  # doctest: +SKIP
+        >>> round(metrics["AP"], 1), sorted(metrics)[:3]  # doctest: +SKIP
+        (61.3, ['AP', 'AP50', 'AP75'])
+    """
+    precision = _merge_precision(precision, half)
+    backend = resolve_backend(backend)  # fail before predicting when the backend is missing
+    dataset = dataset if dataset is not None else coco
+    if dataset is None:
+        if data is None:
+            raise SparseInstError("evaluate needs data= (a COCO JSON with images=, or a data.yaml) or dataset=")
+        dataset = load_instances(data, images, split=split, keep_crowd=True)
+    model = _resolve_model(model, checkpoint)
+    _check_classes(model, dataset)
+    rank, world = _rank_and_world()
+    metrics: dict[str, Any] | None = None
+    if not dataset.images:
+        _logger.warning("%s has no image: every metric is undefined", dataset.source)
+        metrics = undefined_metrics(dataset.label_names)
+    else:
+        predictor = Predictor(
+            model, score_threshold=score_threshold, max_detections=max_detections, min_size=min_size,
+            max_size=max_size, device=device, half=precision, batch_size=batch_size, keep_image=False,
+        )  # fmt: skip
+        detections = _predict_shard(predictor, dataset, batch_size, workers, progress)
+        if rank == 0:
+            metrics = score_detections(dataset, detections, backend)
+    if rank == 0 and out is not None:
+        atomic_write_json(out, metrics, allow_nan=False)
+    if world > 1 and dataset.images:
+        box = [metrics]
+        dist.broadcast_object_list(box, src=0)
+        metrics = box[0]
+    assert metrics is not None
+    return metrics
+
+
+def _merge_precision(precision: PrecisionLike, half: PrecisionLike) -> PrecisionLike:
+    """``precision``, or the deprecated ``half`` alias (checked here; the predictor resolves it on its device)."""
+    if half is not None:
+        warnings.warn("evaluate(half=...) is deprecated; use precision=", FutureWarning, stacklevel=3)
+        if precision is not None:
+            raise SparseInstError("pass precision= only (half= is its deprecated alias)")
+        parse_precision(half, name="half")
+        return half
+    parse_precision(precision)
+    return precision

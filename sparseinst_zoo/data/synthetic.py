@@ -1,18 +1,22 @@
-"""A synthetic COCO-format "shapes" dataset (squares, discs, triangles on noise) for smoke tests and demos.
+"""A synthetic "shapes" dataset (squares, discs, triangles on noise) for smoke tests and demos, COCO or YOLO format.
 
-Squares and triangles are stored as polygons, discs as compressed RLE, so both mask formats are exercised.
+In COCO format squares and triangles are stored as polygons, discs as compressed RLE, so both mask formats are
+exercised. :func:`make_shapes_yolo_dataset` writes the same kind of data in the Ultralytics layout (discs as
+polygons) together with a COCO JSON of exactly the same polygons, so that both readers can be compared.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
 import pycocotools.mask as mask_utils
+import yaml
 from PIL import Image, ImageDraw
 
-__all__ = ["SHAPE_CLASSES", "make_shapes_dataset"]
+__all__ = ["SHAPE_CLASSES", "make_shapes_dataset", "make_shapes_yolo_dataset"]
 
 SHAPE_CLASSES: tuple[str, ...] = ("square", "disc", "triangle")
 _CATEGORY_IDS = (3, 7, 11)  # deliberately not contiguous
@@ -21,6 +25,9 @@ _CATEGORY_IDS = (3, 7, 11)  # deliberately not contiguous
 def _shape_polygon(kind: str, cx: float, cy: float, r: float) -> list[float]:
     if kind == "square":
         return [cx - r, cy - r, cx + r, cy - r, cx + r, cy + r, cx - r, cy + r]
+    if kind == "disc":
+        angles = [2 * math.pi * i / 24 for i in range(24)]
+        return [v for a in angles for v in (cx + r * math.cos(a), cy + r * math.sin(a))]
     return [cx, cy - r, cx + r, cy + r * 0.8, cx - r, cy + r * 0.8]
 
 
@@ -32,6 +39,7 @@ def make_shapes_dataset(
     radius: tuple[float, float] = (0.12, 0.22),
     seed: int = 0,
     json_name: str = "annotations.json",
+    disc_polygons: bool = False,
 ) -> str:
     """Write ``num_images`` PNG images and a COCO instances JSON to ``out_dir``.
 
@@ -45,6 +53,7 @@ def make_shapes_dataset(
         radius: range of the shapes' half-size, as a fraction of the shorter image side.
         seed: random seed.
         json_name: name of the annotation file.
+        disc_polygons: store discs as 24-sided polygons (drawn as such) instead of RLE.
 
     Returns:
         Path of the JSON file; the images are in ``out_dir``.
@@ -73,10 +82,11 @@ def make_shapes_dataset(
                 kind = SHAPE_CLASSES[label]
                 layer = Image.new("L", (width, height), 0)
                 layer_draw = ImageDraw.Draw(layer)
-                if kind == "disc":
+                polygon = _shape_polygon(kind, cx, cy, half)
+                if kind == "disc" and not disc_polygons:
                     layer_draw.ellipse([cx - half, cy - half, cx + half, cy + half], fill=1)
                 else:
-                    layer_draw.polygon(_shape_polygon(kind, cx, cy, half), fill=1)
+                    layer_draw.polygon(polygon, fill=1)
                 mask = np.asarray(layer, dtype=bool)
                 if not (mask & occupied).any() and mask.sum() > 4:
                     break
@@ -86,10 +96,10 @@ def make_shapes_dataset(
             colour = tuple(int(c) for c in rng.integers(130, 256, size=3))
             draw.bitmap((0, 0), Image.fromarray(mask.astype(np.uint8) * 255), fill=colour)
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            if kind == "disc":
-                segmentation = {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+            if kind == "disc" and not disc_polygons:
+                segmentation: list | dict = {"size": [height, width], "counts": rle["counts"].decode("ascii")}
             else:
-                segmentation = [[round(v, 2) for v in _shape_polygon(kind, cx, cy, half)]]
+                segmentation = [[round(v, 2) for v in polygon]]
             x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": _CATEGORY_IDS[label],
@@ -103,3 +113,58 @@ def make_shapes_dataset(
     with open(path, "w", encoding="utf-8") as handle:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, handle)
     return path
+
+
+def _write_yolo_labels(json_path: str, label_dir: str) -> None:
+    """One ``class x1 y1 ...`` file per image of a polygon-only COCO file (coordinates normalised, exact repr)."""
+    with open(json_path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    class_index = {c["id"]: i for i, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
+    lines: dict[int, list[str]] = {image["id"]: [] for image in data["images"]}
+    sizes = {image["id"]: (image["width"], image["height"]) for image in data["images"]}
+    for ann in data["annotations"]:
+        scale = sizes[ann["image_id"]]
+        coords = " ".join(repr(v / scale[i % 2]) for i, v in enumerate(ann["segmentation"][0]))
+        lines[ann["image_id"]].append(f"{class_index[ann['category_id']]} {coords}")
+    os.makedirs(label_dir, exist_ok=True)
+    for image in data["images"]:
+        stem = os.path.splitext(image["file_name"])[0]
+        with open(os.path.join(label_dir, stem + ".txt"), "w", encoding="utf-8") as handle:
+            handle.write("".join(line + "\n" for line in lines[image["id"]]))
+
+
+def make_shapes_yolo_dataset(
+    out_dir: str | os.PathLike[str],
+    split: str = "val",
+    num_images: int = 32,
+    size: tuple[int, int] = (64, 64),
+    seed: int = 0,
+) -> str:
+    """Write a shapes split in the Ultralytics layout (``images/<split>``, ``labels/<split>``, ``data.yaml``).
+
+    The same polygons are also written as a COCO file, ``images/<split>/annotations.json``, so the two formats can
+    be compared. Calling it again for another split adds that split to ``data.yaml``. Power-of-two image sizes keep
+    the normalised coordinates exact.
+
+    Returns:
+        Path of ``data.yaml``.
+
+    Example:
+        >>> import tempfile
+        >>> path = make_shapes_yolo_dataset(tempfile.mkdtemp(), num_images=2)
+        >>> sorted(yaml.safe_load(open(path)))
+        ['names', 'path', 'val']
+    """
+    out_dir = os.fspath(out_dir)
+    image_dir = os.path.join(out_dir, "images", split)
+    json_path = make_shapes_dataset(image_dir, num_images, size, seed=seed, disc_polygons=True)
+    _write_yolo_labels(json_path, os.path.join(out_dir, "labels", split))
+    yaml_path = os.path.join(out_dir, "data.yaml")
+    spec: dict = {"path": ".", "names": list(SHAPE_CLASSES)}
+    if os.path.isfile(yaml_path):
+        with open(yaml_path, encoding="utf-8") as handle:
+            spec = yaml.safe_load(handle)
+    spec[split] = f"images/{split}"
+    with open(yaml_path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(spec, handle, sort_keys=False)
+    return yaml_path

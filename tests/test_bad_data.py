@@ -1,0 +1,105 @@
+"""Bad dataset files give one DataError line naming the file and the entry, at load time (issue 12 rows 10, 14)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+from PIL import Image
+
+import sparseinst_zoo
+from sparseinst_zoo.cli import main
+from sparseinst_zoo.data import CocoInstances
+from sparseinst_zoo.errors import DataError
+from sparseinst_zoo.evaluation import METRIC_KEYS, evaluate
+
+_MASK = np.zeros((20, 30), np.uint8)
+_MASK[4:9, 2:12] = 1
+_COUNTS = mask_utils.encode(np.asfortranarray(_MASK))["counts"].decode()
+_WIDER_COUNTS = mask_utils.encode(np.asfortranarray(np.pad(_MASK, ((0, 0), (0, 1)))))["counts"].decode()
+
+
+def _dataset(tmp_path, mutate):
+    Image.fromarray(np.full((20, 30, 3), 60, np.uint8)).save(tmp_path / "1.png")
+    data = {
+        "images": [{"id": 1, "file_name": "1.png", "height": 20, "width": 30}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 5, "segmentation": [[0, 0, 5, 0, 5, 5]], "area": 9}],
+        "categories": [{"id": 5, "name": "a"}],
+    }
+    mutate(data)
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _set_ann(**values):
+    return lambda d: d["annotations"][0].update(values)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (_set_ann(category_id=3.9), "annotation id 7 has category_id 3.9; expected an integer"),
+        (lambda d: d["images"][0].update(height=64.7), "image id 1 has height 64.7; expected an integer"),
+        (lambda d: d["images"][0].update(id=True), "image has id True; expected an integer"),
+        (_set_ann(segmentation={"size": 64, "counts": _COUNTS}), r"annotation id 7 .*RLE 'size' must be \[height, w"),
+        (_set_ann(id=[1, 2]), r"annotation has id \[1, 2\]; expected an integer"),
+        (
+            _set_ann(segmentation={"size": [20, 30], "counts": "garbage"}),
+            "annotation id 7 .*compressed RLE 'counts' is not a valid COCO encoding",
+        ),
+        (
+            _set_ann(segmentation={"size": [20, 30], "counts": _WIDER_COUNTS}),
+            "annotation id 7 .*compressed RLE 'counts' covers 620 pixels; the image has height x width = 600",
+        ),
+        (
+            _set_ann(segmentation={"size": [20, 30], "counts": _COUNTS}, iscrowd=1, id=8),
+            None,
+        ),  # a valid crowd RLE loads
+        (_set_ann(area="big"), "annotation id 7 .*'area' must be a non-negative number, got 'big'"),
+        (_set_ann(area=float("nan")), "annotation id 7 .*'area' must be a non-negative number"),
+        (_set_ann(iscrowd=2), "annotation id 7 .*'iscrowd' must be 0 or 1, got 2"),
+    ],
+)
+def test_bad_coco_entries_are_one_line_data_errors(tmp_path, mutate, message):
+    path = _dataset(tmp_path, mutate)
+    for keep_crowd in (False, True):  # training drops crowd annotations, evaluation keeps them: both validate
+        if message is None:
+            CocoInstances(path, tmp_path, keep_crowd=keep_crowd)
+            continue
+        with pytest.raises(DataError, match=message) as err:
+            CocoInstances(path, tmp_path, keep_crowd=keep_crowd)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_corrupt_crowd_rle_is_rejected_for_evaluation_too(tmp_path):
+    path = _dataset(tmp_path, _set_ann(segmentation={"size": [20, 30], "counts": "garbage"}, iscrowd=1))
+    with pytest.raises(DataError, match="annotation id 7"):
+        CocoInstances(path, tmp_path, keep_crowd=True)
+
+
+def test_non_utf8_json_names_the_file(tmp_path):
+    path = _dataset(tmp_path, lambda d: d["categories"][0].update(name="caf\u00e9"))
+    path.write_bytes(path.read_bytes().replace(b"caf\\u00e9", b"caf\xe9"))
+    with pytest.raises(DataError, match=f"{path} is not UTF-8 text"):
+        CocoInstances(path, tmp_path)
+
+
+def test_dataset_without_images_has_undefined_metrics(tmp_path, capsys):
+    path = _dataset(tmp_path, lambda d: d.update(images=[], annotations=[]))
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=1)
+    metrics = evaluate(model, path, tmp_path)
+    assert all(metrics[key] is None for key in METRIC_KEYS) and metrics["per_class"] == {"a": None}
+    model.save_pretrained(tmp_path / "model")
+    assert main(["val", str(tmp_path / "model"), "--json", str(path), "--images", str(tmp_path), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "0.00" not in out and "every metric is undefined" in out
+
+
+def test_images_without_annotations_have_undefined_metrics(tmp_path):
+    path = _dataset(tmp_path, lambda d: d.update(annotations=[]))
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=1)
+    metrics = evaluate(model, path, tmp_path)
+    assert all(metrics[key] is None for key in METRIC_KEYS)

@@ -125,7 +125,7 @@ def undefined_metrics(label_names: tuple[str, ...]) -> dict[str, Any]:
 
 def _detections_object(gt: Any, detections: list[dict[str, Any]], coco_class: Any) -> Any:
     if detections:
-        return gt.loadRes(detections)
+        return gt.loadRes([dict(d) for d in detections])  # loadRes adds keys to the dicts: keep the caller's intact
     empty = coco_class()  # loadRes rejects an empty list; no detections is a valid (zero) result
     empty.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": []}
     empty.createIndex()

@@ -1,0 +1,183 @@
+"""YOLO-format (Ultralytics) segmentation datasets and dataset YAML files: reading, validation, same AP as COCO."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import sparseinst_zoo
+from sparseinst_zoo.cli import main
+from sparseinst_zoo.data import CocoInstances, YoloInstances, build_dataset, load_dataset_spec, load_instances
+from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_yolo_dataset
+from sparseinst_zoo.errors import DataError
+from sparseinst_zoo.evaluation import evaluate, score_detections
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("yolo_shapes")
+    make_shapes_yolo_dataset(root, "train", num_images=3, seed=1)
+    return root, make_shapes_yolo_dataset(root, "val", num_images=6, seed=2)
+
+
+def _coco_twin(root):
+    return CocoInstances(root / "images/val/annotations.json", root / "images/val", keep_crowd=True)
+
+
+def _perturbed_detections(dataset, seed=0):
+    """Ground-truth masks shifted by a pixel, some relabelled, with random scores: metrics well inside (0, 100)."""
+    rng = np.random.default_rng(seed)
+    detections = []
+    for image in dataset.images:
+        labels, masks = dataset.load_targets(image)
+        for label, mask in zip(labels, masks):
+            mask = np.roll(mask, int(rng.integers(-2, 3)), axis=int(rng.integers(2)))
+            if rng.random() < 0.2:
+                label = (label + 1) % dataset.num_classes
+            rle = mask_utils.encode(np.asfortranarray(mask))
+            rle["counts"] = rle["counts"].decode()
+            detections.append({"image_id": image.id, "category_id": dataset.category_ids[label],
+                               "segmentation": rle, "score": float(rng.random())})  # fmt: skip
+    return detections
+
+
+def test_yolo_split_reads_the_same_instances_as_its_coco_twin(shapes):
+    root, data_yaml = shapes
+    yolo, coco = load_instances(data_yaml, split="val"), _coco_twin(root)
+    assert isinstance(yolo, YoloInstances) and yolo.label_names == coco.label_names == SHAPE_CLASSES
+    assert [(i.file_name, i.height, i.width) for i in yolo.images] == [
+        (f"images/val/{i.file_name}", i.height, i.width) for i in coco.images
+    ]
+    for y_image, c_image in zip(yolo.images, coco.images):
+        y_labels, y_masks = yolo.load_targets(y_image)
+        c_labels, c_masks = coco.load_targets(c_image)
+        assert y_labels.tolist() == c_labels.tolist() and np.array_equal(y_masks, c_masks)
+    assert len(build_dataset(load_dataset_spec(data_yaml), "train").images) == 3
+
+
+def test_yolo_and_coco_give_the_same_mask_ap(shapes):
+    root, data_yaml = shapes
+    yolo, coco = load_instances(data_yaml), _coco_twin(root)
+    by_name = {i.file_name: i.id for i in coco.images}
+    yolo_detections = _perturbed_detections(yolo)
+    to_coco_id = {y.id: by_name[y.file_name.split("/")[-1]] for y in yolo.images}
+    coco_detections = [{**d, "image_id": to_coco_id[d["image_id"]],
+                        "category_id": coco.category_ids[yolo.category_to_label[d["category_id"]]]}
+                       for d in yolo_detections]  # fmt: skip
+    for backend in ("pycocotools", "faster"):
+        from_yolo = score_detections(yolo, yolo_detections, backend)
+        assert 5.0 < from_yolo["AP"] < 95.0
+        assert from_yolo == score_detections(coco, coco_detections, backend)
+    torch.manual_seed(0)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3).eval()
+    kwargs = {"batch_size": 3, "backend": "pycocotools"}
+    assert evaluate(model, data_yaml, **kwargs) == evaluate(model, root / "images/val/annotations.json",
+                                                            root / "images/val", **kwargs)  # fmt: skip
+
+
+def test_cli_val_takes_a_data_yaml(shapes, tmp_path, capsys):
+    root, data_yaml = shapes
+    sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3).save_pretrained(tmp_path / "model")
+    out = tmp_path / "metrics.json"
+    argv = ["val", str(tmp_path / "model"), "--data", str(data_yaml), "--workers", "0", "--out", str(out)]
+    assert main([*argv, "--coco-eval", "pycocotools"]) == 0
+    assert "triangle" in capsys.readouterr().out and set(json.loads(out.read_text())["per_class"]) == set(SHAPE_CLASSES)
+    assert main([*argv, "--split", "test"]) == 1
+    assert "has no 'test' split" in capsys.readouterr().err
+
+
+def _layout(tmp_path, labels, names=("a", "b"), yaml_text=None):
+    """One 32x16 image ``images/val/x.png`` with label file content ``labels`` (None: no file) and a data.yaml."""
+    (tmp_path / "images/val").mkdir(parents=True)
+    Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(tmp_path / "images/val/x.png")
+    if labels is not None:
+        (tmp_path / "labels/val").mkdir(parents=True)
+        (tmp_path / "labels/val/x.txt").write_text(labels)
+    path = tmp_path / "data.yaml"
+    path.write_text(yaml_text if yaml_text is not None else yaml.safe_dump({"val": "images/val", "names": list(names)}))
+    return path
+
+
+@pytest.mark.parametrize("labels", [None, "", "\n\n"])
+def test_missing_or_empty_label_files_are_images_without_objects(tmp_path, labels):
+    dataset = load_instances(_layout(tmp_path, labels))
+    assert len(dataset.images) == 1 and dataset.images[0].annotations == []
+    assert (dataset.images[0].height, dataset.images[0].width) == (16, 32)
+
+
+def test_polygons_scale_to_pixels_and_short_ones_are_dropped_with_a_warning(tmp_path, caplog):
+    dataset = load_instances(_layout(tmp_path, "1 0 0 0.5 0 0.5 1\n0 0.5 0.5 0.25 0.75\n"))
+    (annotation,) = dataset.images[0].annotations
+    assert annotation["label"] == 1 and annotation["segmentation"] == [[0.0, 0.0, 16.0, 0.0, 16.0, 16.0]]
+    assert dataset.num_dropped == 1 and "x.txt:2" in caplog.text and "fewer than 3 points" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ("2 0 0 1 0 1 1\n", r"x.txt:1: class 2 is not one of the dataset's class indices \[0, 1\]"),
+        ("0 0 0 1 0 1 1\n0.5 0 0 1 0 1 1\n", "x.txt:2: class 0.5 is not one of"),
+        ("cat 0 0 1 0 1 1\n", "x.txt:1: class 'cat' is not an integer"),
+        ("0 0 0 1 0 1\n", "x.txt:1: 5 coordinates after the class"),
+        ("0 0 0 1 0 1 x\n", "x.txt:1: coordinates must be numbers"),
+        ("0 0 0 1.5 0 1 1\n", "x.txt:1: coordinates must be normalised to 0..1"),
+        ("0 0 0 nan 0 1 1\n", "x.txt:1: coordinates must be normalised"),
+    ],
+)
+def test_bad_label_lines_name_the_file_and_line(tmp_path, labels, message):
+    with pytest.raises(DataError, match=message):
+        load_instances(_layout(tmp_path, labels))
+
+
+def test_image_lists_name_dicts_and_coco_splits_in_one_yaml(tmp_path):
+    path = _layout(tmp_path, "1 0 0 1 0 1 1\n")
+    (tmp_path / "val.txt").write_text("./images/val/x.png\n")
+    Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(tmp_path / "solo.png")
+    coco = {"images": [{"id": 4, "file_name": "x.png", "height": 16, "width": 32}], "annotations": [],
+            "categories": [{"id": 1, "name": "a"}, {"id": 9, "name": "b"}]}  # fmt: skip
+    (tmp_path / "test.json").write_text(json.dumps(coco))
+    spec = {"path": ".", "train": ["val.txt", "solo.png"], "val": "val.txt",
+            "test": {"json": "test.json", "images": "images/val"}, "names": {0: "a", 1: "b"}}  # fmt: skip
+    path.write_text(yaml.safe_dump(spec))
+    assert [i.path for i in load_instances(path, split="train").images] == [
+        str(tmp_path / "images/val/x.png"), str(tmp_path / "solo.png")]  # fmt: skip
+    assert load_instances(path, split="val").images[0].annotations[0]["label"] == 1
+    test = load_instances(path, split="test")
+    assert isinstance(test, CocoInstances) and test.category_ids == (1, 9)
+    with pytest.raises(DataError, match="'names' .* differ from the categories of"):
+        path.write_text(yaml.safe_dump({**spec, "names": ["a", "c"]}))
+        load_instances(path, split="test")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "error", "message"),
+    [
+        ("val: images/val\n", DataError, "YOLO-format splits need 'names'"),
+        ("names: [a]\n", DataError, "names no split"),
+        ("val: [images/val\n", DataError, "is not valid YAML"),
+        ("- a\n", DataError, "a dataset YAML file is a mapping"),
+        ("val: images/val\nnames: [a, b]\nnc: 3\n", DataError, "nc is 3 but 'names' lists 2 classes"),
+        ("val: images/val\nnames: {a: b}\n", DataError, "'names' entry 'a'"),
+        ("val: {json: x.json}\nnames: [a]\n", DataError, "a COCO split is"),
+        ("val: images/nope\nnames: [a]\n", FileNotFoundError, r"\(val\): .*images/nope is not an image folder"),
+        ("path: nowhere\nval: images/val\nnames: [a]\n", FileNotFoundError, "dataset folder 'path: nowhere'"),
+    ],
+)
+def test_bad_dataset_yaml_files(tmp_path, yaml_text, error, message):
+    path = _layout(tmp_path, None, yaml_text=yaml_text)
+    with pytest.raises(error, match=message) as err:
+        load_instances(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_yaml_takes_no_image_folder_and_a_json_needs_one(tmp_path):
+    with pytest.raises(DataError, match="dataset YAML file: it names its own image folders"):
+        load_instances(tmp_path / "data.yaml", tmp_path)
+    with pytest.raises(DataError, match="COCO JSON file: also give its image folder"):
+        load_instances(tmp_path / "ann.json")

@@ -1,4 +1,4 @@
-"""COCO evaluation: perfect detections score 100, key layout, class-count checks, atomic JSON output."""
+"""COCO evaluation: perfect detections score 100, key layout, class-count checks, atomic JSON output, backends."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 
+import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 import torch
@@ -14,7 +15,15 @@ from pycocotools.cocoeval import COCOeval
 import sparseinst_zoo
 from sparseinst_zoo.data import CocoInstances
 from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
-from sparseinst_zoo.evaluation import METRIC_KEYS, coco_ground_truth, evaluate, summarize_coco_eval
+from sparseinst_zoo.errors import SparseInstError
+from sparseinst_zoo.evaluation import (
+    METRIC_KEYS,
+    coco_ground_truth,
+    evaluate,
+    resolve_backend,
+    score_detections,
+    summarize_coco_eval,
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +90,50 @@ def test_evaluate_warns_when_the_model_was_trained_on_other_classes(shapes, capl
     model.pretrained_cfg = model.pretrained_cfg.replace(label_names=("cat", "dog", "bird"))
     evaluate(model, json_path, images, batch_size=6)
     assert "the model's classes ['cat', 'dog', 'bird'] differ from the categories of" in caplog.text
+
+
+def _noisy_detections(coco, seed=0):
+    """Ground-truth masks shifted by up to 2 px, some relabelled, random scores: AP well inside (0, 100)."""
+    rng = np.random.default_rng(seed)
+    detections = []
+    for image in coco.images:
+        labels, masks = coco.load_targets(image)
+        for label, mask in zip(labels, masks):
+            mask = np.roll(mask, int(rng.integers(-2, 3)), axis=int(rng.integers(2)))
+            label = (label + 1) % coco.num_classes if rng.random() < 0.2 else label
+            rle = mask_utils.encode(np.asfortranarray(mask))
+            rle["counts"] = rle["counts"].decode()
+            detections.append({"image_id": image.id, "category_id": coco.category_ids[label], "segmentation": rle,
+                               "score": float(rng.random())})  # fmt: skip
+    return detections
+
+
+def test_faster_coco_eval_and_pycocotools_agree(tmp_path):
+    path = make_shapes_dataset(tmp_path, num_images=40, size=(64, 80), max_shapes=4, seed=9)
+    coco = CocoInstances(path, tmp_path, keep_crowd=True)
+    detections = _noisy_detections(coco)
+    slow = score_detections(coco, detections, "pycocotools")
+    fast = score_detections(coco, detections, "faster")
+    assert 5.0 < slow["AP"] < 95.0 and resolve_backend("auto") == "faster"
+    for key in METRIC_KEYS:
+        assert (slow[key] is None and fast[key] is None) or abs(slow[key] - fast[key]) < 1e-4 * 100, key
+    assert all(abs(slow["per_class"][n] - fast["per_class"][n]) < 1e-2 for n in SHAPE_CLASSES)  # 1e-4 in [0, 1]
+    with pytest.raises(SparseInstError, match="backend must be one of"):
+        score_detections(coco, detections, "fast")
+
+
+def test_no_detections_score_zero_where_there_is_ground_truth(shapes):
+    coco = CocoInstances(*shapes, keep_crowd=True)
+    for backend in ("pycocotools", "faster"):
+        metrics = score_detections(coco, [], backend)
+        assert metrics["AP"] == 0.0 and metrics["APl"] is None  # 64 px images hold no large object
+
+
+def test_precision_and_the_deprecated_half_alias(shapes):
+    torch.manual_seed(0)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3)
+    reference = evaluate(model, *shapes, batch_size=6, precision="fp32")
+    with pytest.warns(FutureWarning, match="half=.* is deprecated; use precision="):
+        assert evaluate(model, *shapes, batch_size=6, half=False) == reference
+    with pytest.raises(SparseInstError, match="precision must be one of"):
+        evaluate(model, *shapes, precision="int8")

@@ -281,7 +281,7 @@ def evaluate(
         (61.3, ['AP', 'AP50', 'AP75'])
     """
     precision = _merge_precision(precision, half)
-    backend = resolve_backend(backend)  # fail before predicting when the backend is missing
+    scorer = resolve_backend(backend)  # fail before predicting when the backend is missing
     dataset = dataset if dataset is not None else coco
     if dataset is None:
         if data is None:
@@ -297,11 +297,11 @@ def evaluate(
     else:
         predictor = Predictor(
             model, score_threshold=score_threshold, max_detections=max_detections, min_size=min_size,
-            max_size=max_size, device=device, half=precision, batch_size=batch_size, keep_image=False,
+            max_size=max_size, device=device, half=precision or False, batch_size=batch_size, keep_image=False,
         )  # fmt: skip
         detections = _predict_shard(predictor, dataset, batch_size, workers, progress)
         if rank == 0:
-            metrics = score_detections(dataset, detections, backend)
+            metrics = score_detections(dataset, detections, scorer)
     if rank == 0 and out is not None:
         atomic_write_json(out, metrics, allow_nan=False)
     if world > 1 and dataset.images:

@@ -26,9 +26,11 @@ def resize(image: np.ndarray, masks: np.ndarray, height: int, width: int) -> tup
     """Image bilinear (PIL, as the reference), masks nearest neighbour."""
     if image.shape[:2] == (height, width):
         return image, masks
-    image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    image = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
     if masks.shape[0]:
-        masks = np.stack([np.asarray(Image.fromarray(m).resize((width, height), Image.NEAREST)) for m in masks])
+        masks = np.stack(
+            [np.asarray(Image.fromarray(m).resize((width, height), Image.Resampling.NEAREST)) for m in masks]
+        )
     else:
         masks = np.zeros((0, height, width), dtype=np.uint8)
     return image, masks
@@ -102,13 +104,13 @@ class Augmentation:
     def __call__(self, image: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
         if not self.train:
-            height, width = get_output_shape(*image.shape[:2], max(cfg.min_sizes), cfg.max_size)
+            height, width = get_output_shape(image.shape[0], image.shape[1], max(cfg.min_sizes), cfg.max_size)
             return resize(image, masks, height, width)
         if rng.random() < cfg.flip_prob:
             image, masks = hflip(image, masks)
         if cfg.crop and rng.random() < cfg.crop_prob:
             short = int(rng.choice(cfg.crop_resize_sizes))
-            height, width = get_output_shape(*image.shape[:2], short, 10**9)
+            height, width = get_output_shape(image.shape[0], image.shape[1], short, 10**9)
             image, masks = resize(image, masks, height, width)
             low, high = cfg.crop_size
             crop_h = int(rng.integers(min(height, low), min(height, high) + 1))
@@ -117,5 +119,5 @@ class Augmentation:
             left = int(rng.integers(width - crop_w + 1))
             image, masks = crop(image, masks, top, left, crop_h, crop_w)
         short = int(rng.choice(cfg.min_sizes))
-        height, width = get_output_shape(*image.shape[:2], short, cfg.max_size)
+        height, width = get_output_shape(image.shape[0], image.shape[1], short, cfg.max_size)
         return resize(image, masks, height, width)

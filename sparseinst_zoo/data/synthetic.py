@@ -67,7 +67,8 @@ def make_shapes_dataset(
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(seed)
     height, width = size
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for image_id in range(1, num_images + 1):
         background = (rng.random((height, width, 3)) * 90 + 20).astype(np.uint8)
         canvas = Image.fromarray(background)

@@ -13,7 +13,16 @@ from PIL import Image
 
 import sparseinst_zoo
 from sparseinst_zoo.cli import main
-from sparseinst_zoo.data import CocoInstances, YoloInstances, build_dataset, load_dataset_spec, load_instances
+from sparseinst_zoo.data import (
+    Augmentation,
+    AugmentConfig,
+    CocoInstances,
+    InstanceDataset,
+    YoloInstances,
+    build_dataset,
+    load_dataset_spec,
+    load_instances,
+)
 from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_yolo_dataset
 from sparseinst_zoo.errors import DataError
 from sparseinst_zoo.evaluation import evaluate, score_detections
@@ -181,3 +190,15 @@ def test_a_yaml_takes_no_image_folder_and_a_json_needs_one(tmp_path):
         load_instances(tmp_path / "data.yaml", tmp_path)
     with pytest.raises(DataError, match="COCO JSON file: also give its image folder"):
         load_instances(tmp_path / "ann.json")
+
+
+def test_training_samples_of_a_yolo_split_equal_those_of_its_coco_twin(shapes):
+    root, data_yaml = shapes
+    augmentation = Augmentation(AugmentConfig(min_sizes=(48, 64), max_size=96))
+    yolo = InstanceDataset(load_instances(data_yaml, split="train"), augmentation)
+    coco = InstanceDataset(CocoInstances(root / "images/train/annotations.json", root / "images/train"), augmentation)
+    assert len(yolo) == len(coco) == 3
+    for index in range(3):
+        a, b = yolo[(index, 7 + index)], coco[(index, 7 + index)]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["masks"], b["masks"])
+        assert torch.equal(a["labels"], b["labels"]) and a["image_id"] == b["image_id"]

@@ -44,14 +44,14 @@ def google_style(text: str) -> str:
     """The docstring ``text`` with both habits rewritten (see the module docstring).
 
     Example:
-        >>> print(google_style("Args:\\n    h / w: size.\\n\\nExample:\\n    >>> 1\\n    1"))
+        >>> print(google_style("Args:\\n    h / w: size,\\n        in pixels.\\nExample:\\n    f(1)"))
         Args:
-            h: size.
-            w: size.
-        <BLANKLINE>
+            h: size,
+                in pixels.
+            w: size,
+                in pixels.
         Examples:
-            >>> 1
-            1
+            f(1)
     """
     return split_pairs(_EXAMPLE.sub(r"\1Examples:", text))
 

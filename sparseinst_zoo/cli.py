@@ -114,27 +114,32 @@ def _command_in(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sparseinst`` command. Returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(_command_in(argv))
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    debug = args.debug or os.environ.get("SPARSEINST_DEBUG", "") not in ("", "0")
+    # what is known before parsing, for a Ctrl-C or an error while the command's module is imported
+    args = argparse.Namespace(command=_command_in(argv), debug="--debug" in argv)
     try:
+        parser = build_parser(args.command)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         _report_interrupt(args, sys.stderr)
         return 130
     except USER_ERRORS as err:
-        if debug:
+        if args.debug or os.environ.get("SPARSEINST_DEBUG", "") not in ("", "0"):
             raise
-        print(f"sparseinst {args.command}: error: {str(err) or type(err).__name__}", file=sys.stderr)
+        print(f"{_prog(args)}: error: {str(err) or type(err).__name__}", file=sys.stderr)
         print("(run with --debug for the full traceback)", file=sys.stderr)
         return 1
     except Exception:
         traceback.print_exc()
-        _report_bug(args.command, sys.stderr)
+        _report_bug(args, sys.stderr)
         return 1
+
+
+def _prog(args: argparse.Namespace) -> str:
+    return f"sparseinst {args.command}" if args.command else "sparseinst"
 
 
 def _report_interrupt(args: argparse.Namespace, stream: TextIO) -> None:
@@ -142,12 +147,12 @@ def _report_interrupt(args: argparse.Namespace, stream: TextIO) -> None:
     if stream.isatty():
         stream.write("\n")
     hint = getattr(args, "resume_hint", None)
-    print(f"sparseinst {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=stream)
+    print(f"{_prog(args)}: interrupted" + (f"; {hint}" if hint else ""), file=stream)
 
 
-def _report_bug(command: str, stream: TextIO) -> None:
+def _report_bug(args: argparse.Namespace, stream: TextIO) -> None:
     print(
-        f"sparseinst {command}: this is a bug in sparseinst-zoo {__version__}, not something you did wrong. Please "
+        f"{_prog(args)}: this is a bug in sparseinst-zoo {__version__}, not something you did wrong. Please "
         f"report it at {ISSUES_URL} with the command you ran and the traceback above.",
         file=stream,
     )

@@ -53,7 +53,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None],
     """Call ``write(handle)`` on a temporary file and move it to ``path`` only if it succeeded."""
 
     def save(tmp: str) -> None:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as handle:
             write(handle)
 
     return atomic_save(path, save)

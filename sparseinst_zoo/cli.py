@@ -1,8 +1,14 @@
 """The ``sparseinst`` command line.
 
 Each sub-command lives in its own module under :mod:`sparseinst_zoo.commands` and exposes ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports happen inside ``run`` so that ``sparseinst --help``
-stays fast.
+``add_arguments(parser)`` and ``run(args) -> int``. The table :data:`COMMANDS` names the module and repeats the one
+line of help, so that ``sparseinst --help`` and ``--version`` import no command module (and no torch): a command's
+module is imported only when that command runs or its own ``--help`` is asked for.
+
+Errors: a :class:`~sparseinst_zoo.errors.SparseInstError` or an ``OSError`` (a user's mistake or the environment)
+prints one line; anything else is a bug and prints its traceback and where to report it. A command may set
+``resume_hint`` on its arguments (``parser.set_defaults(resume_hint=...)`` or ``args.resume_hint = ...`` in
+``run``), printed after Ctrl-C.
 
 Example:
     $ sparseinst list 'sparseinst_r50*' --pretrained
@@ -14,63 +20,142 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from types import ModuleType
+from typing import NamedTuple, TextIO
 
+from .errors import SparseInstError
 from .version import __version__
 
-# sub-command name -> module in sparseinst_zoo.commands
-COMMANDS: dict[str, str] = {
-    "list": "list_models",
-    "predict": "predict",
-    "convert": "convert",
-    "train": "train",
-    "val": "val",
-    "export": "export",
-    "benchmark": "benchmark",
+__all__ = ["COMMANDS", "ISSUES_URL", "USER_ERRORS", "Command", "build_parser", "import_command", "main"]
+
+ISSUES_URL = "https://github.com/sparseinst-zoo/sparseinst-zoo/issues"
+
+
+class Command(NamedTuple):
+    """A sub-command: its module under :mod:`sparseinst_zoo.commands` and its one line of help (the module's HELP)."""
+
+    module: str
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "list": Command(
+        "list_models",
+        "list the models (name pattern, e.g. 'r50' or 'sparseinst_*giam*') with reference COCO AP and FPS",
+    ),
+    "predict": Command(
+        "predict", "segment instances in images, folders, globs or videos; write overlay images and COCO-style JSON"
+    ),
+    "convert": Command(
+        "convert",
+        "convert a reference SparseInst checkpoint (detectron2 or MMDetection .pth) to safetensors + config.json",
+    ),
+    "train": Command(
+        "train", "fine-tune or train a model on a COCO-format dataset (AMP, EMA, resume, DDP via torchrun)"
+    ),
+    "val": Command("val", "evaluate COCO mask AP (AP, AP50, AP75, APs, APm, APl, per class) on a COCO-format dataset"),
+    "export": Command(
+        "export",
+        "export a model to ONNX (normalisation inside, exact pyramid pooling, DCN as DeformConv) or torch.export .pt2",
+    ),
+    "benchmark": Command(
+        "benchmark",
+        "measure latency (median/p10/p90), images/s, peak memory and GFLOPs of a model and its fast inference paths",
+    ),
 }
 
-# Errors a user can cause (bad paths, names, arguments, files). They are shown as one clear line, not a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
-                                                 KeyError, OSError, RuntimeError)
+# Errors a user (or the machine) causes: shown as one line, not a traceback. Plain ValueError stays here until every
+# user-facing ValueError in the library is a SparseInstError; RuntimeError, KeyError & co. are bugs.
+USER_ERRORS: tuple[type[Exception], ...] = (SparseInstError, OSError, ValueError)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every available sub-command."""
+def import_command(name: str) -> ModuleType:
+    """The module of sub-command ``name`` (imported now, not before: it may pull heavy dependencies)."""
+    return importlib.import_module(f"sparseinst_zoo.commands.{COMMANDS[name].module}")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every sub-command by name and help, with the options of ``command`` only.
+
+    Args:
+        command: the sub-command whose module is imported and whose options are registered; None registers none
+            (enough for ``sparseinst --help`` and ``--version``).
+
+    Example:
+        >>> parser = build_parser()
+        >>> parser.parse_args(["--debug"]).debug
+        True
+    """
     parser = argparse.ArgumentParser(
         prog="sparseinst",
-        description="SparseInst instance segmentation (list, predict, convert, train, val, export, benchmark).",
+        description=f"SparseInst instance segmentation ({', '.join(COMMANDS)}).",
+        epilog="Run `sparseinst COMMAND --help` for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"sparseinst-zoo {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(f"sparseinst_zoo.commands.{module_name}")
-        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(sub)
-        sub.set_defaults(_run=module.run)
+    for name, entry in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=entry.help, description=entry.help)
+        if name == command:
+            module = import_command(name)
+            module.add_arguments(sub)
+            sub.set_defaults(_run=module.run)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv``: the first word that is not an option (the top-level options take no value)."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return first if first in COMMANDS else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sparseinst`` command. Returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    debug = args.debug or os.environ.get("SPARSEINST_DEBUG", "") not in ("", "0")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # what is known before parsing, for a Ctrl-C or an error while the command's module is imported
+    args = argparse.Namespace(command=_command_in(argv), debug="--debug" in argv)
     try:
+        parser = build_parser(args.command)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _report_interrupt(args, sys.stderr)
         return 130
     except USER_ERRORS as err:
-        if debug:
+        if args.debug or os.environ.get("SPARSEINST_DEBUG", "") not in ("", "0"):
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"sparseinst {args.command}: error: {message}", file=sys.stderr)
+        print(f"{_prog(args)}: error: {str(err) or type(err).__name__}", file=sys.stderr)
         print("(run with --debug for the full traceback)", file=sys.stderr)
         return 1
+    except Exception:
+        traceback.print_exc()
+        _report_bug(args, sys.stderr)
+        return 1
+
+
+def _prog(args: argparse.Namespace) -> str:
+    return f"sparseinst {args.command}" if args.command else "sparseinst"
+
+
+def _report_interrupt(args: argparse.Namespace, stream: TextIO) -> None:
+    """'interrupted' on its own line (a progress bar or the terminal's ^C may hold the cursor mid-line)."""
+    if stream.isatty():
+        stream.write("\n")
+    hint = getattr(args, "resume_hint", None)
+    print(f"{_prog(args)}: interrupted" + (f"; {hint}" if hint else ""), file=stream)
+
+
+def _report_bug(args: argparse.Namespace, stream: TextIO) -> None:
+    print(
+        f"{_prog(args)}: this is a bug in sparseinst-zoo {__version__}, not something you did wrong. Please "
+        f"report it at {ISSUES_URL} with the command you ran and the traceback above.",
+        file=stream,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

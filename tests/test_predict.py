@@ -129,7 +129,7 @@ def test_stream_and_options(tiny_model, rgb_image):
 
 def test_bf16_autocast_runs_on_cpu(tiny_model, rgb_image):
     fp32 = predict(tiny_model, rgb_image, score_threshold=0.0)[0]
-    bf16 = predict(tiny_model, rgb_image, half="bf16", score_threshold=0.0)[0]
+    bf16 = predict(tiny_model, rgb_image, precision="bf16", score_threshold=0.0)[0]
     assert len(bf16) == len(fp32) and bf16.scores.dtype == torch.float32
     torch.testing.assert_close(bf16.scores, fp32.scores, atol=0.02, rtol=0)
 
@@ -271,7 +271,7 @@ def test_unreadable_files_found_in_a_folder_or_glob_are_skipped(tiny_model, tmp_
         ({"mask_threshold": 0.0}, "mask_threshold"),
         ({"batch_size": 0}, "batch_size"),
         ({"max_detections": 0}, "max_detections"),
-        ({"half": "fp8"}, "half"),
+        ({"precision": "fp8"}, "precision"),
         ({"resize_backend": "cv2"}, "resize_backend"),
         ({"min_size": 0}, "min_size"),  # an explicit 0 is an error, not the model's default
         ({"max_size": 0}, "max_size"),

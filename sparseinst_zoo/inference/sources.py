@@ -25,7 +25,8 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -69,6 +70,7 @@ class SourceItem:
     path: str | None = None
     frame: int | None = None
     name: str = ""
+    found: bool = False  # found in a folder or by a glob (not named by the user): skipped if it cannot be used
 
 
 def sample_image_path() -> str:
@@ -97,13 +99,28 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise IsADirectoryError(f"expected an image file, got the folder {path!r}")
     try:
         with Image.open(path) as image:
+            if getattr(image, "n_frames", 1) > 1:
+                warnings.warn(f"{path} has {image.n_frames} frames (an animation); only the first is used. "
+                              "Convert it to a video (e.g. .mp4) to predict every frame", stacklevel=2)  # fmt: skip
             image = ImageOps.exif_transpose(image)
-            array = np.array(image.convert("RGB"))
+            array = _pil_to_rgb_array(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image {path!r}: not an image or the file is corrupt ({err})") from err
     if array.size == 0:
         raise ValueError(f"cannot read image {path!r}: it has no pixels")
     return np.ascontiguousarray(array)
+
+
+_WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _pil_to_rgb_array(image: Image.Image) -> np.ndarray:
+    """uint8 HxWx3 RGB of a PIL image; 16-bit grayscale (modes I;16 and I) is scaled to 8 bits, not clipped."""
+    if image.mode in _WIDE_INTEGER_MODES:
+        wide = np.asarray(image).astype(np.float64)
+        levels = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)  # 65535 -> 255, as ImageMagick/OpenCV
+        return np.repeat(levels[..., None], 3, axis=-1)
+    return np.array(image.convert("RGB"))
 
 
 def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
@@ -155,7 +172,7 @@ def to_rgb_uint8(image: Any, name: str = "image") -> np.ndarray:
         (4, 5, 3)
     """
     if isinstance(image, Image.Image):
-        return _array_to_rgb(np.asarray(image.convert("RGB")), name)
+        return _array_to_rgb(_pil_to_rgb_array(image), name)
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image, name)
     if isinstance(image, torch.Tensor):
@@ -338,20 +355,26 @@ def iter_source(source: Any) -> Iterator[SourceItem]:
     return iter_items(flatten_sources(source))
 
 
-def _iter_file(path: str) -> Iterator[SourceItem]:
-    path = str(path)  # a plain str on the results, also for a _FoundPath
+def _iter_file(item: str) -> Iterator[SourceItem]:
+    path, found = str(item), isinstance(item, _FoundPath)  # a plain str on the results, also for a _FoundPath
     if _is_video(path):
         for frame_index, frame in enumerate(iter_video_frames(path)):
-            yield SourceItem(frame, path=path, frame=frame_index, name=os.path.basename(path))
+            yield SourceItem(frame, path=path, frame=frame_index, name=os.path.basename(path), found=found)
     else:
-        yield SourceItem(load_image(path), path=path, name=os.path.basename(path))
+        yield SourceItem(load_image(path), path=path, name=os.path.basename(path), found=found)
 
 
-def iter_items(items: list[Any]) -> Iterator[SourceItem]:
+def _warn_skipped(path: str, error: Exception) -> None:
+    _logger.warning("skipped %s: %s", path, error)
+
+
+def iter_items(items: list[Any], on_skip: Callable[[str, Exception], None] | None = None) -> Iterator[SourceItem]:
     """Lazily decode the items of :func:`flatten_sources`; videos yield one item per frame.
 
-    Files found in folders or by globs that cannot be decoded are skipped with a warning (see the module doc).
+    Files found in folders or by globs that cannot be decoded are skipped (see the module doc) and reported as
+    ``on_skip(path, error)`` (default: a logged warning).
     """
+    report = on_skip or _warn_skipped
     decoded = 0
     skipped: list[str] = []
     for index, item in enumerate(items):
@@ -364,7 +387,7 @@ def iter_items(items: list[Any]) -> Iterator[SourceItem]:
                 if not isinstance(item, _FoundPath):  # a file the user named: never skipped
                     raise
                 skipped.append(str(item))
-                _logger.warning("skipped %s: %s", item, err, extra={"skipped_source": str(item)})
+                report(str(item), err)
         else:
             name = _describe(item, index)
             decoded += 1

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 import sparseinst_zoo
-from sparseinst_zoo.inference.precision import autocast_dtype
 from sparseinst_zoo.inference.optimize import (
     CUDAGraphRunner,
     OptimizedModel,
@@ -18,6 +17,7 @@ from sparseinst_zoo.inference.optimize import (
     optimize_for_inference,
     resolve_compile_mode,
 )
+from sparseinst_zoo.inference.precision import autocast_dtype
 
 
 def _count_bn(model: nn.Module) -> int:
@@ -318,3 +318,29 @@ def test_create_model_optimize_option(rgb_image):
     with torch.no_grad():
         torch.testing.assert_close(fast(x)["pred_logits"], model(x)["pred_logits"], rtol=1e-4, atol=1e-5)
     assert len(fast.predict(rgb_image, score_threshold=0.0)[0]) == 10
+
+
+@pytest.mark.parametrize(
+    ("module", "must_not_import"),
+    [
+        ("sparseinst_zoo.inference.optimize", "sparseinst_zoo.inference.predictor"),
+        ("sparseinst_zoo.inference.visualise", "sparseinst_zoo.inference.results"),
+        ("sparseinst_zoo.inference.masks", "sparseinst_zoo.inference.results"),
+    ],
+)
+def test_inference_modules_import_one_way(module, must_not_import):
+    """No import circle: optimize never imports the predictor back, the visualiser never imports Results."""
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print({must_not_import!r} in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_optimized_model_predict_needs_no_function_level_import():
+    import inspect
+    import re
+
+    from sparseinst_zoo.inference import optimize
+
+    assert not re.search(r"^\s+(from \S+ )?import ", inspect.getsource(optimize.OptimizedModel), re.MULTILINE)

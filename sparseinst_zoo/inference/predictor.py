@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._constants import DEFAULT_MEAN, DEFAULT_STD
+from .._constants import DEFAULT_MEAN, DEFAULT_SCORE_THRESHOLD, DEFAULT_STD
 from ..errors import DataError, SparseInstError
 from .network import OptimizeOption, inference_network, model_device
 from .postprocess import postprocess
@@ -33,9 +33,6 @@ from .writer import DEFAULT_RUN_DIR, ResultsWriter
 
 __all__ = ["Predictor", "predict", "DEFAULT_SCORE_THRESHOLD", "SkipCallback"]
 
-#: Display threshold of ``predict`` (Ultralytics' ``conf`` default): confident instances only. Evaluation passes the
-#: reference's 0.005 itself (``sparseinst_zoo.training.evaluate``).
-DEFAULT_SCORE_THRESHOLD = 0.25
 
 SkipCallback = Callable[[str, Exception], None]
 _logger = logging.getLogger("sparseinst_zoo")

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
+from .._constants import DEFAULT_PREDICT_DIR
 from .._io import atomic_write_json
 from .masks import rle_area
 from .results import Results
@@ -33,7 +34,7 @@ from .visualise import VideoWriter
 
 __all__ = ["DEFAULT_RUN_DIR", "ResultsWriter", "next_run_dir", "free_path"]
 
-DEFAULT_RUN_DIR = os.path.join("runs", "predict")
+DEFAULT_RUN_DIR = DEFAULT_PREDICT_DIR
 
 
 def next_run_dir(path: str | os.PathLike[str], exist_ok: bool = False) -> str:
@@ -81,7 +82,7 @@ class ResultsWriter:
         category_ids: the dataset id of each label (default: the labels).
         sources: the source paths of this run (never written to, whatever their folder).
         plot_options: keyword arguments of :meth:`Results.plot` (``alpha``, ``show_boxes``, ...).
-        description: the ``info.description`` of ``predictions.json``.
+        description: the ``info.description`` of ``predictions.json``; ``info``: more ``info`` fields.
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class ResultsWriter:
         sources: Iterable[Any] = (),
         plot_options: dict[str, Any] | None = None,
         description: str = "sparseinst predict",
+        info: dict[str, Any] | None = None,
     ) -> None:
         self.save_dir = next_run_dir(out, exist_ok)
         self.overlays = overlays
@@ -106,7 +108,8 @@ class ResultsWriter:
         self.written: list[str] = []
         self._taken = {os.path.realpath(s) for s in sources if isinstance(s, (str, os.PathLike))}
         self._videos: dict[str, VideoWriter] = {}
-        self._coco: dict[str, Any] = {"info": {"description": description}, "images": [], "annotations": []}
+        self._coco: dict[str, Any] = {"info": {"description": description, **(info or {})}, "images": [],
+                                      "annotations": []}  # fmt: skip
         self._count = 0
         os.makedirs(self.save_dir, exist_ok=True)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
+from pycocotools import mask as mask_utils  # type: ignore[import-untyped]
 
 __all__ = ["masks_to_boxes", "mask_to_polygons", "encode_rle", "rle_area"]
 
@@ -31,6 +31,7 @@ def masks_to_boxes(masks: ArrayLike) -> ArrayLike:
     if n == 0:
         return lib.zeros((0, 4), dtype=lib.float32) if lib is np else torch.zeros((0, 4), device=masks.device)
     rows, cols = masks.any(2), masks.any(1)  # (N, H), (N, W)
+    boxes: ArrayLike
     if lib is torch:
         ys = torch.arange(height, device=masks.device)
         xs = torch.arange(width, device=masks.device)
@@ -40,12 +41,10 @@ def masks_to_boxes(masks: ArrayLike) -> ArrayLike:
         x2 = torch.where(cols, xs + 1, 0).amax(1)
         boxes = torch.stack([x1, y1, x2, y2], 1).float()
     else:
-        ys, xs = np.arange(height), np.arange(width)
-        y1 = np.where(rows, ys, height).min(1)
-        y2 = np.where(rows, ys + 1, 0).max(1)
-        x1 = np.where(cols, xs, width).min(1)
-        x2 = np.where(cols, xs + 1, 0).max(1)
-        boxes = np.stack([x1, y1, x2, y2], 1).astype(np.float32)
+        rows_np, cols_np = np.arange(height), np.arange(width)
+        edges = [np.where(cols, cols_np, width).min(1), np.where(rows, rows_np, height).min(1),
+                 np.where(cols, cols_np + 1, 0).max(1), np.where(rows, rows_np + 1, 0).max(1)]  # fmt: skip
+        boxes = np.stack(edges, 1).astype(np.float32)
     empty = ~rows.any(1)
     boxes[empty] = 0
     return boxes

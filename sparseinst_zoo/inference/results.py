@@ -101,7 +101,8 @@ class Results:
         self.scores = scores
         self.labels = labels
         self.names = tuple(names)
-        self.image_size = tuple(int(s) for s in (image_size or masks.shape[-2:]))
+        height, width = (int(s) for s in (image_size or masks.shape[-2:]))
+        self.image_size: tuple[int, int] = (height, width)
         self.path = path
         self.orig_img = orig_img
         self.frame = frame

@@ -98,12 +98,12 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     if os.path.isdir(path):
         raise IsADirectoryError(f"expected an image file, got the folder {path!r}")
     try:
-        with Image.open(path) as image:
-            if getattr(image, "n_frames", 1) > 1:
-                warnings.warn(f"{path} has {image.n_frames} frames (an animation); only the first is used. "
+        with Image.open(path) as opened:
+            frames = int(getattr(opened, "n_frames", 1))
+            if frames > 1:
+                warnings.warn(f"{path} has {frames} frames (an animation); only the first is used. "
                               "Convert it to a video (e.g. .mp4) to predict every frame", stacklevel=2)  # fmt: skip
-            image = ImageOps.exif_transpose(image)
-            array = _pil_to_rgb_array(image)
+            array = _pil_to_rgb_array(ImageOps.exif_transpose(opened))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image {path!r}: not an image or the file is corrupt ({err})") from err
     if array.size == 0:

@@ -100,7 +100,7 @@ def resize_shortest_edge(image: np.ndarray, min_size: int, max_size: int) -> np.
     new_h, new_w = get_output_shape(image.shape[0], image.shape[1], min_size, max_size)
     if (new_h, new_w) == image.shape[:2]:
         return image
-    return np.array(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    return np.array(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
 
 
 def _resize_torch(image: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:

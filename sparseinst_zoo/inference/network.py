@@ -9,6 +9,9 @@
   device (an eval-mode forward under ``torch.inference_mode`` changes nothing), else an eval-mode copy;
 - ``optimize=True`` or a dict: :func:`~sparseinst_zoo.inference.optimize.optimize_for_inference` with those options.
 
+An :class:`~sparseinst_zoo.inference.optimize.OptimizedModel`, or a module without convolutions (a runtime wrapper
+such as the onnxruntime backend), is used as it is.
+
 Copies are cached per model (one entry per model, dropped with it) and keyed on the options and on a fingerprint of
 every parameter and buffer: its storage address (``data_ptr``), its in-place version counter (``_version``, bumped by
 optimizer steps, ``load_state_dict``, ``copy_`` and BatchNorm statistic updates), dtype, shape and device. Changing the
@@ -94,8 +97,8 @@ def inference_network(
         precision: 'fp32', 'fp16' or 'bf16' for the fast path (the eager path leaves autocast to the caller).
         device: where to run (default: where the model is); the copy is moved there, the model is not.
     """
-    if isinstance(model, OptimizedModel):
-        return model
+    if isinstance(model, OptimizedModel) or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return model  # already optimised, or a runtime wrapper (e.g. onnxruntime): nothing to fold or protect
     device = torch.device(device) if device is not None else model_device(model)
     precision = parse_precision(precision, device)
     options = _options(model, optimize, precision, device)

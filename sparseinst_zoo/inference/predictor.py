@@ -24,6 +24,7 @@ from torch import nn
 from .._constants import DEFAULT_MEAN, DEFAULT_SCORE_THRESHOLD, DEFAULT_STD
 from ..errors import DataError, SparseInstError
 from .network import OptimizeOption, inference_network, model_device
+from .optimize import OptimizedModel
 from .postprocess import postprocess
 from .precision import PRECISIONS, PrecisionLike, parse_precision
 from .results import Results, model_category_ids
@@ -44,7 +45,7 @@ def _log_skip(path: str, error: Exception) -> None:
 
 def _precision_from_alias(precision: PrecisionLike, half: PrecisionLike) -> PrecisionLike:
     """``precision``, or the deprecated ``half`` (with a DeprecationWarning); both at once is an error."""
-    if half is None:
+    if half is None or half is False:  # False asks for the default (fp32): nothing to warn about
         return precision
     warnings.warn("half= is deprecated, use precision= ('fp16', 'bf16' or 'auto')", DeprecationWarning, stacklevel=3)
     if precision is not None:
@@ -128,8 +129,6 @@ class Predictor:
         self.precision = parse_precision(precision, self.device)
         self.optimize = optimize
         self.source_model = model
-        # the eager path autocasts here; an optimised copy runs its own autocast
-        self.autocast_dtype = PRECISIONS[self.precision] if optimize is False else None
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)
         self.max_detections = max_detections
@@ -143,6 +142,8 @@ class Predictor:
         self.names: tuple[str, ...] = tuple(names) if names else ()
         self.category_ids = model_category_ids(model, self.names)
         self.model = self.network()  # built now: option errors surface here, and the first call is not slower
+        # an optimised network runs its own autocast; the eager model (or a runtime wrapper) is autocast here
+        self.autocast_dtype = None if isinstance(self.model, OptimizedModel) else PRECISIONS[self.precision]
 
     def network(self) -> nn.Module:
         """The module predictions run on now: the cached inference copy, rebuilt if the model's weights changed."""

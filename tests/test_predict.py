@@ -436,3 +436,16 @@ def test_animated_gif_says_it_uses_the_first_frame(tmp_path):
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     with pytest.warns(UserWarning, match="only the first"):
         load_image(tmp_path / "anim.gif")
+
+
+def test_python_writer_takes_a_new_run_folder_and_never_replaces_a_file(tiny_model, rgb_image, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(rgb_image).save(photos / "a.png")
+    original = (photos / "a.png").read_bytes()
+    first = tiny_model.predict(str(photos / "a.png"), save=True, save_json=True, out=photos)
+    assert first[0].save_dir == str(tmp_path / "photos2")  # photos exists: a new run folder
+    assert sorted(os.listdir(tmp_path / "photos2")) == ["a.png", "predictions.json"]
+    again = tiny_model.predict(str(photos / "a.png"), save=True, save_json=True, out=photos, exist_ok=True)
+    assert again[0].save_dir == str(photos) and (photos / "a.png").read_bytes() == original
+    assert sorted(os.listdir(photos)) == ["a.png", "a_2.png", "predictions.json"]

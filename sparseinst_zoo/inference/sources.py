@@ -44,6 +44,7 @@ __all__ = [
     "to_rgb_uint8",
     "resolve_paths",
     "flatten_sources",
+    "FoundFile",
     "iter_source",
     "iter_items",
     "has_video",
@@ -58,8 +59,14 @@ _GLOB_CHARS = ("*", "?", "[")
 _logger = logging.getLogger("sparseinst_zoo")
 
 
-class _FoundPath(str):
-    """A path found in a folder or by a glob (not named by the user): skipped with a warning if it cannot be read."""
+@dataclass(frozen=True)
+class FoundFile:
+    """A file found in a folder or by a glob (not named by the user): skipped, and reported, if it cannot be used."""
+
+    path: str
+
+    def __fspath__(self) -> str:
+        return self.path
 
 
 @dataclass
@@ -218,11 +225,13 @@ def flatten_sources(source: Any) -> list[Any]:
     """
     if source is None:
         return [sample_image_path()]
+    if isinstance(source, FoundFile):  # already flattened
+        return [source]
     if isinstance(source, (str, os.PathLike)):
         paths = resolve_paths(source)
         if paths == [os.fspath(source)]:  # the user named this file
             return paths
-        return [_FoundPath(path) for path in paths]
+        return [FoundFile(path) for path in paths]
     if isinstance(source, (list, tuple)):
         if len(source) == 0:
             raise ValueError("empty list of sources: pass at least one path, array, tensor or PIL image")
@@ -236,7 +245,7 @@ def flatten_sources(source: Any) -> list[Any]:
 
 def has_video(items: list[Any]) -> bool:
     """True if any flattened source item is a video file path."""
-    return any(isinstance(item, str) and _is_video(item) for item in items)
+    return any(isinstance(item, (str, FoundFile)) and _is_video(os.fspath(item)) for item in items)
 
 
 def iter_video_frames(path: str) -> Iterator[np.ndarray]:
@@ -355,8 +364,8 @@ def iter_source(source: Any) -> Iterator[SourceItem]:
     return iter_items(flatten_sources(source))
 
 
-def _iter_file(item: str) -> Iterator[SourceItem]:
-    path, found = str(item), isinstance(item, _FoundPath)  # a plain str on the results, also for a _FoundPath
+def _iter_file(item: str | FoundFile) -> Iterator[SourceItem]:
+    path, found = os.fspath(item), isinstance(item, FoundFile)
     if _is_video(path):
         for frame_index, frame in enumerate(iter_video_frames(path)):
             yield SourceItem(frame, path=path, frame=frame_index, name=os.path.basename(path), found=found)
@@ -378,16 +387,16 @@ def iter_items(items: list[Any], on_skip: Callable[[str, Exception], None] | Non
     decoded = 0
     skipped: list[str] = []
     for index, item in enumerate(items):
-        if isinstance(item, str):
+        if isinstance(item, (str, FoundFile)):
             try:
                 for found in _iter_file(item):
                     decoded += 1
                     yield found
             except (ValueError, OSError) as err:
-                if not isinstance(item, _FoundPath):  # a file the user named: never skipped
+                if not isinstance(item, FoundFile):  # a file the user named: never skipped
                     raise
-                skipped.append(str(item))
-                report(str(item), err)
+                skipped.append(item.path)
+                report(item.path, err)
         else:
             name = _describe(item, index)
             decoded += 1

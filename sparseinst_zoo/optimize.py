@@ -8,7 +8,6 @@ from .inference.optimize import (
     optimize_for_inference,
     resolve_compile_mode,
 )
-from .inference.optimize import _BN_TYPES  # noqa: F401 - used by older tests and scripts
 
 __all__ = [
     "COMPILE_MODES",

@@ -8,7 +8,15 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["SIZE_DIVISIBILITY", "MASK_STRIDE", "DEFAULT_MEAN", "DEFAULT_STD"]
+__all__ = [
+    "SIZE_DIVISIBILITY",
+    "MASK_STRIDE",
+    "DEFAULT_MEAN",
+    "DEFAULT_STD",
+    "DEFAULT_SCORE_THRESHOLD",
+    "EVAL_SCORE_THRESHOLD",
+    "DEFAULT_PREDICT_DIR",
+]
 
 # Inputs are padded bottom/right to a multiple of the backbone's coarsest stride.
 SIZE_DIVISIBILITY = 32
@@ -17,3 +25,8 @@ MASK_STRIDE = 4
 # RGB mean / std on 0..255 values, for every reference variant.
 DEFAULT_MEAN: tuple[float, float, float] = (123.675, 116.280, 103.530)
 DEFAULT_STD: tuple[float, float, float] = (58.395, 57.120, 57.375)
+# predict keeps confident instances (Ultralytics' conf default); evaluation keeps the reference's 0.005.
+DEFAULT_SCORE_THRESHOLD = 0.25
+EVAL_SCORE_THRESHOLD = 0.005
+# predict's run folder (a new run takes the next free runs/predict2, ...).
+DEFAULT_PREDICT_DIR = "runs/predict"

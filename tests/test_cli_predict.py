@@ -33,7 +33,7 @@ def test_predict_sample_image_with_random_weights(tmp_path, capsys):
     assert overlay.shape == (300, 451, 3)
     data = json.loads((out / "predictions.json").read_text())
     assert data["images"] == [{"id": 1, "file_name": sample_image_path(), "height": 300, "width": 451}]
-    assert "wrote" in captured.out and "--threshold 0" in captured.out  # nothing passes 0.5: say how to see it
+    assert "wrote" in captured.out and "--score-threshold 0" in captured.out  # nothing passes 0.25: say how to see it
 
 
 def test_predict_with_local_checkpoint_matches_python_api(tiny_model, checkpoint, tmp_path, rgb_image, capsys):
@@ -79,7 +79,7 @@ def test_predict_folder_video_and_name_clashes(checkpoint, tmp_path, rgb_image):
     argv = ["predict", "sparseinst_tiny_test", str(data), str(data / "more" / "*.jpg"), "--checkpoint",
             str(checkpoint), "--out", str(out), "--save-json", "--quiet", "--batch-size", "2"]  # fmt: skip
     assert main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_1.png", "clip.mp4", "predictions.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_2.png", "clip.mp4", "predictions.json"]
     frames = [f.to_ndarray(format="rgb24") for f in av.open(str(out / "clip.mp4")).decode(video=0)]
     assert len(frames) == 2 and frames[0].shape == (64, 96, 3)
     images = json.loads((out / "predictions.json").read_text())["images"]
@@ -162,3 +162,32 @@ def test_device_option_keeps_cpu(checkpoint, tmp_path):
     argv = ["predict", "sparseinst_tiny_test", "--checkpoint", str(checkpoint), "--device", "cpu", "--half", "bf16",
             "--out", str(tmp_path), "--quiet", "--min-size", "96", "--max-size", "128"]  # fmt: skip
     assert main(argv) == 0
+
+
+def test_a_source_folder_as_out_is_never_overwritten(checkpoint, tmp_path, rgb_image):
+    """`predict M --out photos photos`: a new run goes to photos2; with --exist-ok the overlay gets a free name."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(rgb_image).save(photos / "a.png")
+    original = (photos / "a.png").read_bytes()
+    base = ["predict", "sparseinst_tiny_test", "--checkpoint", str(checkpoint), "--out", str(photos), str(photos)]
+    assert main([*base, "--quiet"]) == 0
+    assert (photos / "a.png").read_bytes() == original
+    assert sorted(p.name for p in (tmp_path / "photos2").iterdir()) == ["a.png"]
+    assert main([*base, "--quiet", "--exist-ok"]) == 0
+    assert (photos / "a.png").read_bytes() == original
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "a_2.png"]
+
+
+def test_each_run_gets_a_new_folder_and_old_flags_still_work(checkpoint, tmp_path, rgb_image, capsys):
+    Image.fromarray(rgb_image).save(tmp_path / "p.png")
+    out = tmp_path / "runs" / "predict"
+    argv = ["predict", "sparseinst_tiny_test", "--checkpoint", str(checkpoint), str(tmp_path / "p.png"),
+            "--out", str(out), "--save-json"]  # fmt: skip
+    assert main([*argv, "--threshold", "0.01"]) == 0
+    assert "--threshold is deprecated" in capsys.readouterr().err
+    first = json.loads((out / "predictions.json").read_text())
+    assert first["info"]["score_threshold"] == 0.01
+    assert main([*argv, "--score-threshold", "0.01"]) == 0
+    second = json.loads((tmp_path / "runs" / "predict2" / "predictions.json").read_text())
+    assert second["annotations"] == first["annotations"]

@@ -10,18 +10,18 @@ import torch
 from torch import nn
 
 import sparseinst_zoo
-from sparseinst_zoo.inference.precision import autocast_dtype
-from sparseinst_zoo.optimize import (
+from sparseinst_zoo.inference.optimize import (
     CUDAGraphRunner,
     OptimizedModel,
     fold_batch_norm,
     optimize_for_inference,
     resolve_compile_mode,
 )
+from sparseinst_zoo.inference.precision import autocast_dtype
 
 
 def _count_bn(model: nn.Module) -> int:
-    from sparseinst_zoo.optimize import _BN_TYPES
+    from sparseinst_zoo.inference.optimize import _BN_TYPES
 
     return sum(isinstance(m, _BN_TYPES) for m in model.modules())
 
@@ -222,8 +222,8 @@ def test_optimized_model_behaves_like_the_model(tiny_model):
 
 def test_optimized_model_predict_matches(tiny_model, rgb_image):
     fast = optimize_for_inference(tiny_model, fold_bn=True, channels_last=True)
-    ref = tiny_model.predict(rgb_image)[0]
-    out = fast.predict(rgb_image)[0]
+    ref = tiny_model.predict(rgb_image, score_threshold=0.0, optimize=False)[0]
+    out = fast.predict(rgb_image, score_threshold=0.0)[0]
     assert len(out) == len(ref)
     torch.testing.assert_close(out.scores, ref.scores, atol=1e-5, rtol=1e-5)
     assert torch.equal(out.labels, ref.labels)
@@ -295,7 +295,7 @@ def test_predict_optimize_option_and_cli_flags(tiny_model, rgb_image, tmp_path):
     torch.testing.assert_close(fast.scores, reference.scores, rtol=1e-4, atol=1e-5)
     assert torch.equal(fast.labels, reference.labels)
     assert (fast.masks != reference.masks).float().mean() < 1e-3
-    predictor = Predictor(tiny_model, half="bf16", optimize=True)
+    predictor = Predictor(tiny_model, precision="bf16", optimize=True)
     assert isinstance(predictor.model, OptimizedModel) and predictor.autocast_dtype is None  # the copy autocasts
     assert predictor.model.options["precision"] == "bf16"
     image = tmp_path / "image.png"
@@ -318,3 +318,29 @@ def test_create_model_optimize_option(rgb_image):
     with torch.no_grad():
         torch.testing.assert_close(fast(x)["pred_logits"], model(x)["pred_logits"], rtol=1e-4, atol=1e-5)
     assert len(fast.predict(rgb_image, score_threshold=0.0)[0]) == 10
+
+
+@pytest.mark.parametrize(
+    ("module", "must_not_import"),
+    [
+        ("sparseinst_zoo.inference.optimize", "sparseinst_zoo.inference.predictor"),
+        ("sparseinst_zoo.inference.visualise", "sparseinst_zoo.inference.results"),
+        ("sparseinst_zoo.inference.masks", "sparseinst_zoo.inference.results"),
+    ],
+)
+def test_inference_modules_import_one_way(module, must_not_import):
+    """No import circle: optimize never imports the predictor back, the visualiser never imports Results."""
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print({must_not_import!r} in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_optimized_model_predict_needs_no_function_level_import():
+    import inspect
+    import re
+
+    from sparseinst_zoo.inference import optimize
+
+    assert not re.search(r"^\s+(from \S+ )?import ", inspect.getsource(optimize.OptimizedModel), re.MULTILINE)

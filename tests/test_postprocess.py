@@ -38,11 +38,13 @@ def loop_postprocess(outputs, resized_sizes, original_sizes, score_threshold=0.0
             labels.append(label)
             masks.append(up > mask_threshold)
         height, width = original_sizes[b]
-        results.append({
-            "scores": torch.tensor(scores, dtype=torch.float64),
-            "labels": torch.tensor(labels, dtype=torch.int64),
-            "masks": torch.stack(masks) if masks else torch.zeros((0, height, width), dtype=torch.bool),
-        })
+        results.append(
+            {
+                "scores": torch.tensor(scores, dtype=torch.float64),
+                "labels": torch.tensor(labels, dtype=torch.int64),
+                "masks": torch.stack(masks) if masks else torch.zeros((0, height, width), dtype=torch.bool),
+            }
+        )
     return results
 
 
@@ -137,3 +139,19 @@ def test_bad_outputs(change, error, match):
 def test_resized_larger_than_padded_is_rejected():
     with pytest.raises(ValueError, match="exceeds the padded"):
         postprocess(random_outputs(), [(41, 56)] * 3, [(40, 56)] * 3)
+
+
+def test_chunked_upsampling_gives_the_same_masks():
+    """Upsampling a mask or two at a time (bounded memory) gives exactly the all-at-once masks, as bool."""
+    import torch.nn.functional as F
+
+    from sparseinst_zoo.inference.postprocess import upsample_masks
+
+    torch.manual_seed(0)
+    probs = torch.rand(7, 16, 24)
+    padded, resized, original = (64, 96), (60, 90), (123, 181)
+    whole = F.interpolate(probs[:, None], size=padded, mode="bilinear", align_corners=False)[:, :, :60, :90]
+    whole = F.interpolate(whole, size=original, mode="bilinear", align_corners=False)[:, 0] > 0.45
+    chunked = upsample_masks(probs, padded, resized, original, 0.45, chunk_pixels=2 * 123 * 181)
+    assert chunked.dtype == torch.bool and torch.equal(chunked, whole)
+    assert torch.equal(upsample_masks(probs, padded, resized, original, 0.45, chunk_pixels=1), whole)

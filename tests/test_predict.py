@@ -129,7 +129,7 @@ def test_stream_and_options(tiny_model, rgb_image):
 
 def test_bf16_autocast_runs_on_cpu(tiny_model, rgb_image):
     fp32 = predict(tiny_model, rgb_image, score_threshold=0.0)[0]
-    bf16 = predict(tiny_model, rgb_image, half="bf16", score_threshold=0.0)[0]
+    bf16 = predict(tiny_model, rgb_image, precision="bf16", score_threshold=0.0)[0]
     assert len(bf16) == len(fp32) and bf16.scores.dtype == torch.float32
     torch.testing.assert_close(bf16.scores, fp32.scores, atol=0.02, rtol=0)
 
@@ -271,7 +271,7 @@ def test_unreadable_files_found_in_a_folder_or_glob_are_skipped(tiny_model, tmp_
         ({"mask_threshold": 0.0}, "mask_threshold"),
         ({"batch_size": 0}, "batch_size"),
         ({"max_detections": 0}, "max_detections"),
-        ({"half": "fp8"}, "half"),
+        ({"precision": "fp8"}, "precision"),
         ({"resize_backend": "cv2"}, "resize_backend"),
         ({"min_size": 0}, "min_size"),  # an explicit 0 is an error, not the model's default
         ({"max_size": 0}, "max_size"),
@@ -281,3 +281,171 @@ def test_unreadable_files_found_in_a_folder_or_glob_are_skipped(tiny_model, tmp_
 def test_bad_options(tiny_model, rgb_image, kwargs, match):
     with pytest.raises(ValueError, match=match):
         predict(tiny_model, rgb_image, **kwargs)
+
+
+# -- the caller's model is never modified; threads; the cached fast path ---------------------------------------------
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same_results(a, b):
+    assert len(a) == len(b)
+    torch.testing.assert_close(a.scores, b.scores, atol=1e-4, rtol=0)
+    assert torch.equal(a.labels, b.labels)
+    assert (a.masks != b.masks).float().mean() <= 1e-3  # a pixel may sit exactly at the 0.45 threshold
+
+
+def test_predict_never_modifies_a_training_model_even_from_threads(tiny_model, rgb_image):
+    """A training-mode model with trainable BatchNorm: mode, weights, running stats and requires_grad are kept, and
+    concurrent predictions equal the sequential eval-mode ones."""
+    import threading
+
+    import sparseinst_zoo
+
+    torch.manual_seed(0)
+    tiny_model = sparseinst_zoo.create_model("sparseinst_tiny_test", frozen_bn=False).eval()
+    with torch.no_grad():  # running statistics away from (0, 1), so a train-mode forward would change results
+        for module in tiny_model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    expected = tiny_model.predict(rgb_image, score_threshold=0.0, optimize=False)[0]
+    tiny_model.train()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in tiny_model.modules())
+    before = _state(tiny_model)
+    outputs: list = []
+
+    def work():
+        for _ in range(2):
+            outputs.append(tiny_model.predict(rgb_image, score_threshold=0.0)[0])
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert tiny_model.training and all(p.requires_grad for p in tiny_model.parameters())
+    for key, value in _state(tiny_model).items():
+        assert torch.equal(value, before[key]), key
+    assert len(outputs) == 6
+    for result in outputs:
+        _assert_same_results(result, expected)
+
+
+def test_default_fast_path_is_exact_and_optimize_false_is_the_plain_model(tiny_model, rgb_image):
+    fast = Predictor(tiny_model, score_threshold=0.0)
+    eager = Predictor(tiny_model, score_threshold=0.0, optimize=False)
+    assert fast.model is not tiny_model and eager.model is tiny_model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.model.modules())  # folded
+    _assert_same_results(fast(rgb_image)[0], eager(rgb_image)[0])
+
+
+def test_fast_copy_is_cached_and_rebuilt_when_the_weights_change(tiny_model, rgb_image):
+    first = Predictor(tiny_model).model
+    assert Predictor(tiny_model).model is first  # not folded again
+    with torch.no_grad():
+        tiny_model.decoder.inst_branch.cls_score.bias.add_(5.0)  # every class score goes up
+    predictor = Predictor(tiny_model, score_threshold=0.0)
+    assert predictor.model is not first
+    changed = predictor(rgb_image)[0]
+    _assert_same_results(changed, tiny_model.predict(rgb_image, score_threshold=0.0, optimize=False)[0])
+
+
+def test_device_option_moves_a_copy_not_the_model(tiny_model, rgb_image):
+    Predictor(tiny_model, device="cpu", optimize=False)
+    tiny_model.train()
+    predictor = Predictor(tiny_model, optimize=False)
+    assert predictor.model is not tiny_model and not predictor.model.training and tiny_model.training
+
+
+def test_half_is_a_deprecated_alias_of_precision(tiny_model, rgb_image):
+    with pytest.warns(DeprecationWarning, match="precision="):
+        old = Predictor(tiny_model, half="bf16", score_threshold=0.0)
+    assert old.precision == Predictor(tiny_model, precision="bf16").precision == "bf16"
+    with pytest.raises(ValueError, match="precision= only"), pytest.warns(DeprecationWarning):
+        Predictor(tiny_model, half="bf16", precision="fp16")
+
+
+def test_default_score_threshold_shows_confident_instances(tiny_model, rgb_image):
+    """0.25 (Ultralytics' default), not the evaluation's 0.005 which keeps every query."""
+    import inspect
+
+    from sparseinst_zoo.training.evaluate import evaluate
+
+    assert Predictor(tiny_model).score_threshold == 0.25
+    assert inspect.signature(predict).parameters.get("score_threshold") is None  # one default: the Predictor's
+    assert inspect.signature(evaluate).parameters["score_threshold"].default == 0.005
+    with torch.no_grad():
+        tiny_model.decoder.inst_branch.cls_score.bias.fill_(-10.0)  # no confident query
+    assert len(tiny_model.predict(rgb_image)[0]) == 0
+    assert len(tiny_model.predict(rgb_image, score_threshold=0.0)[0]) == tiny_model.num_masks
+
+
+# -- inputs ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path, mode):
+    from sparseinst_zoo.inference.sources import to_rgb_uint8
+
+    values = np.array([[0, 257 * 100, 65535]], dtype=np.uint16)
+    if mode == "I":  # PNG cannot store mode I: an in-memory PIL image in that mode
+        assert to_rgb_uint8(Image.fromarray(values.astype(np.int32), mode="I"))[0, :, 0].tolist() == [0, 100, 255]
+        return
+    Image.fromarray(values).save(tmp_path / "depth.png")
+    with Image.open(tmp_path / "depth.png") as check:
+        assert check.mode == "I;16"
+    assert load_image(tmp_path / "depth.png")[0, :, 0].tolist() == [0, 100, 255]
+
+
+def test_extreme_aspect_ratio_is_named_and_skipped_in_a_folder(tiny_model, rgb_image, tmp_path):
+    from sparseinst_zoo.errors import DataError
+
+    Image.fromarray(np.zeros((1, 5000, 3), np.uint8)).save(tmp_path / "line.png")
+    Image.fromarray(rgb_image).save(tmp_path / "photo.png")
+    with pytest.raises(DataError, match=r"line\.png.*too elongated"):
+        tiny_model.predict(str(tmp_path / "line.png"))
+    skipped: list = []
+    results = tiny_model.predict(str(tmp_path), on_skip=lambda path, err: skipped.append((path, str(err))))
+    assert [os.path.basename(r.path) for r in results] == ["photo.png"]
+    assert skipped[0][0].endswith("line.png") and "too elongated" in skipped[0][1]
+
+
+def test_unreadable_folder_file_goes_to_on_skip(tiny_model, rgb_image, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    Image.fromarray(rgb_image).save(tmp_path / "photo.png")
+    skipped: list = []
+    results = tiny_model.predict(str(tmp_path), on_skip=lambda path, err: skipped.append(path))
+    assert len(results) == 1 and skipped == [str(tmp_path / "broken.jpg")]
+
+
+@pytest.mark.parametrize(
+    ("batch", "match"),
+    [
+        (torch.zeros(0, 3, 64, 64), "empty batch"),
+        (torch.zeros(1, 3, 0, 0), "empty batch"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.float64), "float64"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.float16), "float16"),
+    ],
+)
+def test_forward_rejects_empty_and_mismatched_dtype_batches(tiny_model, batch, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_model(batch)
+
+
+def test_animated_gif_says_it_uses_the_first_frame(tmp_path):
+    frames = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (0, 255)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.warns(UserWarning, match="only the first"):
+        load_image(tmp_path / "anim.gif")
+
+
+def test_python_writer_takes_a_new_run_folder_and_never_replaces_a_file(tiny_model, rgb_image, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(rgb_image).save(photos / "a.png")
+    original = (photos / "a.png").read_bytes()
+    first = tiny_model.predict(str(photos / "a.png"), save=True, save_json=True, out=photos)
+    assert first[0].save_dir == str(tmp_path / "photos2")  # photos exists: a new run folder
+    assert sorted(os.listdir(tmp_path / "photos2")) == ["a.png", "predictions.json"]
+    again = tiny_model.predict(str(photos / "a.png"), save=True, save_json=True, out=photos, exist_ok=True)
+    assert again[0].save_dir == str(photos) and (photos / "a.png").read_bytes() == original
+    assert sorted(os.listdir(photos)) == ["a.png", "a_2.png", "predictions.json"]

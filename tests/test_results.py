@@ -167,3 +167,23 @@ def test_to_supervision_detections_work_with_its_annotators_and_filters():
     assert (overlay[10, 20] != image[10, 20]).any() and (overlay[0, 0] == image[0, 0]).all()
     empty = results[results.scores > 1].to_supervision()
     assert len(empty) == 0 and empty.mask.shape == (0, 40, 60)
+
+
+def test_to_coco_and_predictions_json_use_the_model_category_ids(tmp_path, rgb_image):
+    """A model fine-tuned on a dataset with ids [1, 2, 5] (as training stores them) reports those ids, not 0..2."""
+    import json
+
+    import sparseinst_zoo
+
+    torch.manual_seed(0)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3).eval()
+    model.pretrained_cfg = model.pretrained_cfg.replace(label_names=("a", "b", "c"), extra={"category_ids": [1, 2, 5]})
+    result = model.predict(rgb_image, score_threshold=0.0)[0]
+    ids = [1, 2, 5]
+    assert [a["category_id"] for a in result.to_coco(1)] == [ids[label] for label in result.labels.tolist()]
+    assert result[:2].category_ids() == [ids[label] for label in result.labels[:2].tolist()]  # kept when indexed
+    results = model.predict(rgb_image, score_threshold=0.0, save_json=True, out=tmp_path / "run")
+    data = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    assert data["categories"] == [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 5, "name": "c"}]
+    assert {a["category_id"] for a in data["annotations"]} <= {1, 2, 5}
+    assert len(data["annotations"]) == len(results[0]) and results[0].save_dir == str(tmp_path / "run")

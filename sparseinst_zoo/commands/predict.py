@@ -16,39 +16,80 @@ import os
 import sys
 from typing import Any
 
+from .._constants import DEFAULT_PREDICT_DIR as DEFAULT_RUN_DIR
+from .._constants import DEFAULT_SCORE_THRESHOLD
 from ._model import add_model_arguments, load_cli_model
 from .benchmark import add_speed_arguments, speed_kwargs
 
 HELP = "segment instances in images, folders, globs or videos; write overlay images and COCO-style JSON"
 
-# Display threshold of the CLI: the reference demo (demo.py --confidence-threshold) shows instances whose final score
-# is above 0.5. The Python API keeps the evaluation threshold 0.005.
-DEFAULT_CLI_THRESHOLD = 0.5
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
 HALF_CHOICES = ("auto", "fp16", "bf16")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the predict options on ``parser``."""
     add_model_arguments(parser)
-    parser.add_argument("sources", nargs="*", metavar="SOURCE",
-                        help="image/video files, folders or glob patterns (default: the bundled sample photo)")
-    parser.add_argument("--out", default="runs/predict", metavar="DIR",
-                        help="output folder for overlays and JSON (default: runs/predict)")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_CLI_THRESHOLD,
-                        help=f"show instances whose score is above this (default {DEFAULT_CLI_THRESHOLD}, as the "
-                             "reference demo; 0.005 keeps what COCO evaluation keeps)")
+    parser.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="image/video files, folders or glob patterns (default: the bundled sample photo)",
+    )
+    parser.add_argument(
+        "--out",
+        default=DEFAULT_RUN_DIR,
+        metavar="DIR",
+        help=f"run folder for overlays and JSON (default: {DEFAULT_RUN_DIR}); if it exists, the next "
+        "free DIR2, DIR3, ... is used",
+    )
+    parser.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="write into DIR even if it exists (files already there are never replaced)",
+    )
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help=f"show instances whose score is above this (default {DEFAULT_SCORE_THRESHOLD}; 0.005 "
+        "keeps what COCO evaluation keeps)",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=None, dest="threshold_alias", help="deprecated alias of --score-threshold"
+    )
     parser.add_argument("--mask-threshold", type=float, default=0.45, help="mask probability threshold (0.45)")
     parser.add_argument("--max-detections", type=int, default=100, help="at most this many instances per image")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--half", nargs="?", const="auto", default=None, metavar="{fp16,bf16}",
-                        help="autocast the network: fp16, bf16, or without a value fp16 on CUDA / bf16 on CPU")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default=None,
+        help="autocast the network: fp16, bf16, auto (fp16 on CUDA, bf16 on CPU) or fp32 (default)",
+    )
+    parser.add_argument(
+        "--half",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="{fp16,bf16}",
+        help="deprecated alias of --precision (without a value: auto)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
     parser.add_argument("--min-size", type=int, default=None, help="resize shorter side (default: the model's)")
     parser.add_argument("--max-size", type=int, default=None, help="cap of the longer side (default: the model's)")
-    parser.add_argument("--save-json", action="store_true",
-                        help="also write DIR/predictions.json (COCO format: images, categories, annotations with "
-                             "RLE masks and scores)")
+    parser.add_argument(
+        "--save-json",
+        action="store_true",
+        help="also write DIR/predictions.json (COCO format: images, categories with the model's "
+        "dataset ids, annotations with RLE masks and scores)",
+    )
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay images (e.g. JSON only)")
+    parser.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="run the plain eager model (default: the exact fast path, BatchNorm folded)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-image lines and no progress bar")
     add_speed_arguments(parser, precision=False)
     _allow_sources_after_options(parser)
@@ -81,138 +122,84 @@ def _looks_like_source(value: str) -> bool:
     return os.path.exists(value) or any(c in value for c in "*?[")
 
 
-def _unique_stem(stem: str, used: set[str]) -> str:
-    candidate, n = stem, 1
-    while candidate in used:
-        candidate, n = f"{stem}_{n}", n + 1
-    used.add(candidate)
-    return candidate
+def _deprecated(args: argparse.Namespace, old: str, new: str, value: Any) -> None:
+    if value is not None and not args.quiet:
+        print(f"warning: {old} is deprecated, use {new}", file=sys.stderr)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """Predictor keyword arguments from the flags (with the deprecated aliases resolved)."""
+    _deprecated(args, "--threshold", "--score-threshold", args.threshold_alias)
+    _deprecated(args, "--half", "--precision", args.half)
+    threshold = args.score_threshold if args.score_threshold is not None else args.threshold_alias
+    threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else threshold
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"--score-threshold must be in [0, 1), got {threshold}")
+    if args.precision is not None and args.half is not None:
+        raise ValueError("pass --precision only (--half is its deprecated alias)")
+    speed = speed_kwargs(args)
+    optimize: bool | dict[str, Any] | None = None  # the default exact fast path already folds BN, channels_last
+    if args.no_optimize:
+        optimize = False
+    elif speed["compile"] or speed["cuda_graphs"]:
+        optimize = {"channels_last": True, "compile": speed["compile"], "cuda_graphs": speed["cuda_graphs"]}
+    return {
+        "score_threshold": threshold, "mask_threshold": args.mask_threshold, "max_detections": args.max_detections,
+        "min_size": args.min_size, "max_size": args.max_size, "precision": args.precision or args.half,
+        "sort_by_score": True, "batch_size": args.batch_size, "optimize": optimize,
+    }  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict every source, write overlays (and JSON); returns 0."""
+    """Predict every source, write overlays (and JSON) through the library's writer; returns 0."""
     import torch
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .._io import atomic_write_json
     from ..inference.predictor import Predictor
-    from ..inference.sources import flatten_sources, has_video, sample_image_path, video_fps
-    from ..inference.visualise import VideoWriter
+    from ..inference.sources import flatten_sources, has_video, sample_image_path
+    from ..inference.writer import ResultsWriter
 
-    if not 0.0 <= args.threshold < 1.0:
-        raise ValueError(f"--threshold must be in [0, 1), got {args.threshold}")
-    sources = args.sources or [sample_image_path()]
-    flat = flatten_sources(sources)  # resolve paths first: a typo fails before the model is built
+    options = _options(args)
+    flat = flatten_sources(args.sources or [sample_image_path()])  # a typo fails before the model is built
     model = load_cli_model(args.model, args.weights, args.checkpoint, args.quiet)
+    skipped: list[str] = []
+
+    def on_skip(path: str, error: Exception) -> None:
+        skipped.append(path)
+        tqdm.write(f"warning: skipped {path}: {error}", file=sys.stderr)
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    speed = {k: v for k, v in speed_kwargs(args).items() if k != "precision"}  # --half sets the precision
-    predictor = Predictor(
-        model, score_threshold=args.threshold, mask_threshold=args.mask_threshold, max_detections=args.max_detections,
-        min_size=args.min_size, max_size=args.max_size, device=device, half=args.half or False, sort_by_score=True,
-        batch_size=args.batch_size, optimize=speed if any(speed.values()) else None,
-    )  # fmt: skip
-    os.makedirs(args.out, exist_ok=True)
-    names = predictor.names
-    coco: dict[str, Any] = {
-        "info": {"description": f"sparseinst predict {args.model}", "score_threshold": args.threshold},
-        "images": [], "annotations": [], "categories": [],
-    }  # fmt: skip
+    predictor = Predictor(model, device=device, on_skip=on_skip, **options)
+    threshold = options["score_threshold"]
+    writer = ResultsWriter(args.out, overlays=not args.no_overlay, save_json=args.save_json, exist_ok=args.exist_ok,
+                           names=predictor.names, category_ids=predictor.category_ids, sources=flat,
+                           description=f"sparseinst predict {args.model}",
+                           info={"score_threshold": threshold})  # fmt: skip
     total = None if has_video(flat) else len(flat)
     verbose = not args.quiet and total is not None and total <= 20
-    used: set[str] = set()
-    stems: dict[str, str] = {}  # video path -> stem
-    writers: dict[str, VideoWriter] = {}
-    written: list[str] = []
     count = images = 0
-    show_bar = not args.quiet and (total is None or total > 1)
     logger = logging.getLogger("sparseinst_zoo")
-    # warnings (e.g. an unreadable file skipped in a folder) print above the progress bar, not through it
-    with _SkippedFiles(logger) as skipped, logging_redirect_tqdm([logger]), \
-            tqdm(total=total, unit="img", disable=not show_bar, file=sys.stderr, leave=False) as bar:  # fmt: skip
-        for index, result in enumerate(predictor.stream(flat)):
-            images += 1
-            # the threshold applies to the final (rescored) score, as the reference demo's display filter
-            result = result[result.scores > args.threshold]
-            count += len(result)
-            image_id = index + 1
-            if args.save_json:
-                entry = {"id": image_id, "file_name": result.path or f"image{index}", "height": result.image_size[0],
-                         "width": result.image_size[1]}  # fmt: skip
-                if result.frame is not None:
-                    entry["frame"] = result.frame
-                coco["images"].append(entry)
-                for ann in result.to_coco(image_id):
-                    ann.update(id=len(coco["annotations"]) + 1, area=int(_area(ann["segmentation"])), iscrowd=0)
-                    coco["annotations"].append(ann)
-            if not args.no_overlay:
-                if result.frame is None:
-                    stem = _unique_stem(_stem(result.path, index), used)
-                    written.append(result.save(os.path.join(args.out, f"{stem}.png")))
-                else:
-                    if result.path not in writers:
-                        stems[result.path] = _unique_stem(_stem(result.path, index), used)
-                        writers[result.path] = VideoWriter(
-                            os.path.join(args.out, f"{stems[result.path]}.mp4"), fps=video_fps(result.path)
-                        )
-                    writers[result.path].write(result.plot())
+    with writer, logging_redirect_tqdm([logger]), tqdm(total=total, unit="img", file=sys.stderr, leave=False,
+                                                       disable=args.quiet or total == 1) as bar:  # fmt: skip
+        for result in predictor.stream(flat):
+            # the threshold applies to the final (rescored) score too, as the reference demo's display filter
+            result = result[result.scores > threshold]
+            writer.write(result)
+            images, count = images + 1, count + len(result)
             if verbose:
-                where = result.path or f"image {index}"
                 summary = ", ".join(f"{n} {c:.2f}" for n, c in zip(result.classes, result.scores.tolist()))
+                where = result.path or f"image {images - 1}"
                 tqdm.write(f"{where}: {len(result)} instance(s){': ' + summary if summary else ''}", file=sys.stderr)
             bar.update(1)
-    for writer in writers.values():
-        written.append(writer.close())
-    if args.save_json:
-        coco["categories"] = _categories(names)
-        json_path = os.path.join(args.out, "predictions.json")
-        atomic_write_json(json_path, coco)
-        written.append(json_path)
     if not args.quiet:
-        files = ", ".join(written[:3]) + (f" and {len(written) - 3} more" if len(written) > 3 else "")
-        unread = f" ({len(skipped.paths)} unreadable file(s) skipped)" if skipped.paths else ""
-        print(f"{count} instance(s) with score > {args.threshold} in {images} image(s){unread}; "
-              f"wrote {files or 'nothing'}")  # fmt: skip
+        _print_summary(writer.written, count, images, threshold, len(skipped))
         if count == 0 and args.weights == "random" and not args.checkpoint:
-            print("(random weights score below 0.1: add --threshold 0 to draw their meaningless masks anyway)")
+            print("(random weights score below 0.1: add --score-threshold 0 to draw their meaningless masks anyway)")
     return 0
 
 
-class _SkippedFiles(logging.Filter):
-    """While active, collects the files the sources skipped as unreadable (log records with ``skipped_source``)."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        super().__init__()
-        self.logger = logger
-        self.paths: list[str] = []
-
-    def __enter__(self) -> _SkippedFiles:
-        self.logger.addFilter(self)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.logger.removeFilter(self)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if hasattr(record, "skipped_source"):
-            self.paths.append(record.skipped_source)
-        return True
-
-
-def _stem(path: str | None, index: int) -> str:
-    """Output file stem: the source's file name without extension, or ``image<i>`` for in-memory images."""
-    return os.path.splitext(os.path.basename(path))[0] if path else f"image{index}"
-
-
-def _area(rle: dict[str, Any]) -> float:
-    from pycocotools import mask as mask_utils
-
-    return float(mask_utils.area(rle))
-
-
-def _categories(names: tuple[str, ...]) -> list[dict[str, Any]]:
-    from .._coco import COCO_CATEGORY_IDS, COCO_CLASSES
-
-    if names == tuple(COCO_CLASSES):
-        return [{"id": cid, "name": name} for cid, name in zip(COCO_CATEGORY_IDS, names)]
-    return [{"id": i, "name": name} for i, name in enumerate(names)]
+def _print_summary(written: list[str], count: int, images: int, threshold: float, skipped: int) -> None:
+    files = ", ".join(written[:3]) + (f" and {len(written) - 3} more" if len(written) > 3 else "")
+    unread = f" ({skipped} unreadable file(s) skipped)" if skipped else ""
+    print(f"{count} instance(s) with score > {threshold} in {images} image(s){unread}; wrote {files or 'nothing'}")

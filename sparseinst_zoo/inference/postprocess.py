@@ -1,6 +1,6 @@
 """Postprocessing of SparseInst outputs into instances, exactly as the reference, vectorised over the batch.
 
-Per image (see SPEC.md): ``score = sqrt(sigmoid(class logits) * sigmoid(objectness))``; one label per query (max
+Per image (see docs/predict.md): ``score = sqrt(sigmoid(class logits) * sigmoid(objectness))``; one label per query (max
 over classes); keep ``score > score_threshold``; mask probabilities ``p = sigmoid(mask logits)`` at stride 4 of the
 padded input; rescore ``score *= sum(p * [p > t]) / (sum([p > t]) + 1e-6)`` with ``t = mask_threshold``; upsample the
 kept probabilities bilinearly to the padded input size, crop to the resized image, upsample to the original size and
@@ -20,8 +20,10 @@ import torch.nn.functional as F
 
 from .._constants import MASK_STRIDE
 
-__all__ = ["postprocess", "instance_scores", "mask_quality"]
+__all__ = ["postprocess", "instance_scores", "mask_quality", "upsample_masks", "UPSAMPLE_CHUNK_PIXELS"]
 
+#: float32 values upsampled at once (64 MiB): bounds postprocessing memory for many instances on large images.
+UPSAMPLE_CHUNK_PIXELS = 16 * 1024 * 1024
 
 
 def instance_scores(pred_logits: torch.Tensor, pred_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,16 +115,31 @@ def postprocess(
     # The one synchronisation: how many queries each image keeps (nothing is copied back to the device).
     counts = kept_in_order.sum(dim=1).cpu().tolist()
     results: list[dict[str, torch.Tensor]] = []
-    for i, ((h, w), (height, width)) in enumerate(zip(resized_sizes, original_sizes)):
+    for i, ((h, w), original) in enumerate(zip(resized_sizes, original_sizes)):
         queries = queries_by_image[i, : counts[i]]
-        probs = mask_prob[i, queries]
-        if probs.shape[0]:
-            probs = F.interpolate(probs[:, None], size=padded, mode="bilinear", align_corners=False)[:, :, :h, :w]
-            probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-            masks = probs > mask_threshold
-        else:
-            masks = torch.zeros((0, height, width), dtype=torch.bool, device=final.device)
-        results.append(
-            {"scores": final[i, queries], "labels": labels[i, queries], "masks": masks, "queries": queries}
-        )
+        masks = upsample_masks(mask_prob[i, queries], padded, (h, w), original, mask_threshold)
+        results.append({"scores": final[i, queries], "labels": labels[i, queries], "masks": masks, "queries": queries})
     return results
+
+
+def upsample_masks(
+    probs: torch.Tensor, padded: tuple[int, int], resized: tuple[int, int], original: tuple[int, int],
+    mask_threshold: float, chunk_pixels: int = UPSAMPLE_CHUNK_PIXELS,
+) -> torch.Tensor:  # fmt: skip
+    """Stride-4 probabilities (K, h, w) -> (K, H, W) bool masks at the original size, as the reference.
+
+    Bilinear to the padded input size, crop to the resized image, bilinear to the original size, ``> threshold``;
+    a few masks at a time (about ``chunk_pixels`` float32 values in flight), so memory is bounded by the bool
+    output (1 byte per pixel) rather than K x H x W float32. Each mask is computed alone, so the chunking
+    changes nothing.
+    """
+    height, width = original
+    masks = torch.empty((probs.shape[0], height, width), dtype=torch.bool, device=probs.device)
+    step = max(1, chunk_pixels // max(1, height * width, padded[0] * padded[1]))
+    for start in range(0, probs.shape[0], step):
+        chunk = probs[start : start + step, None]
+        chunk = F.interpolate(chunk, size=padded, mode="bilinear", align_corners=False)
+        chunk = chunk[:, :, : resized[0], : resized[1]]
+        chunk = F.interpolate(chunk, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+        torch.gt(chunk, mask_threshold, out=masks[start : start + step])
+    return masks

@@ -11,59 +11,80 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator, Sequence
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._constants import DEFAULT_MEAN, DEFAULT_STD
+from .._constants import DEFAULT_MEAN, DEFAULT_SCORE_THRESHOLD, DEFAULT_STD
+from ..errors import DataError, SparseInstError
+from .network import OptimizeOption, inference_network, model_device
+from .optimize import OptimizedModel
 from .postprocess import postprocess
-from .precision import PRECISIONS, parse_precision
-from .results import Results
+from .precision import PRECISIONS, PrecisionLike, parse_precision
+from .results import Results, model_category_ids
 from .sources import SourceItem, flatten_sources, has_video, iter_items, prefetch
-from .transforms import ResizeBackend, normalize_and_pad, padded_shape, resize_images
+from .transforms import ResizeBackend, get_output_shape, normalize_and_pad, padded_shape, resize_images
+from .writer import DEFAULT_RUN_DIR, ResultsWriter
 
-__all__ = ["Predictor", "predict"]
-
-Precision = bool | str
+__all__ = ["Predictor", "predict", "DEFAULT_SCORE_THRESHOLD", "SkipCallback"]
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
+SkipCallback = Callable[[str, Exception], None]
+_logger = logging.getLogger("sparseinst_zoo")
+
+
+def _log_skip(path: str, error: Exception) -> None:
+    _logger.warning("skipped %s: %s", path, error)
+
+
+def _precision_from_alias(precision: PrecisionLike, half: PrecisionLike) -> PrecisionLike:
+    """``precision``, or the deprecated ``half`` (with a DeprecationWarning); both at once is an error."""
+    if half is None or half is False:  # False asks for the default (fp32): nothing to warn about
+        return precision
+    warnings.warn("half= is deprecated, use precision= ('fp16', 'bf16' or 'auto')", DeprecationWarning, stacklevel=3)
+    if precision is not None:
+        raise SparseInstError("pass precision= only (half= is its deprecated alias)")
+    return half
 
 
 class Predictor:
-    """A model plus prediction options; call it on any source. Reusable by export/benchmark helpers.
+    """A model plus prediction options; call it on any source. Safe to share between threads.
+
+    The model you pass is never modified (weights, mode, device, ``requires_grad``): by default predictions run on
+    a cached inference copy with BatchNorms folded into the convolutions and channels_last memory (exact up to float
+    rounding, faster than the plain model; see :mod:`sparseinst_zoo.inference.network`).
 
     Args:
         model: a SparseInst model (or any module with the same forward outputs, ``pretrained_cfg`` and
-            ``label_names``).
-        score_threshold: class-score threshold before mask rescoring (the reference's 0.005 keeps evaluation exact;
-            use ~0.3-0.5 for display, and filter final scores with ``r[r.scores > t]``).
+            ``label_names``), in any mode: predictions always use the eval-mode (running-statistics) math.
+        score_threshold: keep queries whose class score (before mask rescoring, as the reference) is above this.
+            The default 0.25 shows confident instances (Ultralytics' default); evaluation uses the reference's
+            0.005, which keeps nearly every query.
         mask_threshold: mask probability threshold (0.45).
         max_detections: at most this many instances per image (highest final scores).
         min_size: target shorter side; default from ``model.pretrained_cfg``.
         max_size: cap of the longer side; default from ``model.pretrained_cfg``.
-        device: move the model there first (default: where the model is).
-        half: autocast the network: False (fp32), True (fp16 on CUDA, bf16 on CPU), 'fp16' or 'bf16'.
+        device: run there (default: where the model is); a copy of the model is moved, not the model.
+        precision: 'fp32' (default), 'fp16', 'bf16' or 'auto' (fp16 on CUDA, bf16 on CPU): autocast the network.
         sort_by_score: order instances by descending score (default: query order, as the reference).
         batch_size: images per forward pass (only images with the same padded size share a batch).
         resize_backend: 'pil' (exact reference) or 'torch' (resize on the device, within 1 grey level).
         keep_image: keep each input image on its Results (``orig_img``) so that ``plot()`` works.
         background_decode: decode files and video frames in a background thread, a few images ahead, so that
             decoding overlaps the network (on for more than one file, and for videos).
-        optimize: inference fast paths of :func:`sparseinst_zoo.optimize.optimize_for_inference`, applied to a copy
-            of the model: True (fold BatchNorm into the convs, exact) or a dict of its options, e.g.
-            ``dict(channels_last=True, precision="bf16", compile=True, cuda_graphs=True)``. Keep the Predictor to
-            reuse compiled code and CUDA graphs across calls.
+        optimize: None (default): the exact fast path (BatchNorm folded, channels_last); False: the plain eager
+            model; True or a dict of :func:`~sparseinst_zoo.inference.optimize.optimize_for_inference` options,
+            e.g. ``dict(precision="bf16", compile=True, cuda_graphs=True)``. Keep the Predictor to reuse compiled
+            code and CUDA graphs across calls.
+        on_skip: called as ``on_skip(path, error)`` for each file found in a folder or by a glob that cannot be
+            used (unreadable, or an image too elongated to resize); default: log a warning.
+        half: deprecated alias of ``precision``.
 
     Example:
         >>> import sparseinst_zoo
@@ -78,32 +99,24 @@ class Predictor:
         self,
         model: nn.Module,
         *,
-        score_threshold: float = 0.005,
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         mask_threshold: float = 0.45,
         max_detections: int | None = 100,
         min_size: int | None = None,
         max_size: int | None = None,
         device: torch.device | str | None = None,
-        half: Precision = False,
+        precision: PrecisionLike = None,
         sort_by_score: bool = False,
         batch_size: int = 1,
         resize_backend: ResizeBackend = "pil",
         keep_image: bool = True,
         background_decode: bool = True,
-        optimize: bool | dict[str, Any] | None = None,
+        optimize: OptimizeOption = None,
+        on_skip: SkipCallback | None = None,
+        half: PrecisionLike = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"Predictor needs a torch model, got {type(model).__name__}")
-        if not 0.0 <= score_threshold < 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
-        if not 0.0 < mask_threshold < 1.0:
-            raise ValueError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
-        if max_detections is not None and max_detections < 1:
-            raise ValueError(f"max_detections must be >= 1 or None, got {max_detections}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if resize_backend not in ("pil", "torch"):
-            raise ValueError(f"resize_backend must be 'pil' or 'torch', got {resize_backend!r}")
+        _check_options(model, score_threshold, mask_threshold, max_detections, batch_size, resize_backend)
+        precision = _precision_from_alias(precision, half)
         cfg = getattr(model, "pretrained_cfg", None)
         # `is None`, not `or`: an explicit 0 is a mistake to report, not a request for the default
         self.min_size = int(getattr(cfg, "min_size", 640) if min_size is None else min_size)
@@ -112,22 +125,10 @@ class Predictor:
             raise ValueError(f"min_size and max_size must be >= 1, got {self.min_size} and {self.max_size}")
         self.mean = tuple(getattr(cfg, "mean", DEFAULT_MEAN))
         self.std = tuple(getattr(cfg, "std", DEFAULT_STD))
-        if device is not None:
-            device = torch.device(device)
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; use device='cpu'")
-            model.to(device)
-        if optimize:
-            from ..optimize import optimize_for_inference
-
-            options = {} if optimize is True else dict(optimize)
-            if "precision" not in options:  # the optimised copy runs the autocast itself
-                options["precision"] = parse_precision(half, next(model.parameters()).device, name="half")
-                half = False
-            model = optimize_for_inference(model, **options)
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.autocast_dtype = PRECISIONS[parse_precision(half, self.device, name="half")]
+        self.device = _resolve_device(model, device)
+        self.precision = parse_precision(precision, self.device)
+        self.optimize = optimize
+        self.source_model = model
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)
         self.max_detections = max_detections
@@ -136,19 +137,30 @@ class Predictor:
         self.resize_backend: ResizeBackend = resize_backend
         self.keep_image = keep_image
         self.background_decode = background_decode
+        self.on_skip: SkipCallback = on_skip or _log_skip
         names = getattr(model, "label_names", None)
         self.names: tuple[str, ...] = tuple(names) if names else ()
+        self.category_ids = model_category_ids(model, self.names)
+        self.model = self.network()  # built now: option errors surface here, and the first call is not slower
+        # an optimised network runs its own autocast; the eager model (or a runtime wrapper) is autocast here
+        self.autocast_dtype = None if isinstance(self.model, OptimizedModel) else PRECISIONS[self.precision]
+
+    def network(self) -> nn.Module:
+        """The module predictions run on now: the cached inference copy, rebuilt if the model's weights changed."""
+        precision = "fp32" if self.optimize is False else self.precision
+        return inference_network(self.source_model, self.optimize, precision, self.device)
 
     # -- the three stages (override or reuse individually) ---------------------------------------------------
-    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the network on a normalised, padded batch (under autocast if ``half``)."""
+    def forward(self, batch: torch.Tensor, network: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Run the network on a normalised, padded batch (under autocast for the eager path's ``precision``)."""
+        network = self.model if network is None else network
         autocast = (
             torch.autocast(self.device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None
             else contextlib.nullcontext()
         )
         with autocast:
-            return self.model(batch)
+            return network(batch)
 
     def postprocess(
         self, outputs: dict[str, torch.Tensor], resized_sizes: Sequence[tuple[int, int]],
@@ -171,7 +183,8 @@ class Predictor:
         if items is None:
             items = [SourceItem(image) for image in images]
         cap = self.max_size if max_size is None else int(max_size)
-        with torch.inference_mode(), _eval_mode(self.model):
+        network = self.network()  # the same cached copy unless the weights changed since the last call
+        with torch.inference_mode():
             resized, original_sizes = resize_images(images, self.min_size, cap, self.device, self.resize_backend)
             groups: dict[tuple[int, int], list[int]] = {}
             for index, image in enumerate(resized):
@@ -181,7 +194,7 @@ class Predictor:
                 for start in range(0, len(indices), self.batch_size):
                     chunk = indices[start : start + self.batch_size]
                     batch, resized_sizes = normalize_and_pad([resized[i] for i in chunk], self.mean, self.std)
-                    outputs = self.forward(batch)
+                    outputs = self.forward(batch, network)
                     instances = self.postprocess(outputs, resized_sizes, [original_sizes[i] for i in chunk])
                     for i, inst in zip(chunk, instances):
                         results[i] = self._results(inst, original_sizes[i], items[i])
@@ -190,7 +203,7 @@ class Predictor:
     def _results(self, inst: dict[str, torch.Tensor], size: tuple[int, int], item: SourceItem) -> Results:
         return Results(
             inst["masks"], inst["scores"], inst["labels"], self.names, size, item.path,
-            item.image if self.keep_image else None, item.frame,
+            item.image if self.keep_image else None, item.frame, category_ids=self.category_ids,
         )  # fmt: skip
 
     # -- sources ---------------------------------------------------------------------------------------------
@@ -198,8 +211,22 @@ class Predictor:
         """Yield one Results per image or video frame of ``source``, decoding lazily, ``batch_size`` at a time."""
         return self._stream(flatten_sources(source))
 
+    def _usable(self, items: Iterator[SourceItem]) -> Iterator[SourceItem]:
+        """The items that can be resized; a found file that cannot is reported to ``on_skip``, a named one raises."""
+        for item in items:
+            height, width = item.image.shape[:2]
+            try:
+                get_output_shape(height, width, self.min_size, self.max_size)
+            except DataError as err:
+                error = DataError(f"{item.path or item.name or 'image'}: {err}")
+                if not item.found:
+                    raise error from None
+                self.on_skip(str(item.path), error)
+                continue
+            yield item
+
     def _stream(self, flat: list[Any]) -> Iterator[Results]:
-        items = iter_items(flat)
+        items = self._usable(iter_items(flat, on_skip=self.on_skip))
         if self.background_decode and (len(flat) > 1 or has_video(flat)):
             items = prefetch(items, depth=2 * self.batch_size)
         while chunk := list(itertools.islice(items, self.batch_size)):
@@ -213,43 +240,76 @@ class Predictor:
         return list(self._stream(flat))
 
 
+def _check_options(
+    model: Any, score_threshold: float, mask_threshold: float, max_detections: int | None, batch_size: int,
+    resize_backend: str,
+) -> None:  # fmt: skip
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"Predictor needs a torch model, got {type(model).__name__}")
+    if not 0.0 <= score_threshold < 1.0:
+        raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
+    if not 0.0 < mask_threshold < 1.0:
+        raise ValueError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
+    if max_detections is not None and max_detections < 1:
+        raise ValueError(f"max_detections must be >= 1 or None, got {max_detections}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if resize_backend not in ("pil", "torch"):
+        raise ValueError(f"resize_backend must be 'pil' or 'torch', got {resize_backend!r}")
+
+
+def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return model_device(model)
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; use device='cpu'")
+    return device
+
+
 def predict(
     model: nn.Module,
     source: Any = None,
     *,
-    batch_size: int = 1,
-    score_threshold: float = 0.005,
-    mask_threshold: float = 0.45,
-    max_detections: int | None = 100,
-    min_size: int | None = None,
-    max_size: int | None = None,
-    device: torch.device | str | None = None,
-    half: Precision = False,
     stream: bool = False,
-    sort_by_score: bool = False,
-    resize_backend: ResizeBackend = "pil",
-    keep_image: bool = True,
-    background_decode: bool = True,
-    optimize: bool | dict[str, Any] | None = None,
+    save: bool = False,
+    save_json: bool = False,
+    out: str | os.PathLike[str] = DEFAULT_RUN_DIR,
+    exist_ok: bool = False,
+    **options: Any,
 ) -> list[Results] | Iterator[Results]:
     """Segment the instances in ``source`` with ``model`` (what ``model.predict(source, ...)`` calls).
 
     Sources: a path, folder, glob, PIL image, numpy HxWx3 uint8 RGB array (HxW grayscale replicated, RGBA alpha
     dropped), torch CxHxW uint8 or [0, 1] float tensor (or a BxCxHxW batch), a video file, or a list of these;
     ``None`` is the bundled sample image. Returns one Results per image (per frame for videos) in order: a list, or
-    a generator when ``stream=True`` or the source contains a video. See :class:`Predictor` for the options.
+    a generator when ``stream=True`` or the source contains a video.
+
+    By default only confident instances are kept (``score_threshold=0.25``; pass 0.005 for what COCO evaluation
+    keeps) and the network is the exact fast path (``optimize=False`` for the plain eager math); ``model`` is never
+    modified. ``options`` are those of :class:`Predictor` (``score_threshold``, ``precision``, ``device``, ...).
+
+    Args:
+        save: write an overlay per image (a video per video) into a new run folder (see
+            :class:`~sparseinst_zoo.inference.writer.ResultsWriter`); each Results' ``save_dir`` names it.
+        save_json: write ``predictions.json`` (COCO results with the model's category ids) there.
+        out: the run folder; a new run never touches an old one: ``runs/predict`` is taken, so ``runs/predict2``.
+        exist_ok: write into ``out`` even if it exists (files already there are never replaced).
 
     Example:
         >>> import numpy as np, sparseinst_zoo
         >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test")
-        >>> results = model.predict(np.zeros((75, 110, 3), np.uint8), sort_by_score=True)
+        >>> results = model.predict(np.zeros((75, 110, 3), np.uint8), score_threshold=0.0, sort_by_score=True)
         >>> results[0].masks.shape[1:]
         torch.Size([75, 110])
     """
-    predictor = Predictor(
-        model, score_threshold=score_threshold, mask_threshold=mask_threshold, max_detections=max_detections,
-        min_size=min_size, max_size=max_size, device=device, half=half, sort_by_score=sort_by_score,
-        batch_size=batch_size, resize_backend=resize_backend, keep_image=keep_image,
-        background_decode=background_decode, optimize=optimize,
-    )  # fmt: skip
-    return predictor(source, stream=stream)
+    predictor = Predictor(model, **options)
+    if not (save or save_json):
+        return predictor(source, stream=stream)
+    writer = ResultsWriter(out, overlays=save, save_json=save_json, exist_ok=exist_ok, names=predictor.names,
+                           category_ids=predictor.category_ids, sources=flatten_sources(source))  # fmt: skip
+    written = writer.write_all(predictor.stream(source))
+    flat = flatten_sources(source)
+    if stream or has_video(flat):
+        return written
+    return list(written)

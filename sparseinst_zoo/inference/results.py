@@ -11,133 +11,33 @@ import numpy as np
 import torch
 
 from .._coco import COCO_CATEGORY_IDS, COCO_CLASSES
+from .masks import encode_rle, mask_to_polygons, masks_to_boxes
+from .visualise import draw_instances, save_image
 
-__all__ = ["Results", "masks_to_boxes", "mask_to_polygons", "encode_rle"]
+__all__ = ["Results", "masks_to_boxes", "mask_to_polygons", "encode_rle"]  # the geometry is re-exported from .masks
 
 ArrayLike = Any  # torch.Tensor or np.ndarray
 
 
-def masks_to_boxes(masks: ArrayLike) -> ArrayLike:
-    """Tight ``x1, y1, x2, y2`` boxes (pixel edges: ``x2`` is one past the last column) of (N, H, W) bool masks.
-
-    Empty masks get ``[0, 0, 0, 0]``. Works on torch tensors (any device) and numpy arrays.
-
-    Example:
-        >>> m = np.zeros((1, 4, 5), bool); m[0, 1:3, 2:4] = True
-        >>> masks_to_boxes(m).tolist()
-        [[2.0, 1.0, 4.0, 3.0]]
-    """
-    lib = torch if isinstance(masks, torch.Tensor) else np
-    n, height, width = masks.shape
-    if n == 0:
-        return lib.zeros((0, 4), dtype=lib.float32) if lib is np else torch.zeros((0, 4), device=masks.device)
-    rows, cols = masks.any(2), masks.any(1)  # (N, H), (N, W)
-    if lib is torch:
-        ys = torch.arange(height, device=masks.device)
-        xs = torch.arange(width, device=masks.device)
-        y1 = torch.where(rows, ys, height).amin(1)
-        y2 = torch.where(rows, ys + 1, 0).amax(1)
-        x1 = torch.where(cols, xs, width).amin(1)
-        x2 = torch.where(cols, xs + 1, 0).amax(1)
-        boxes = torch.stack([x1, y1, x2, y2], 1).float()
-    else:
-        ys, xs = np.arange(height), np.arange(width)
-        y1 = np.where(rows, ys, height).min(1)
-        y2 = np.where(rows, ys + 1, 0).max(1)
-        x1 = np.where(cols, xs, width).min(1)
-        x2 = np.where(cols, xs + 1, 0).max(1)
-        boxes = np.stack([x1, y1, x2, y2], 1).astype(np.float32)
-    empty = ~rows.any(1)
-    boxes[empty] = 0
-    return boxes
-
-
-# Directed unit edges around a foreground pixel at (row r, col c), as (x, y) corner points; clockwise on screen.
-_SIDES = {
-    "top": ((0, 0), (1, 0)),
-    "right": ((1, 0), (1, 1)),
-    "bottom": ((1, 1), (0, 1)),
-    "left": ((0, 1), (0, 0)),
-}
-
-
-def mask_to_polygons(mask: np.ndarray, include_holes: bool = False) -> list[np.ndarray]:
-    """Exact pixel-outline polygons of a 2-D bool mask, as (P, 2) float arrays of ``x, y`` corner coordinates.
-
-    Outer boundaries run clockwise on screen (y down), holes counter-clockwise; diagonal-only contacts split regions
-    (4-connectivity). Collinear points are removed.
+def model_category_ids(model: Any, names: Sequence[str] = ()) -> tuple[int, ...] | None:
+    """The dataset category id of each label of ``model``: the ids training stored with the weights
+    (``pretrained_cfg.extra["category_ids"]``), COCO's ids for COCO-labelled models, else None (ids = labels).
 
     Example:
-        >>> m = np.zeros((4, 4), bool); m[1:3, 1:3] = True
-        >>> mask_to_polygons(m)[0].tolist()
-        [[1.0, 1.0], [3.0, 1.0], [3.0, 3.0], [1.0, 3.0]]
+        >>> import sparseinst_zoo
+        >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3)
+        >>> model.pretrained_cfg = model.pretrained_cfg.replace(extra={"category_ids": [1, 2, 5]})
+        >>> model_category_ids(model)
+        (1, 2, 5)
     """
-    mask = np.asarray(mask, dtype=bool)
-    padded = np.pad(mask, 1)
-    inner = padded[1:-1, 1:-1]
-    neighbours = {
-        "top": padded[:-2, 1:-1],
-        "bottom": padded[2:, 1:-1],
-        "left": padded[1:-1, :-2],
-        "right": padded[1:-1, 2:],
-    }
-    successors: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for side, ((ax, ay), (bx, by)) in _SIDES.items():
-        rows, cols = np.nonzero(inner & ~neighbours[side])
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            successors.setdefault((c + ax, r + ay), []).append((c + bx, r + by))
-    polygons: list[np.ndarray] = []
-    while successors:
-        start = next(iter(successors))
-        loop = [start]
-        prev, point = start, _pop_edge(successors, start, None)
-        while point != start:
-            loop.append(point)
-            prev, point = point, _pop_edge(successors, point, (point[0] - prev[0], point[1] - prev[1]))
-        polygon = _drop_collinear(np.asarray(loop, dtype=np.float32))
-        if include_holes or _signed_area(polygon) > 0:
-            polygons.append(polygon)
-    return polygons
-
-
-def _pop_edge(successors: dict, point: tuple[int, int], direction: tuple[int, int] | None) -> tuple[int, int]:
-    """Take the next edge from ``point``; at a saddle vertex turn right (keeps diagonal neighbours apart)."""
-    options = successors[point]
-    if len(options) > 1 and direction is not None:
-        right = (-direction[1], direction[0])  # clockwise turn on screen (y down)
-        choice = next((o for o in options if (o[0] - point[0], o[1] - point[1]) == right), options[0])
-    else:
-        choice = options[0]
-    options.remove(choice)
-    if not options:
-        del successors[point]
-    return choice
-
-
-def _drop_collinear(points: np.ndarray) -> np.ndarray:
-    prev, nxt = np.roll(points, 1, axis=0), np.roll(points, -1, axis=0)
-    cross = (points[:, 0] - prev[:, 0]) * (nxt[:, 1] - points[:, 1]) - (points[:, 1] - prev[:, 1]) * (
-        nxt[:, 0] - points[:, 0]
-    )
-    return points[cross != 0]
-
-
-def _signed_area(polygon: np.ndarray) -> float:
-    """Shoelace area; positive for clockwise-on-screen (outer) loops."""
-    x, y = polygon[:, 0], polygon[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
-
-
-def encode_rle(masks: np.ndarray) -> list[dict[str, Any]]:
-    """COCO compressed RLEs (``counts`` as str) of (N, H, W) bool masks, via pycocotools."""
-    from pycocotools import mask as mask_utils
-
-    if len(masks) == 0:
-        return []
-    rles = mask_utils.encode(np.asfortranarray(np.asarray(masks, dtype=np.uint8).transpose(1, 2, 0)))
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
+    cfg = getattr(model, "pretrained_cfg", None)
+    stored = getattr(cfg, "category_ids", None) or (getattr(cfg, "extra", None) or {}).get("category_ids")
+    if stored:
+        return tuple(int(c) for c in stored)
+    names = tuple(names) or tuple(getattr(model, "label_names", ()) or ())
+    if names == tuple(COCO_CLASSES):
+        return tuple(COCO_CATEGORY_IDS)
+    return None
 
 
 def _to_numpy(x: ArrayLike) -> np.ndarray:
@@ -166,6 +66,8 @@ class Results:
         image_size: ``(H, W)`` of the original image.
         path: the image file (None for in-memory inputs); ``frame`` is the frame index for videos.
         orig_img: the uint8 HxWx3 RGB image the instances were predicted on (used by :meth:`plot`), or None.
+        category_ids: the dataset category id of each label (the model's stored ids; None: ids are the labels).
+        save_dir: the run folder a :class:`~sparseinst_zoo.inference.writer.ResultsWriter` wrote this image to.
 
     Index a Results with a bool mask, indices or a slice to keep some instances, e.g. ``r[r.scores > 0.5]``.
 
@@ -187,6 +89,8 @@ class Results:
         path: str | None = None,
         orig_img: np.ndarray | None = None,
         frame: int | None = None,
+        *,
+        category_ids: Sequence[int] | None = None,
     ) -> None:
         if masks.ndim != 3 or not (len(masks) == len(scores) == len(labels)):
             raise ValueError(
@@ -197,10 +101,13 @@ class Results:
         self.scores = scores
         self.labels = labels
         self.names = tuple(names)
-        self.image_size = tuple(int(s) for s in (image_size or masks.shape[-2:]))
+        height, width = (int(s) for s in (image_size or masks.shape[-2:]))
+        self.image_size: tuple[int, int] = (height, width)
         self.path = path
         self.orig_img = orig_img
         self.frame = frame
+        self.category_id_map: tuple[int, ...] | None = tuple(category_ids) if category_ids is not None else None
+        self.save_dir: str | None = None
         self._boxes: ArrayLike | None = None
 
     # -- containers ------------------------------------------------------------------------------------------
@@ -217,7 +124,8 @@ class Results:
         return self._new(self.masks[index], self.scores[index], self.labels[index])
 
     def _new(self, masks: ArrayLike, scores: ArrayLike, labels: ArrayLike) -> Results:
-        return Results(masks, scores, labels, self.names, self.image_size, self.path, self.orig_img, self.frame)
+        return Results(masks, scores, labels, self.names, self.image_size, self.path, self.orig_img, self.frame,
+                       category_ids=self.category_id_map)  # fmt: skip
 
     def __repr__(self) -> str:
         source = self.path or "in-memory image"
@@ -255,7 +163,10 @@ class Results:
         return [mask_to_polygons(m, include_holes) for m in _to_numpy(self.masks)]
 
     def category_ids(self, category_ids: Sequence[int] | None = None) -> list[int]:
-        """Dataset category id of each instance: ``category_ids[label]``; COCO ids for COCO-labelled models."""
+        """Dataset category id of each instance: ``category_ids[label]`` (default: the model's stored ids, COCO ids
+        for COCO-labelled models, else the label itself)."""
+        if category_ids is None:
+            category_ids = self.category_id_map
         if category_ids is None and self.names == tuple(COCO_CLASSES):
             category_ids = COCO_CATEGORY_IDS
         labels = _to_numpy(self.labels).tolist()
@@ -268,7 +179,8 @@ class Results:
     def to_coco(self, image_id: int | str, category_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """COCO result dicts (``image_id, category_id, segmentation`` RLE, ``bbox`` xywh, ``score``) for COCOeval.
 
-        Category ids are the COCO ids for COCO-labelled models, ``category_ids[label]`` if given, else the label.
+        Category ids are ``category_ids[label]`` if given, else the model's stored dataset ids (see
+        :func:`model_category_ids`), else the label.
 
         Example:
             >>> import sparseinst_zoo, numpy as np
@@ -340,8 +252,6 @@ class Results:
         """An RGB uint8 overlay of the instances on ``image`` (uint8 HxWx3 RGB array or PIL image; default: the
         predicted image). ``kwargs``: ``alpha``, ``outline``, ``labels``, ``show_boxes`` of
         :func:`~sparseinst_zoo.inference.visualise.draw_instances`."""
-        from .visualise import draw_instances
-
         if image is None:
             image = self.orig_img
         if image is None:
@@ -355,6 +265,4 @@ class Results:
 
     def save(self, path: str | os.PathLike[str], **kwargs: Any) -> str:
         """Write :meth:`plot` to an image file (format from the extension), atomically. Returns the path."""
-        from .visualise import save_image
-
         return save_image(self.plot(**kwargs), path)

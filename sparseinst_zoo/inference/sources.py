@@ -25,7 +25,8 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = [
     "to_rgb_uint8",
     "resolve_paths",
     "flatten_sources",
+    "FoundFile",
     "iter_source",
     "iter_items",
     "has_video",
@@ -57,8 +59,14 @@ _GLOB_CHARS = ("*", "?", "[")
 _logger = logging.getLogger("sparseinst_zoo")
 
 
-class _FoundPath(str):
-    """A path found in a folder or by a glob (not named by the user): skipped with a warning if it cannot be read."""
+@dataclass(frozen=True)
+class FoundFile:
+    """A file found in a folder or by a glob (not named by the user): skipped, and reported, if it cannot be used."""
+
+    path: str
+
+    def __fspath__(self) -> str:
+        return self.path
 
 
 @dataclass
@@ -69,6 +77,7 @@ class SourceItem:
     path: str | None = None
     frame: int | None = None
     name: str = ""
+    found: bool = False  # found in a folder or by a glob (not named by the user): skipped if it cannot be used
 
 
 def sample_image_path() -> str:
@@ -96,14 +105,29 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     if os.path.isdir(path):
         raise IsADirectoryError(f"expected an image file, got the folder {path!r}")
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            array = np.array(image.convert("RGB"))
+        with Image.open(path) as opened:
+            frames = int(getattr(opened, "n_frames", 1))
+            if frames > 1:
+                warnings.warn(f"{path} has {frames} frames (an animation); only the first is used. "
+                              "Convert it to a video (e.g. .mp4) to predict every frame", stacklevel=2)  # fmt: skip
+            array = _pil_to_rgb_array(ImageOps.exif_transpose(opened))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image {path!r}: not an image or the file is corrupt ({err})") from err
     if array.size == 0:
         raise ValueError(f"cannot read image {path!r}: it has no pixels")
     return np.ascontiguousarray(array)
+
+
+_WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _pil_to_rgb_array(image: Image.Image) -> np.ndarray:
+    """uint8 HxWx3 RGB of a PIL image; 16-bit grayscale (modes I;16 and I) is scaled to 8 bits, not clipped."""
+    if image.mode in _WIDE_INTEGER_MODES:
+        wide = np.asarray(image).astype(np.float64)
+        levels = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)  # 65535 -> 255, as ImageMagick/OpenCV
+        return np.repeat(levels[..., None], 3, axis=-1)
+    return np.array(image.convert("RGB"))
 
 
 def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
@@ -155,7 +179,7 @@ def to_rgb_uint8(image: Any, name: str = "image") -> np.ndarray:
         (4, 5, 3)
     """
     if isinstance(image, Image.Image):
-        return _array_to_rgb(np.asarray(image.convert("RGB")), name)
+        return _array_to_rgb(_pil_to_rgb_array(image), name)
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image, name)
     if isinstance(image, torch.Tensor):
@@ -201,11 +225,13 @@ def flatten_sources(source: Any) -> list[Any]:
     """
     if source is None:
         return [sample_image_path()]
+    if isinstance(source, FoundFile):  # already flattened
+        return [source]
     if isinstance(source, (str, os.PathLike)):
         paths = resolve_paths(source)
         if paths == [os.fspath(source)]:  # the user named this file
             return paths
-        return [_FoundPath(path) for path in paths]
+        return [FoundFile(path) for path in paths]
     if isinstance(source, (list, tuple)):
         if len(source) == 0:
             raise ValueError("empty list of sources: pass at least one path, array, tensor or PIL image")
@@ -219,7 +245,7 @@ def flatten_sources(source: Any) -> list[Any]:
 
 def has_video(items: list[Any]) -> bool:
     """True if any flattened source item is a video file path."""
-    return any(isinstance(item, str) and _is_video(item) for item in items)
+    return any(isinstance(item, (str, FoundFile)) and _is_video(os.fspath(item)) for item in items)
 
 
 def iter_video_frames(path: str) -> Iterator[np.ndarray]:
@@ -338,33 +364,39 @@ def iter_source(source: Any) -> Iterator[SourceItem]:
     return iter_items(flatten_sources(source))
 
 
-def _iter_file(path: str) -> Iterator[SourceItem]:
-    path = str(path)  # a plain str on the results, also for a _FoundPath
+def _iter_file(item: str | FoundFile) -> Iterator[SourceItem]:
+    path, found = os.fspath(item), isinstance(item, FoundFile)
     if _is_video(path):
         for frame_index, frame in enumerate(iter_video_frames(path)):
-            yield SourceItem(frame, path=path, frame=frame_index, name=os.path.basename(path))
+            yield SourceItem(frame, path=path, frame=frame_index, name=os.path.basename(path), found=found)
     else:
-        yield SourceItem(load_image(path), path=path, name=os.path.basename(path))
+        yield SourceItem(load_image(path), path=path, name=os.path.basename(path), found=found)
 
 
-def iter_items(items: list[Any]) -> Iterator[SourceItem]:
+def _warn_skipped(path: str, error: Exception) -> None:
+    _logger.warning("skipped %s: %s", path, error)
+
+
+def iter_items(items: list[Any], on_skip: Callable[[str, Exception], None] | None = None) -> Iterator[SourceItem]:
     """Lazily decode the items of :func:`flatten_sources`; videos yield one item per frame.
 
-    Files found in folders or by globs that cannot be decoded are skipped with a warning (see the module doc).
+    Files found in folders or by globs that cannot be decoded are skipped (see the module doc) and reported as
+    ``on_skip(path, error)`` (default: a logged warning).
     """
+    report = on_skip or _warn_skipped
     decoded = 0
     skipped: list[str] = []
     for index, item in enumerate(items):
-        if isinstance(item, str):
+        if isinstance(item, (str, FoundFile)):
             try:
                 for found in _iter_file(item):
                     decoded += 1
                     yield found
             except (ValueError, OSError) as err:
-                if not isinstance(item, _FoundPath):  # a file the user named: never skipped
+                if not isinstance(item, FoundFile):  # a file the user named: never skipped
                     raise
-                skipped.append(str(item))
-                _logger.warning("skipped %s: %s", item, err, extra={"skipped_source": str(item)})
+                skipped.append(item.path)
+                report(item.path, err)
         else:
             name = _describe(item, index)
             decoded += 1

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .._constants import DEFAULT_MEAN, DEFAULT_STD, SIZE_DIVISIBILITY
+from ..errors import DataError
 
 __all__ = [
     "SIZE_DIVISIBILITY",
@@ -63,7 +64,11 @@ def get_output_shape(height: int, width: int, min_size: int, max_size: int) -> t
     if max(new_h, new_w) > max_size:
         scale = max_size * 1.0 / max(new_h, new_w)
         new_h, new_w = new_h * scale, new_w * scale
-    return int(new_h + 0.5), int(new_w + 0.5)
+    out_h, out_w = int(new_h + 0.5), int(new_w + 0.5)
+    if out_h < 1 or out_w < 1:
+        raise DataError(f"a {height}x{width} image is too elongated to resize (min_size {min_size}, max_size "
+                        f"{max_size} give {out_h}x{out_w} pixels); crop it, or raise max_size")  # fmt: skip
+    return out_h, out_w
 
 
 def padded_shape(height: int, width: int, divisibility: int = SIZE_DIVISIBILITY) -> tuple[int, int]:
@@ -95,7 +100,7 @@ def resize_shortest_edge(image: np.ndarray, min_size: int, max_size: int) -> np.
     new_h, new_w = get_output_shape(image.shape[0], image.shape[1], min_size, max_size)
     if (new_h, new_w) == image.shape[:2]:
         return image
-    return np.array(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    return np.array(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
 
 
 def _resize_torch(image: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .._io import atomic_write, publish, temporary_path
+from .masks import masks_to_boxes
 
 __all__ = ["instance_colors", "draw_instances", "save_image", "VideoWriter"]
 
@@ -68,8 +69,6 @@ def draw_instances(
         >>> draw_instances(img, m, [0.9], ["cat"]).shape
         (20, 30, 3)
     """
-    from .results import masks_to_boxes
-
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"draw_instances expects a uint8 HxWx3 RGB image, got {image.shape} {image.dtype}")

@@ -139,7 +139,16 @@ class SparseInst(nn.Module):
                 f"SparseInst.forward expects normalised floating-point images, got dtype {images.dtype}; "
                 "normalise with the model's mean/std or use model.predict(...) which does it for you"
             )
+        weight = next(self.parameters())
+        if images.dtype != weight.dtype:
+            raise ValueError(
+                f"SparseInst.forward expects {weight.dtype} images like its weights, got {images.dtype}; convert with "
+                f"x.to({weight.dtype}) (use torch.autocast or model.predict(..., precision='fp16') for 16-bit math)"
+            )
         height, width = images.shape[-2:]
+        if images.shape[0] == 0 or height == 0 or width == 0:
+            raise ValueError(f"SparseInst.forward got an empty batch of shape {tuple(images.shape)}; pass at least "
+                             "one image of at least 32x32 pixels")  # fmt: skip
         if height % SIZE_DIVISIBILITY or width % SIZE_DIVISIBILITY:
             raise ValueError(
                 f"SparseInst.forward needs height and width divisible by {SIZE_DIVISIBILITY}, got {height}x{width}; "

@@ -1,0 +1,120 @@
+"""Which network a prediction runs: the caller's model is never modified, so predict runs on a cached copy.
+
+:func:`inference_network` returns, for a model and the predictor's options, the module to call:
+
+- ``optimize=None`` (the default): the exact fast path, an :class:`~sparseinst_zoo.inference.optimize.OptimizedModel`
+  with BatchNorms folded into the convolutions and channels_last memory (computes the same function as
+  ``model.eval()`` up to float rounding; logits within 1e-4);
+- ``optimize=False``: the plain eager math; the model itself when it is already in eval mode on the requested
+  device (an eval-mode forward under ``torch.inference_mode`` changes nothing), else an eval-mode copy;
+- ``optimize=True`` or a dict: :func:`~sparseinst_zoo.inference.optimize.optimize_for_inference` with those options.
+
+An :class:`~sparseinst_zoo.inference.optimize.OptimizedModel`, or a module without convolutions (a runtime wrapper
+such as the onnxruntime backend), is used as it is.
+
+Copies are cached per model (one entry per model, dropped with it) and keyed on the options and on a fingerprint of
+every parameter and buffer: its storage address (``data_ptr``), its in-place version counter (``_version``, bumped by
+optimizer steps, ``load_state_dict``, ``copy_`` and BatchNorm statistic updates), dtype, shape and device. Changing the
+weights in any of these ways between two ``predict`` calls rebuilds the copy; the one change it cannot see is
+writing into a tensor's memory behind autograd's back (e.g. through ``.numpy()``), so call
+:func:`clear_inference_cache` after such edits.
+
+Example:
+    >>> import sparseinst_zoo
+    >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
+    >>> network = inference_network(model)
+    >>> network is inference_network(model), network is model
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+
+from .optimize import OptimizedModel, optimize_for_inference
+from .precision import parse_precision
+
+__all__ = ["inference_network", "clear_inference_cache", "weights_fingerprint"]
+
+OptimizeOption = bool | dict[str, Any] | None
+
+_lock = threading.Lock()
+_cache: weakref.WeakKeyDictionary[nn.Module, tuple[Any, nn.Module]] = weakref.WeakKeyDictionary()
+
+
+def weights_fingerprint(model: nn.Module) -> tuple[Any, ...]:
+    """What identifies the current weights of ``model``: per tensor its address, version, dtype, shape and device."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape), t.device) for name, t in tensors)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _options(model: nn.Module, optimize: OptimizeOption, precision: str, device: torch.device) -> dict[str, Any] | None:
+    """``optimize_for_inference`` keyword arguments for the options, or None for the eager model."""
+    if optimize is False:
+        return None
+    options: dict[str, Any] = {} if optimize is None or optimize is True else dict(optimize)
+    if optimize is None:  # the exact default: fold BatchNorm, NHWC memory (faster convolutions on CPU and GPU)
+        options.setdefault("channels_last", device.type in ("cpu", "cuda"))
+    options.setdefault("precision", precision)
+    options.setdefault("device", device)
+    return options
+
+
+def _build(model: nn.Module, options: dict[str, Any] | None, device: torch.device) -> nn.Module:
+    if options is not None:
+        return optimize_for_inference(model, **options)
+    if not model.training and model_device(model) == device:
+        return model  # eval mode on the right device: used as it is, never modified
+    work = copy.deepcopy(model).eval().to(device)
+    for parameter in work.parameters():
+        parameter.requires_grad_(False)
+    return work
+
+
+def inference_network(
+    model: nn.Module,
+    optimize: OptimizeOption = None,
+    precision: str = "fp32",
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """The module a prediction with these options runs (see the module doc); ``model`` is never modified.
+
+    Args:
+        model: the caller's model (any mode, device and ``requires_grad``).
+        optimize: None (exact fast path), False (eager math) or ``optimize_for_inference`` options.
+        precision: 'fp32', 'fp16' or 'bf16' for the fast path (the eager path leaves autocast to the caller).
+        device: where to run (default: where the model is); the copy is moved there, the model is not.
+    """
+    if isinstance(model, OptimizedModel) or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return model  # already optimised, or a runtime wrapper (e.g. onnxruntime): nothing to fold or protect
+    device = torch.device(device) if device is not None else model_device(model)
+    precision = parse_precision(precision, device)
+    options = _options(model, optimize, precision, device)
+    key = (repr(sorted((options or {}).items())), options is None, str(device), model.training,
+           weights_fingerprint(model))  # fmt: skip
+    with _lock:  # one build per model and key, also when several threads predict at once
+        cached = _cache.get(model)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        network = _build(model, options, device)
+        if network is not model:
+            _cache[model] = (key, network)
+        return network
+
+
+def clear_inference_cache() -> None:
+    """Drop every cached inference copy (the next ``predict`` call rebuilds it)."""
+    with _lock:
+        _cache.clear()

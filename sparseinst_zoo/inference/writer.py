@@ -1,0 +1,177 @@
+"""Writing predictions to disk: overlay images, overlay videos and a COCO ``predictions.json``, in a run folder.
+
+Nothing already on disk is ever replaced or lost:
+
+- a new run never touches an old one: when the folder exists, the next free ``<folder>2``, ``<folder>3``, ... is
+  used (``runs/predict`` -> ``runs/predict2``, as Ultralytics); ``exist_ok=True`` writes into the folder itself;
+- output names cannot collide: an overlay is ``<source stem>.png`` (``.mp4`` for videos), and a name that exists
+  already (a source photo in the same folder, a file of an earlier run, another source with the same stem) gets
+  the next free ``_2``, ``_3`` suffix instead; every file is written atomically.
+
+Example:
+    >>> import numpy as np, sparseinst_zoo, tempfile, os
+    >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test")
+    >>> out = os.path.join(tempfile.mkdtemp(), "predict")
+    >>> with ResultsWriter(out, save_json=True) as writer:
+    ...     writer.write(model.predict(np.zeros((64, 96, 3), np.uint8))[0])
+    >>> sorted(os.listdir(writer.save_dir))
+    ['image0.png', 'predictions.json']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+from .._constants import DEFAULT_PREDICT_DIR
+from .._io import atomic_write_json
+from .masks import rle_area
+from .results import Results
+from .sources import video_fps
+from .visualise import VideoWriter
+
+__all__ = ["DEFAULT_RUN_DIR", "ResultsWriter", "next_run_dir", "free_path"]
+
+DEFAULT_RUN_DIR = DEFAULT_PREDICT_DIR
+
+
+def next_run_dir(path: str | os.PathLike[str], exist_ok: bool = False) -> str:
+    """``path`` if it does not exist (or ``exist_ok``), else the first free ``<path>2``, ``<path>3``, ...
+
+    Example:
+        >>> import tempfile
+        >>> base = tempfile.mkdtemp()
+        >>> next_run_dir(base).endswith("2"), next_run_dir(base, exist_ok=True) == base
+        (True, True)
+    """
+    path = os.fspath(path).rstrip("/\\") or os.fspath(path)
+    if exist_ok or not os.path.exists(path):
+        return path
+    n = 2
+    while os.path.exists(f"{path}{n}"):
+        n += 1
+    return f"{path}{n}"
+
+
+def free_path(folder: str, stem: str, suffix: str, taken: set[str]) -> str:
+    """``folder/stem+suffix``, or with the first free ``_2``, ``_3`` suffix if that exists or is ``taken``."""
+    candidate, n = os.path.join(folder, stem + suffix), 2
+    while os.path.exists(candidate) or os.path.realpath(candidate) in taken:
+        candidate, n = os.path.join(folder, f"{stem}_{n}{suffix}"), n + 1
+    taken.add(os.path.realpath(candidate))
+    return candidate
+
+
+def _stem(path: str | None, index: int) -> str:
+    """Output file stem: the source's file name without extension, or ``image<i>`` for in-memory images."""
+    return os.path.splitext(os.path.basename(path))[0] if path else f"image{index}"
+
+
+class ResultsWriter:
+    """Write overlays (``<stem>.png``, ``<stem>.mp4`` for video frames) and ``predictions.json`` for Results.
+
+    Args:
+        out: the run folder (see the module doc for how an existing one is handled).
+        overlays: write overlay images / videos.
+        save_json: write ``predictions.json`` on :meth:`close`: COCO ``images``, ``categories`` and ``annotations``
+            (RLE masks, boxes, scores) with the model's dataset category ids.
+        exist_ok: write into ``out`` even if it exists.
+        names: the model's class names (for ``categories``).
+        category_ids: the dataset id of each label (default: the labels).
+        sources: the source paths of this run (never written to, whatever their folder).
+        plot_options: keyword arguments of :meth:`Results.plot` (``alpha``, ``show_boxes``, ...).
+        description: the ``info.description`` of ``predictions.json``; ``info``: more ``info`` fields.
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike[str] = DEFAULT_RUN_DIR,
+        *,
+        overlays: bool = True,
+        save_json: bool = False,
+        exist_ok: bool = False,
+        names: Sequence[str] = (),
+        category_ids: Sequence[int] | None = None,
+        sources: Iterable[Any] = (),
+        plot_options: dict[str, Any] | None = None,
+        description: str = "sparseinst predict",
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.save_dir = next_run_dir(out, exist_ok)
+        self.overlays = overlays
+        self.save_json = save_json
+        self.names = tuple(names)
+        self.category_ids = tuple(category_ids) if category_ids is not None else None
+        self.plot_options = dict(plot_options or {})
+        self.written: list[str] = []
+        self._taken = {os.path.realpath(s) for s in sources if isinstance(s, (str, os.PathLike))}
+        self._videos: dict[str, VideoWriter] = {}
+        self._coco: dict[str, Any] = {"info": {"description": description, **(info or {})}, "images": [],
+                                      "annotations": []}  # fmt: skip
+        self._count = 0
+        os.makedirs(self.save_dir, exist_ok=True)
+
+    def write(self, result: Results) -> None:
+        """Add one image's (or video frame's) results."""
+        index = self._count
+        self._count += 1
+        result.save_dir = self.save_dir
+        if self.save_json:
+            self._add_json(result, image_id=index + 1)
+        if not self.overlays:
+            return
+        if result.frame is None:
+            path = free_path(self.save_dir, _stem(result.path, index), ".png", self._taken)
+            self.written.append(result.save(path, **self.plot_options))
+            return
+        key = str(result.path)
+        if key not in self._videos:
+            path = free_path(self.save_dir, _stem(result.path, index), ".mp4", self._taken)
+            self._videos[key] = VideoWriter(path, fps=video_fps(key))
+        self._videos[key].write(result.plot(**self.plot_options))
+
+    def _add_json(self, result: Results, image_id: int) -> None:
+        entry: dict[str, Any] = {"id": image_id, "file_name": result.path or f"image{image_id - 1}",
+                                 "height": result.image_size[0], "width": result.image_size[1]}  # fmt: skip
+        if result.frame is not None:
+            entry["frame"] = result.frame
+        self._coco["images"].append(entry)
+        annotations = self._coco["annotations"]
+        for ann in result.to_coco(image_id, self.category_ids):
+            ann.update(id=len(annotations) + 1, area=rle_area(ann["segmentation"]), iscrowd=0)
+            annotations.append(ann)
+
+    def categories(self) -> list[dict[str, Any]]:
+        """COCO ``categories``: the dataset id and name of each label."""
+        ids = self.category_ids or tuple(range(len(self.names)))
+        return [{"id": int(cid), "name": name} for cid, name in zip(ids, self.names)]
+
+    def write_all(self, results: Iterable[Results]) -> Iterator[Results]:
+        """Write each of ``results`` as it comes and yield it; closes the writer at the end."""
+        with self:
+            for result in results:
+                self.write(result)
+                yield result
+
+    def close(self) -> list[str]:
+        """Finish the videos and write ``predictions.json``; returns every file written."""
+        for video in self._videos.values():
+            self.written.append(video.close())
+        self._videos.clear()
+        if self.save_json:
+            self._coco["categories"] = self.categories()
+            path = free_path(self.save_dir, "predictions", ".json", self._taken)
+            atomic_write_json(path, self._coco)
+            self.written.append(path)
+            self.save_json = False  # written once
+        return self.written
+
+    def __enter__(self) -> ResultsWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

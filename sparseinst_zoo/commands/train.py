@@ -68,6 +68,8 @@ def _plain_type(annotation: Any) -> Any:
 def _add_field(group: argparse._ArgumentGroup, spec: dataclasses.Field[Any], annotation: Any) -> None:
     flag = "--" + spec.name.replace("_", "-")
     help_text, default = spec.metadata["help"], spec.default
+    if isinstance(default, dataclasses._MISSING_TYPE):
+        raise TypeError(f"TrainConfig.{spec.name} needs a default to become an option")
     kind = _plain_type(annotation)
     if kind is bool:
         action = argparse.BooleanOptionalAction if default is not False else "store_true"
@@ -88,8 +90,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     groups = {name: parser.add_argument_group(name) for name in ("model", "data", "optimisation", "run")}
     for spec in dataclasses.fields(TrainConfig):
         _add_field(groups[spec.metadata["group"]], spec, hints[spec.name])
-    groups["run"].add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                               help="continue from OUT/checkpoints/last.pt (or CHECKPOINT) with its saved settings")
+    groups["run"].add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CHECKPOINT",
+        help="continue from OUT/checkpoints/last.pt (or CHECKPOINT) with its saved settings",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig | dict[str, Any]:

@@ -45,17 +45,24 @@ __all__ = [
 _logger = logging.getLogger("sparseinst_zoo")
 CHECKPOINT_NAME = os.path.join("checkpoints", "last.pt")
 REQUIRED_KEYS = ("step", "model", "optimizer", "scheduler", "scaler", "best_ap", "rng", "config")
-# What a full disk (or a file size limit) looks like from torch.save's C++ writer and from safetensors' Rust one.
-_FULL_DISK_MARKERS = ("no space left", "storagefull", "file write failed", "code: 28", "file too large")
+# What a full disk (or a file size limit) says through Python, safetensors' Rust writer and torch.save's C++ one
+# (the last only reports a short write: "unexpected pos", "file write failed").
+_FULL_DISK_MARKERS = ("no space left", "storagefull", "code: 28", "file too large", "disk quota")
+_SHORT_WRITE_MARKERS = ("inline_container", "unexpected pos", "file write failed")
 
 
 def rng_state() -> dict[str, Any]:
     """The Python, NumPy, torch (and CUDA) random states as tensors and plain types."""
-    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached_gaussian)},  # fmt: skip
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -82,11 +89,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def write_failure(err: BaseException) -> bool:
-    """Whether ``err`` says the disk (or the file size limit) is full."""
+def write_failure(err: BaseException) -> str | None:
+    """``'full'`` if ``err`` says the disk (or a size limit) is full, ``'short'`` for a short write, else None."""
+    text = str(err).lower()
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return True
-    return any(marker in str(err).lower() for marker in _FULL_DISK_MARKERS)
+        return "full"
+    if any(marker in text for marker in _FULL_DISK_MARKERS):
+        return "full"
+    return "short" if any(marker in text for marker in _SHORT_WRITE_MARKERS) else None
 
 
 def guard_write(write: Callable[[], Any], what: str, path: str, advice: str) -> Any:
@@ -94,9 +104,11 @@ def guard_write(write: Callable[[], Any], what: str, path: str, advice: str) -> 
     try:
         return write()
     except Exception as err:  # torch raises RuntimeError, safetensors its own error type
-        if not write_failure(err):
+        kind = write_failure(err)
+        if kind is None:
             raise
-        raise OSError(errno.ENOSPC, f"the disk is full: could not write {what} {path}; {advice}") from None
+        cause = "the disk is full" if kind == "full" else "the write stopped short: the disk is probably full"
+        raise OSError(errno.ENOSPC, f"{cause}: could not write {what} {path}; {advice}") from None
 
 
 def save_checkpoint(path: str, state: dict[str, Any], resume_command: str) -> str:
@@ -117,22 +129,29 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise SparseInstError(f"{path} is not a weights-only training checkpoint of sparseinst-zoo (it stores Python "
-                              "objects, which are never unpickled); resume from the checkpoints/last.pt that "
-                              "`sparseinst train` wrote, or start from weights with --checkpoint") from None
+        raise SparseInstError(
+            f"{path} is not a weights-only training checkpoint of sparseinst-zoo (it stores Python "
+            "objects, which are never unpickled); resume from the checkpoints/last.pt that "
+            "`sparseinst train` wrote, or start from weights with --checkpoint"
+        ) from None
     except (RuntimeError, EOFError) as err:
-        raise SparseInstError(f"{path} cannot be read as a training checkpoint ({str(err).splitlines()[0]}); it may "
-                              "be truncated: resume from an intact checkpoints/last.pt") from None  # fmt: skip
+        raise SparseInstError(
+            f"{path} cannot be read as a training checkpoint ({str(err).splitlines()[0]}); it may "
+            "be truncated: resume from an intact checkpoints/last.pt"
+        ) from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
-        raise SparseInstError(f"{path} is not a training checkpoint of `sparseinst train` (it has no "
-                              f"{', '.join(map(repr, missing))}); to start from model weights use --checkpoint "
-                              "instead of --resume")  # fmt: skip
+        raise SparseInstError(
+            f"{path} is not a training checkpoint of `sparseinst train` (it has no "
+            f"{', '.join(map(repr, missing))}); to start from model weights use --checkpoint "
+            "instead of --resume"
+        )
     try:
         json.loads(state["config"])
     except (TypeError, ValueError):
-        raise SparseInstError(f"{path}: the saved settings ('config') are not valid JSON; the checkpoint is "
-                              "damaged") from None  # fmt: skip
+        raise SparseInstError(
+            f"{path}: the saved settings ('config') are not valid JSON; the checkpoint is damaged"
+        ) from None
     return state
 
 
@@ -145,6 +164,7 @@ def remove_stale_temporaries(out: str) -> list[str]:
                 os.unlink(path)
                 stale.append(path)
     if stale:
-        _logger.info("removed %d unfinished temporary file(s) of an interrupted write: %s", len(stale),
-                     ", ".join(stale))  # fmt: skip
+        _logger.info(
+            "removed %d unfinished temporary file(s) of an interrupted write: %s", len(stale), ", ".join(stale)
+        )
     return stale

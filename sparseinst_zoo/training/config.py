@@ -34,8 +34,13 @@ __all__ = ["TrainConfig", "CPU_STARTER", "GPU_DEFAULTS", "RESUME_OVERRIDES", "re
 RESUME_OVERRIDES = ("workers", "progress", "device", "tensorboard")
 
 # Without a model: a small real model on CPU (ImageNet-sized backbone, fast enough to try), the reference on a GPU.
-CPU_STARTER: dict[str, Any] = {"model": "sparseinst_giam", "backbone": "resnet18", "min_sizes": (256, 288, 320),
-                               "max_size": 533, "test_size": 320}  # fmt: skip
+CPU_STARTER: dict[str, Any] = {
+    "model": "sparseinst_giam",
+    "backbone": "resnet18",
+    "min_sizes": (256, 288, 320),
+    "max_size": 533,
+    "test_size": 320,
+}
 GPU_DEFAULTS: dict[str, Any] = {"model": "sparseinst_r50_giam", "min_sizes": REFERENCE_MIN_SIZES, "max_size": 853}
 _REFERENCE_MAX_SIZE = 853
 
@@ -54,25 +59,36 @@ class TrainConfig:
     ``sparseinst train --help`` shows. ``amp`` is a deprecated alias of ``precision``.
     """
 
-    model: str | None = _option(None, "registered name (see `sparseinst list`) or save_pretrained folder (default: "
-                                "sparseinst_r50_giam on a GPU; on CPU the starter sparseinst_giam + resnet18 at "
-                                "256-320 px)", "model")  # fmt: skip
+    model: str | None = _option(
+        None,
+        "registered name (see `sparseinst list`) or save_pretrained folder (default: "
+        "sparseinst_r50_giam on a GPU; on CPU the starter sparseinst_giam + resnet18 at "
+        "256-320 px)",
+        "model",
+    )
     backbone: str | None = _option(None, "timm backbone for sparseinst_iam/giam/giam_soft", "model")
     pretrained: bool = _option(False, "start from the model's released (Hub) weights", "model")
-    pretrained_backbone: bool = _option(False, "without --pretrained/--checkpoint: start the backbone from timm's "
-                                        "ImageNet weights (downloaded from the Hugging Face Hub)", "model")  # fmt: skip
-    checkpoint: str | None = _option(None, "start from these weights (safetensors, save_pretrained folder or "
-                                     "reference .pth)", "model")  # fmt: skip
-    num_classes: int | None = _option(None, "class count (default: the categories of --train-json; the class head is "
-                                      "re-initialised)", "model")  # fmt: skip
+    pretrained_backbone: bool = _option(
+        False,
+        "without --pretrained/--checkpoint: start the backbone from timm's "
+        "ImageNet weights (downloaded from the Hugging Face Hub)",
+        "model",
+    )
+    checkpoint: str | None = _option(
+        None, "start from these weights (safetensors, save_pretrained folder or reference .pth)", "model"
+    )
+    num_classes: int | None = _option(
+        None, "class count (default: the categories of --train-json; the class head is re-initialised)", "model"
+    )
     freeze_backbone: bool = _option(False, "train only the encoder and decoder", "model")
 
     train_json: str = _option("", "COCO instances JSON to train on", "data")
     train_images: str = _option("", "image folder of --train-json", "data")
     val_json: str | None = _option(None, "COCO instances JSON for evaluation (mask AP)", "data")
     val_images: str | None = _option(None, "image folder of --val-json", "data")
-    min_sizes: Sequence[int] | None = _option(None, "training shorter sides, comma list (default: 416,448,...,640; "
-                                              "256,288,320 for the CPU starter)", "data")  # fmt: skip
+    min_sizes: Sequence[int] | None = _option(
+        None, "training shorter sides, comma list (default: 416,448,...,640; 256,288,320 for the CPU starter)", "data"
+    )
     max_size: int | None = _option(None, "cap of the longer side (default: 853; 533 for the CPU starter)", "data")
     test_size: int | None = _option(None, "evaluation shorter side (default: the model's)", "data")
     crop: bool | None = _option(None, "the reference 'aug' random crop (default: on for *_aug models)", "data")
@@ -82,31 +98,40 @@ class TrainConfig:
     iters: int | None = _option(None, "training iterations", "optimisation")
     epochs: int | None = _option(None, "passes over the training images (default: 12)", "optimisation")
     batch_size: int = _option(8, "images per step and process", "optimisation")
-    lr: float = _option(5e-5, "AdamW learning rate (the reference value at batch 64; try 1e-4 when fine-tuning at "
-                        "batch 8)", "optimisation")  # fmt: skip
+    lr: float = _option(
+        5e-5,
+        "AdamW learning rate (the reference value at batch 64; try 1e-4 when fine-tuning at batch 8)",
+        "optimisation",
+    )
     weight_decay: float = _option(0.05, "AdamW weight decay", "optimisation")
     schedule: str = _option("step", "lr decay", "optimisation", choices=("step", "cosine"))
-    steps: Sequence[float] = _option((0.78, 0.93), "step decay points: fractions of the run (< 1) or iterations",
-                                     "optimisation")  # fmt: skip
+    steps: Sequence[float] = _option(
+        (0.78, 0.93), "step decay points: fractions of the run (< 1) or iterations", "optimisation"
+    )
     gamma: float = _option(0.1, "lr factor at each step decay point", "optimisation")
-    warmup_iters: int | None = _option(None, "linear warm-up iterations (default: min(1000, iters/10))",
-                                       "optimisation")  # fmt: skip
+    warmup_iters: int | None = _option(None, "linear warm-up iterations (default: min(1000, iters/10))", "optimisation")
     warmup_factor: float = _option(0.001, "warm-up starts at this fraction of the lr", "optimisation")
-    precision: str = _option("fp32", "autocast precision (losses are always computed in float32)", "optimisation",
-                             choices=tuple(PRECISIONS))  # fmt: skip
-    amp: str | None = _option(None, "deprecated alias of --precision ('none' means fp32)", "optimisation",
-                              choices=("none", "fp16", "bf16"))  # fmt: skip
+    precision: str = _option(
+        "fp32", "autocast precision (losses are always computed in float32)", "optimisation", choices=tuple(PRECISIONS)
+    )
+    amp: str | None = _option(
+        None, "deprecated alias of --precision ('none' means fp32)", "optimisation", choices=("none", "fp16", "bf16")
+    )
     clip_grad: float | None = _option(None, "clip the global gradient norm to this value", "optimisation")
     ema: bool = _option(False, "keep an EMA of the weights (evaluated and saved)", "optimisation")
     ema_decay: float = _option(0.9998, "EMA decay", "optimisation")
     seed: int = _option(0, "seed of initialisation, sampling and augmentation", "optimisation")
 
-    out: str = _option("runs/train", "output folder; if it holds a previous run, the next free one (runs/train2, "
-                       "...) is used unless --exist-ok")  # fmt: skip
+    out: str = _option(
+        "runs/train",
+        "output folder; if it holds a previous run, the next free one (runs/train2, ...) is used unless --exist-ok",
+    )
     exist_ok: bool = _option(False, "reuse OUT even if it holds a previous run (its results are replaced)")
     eval_period: int | None = _option(None, "evaluate every N iterations (default: 5 times per run)")
-    checkpoint_period: int | None = _option(None, "write the resumable checkpoint every N iterations (default: "
-                                            "min(500, iters/5), so every run can be resumed)")  # fmt: skip
+    checkpoint_period: int | None = _option(
+        None,
+        "write the resumable checkpoint every N iterations (default: min(500, iters/5), so every run can be resumed)",
+    )
     log_period: int = _option(20, "log the losses every N iterations")
     device: str | None = _option(None, "cuda, cuda:1 or cpu (default: cuda when available)")
     progress: bool = _option(True, "show a progress bar (without it: one log line per evaluation and log period)")
@@ -114,8 +139,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.amp is not None:
-            warnings.warn("amp is deprecated; use precision ('fp32', 'fp16' or 'bf16')", DeprecationWarning,
-                          stacklevel=3)  # fmt: skip
+            warnings.warn(
+                "amp is deprecated; use precision ('fp32', 'fp16' or 'bf16')", DeprecationWarning, stacklevel=3
+            )
             self.precision = parse_precision(self.amp, "cpu", name="amp")
             self.amp = None
         self.precision = parse_precision(self.precision, _default_device(self.device))
@@ -128,13 +154,17 @@ class TrainConfig:
             raise SparseInstError(f"schedule must be 'step' or 'cosine', got {self.schedule!r}")
         if self.pretrained and self.checkpoint:
             raise SparseInstError("give pretrained=True or a checkpoint, not both")
-        AugmentConfig(min_sizes=self.min_sizes or REFERENCE_MIN_SIZES, max_size=self.max_size or _REFERENCE_MAX_SIZE,
-                      flip_prob=self.flip_prob)  # fmt: skip  # validates
+        AugmentConfig(
+            min_sizes=self.min_sizes or REFERENCE_MIN_SIZES,
+            max_size=self.max_size or _REFERENCE_MAX_SIZE,
+            flip_prob=self.flip_prob,
+        )  # validates
 
     def _check_required(self) -> None:
         if not self.train_json or not self.train_images:
-            raise SparseInstError("train_json and train_images are required (a COCO instances file and its image "
-                                  "folder)")  # fmt: skip
+            raise SparseInstError(
+                "train_json and train_images are required (a COCO instances file and its image folder)"
+            )
         if (self.val_json is None) != (self.val_images is None):
             raise SparseInstError("give both val_json and val_images, or neither")
         if self.iters is not None and self.epochs is not None:

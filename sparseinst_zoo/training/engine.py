@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -35,9 +35,18 @@ from .. import _builder
 from .._io import atomic_write_json
 from ..errors import TrainingDiverged
 from ..inference.precision import PRECISIONS
+from ..models.sparseinst import SparseInst
 from .augment import Augmentation, AugmentConfig
-from .checkpoint import CHECKPOINT_NAME, guard_write, load_checkpoint, remove_stale_temporaries, rng_state
-from .checkpoint import save_checkpoint, seed_everything, set_rng_state
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    guard_write,
+    load_checkpoint,
+    remove_stale_temporaries,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from .config import RESUME_OVERRIDES, TrainConfig, resolve_defaults
 from .data import CocoDataset, CocoInstances, Collator, TrainSampler
 from .distributed import is_distributed, world_size
@@ -66,8 +75,9 @@ def _init_distributed() -> bool:
     return True
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+def _unwrap(model: nn.Module) -> SparseInst:
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return cast(SparseInst, inner)
 
 
 def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -79,7 +89,8 @@ def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, A
             full = f"{module_name}.{name}"
             if isinstance(module, norm_types) or "patch_embed" in full or "cls_token" in full:
                 no_decay.add(id(param))
-    decay, plain = [], []
+    decay: list[nn.Parameter] = []
+    plain: list[nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (plain if id(param) in no_decay else decay).append(param)
@@ -98,16 +109,23 @@ def _broadcast_from_rank0(value: str) -> str:
 
 
 @dataclass
-class _Run:
-    """The live objects of a run and its progress (what the loop reads and updates)."""
+class _Optimisation:
+    """AdamW, its schedule, the AMP gradient scaler and the optional EMA (what a checkpoint restores)."""
 
-    model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     ema: ModelEmaV3 | None
+
+
+@dataclass
+class _Run:
+    """The live objects of a run and its progress (what the loop reads and updates)."""
+
+    model: nn.Module
+    opt: _Optimisation
     step_fn: TrainStep
-    loader: DataLoader
+    loader: DataLoader[Any]
     val_coco: CocoInstances | None
     max_iters: int
     iters_per_epoch: int
@@ -123,8 +141,8 @@ class _Run:
     data_time: float = 0.0
 
     @property
-    def eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else _unwrap(self.model)
+    def eval_model(self) -> SparseInst:
+        return cast(SparseInst, self.opt.ema.module) if self.opt.ema is not None else _unwrap(self.model)
 
 
 class Trainer:
@@ -182,12 +200,14 @@ class Trainer:
             device = torch.device("cuda", local)
         return device
 
-    def _build_model(self, coco: CocoInstances) -> nn.Module:
+    def _build_model(self, coco: CocoInstances) -> SparseInst:
         cfg = self.config
         num_classes = cfg.num_classes or coco.num_classes
         if num_classes != coco.num_classes:  # label i is the i-th category: other counts cannot be trained or scored
-            raise ValueError(f"num_classes={num_classes} but {coco.json_path} has {coco.num_classes} categories; "
-                             "leave --num-classes out to use the dataset's count")  # fmt: skip
+            raise ValueError(
+                f"num_classes={num_classes} but {coco.json_path} has {coco.num_classes} categories; "
+                "leave --num-classes out to use the dataset's count"
+            )
         assert cfg.model is not None  # filled in by resolve_defaults
         kwargs: dict[str, Any] = {"num_classes": num_classes}
         if cfg.backbone:
@@ -198,19 +218,33 @@ class Trainer:
         if random_init and cfg.pretrained_backbone:
             kwargs["pretrained_backbone"] = True
         elif random_init and current_rank() == 0:
-            _logger.warning("training %s from random initialisation (no --pretrained, --checkpoint or "
-                            "--pretrained-backbone)", cfg.model)  # fmt: skip
-        model = _builder.create_model(  # a failed ImageNet-weights download says what to do (models/backbones.py)
-            cfg.model, pretrained=cfg.pretrained and not fresh, checkpoint_path=None if fresh else cfg.checkpoint,
+            _logger.warning(
+                "training %s from random initialisation (no --pretrained, --checkpoint or --pretrained-backbone)",
+                cfg.model,
+            )
+        # a failed ImageNet-weights download says what to do (models/backbones.py)
+        built = _builder.create_model(
+            cfg.model,
+            pretrained=cfg.pretrained and not fresh,
+            checkpoint_path=None if fresh else cfg.checkpoint,
             **kwargs,
-        )  # fmt: skip
+        )
+        model = cast(SparseInst, built)
         pretrained_cfg = model.pretrained_cfg
         model.pretrained_cfg = pretrained_cfg.replace(
-            label_names=tuple(coco.label_names), num_classes=num_classes, dataset=os.path.basename(coco.json_path),
-            min_size=int(cfg.test_size or pretrained_cfg.min_size), max_size=int(cfg.max_size or 0),
-            hf_hub_id=None, file=None, tag="", reference_ap=None, reference_ap_test_dev=None, reference_fps=None,
+            label_names=tuple(coco.label_names),
+            num_classes=num_classes,
+            dataset=os.path.basename(coco.json_path),
+            min_size=int(cfg.test_size or pretrained_cfg.min_size),
+            max_size=int(cfg.max_size or 0),
+            hf_hub_id=None,
+            file=None,
+            tag="",
+            reference_ap=None,
+            reference_ap_test_dev=None,
+            reference_fps=None,
             extra={**pretrained_cfg.extra, "category_ids": list(coco.category_ids)},
-        )  # fmt: skip
+        )
         if cfg.freeze_backbone:
             for param in model.backbone.parameters():
                 param.requires_grad_(False)
@@ -233,13 +267,16 @@ class Trainer:
             remove_stale_temporaries(out)
         self.config = dataclasses.replace(self.config, out=_broadcast_from_rank0(out))
         if current_rank() == 0:
-            atomic_write_json(os.path.join(self.config.out, "train_config.json"), self.config.to_dict(),
-                              allow_nan=False)  # fmt: skip
+            atomic_write_json(
+                os.path.join(self.config.out, "train_config.json"), self.config.to_dict(), allow_nan=False
+            )
 
     def _datasets(self) -> tuple[CocoInstances, CocoInstances | None]:
         cfg = self.config
         coco = CocoInstances(cfg.train_json, cfg.train_images)
-        val_coco = CocoInstances(cfg.val_json, cfg.val_images, keep_crowd=True) if cfg.val_json else None
+        val_coco = None
+        if cfg.val_json and cfg.val_images:
+            val_coco = CocoInstances(cfg.val_json, cfg.val_images, keep_crowd=True)
         if val_coco is not None and val_coco.category_ids != coco.category_ids:
             raise ValueError(
                 f"{cfg.val_json} and {cfg.train_json} have different categories "
@@ -247,60 +284,87 @@ class Trainer:
             )
         return coco, val_coco
 
+    def _optimisation(self, model: nn.Module, max_iters: int, device: torch.device) -> _Optimisation:
+        cfg = self.config
+        warmup = cfg.warmup_iters if cfg.warmup_iters is not None else min(1000, max_iters // 10)
+        optimizer = torch.optim.AdamW(_parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
+        milestones = resolve_milestones(cfg.steps, max_iters)
+        schedule = WarmupSchedule(max_iters, warmup, cfg.warmup_factor, cfg.schedule, milestones, cfg.gamma)
+        return _Optimisation(
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+            scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
+            ema=ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None,
+        )
+
     def _setup(self, device: torch.device) -> _Run:
         """Data, model, optimiser and schedule (restored from the checkpoint when resuming), loader."""
         cfg, world = self.config, world_size()
         seed_everything(cfg.seed)
         coco, val_coco = self._datasets()
         model = self._build_model(coco).to(device)
-        crop = cfg.crop if cfg.crop is not None else _unwrap(model).model_name.endswith("_aug")
+        crop = cfg.crop if cfg.crop is not None else model.model_name.endswith("_aug")
         assert cfg.min_sizes is not None and cfg.max_size is not None  # filled in by resolve_defaults
-        augmentation = Augmentation(AugmentConfig(min_sizes=cfg.min_sizes, max_size=cfg.max_size,
-                                                  flip_prob=cfg.flip_prob, crop=crop))  # fmt: skip
-        dataset = CocoDataset(coco, augmentation)
+        augment = AugmentConfig(min_sizes=cfg.min_sizes, max_size=cfg.max_size, flip_prob=cfg.flip_prob, crop=crop)
+        dataset = CocoDataset(coco, Augmentation(augment))
         iters_per_epoch = max(len(dataset) // (cfg.batch_size * world), 1)
         max_iters = int(cfg.iters) if cfg.iters else int(cfg.epochs or 12) * iters_per_epoch
-        warmup = cfg.warmup_iters if cfg.warmup_iters is not None else min(1000, max_iters // 10)
-
-        criterion = SparseInstCriterion(_unwrap(model).num_classes)
-        optimizer = torch.optim.AdamW(_parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
-        schedule = WarmupSchedule(max_iters, warmup, cfg.warmup_factor, cfg.schedule,
-                                  resolve_milestones(cfg.steps, max_iters), cfg.gamma)  # fmt: skip
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-        ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
-        run = _Run(model, optimizer, scheduler, scaler, ema, None, None, val_coco, max_iters,  # type: ignore[arg-type]
-                   iters_per_epoch, cfg.eval_period or max(math.ceil(max_iters / 5), 1),
-                   cfg.checkpoint_period or min(500, math.ceil(max_iters / 5)))  # fmt: skip
-        if self.resume_state is not None:
-            self._restore(run)
+        opt = self._optimisation(model, max_iters, device)
+        start_step, best_ap = self._restore(model, opt) if self.resume_state is not None else (0, -math.inf)
+        wrapped: nn.Module = model
         if world > 1:
-            run.model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                            else None)  # fmt: skip
-        run.step_fn = TrainStep(run.model, criterion, optimizer, scheduler, scaler, PRECISIONS[cfg.precision],
-                                cfg.clip_grad, world)  # fmt: skip
-        sampler = TrainSampler(len(dataset), cfg.batch_size, max_iters, run.step, cfg.seed, current_rank(), world)
-        pretrained_cfg = _unwrap(model).pretrained_cfg
-        run.loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                                collate_fn=Collator(pretrained_cfg.mean, pretrained_cfg.std),
-                                pin_memory=device.type == "cuda")  # fmt: skip
-        return run
+            wrapped = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        step_fn = TrainStep(
+            wrapped,
+            SparseInstCriterion(model.num_classes),
+            opt.optimizer,
+            opt.scheduler,
+            opt.scaler,
+            PRECISIONS[cfg.precision],
+            cfg.clip_grad,
+            world,
+        )
+        sampler = TrainSampler(len(dataset), cfg.batch_size, max_iters, start_step, cfg.seed, current_rank(), world)
+        collate = Collator(model.pretrained_cfg.mean, model.pretrained_cfg.std)
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=cfg.workers,
+            collate_fn=collate,
+            pin_memory=device.type == "cuda",
+        )
+        return _Run(
+            model=wrapped,
+            opt=opt,
+            step_fn=step_fn,
+            loader=loader,
+            val_coco=val_coco,
+            max_iters=max_iters,
+            iters_per_epoch=iters_per_epoch,
+            eval_period=cfg.eval_period or max(math.ceil(max_iters / 5), 1),
+            checkpoint_period=cfg.checkpoint_period or min(500, math.ceil(max_iters / 5)),
+            step=start_step,
+            best_ap=best_ap,
+            last_saved=start_step if self.resume_state is not None else None,
+        )
 
-    def _restore(self, run: _Run) -> None:
+    def _restore(self, model: nn.Module, opt: _Optimisation) -> tuple[int, float]:
+        """Load the checkpoint's state into ``model`` and ``opt`` and the RNGs; returns its step and best AP."""
         state = self.resume_state
         assert state is not None
-        run.model.load_state_dict(state["model"])
-        run.optimizer.load_state_dict(state["optimizer"])
-        run.scheduler.load_state_dict(state["scheduler"])
-        run.scaler.load_state_dict(state["scaler"])
-        if run.ema is not None and state.get("ema") is not None:
-            run.ema.module.load_state_dict(state["ema"])
-        run.step = run.last_saved = int(state["step"])
-        run.best_ap = float(state["best_ap"])
+        model.load_state_dict(state["model"])
+        opt.optimizer.load_state_dict(state["optimizer"])
+        opt.scheduler.load_state_dict(state["scheduler"])
+        opt.scaler.load_state_dict(state["scaler"])
+        if opt.ema is not None and state.get("ema") is not None:
+            opt.ema.module.load_state_dict(state["ema"])
         rng_states = state["rng"]
         set_rng_state(rng_states[current_rank()] if len(rng_states) == world_size() else rng_states[0])
         if current_rank() == 0:
-            _logger.info("resumed from %s at step %d", self.resume_path, run.step)
+            _logger.info("resumed from %s at step %d", self.resume_path, int(state["step"]))
+        return int(state["step"]), float(state["best_ap"])
 
     # -- checkpoints and saved models ----------------------------------------------------------------------------
     @property
@@ -318,10 +382,10 @@ class Trainer:
             state = {
                 "step": run.step,
                 "model": _unwrap(run.model).state_dict(),
-                "optimizer": run.optimizer.state_dict(),
-                "scheduler": run.scheduler.state_dict(),
-                "scaler": run.scaler.state_dict(),
-                "ema": run.ema.module.state_dict() if run.ema is not None else None,
+                "optimizer": run.opt.optimizer.state_dict(),
+                "scheduler": run.opt.scheduler.state_dict(),
+                "scaler": run.opt.scaler.state_dict(),
+                "ema": run.opt.ema.module.state_dict() if run.opt.ema is not None else None,
                 "best_ap": run.best_ap,
                 "rng": states,
                 "config": json.dumps(self.config.to_dict()),
@@ -337,15 +401,22 @@ class Trainer:
             dataset = os.path.basename(self.config.val_json or "")
             card.update({f"mask {k} ({dataset})": metrics[k] for k in METRIC_KEYS if metrics[k] is not None})
             card.update({f"mask AP {label}": ap for label, ap in metrics["per_class"].items() if ap is not None})
-        where = (f"the checkpoint of step {run.last_saved} is complete: free some space, then `{self.resume_command}` "
-                 "saves it again" if run.last_saved is not None else "free some space and start again")  # fmt: skip
+        where = (
+            f"the checkpoint of step {run.last_saved} is complete: free some space, then `{self.resume_command}` "
+            "saves it again"
+            if run.last_saved is not None
+            else "free some space and start again"
+        )
         guard_write(lambda: run.eval_model.save_pretrained(folder, metrics=card), "the model folder", folder, where)
 
     def _diverged(self, run: _Run, what: str, values: str) -> TrainingDiverged:
         ckpt = os.path.join(self.config.out, CHECKPOINT_NAME)
-        where = (f"the last good checkpoint is {ckpt} (step {run.last_saved}); resume from it with --resume after "
-                 "lowering --lr, adding --clip-grad or using --precision fp32" if run.last_saved is not None
-                 else "no checkpoint was written yet; lower --lr or add --clip-grad")  # fmt: skip
+        where = (
+            f"the last good checkpoint is {ckpt} (step {run.last_saved}); resume from it with --resume after "
+            "lowering --lr, adding --clip-grad or using --precision fp32"
+            if run.last_saved is not None
+            else "no checkpoint was written yet; lower --lr or add --clip-grad"
+        )
         return TrainingDiverged(f"training stopped: {what} at step {run.step + 1} ({values}); {where}")
 
     # -- the loop ------------------------------------------------------------------------------------------------
@@ -363,8 +434,15 @@ class Trainer:
         self._prepare_folder(device)
         run = self._setup(device)
         rank = current_rank()
-        log = (MetricsLog(os.path.join(self.config.out, "metrics.jsonl"), run.step if self.resume_state else None,
-                          self.config.tensorboard) if rank == 0 else None)  # fmt: skip
+        log = (
+            MetricsLog(
+                os.path.join(self.config.out, "metrics.jsonl"),
+                run.step if self.resume_state else None,
+                self.config.tensorboard,
+            )
+            if rank == 0
+            else None
+        )
         bar = ProgressBar(run.max_iters, run.step, enabled=self.config.progress and rank == 0)
         try:
             with console_above_bar(bar.bar is not None):
@@ -396,12 +474,15 @@ class Trainer:
             except NotFinite as err:
                 raise self._diverged(run, *err.args) from None
             run.step += 1
-            if run.ema is not None:
-                run.ema.update(_unwrap(run.model), step=run.step)
+            if run.opt.ema is not None:
+                run.opt.ema.update(_unwrap(run.model), step=run.step)
             run.window.append(terms)
             run.step_time += time.perf_counter() - data_tic
-            record = {"step": run.step, "lr": run.step_fn.last_lr,
-                      **{k: v.item() for k, v in zip(run.step_fn.names, terms)}}  # fmt: skip
+            record = {
+                "step": run.step,
+                "lr": run.step_fn.last_lr,
+                **{k: v.item() for k, v in zip(run.step_fn.names, terms)},
+            }
             bar.step(record)
             for callback in self.callbacks:
                 callback(self, run.step, record)
@@ -421,10 +502,16 @@ class Trainer:
             dist.all_reduce(mean_terms)
             mean_terms /= world_size()
         seconds = run.step_time / len(run.window)
-        record = {"type": "train", "step": run.step, "epoch": round(run.step / run.iters_per_epoch, 3),
-                  "lr": run.step_fn.last_lr, **{k: float(v) for k, v in zip(run.step_fn.names, mean_terms)},
-                  "time": seconds, "data_time": run.data_time / len(run.window),
-                  "eta_s": seconds * (run.max_iters - run.step)}  # fmt: skip
+        record = {
+            "type": "train",
+            "step": run.step,
+            "epoch": round(run.step / run.iters_per_epoch, 3),
+            "lr": run.step_fn.last_lr,
+            **{k: float(v) for k, v in zip(run.step_fn.names, mean_terms)},
+            "time": seconds,
+            "data_time": run.data_time / len(run.window),
+            "eta_s": seconds * (run.max_iters - run.step),
+        }
         if log is not None:
             log.write(record)
             bar.logged(record)
@@ -434,9 +521,16 @@ class Trainer:
         """COCO mask AP of the (EMA) model; rank 0 logs it, saves ``best/`` and redraws ``results.png``."""
         cfg = self.config
         assert run.val_coco is not None
-        metrics = evaluate(run.eval_model, run.val_coco.json_path, run.val_coco.image_dir, coco=run.val_coco,
-                           min_size=cfg.test_size, max_size=cfg.max_size, batch_size=cfg.batch_size,
-                           workers=cfg.workers)  # fmt: skip
+        metrics = evaluate(
+            run.eval_model,
+            run.val_coco.json_path,
+            run.val_coco.image_dir,
+            coco=run.val_coco,
+            min_size=cfg.test_size,
+            max_size=cfg.max_size,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+        )
         run.last_metrics = metrics
         self._set_train_mode(run.model)
         ap = metrics["AP"] if metrics["AP"] is not None else -1.0
@@ -454,12 +548,20 @@ class Trainer:
 
     def _report_interrupt(self, run: _Run) -> None:
         if run.last_saved is None:
-            _logger.warning("interrupted at step %d, before the first checkpoint (every %d iterations): nothing to "
-                            "resume", run.step, run.checkpoint_period)  # fmt: skip
+            _logger.warning(
+                "interrupted at step %d, before the first checkpoint (every %d iterations): nothing to resume",
+                run.step,
+                run.checkpoint_period,
+            )
         else:
-            _logger.warning("interrupted at step %d; to continue from the last checkpoint (step %d, %s) run `%s` "
-                            "(Python: Trainer(resume=True, out=...))", run.step, run.last_saved,
-                            os.path.join(self.config.out, CHECKPOINT_NAME), self.resume_command)  # fmt: skip
+            _logger.warning(
+                "interrupted at step %d; to continue from the last checkpoint (step %d, %s) run `%s` "
+                "(Python: Trainer(resume=True, out=...))",
+                run.step,
+                run.last_saved,
+                os.path.join(self.config.out, CHECKPOINT_NAME),
+                self.resume_command,
+            )
 
 
 def train(resume: bool | str = False, **kwargs: Any) -> dict[str, Any]:

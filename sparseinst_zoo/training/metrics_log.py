@@ -26,8 +26,7 @@ from typing import Any
 __all__ = ["MetricsLog", "ProgressBar", "read_metrics", "console_above_bar", "LOSS_SHORT_NAMES"]
 
 _logger = logging.getLogger("sparseinst_zoo")
-LOSS_SHORT_NAMES = {"loss": "loss", "loss_ce": "ce", "loss_mask": "mask", "loss_dice": "dice",
-                    "loss_objectness": "obj"}  # fmt: skip
+LOSS_SHORT_NAMES = {"loss": "loss", "loss_ce": "ce", "loss_mask": "mask", "loss_dice": "dice", "loss_objectness": "obj"}
 
 
 def read_metrics(path: str, until_step: int | None = None) -> list[dict[str, Any]]:
@@ -109,8 +108,14 @@ class ProgressBar:
         """A log-period summary: one line when there is no bar."""
         if self.bar is None:
             losses = ", ".join(f"{name} {record[key]:.4f}" for key, name in LOSS_SHORT_NAMES.items() if key in record)
-            _logger.info("step %d/%d: %s, lr %.3g, eta %s", record["step"], self.total, losses, record["lr"],
-                         _duration(record.get("eta_s", 0.0)))  # fmt: skip
+            _logger.info(
+                "step %d/%d: %s, lr %.3g, eta %s",
+                record["step"],
+                self.total,
+                losses,
+                record["lr"],
+                _duration(record.get("eta_s", 0.0)),
+            )
 
     def message(self, text: str) -> None:
         """A line above the bar (or a log line without one)."""
@@ -141,8 +146,9 @@ def console_above_bar(enabled: bool) -> Iterator[None]:
 
     original = warnings.showwarning
 
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
-             line: str | None = None) -> None:  # fmt: skip
+    def show(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None
+    ) -> None:
         text = warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n")
         tqdm.write(text, file=file or sys.stderr)
 

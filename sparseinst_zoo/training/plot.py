@@ -91,7 +91,8 @@ def try_plot_run(run: str) -> str | None:
         return plot_run(run)
     except ImportError:
         if not _warned_missing:
-            _logger.warning("matplotlib is not installed, so no %s is drawn (pip install 'sparseinst-zoo[plot]')",
-                            RESULTS_NAME)  # fmt: skip
+            _logger.warning(
+                "matplotlib is not installed, so no %s is drawn (pip install 'sparseinst-zoo[plot]')", RESULTS_NAME
+            )
             _warned_missing = True
         return None

@@ -59,8 +59,12 @@ def claim_run_folder(out: str, exist_ok: bool) -> str:
             _clear_previous_outputs(out)
         else:
             chosen = _next_free(out)
-            _logger.warning("%s holds a previous run, so this one writes to %s (--exist-ok reuses %s, --resume "
-                            "continues it)", out, chosen, out)  # fmt: skip
+            _logger.warning(
+                "%s holds a previous run, so this one writes to %s (--exist-ok reuses %s, --resume continues it)",
+                out,
+                chosen,
+                out,
+            )
             out = chosen
     os.makedirs(out, exist_ok=True)
     return out

@@ -35,9 +35,17 @@ class TrainStep:
         world: number of processes (the non-finite verdict is all-reduced when > 1).
     """
 
-    def __init__(self, model: nn.Module, criterion: SparseInstCriterion, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                 autocast_dtype: torch.dtype | None, clip_grad: float | None, world: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: SparseInstCriterion,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler,
+        autocast_dtype: torch.dtype | None,
+        clip_grad: float | None,
+        world: int,
+    ) -> None:
         self.model, self.criterion, self.optimizer = model, criterion, optimizer
         self.scheduler, self.scaler = scheduler, scaler
         self.autocast_dtype, self.clip_grad, self.world = autocast_dtype, clip_grad, world
@@ -52,8 +60,11 @@ class TrainStep:
         return bool(flag.item())
 
     def _forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        autocast: Any = (torch.autocast(images.device.type, dtype=self.autocast_dtype)
-                         if self.autocast_dtype is not None else contextlib.nullcontext())  # fmt: skip
+        autocast: Any = (
+            torch.autocast(images.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
         with autocast:
             outputs = self.model(images)
         finite = torch.stack([torch.isfinite(value).all() for value in outputs.values()]).all()

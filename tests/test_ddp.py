@@ -47,7 +47,8 @@ def _train_records(out) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_process_ddp_matches_single_process(tmp_path):
+def _one_node_two_processes_match_one_process(tmp_path) -> None:
+    """One torchrun node with two processes (tmp_path / "ddp") trains as one process with twice the batch."""
     data = tmp_path / "data"
     ann = make_shapes_dataset(data, num_images=8, max_shapes=2, radius=(0.2, 0.3), seed=2)
     script = tmp_path / "ddp_train.py"
@@ -131,30 +132,12 @@ def _two_nodes(script, args: list[str], env: dict[str, str]) -> None:
         assert node.returncode == 0, err[-3000:]
 
 
-def test_two_machines_train_and_resume_exactly_as_one(tmp_path):
-    """Two torchrun nodes (gloo), interrupted at step 3 and resumed, give the curve of one uninterrupted node."""
-    data = tmp_path / "data"
-    ann = make_shapes_dataset(data, num_images=8, max_shapes=2, radius=(0.2, 0.3), seed=2)
-    script = tmp_path / "ddp_train.py"
-    script.write_text(SCRIPT)
+def test_ddp_matches_one_process_and_two_machines_resume_exactly(tmp_path):
+    """Then two torchrun nodes (gloo), interrupted at step 3 and resumed, give the curve of the uninterrupted node."""
+    _one_node_two_processes_match_one_process(tmp_path)
+    data, script = tmp_path / "data", tmp_path / "ddp_train.py"
+    ann = str(data / "annotations.json")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    one_node = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node=2",
-        "--master-addr=127.0.0.1",
-        f"--master-port={_free_port()}",
-        str(script),
-        ann,
-        str(data),
-        str(tmp_path / "one"),
-        "0",
-        "0",
-    ]
-    proc = subprocess.run(one_node, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
     _two_nodes(script, [ann, str(data), str(tmp_path / "two"), "3", "0"], env)
     assert [r["step"] for r in _train_records(tmp_path / "two")] == [1, 2]  # stopped in step 3
     _two_nodes(script, [ann, str(data), str(tmp_path / "two"), "0", "1"], env)
@@ -164,5 +147,5 @@ def test_two_machines_train_and_resume_exactly_as_one(tmp_path):
         return [value for r in records for value in (r["step"], r["loss"], r["lr"])]
 
     assert curve("two")[::3] == [1, 2, 3, 4]
-    assert curve("two") == pytest.approx(curve("one"), rel=1e-6, abs=1e-9)
+    assert curve("two") == pytest.approx(curve("ddp"), rel=1e-6, abs=1e-9)
     assert (tmp_path / "two" / "last" / "model.safetensors").is_file()

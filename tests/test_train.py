@@ -24,6 +24,7 @@ from sparseinst_zoo.commands import plot as plot_command
 from sparseinst_zoo.commands import train as train_command
 from sparseinst_zoo.commands import val as val_command
 from sparseinst_zoo.errors import SparseInstError
+from sparseinst_zoo.training import plot as training_plot
 from sparseinst_zoo.training.config import TrainConfig, resolve_defaults
 from sparseinst_zoo.training.engine import Trainer, TrainingDiverged
 from sparseinst_zoo.training.evaluate import METRIC_KEYS, evaluate
@@ -349,6 +350,10 @@ def test_bad_checkpoints_to_resume_from_say_what_they_are(tmp_path):
     torch.save({"step": 3, "model": {}}, no_config)
     with pytest.raises(SparseInstError, match=r"not a training checkpoint .*no 'optimizer', .*'config'.* --checkpoint"):
         Trainer(resume=str(no_config), out=str(tmp_path))
+    not_torch = tmp_path / "annotations.json"
+    not_torch.write_text("{}")
+    with pytest.raises(SparseInstError, match="is not a training checkpoint .it is not a torch file"):
+        Trainer(resume=str(not_torch), out=str(tmp_path))
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(no_config.read_bytes()[:100])
     with pytest.raises(SparseInstError, match="cannot be read as a training checkpoint"):
@@ -360,10 +365,16 @@ def test_exploding_lr_ends_in_the_divergence_message_not_in_the_matcher(shapes, 
         sparseinst_zoo.train(**_tiny(shapes, tmp_path / "lr", iters=6, lr=1e6))
 
 
-def test_checkpoint_period_scales_to_the_run_and_ctrl_c_gives_the_command(shapes, tmp_path, caplog):
-    trainer = Trainer(**_tiny(shapes, tmp_path / "short", iters=4), callbacks=[_StopAt(2)])
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train()
+def test_checkpoint_period_scales_to_the_run_and_ctrl_c_gives_the_command(shapes, tmp_path, caplog, capsys):
+    trainer = Trainer(**_tiny(shapes, tmp_path / "short", iters=4, progress=True), callbacks=[_StopAt(2)])
+    handler = logging.StreamHandler(sys.stderr)  # the console handler a CLI run has
+    logging.getLogger("sparseinst_zoo").addHandler(handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train()
+    finally:
+        logging.getLogger("sparseinst_zoo").removeHandler(handler)
+    assert re.search(r"(^|\n)interrupted at step 2; ", capsys.readouterr().err)  # not glued to the bar
     assert torch.load(tmp_path / "short" / "checkpoints" / "last.pt", weights_only=True)["step"] == 1  # ceil(4/5)
     assert f"run `sparseinst train --resume --out {tmp_path / 'short'}`" in caplog.text
 
@@ -485,3 +496,15 @@ def test_kill_9_then_resume_is_bit_exact(shapes, tmp_path):
     cut = torch.load(checkpoint, weights_only=True)
     assert all(torch.equal(cut["model"][k], v) for k, v in full["model"].items())
     assert not list(checkpoint.parent.glob(".tmp-*"))
+
+
+def test_without_matplotlib_training_warns_once_and_skips_the_figure(tmp_path, monkeypatch, caplog):
+    (tmp_path / "metrics.jsonl").write_text('{"type": "train", "step": 1, "loss": 1.0, "lr": 0.1}\n')
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
+    monkeypatch.setattr(training_plot, "_warned_missing", False)
+    assert training_plot.try_plot_run(str(tmp_path)) is None and training_plot.try_plot_run(str(tmp_path)) is None
+    assert caplog.text.count("matplotlib is not installed") == 1 and not (tmp_path / "results.png").exists()
+    with pytest.raises(ValueError, match=r"needs matplotlib: pip install 'sparseinst-zoo\[plot\]'"):
+        plot_command.run(_parse(plot_command, [str(tmp_path)]))
+    with pytest.raises(FileNotFoundError, match="give the output folder of a `sparseinst train` run"):
+        training_plot.plot_run(str(tmp_path / "nowhere"))

@@ -128,16 +128,22 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         raise FileNotFoundError(f"no checkpoint to resume from at {path}; start a new run without resume")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as err:
+        if "global" not in str(err):  # no refused Python class: not a pickle at all (a JSON file, an image ...)
+            raise SparseInstError(
+                f"{path} is not a training checkpoint (it is not a torch file); resume from the "
+                "checkpoints/last.pt that `sparseinst train` wrote"
+            ) from None
         raise SparseInstError(
             f"{path} is not a weights-only training checkpoint of sparseinst-zoo (it stores Python "
             "objects, which are never unpickled); resume from the checkpoints/last.pt that "
             "`sparseinst train` wrote, or start from weights with --checkpoint"
         ) from None
     except (RuntimeError, EOFError) as err:
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise SparseInstError(
-            f"{path} cannot be read as a training checkpoint ({str(err).splitlines()[0]}); it may "
-            "be truncated: resume from an intact checkpoints/last.pt"
+            f"{path} cannot be read as a training checkpoint ({first_line}); it may be truncated: "
+            "resume from an intact checkpoints/last.pt"
         ) from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:

@@ -448,6 +448,7 @@ class Trainer:
             with console_above_bar(bar.bar is not None):
                 self._loop(run, device, log, bar)
         except KeyboardInterrupt:
+            bar.close()  # the message goes on its own line below the finished bar
             if rank == 0:
                 self._report_interrupt(run)
             raise

@@ -64,6 +64,7 @@ COMMANDS: dict[str, Command] = {
         "benchmark",
         "measure latency (median/p10/p90), images/s, peak memory and GFLOPs of a model and its fast inference paths",
     ),
+    "plot": Command("plot", "draw the training curves of a run (losses, learning rate, mask AP) into RUN/results.png"),
 }
 
 # Errors a user (or the machine) causes: shown as one line, not a traceback. Plain ValueError stays here until every

@@ -297,7 +297,7 @@ def evaluate(
     else:
         predictor = Predictor(
             model, score_threshold=score_threshold, max_detections=max_detections, min_size=min_size,
-            max_size=max_size, device=device, half=precision or False, batch_size=batch_size, keep_image=False,
+            max_size=max_size, device=device, precision=precision, batch_size=batch_size, keep_image=False,
         )  # fmt: skip
         detections = _predict_shard(predictor, dataset, batch_size, workers, progress)
         if rank == 0:

@@ -16,12 +16,24 @@ from sparseinst_zoo.data.synthetic import make_shapes_dataset
 pytestmark = pytest.mark.ddp
 
 SCRIPT = """
-import sys, torch, sparseinst_zoo
+import sys, torch
+from sparseinst_zoo.training.engine import Trainer
 torch.set_num_threads(1)
-sparseinst_zoo.train(model="sparseinst_tiny_test", train_json=sys.argv[1], train_images=sys.argv[2],
-                     val_json=sys.argv[1], val_images=sys.argv[2], out=sys.argv[3], iters=4, batch_size=1,
-                     lr=1e-3, min_sizes=(64,), max_size=96, workers=0, progress=False, log_period=1,
-                     eval_period=4, tensorboard=False)
+ann, images, out, stop_at, resume = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
+
+def stop(trainer, step, record):
+    if step == stop_at:
+        raise KeyboardInterrupt
+
+if resume:
+    Trainer(resume=True, out=out, progress=False).train()
+else:
+    try:
+        Trainer(model="sparseinst_tiny_test", train_json=ann, train_images=images, val_json=ann, val_images=images,
+                out=out, iters=4, batch_size=1, lr=1e-3, min_sizes=(64,), max_size=96, workers=0, progress=False,
+                log_period=1, eval_period=4, tensorboard=False, callbacks=[stop]).train()
+    except KeyboardInterrupt:
+        print("interrupted")
 """
 
 
@@ -35,20 +47,45 @@ def _train_records(out) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_process_ddp_matches_single_process(tmp_path):
+def _one_node_two_processes_match_one_process(tmp_path) -> None:
+    """One torchrun node with two processes (tmp_path / "ddp") trains as one process with twice the batch."""
     data = tmp_path / "data"
     ann = make_shapes_dataset(data, num_images=8, max_shapes=2, radius=(0.2, 0.3), seed=2)
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
-           f"--master-port={_free_port()}", str(script), ann, str(data), str(tmp_path / "ddp")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--master-addr=127.0.0.1",
+        f"--master-port={_free_port()}",
+        str(script),
+        ann,
+        str(data),
+        str(tmp_path / "ddp"),
+        "0",
+        "0",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    sparseinst_zoo.train(model="sparseinst_tiny_test", train_json=ann, train_images=str(data),
-                         out=str(tmp_path / "one"), iters=4, batch_size=2, lr=1e-3, min_sizes=(64,), max_size=96,
-                         workers=0, progress=False, log_period=1, tensorboard=False)  # fmt: skip
+    sparseinst_zoo.train(
+        model="sparseinst_tiny_test",
+        train_json=ann,
+        train_images=str(data),
+        out=str(tmp_path / "one"),
+        iters=4,
+        batch_size=2,
+        lr=1e-3,
+        min_sizes=(64,),
+        max_size=96,
+        workers=0,
+        progress=False,
+        log_period=1,
+        tensorboard=False,
+    )
     ddp = [r for r in _train_records(tmp_path / "ddp") if r["type"] == "train"]
     one = [r for r in _train_records(tmp_path / "one") if r["type"] == "train"]
     assert [r["step"] for r in ddp] == [r["step"] for r in one] == [1, 2, 3, 4]
@@ -62,3 +99,53 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert [r["step"] for r in evals] == [4]  # the sharded evaluation ran and was gathered on rank 0
     assert (tmp_path / "ddp" / "last" / "model.safetensors").is_file()
     assert (tmp_path / "ddp" / "checkpoints" / "last.pt").is_file()
+
+
+def _two_nodes(script, args: list[str], env: dict[str, str]) -> None:
+    """Run ``script`` as two torchrun "machines" (one process each) meeting through a c10d rendezvous on 127.0.0.1."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node-rank={node}",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={endpoint}",
+                "--rdzv-id=two-nodes",
+                f"--rdzv-conf=is_host={'true' if node == 0 else 'false'}",
+                str(script),
+                *args,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    for node in nodes:
+        _, err = node.communicate(timeout=300)
+        assert node.returncode == 0, err[-3000:]
+
+
+def test_ddp_matches_one_process_and_two_machines_resume_exactly(tmp_path):
+    """Then two torchrun nodes (gloo), interrupted at step 3 and resumed, give the curve of the uninterrupted node."""
+    _one_node_two_processes_match_one_process(tmp_path)
+    data, script = tmp_path / "data", tmp_path / "ddp_train.py"
+    ann = str(data / "annotations.json")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    _two_nodes(script, [ann, str(data), str(tmp_path / "two"), "3", "0"], env)
+    assert [r["step"] for r in _train_records(tmp_path / "two")] == [1, 2]  # stopped in step 3
+    _two_nodes(script, [ann, str(data), str(tmp_path / "two"), "0", "1"], env)
+
+    def curve(run):
+        records = [r for r in _train_records(tmp_path / run) if r["type"] == "train"]
+        return [value for r in records for value in (r["step"], r["loss"], r["lr"])]
+
+    assert curve("two")[::3] == [1, 2, 3, 4]
+    assert curve("two") == pytest.approx(curve("ddp"), rel=1e-6, abs=1e-9)
+    assert (tmp_path / "two" / "last" / "model.safetensors").is_file()

@@ -370,7 +370,7 @@ def test_default_score_threshold_shows_confident_instances(tiny_model, rgb_image
     """0.25 (Ultralytics' default), not the evaluation's 0.005 which keeps every query."""
     import inspect
 
-    from sparseinst_zoo.training.evaluate import evaluate
+    from sparseinst_zoo.evaluation import evaluate
 
     assert Predictor(tiny_model).score_threshold == 0.25
     assert inspect.signature(predict).parameters.get("score_threshold") is None  # one default: the Predictor's

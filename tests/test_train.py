@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import warnings
 
 import pytest
 import torch
+from PIL import Image
 
 import sparseinst_zoo
+from sparseinst_zoo.commands import plot as plot_command
 from sparseinst_zoo.commands import train as train_command
 from sparseinst_zoo.commands import val as val_command
-from sparseinst_zoo.training.engine import TrainConfig, Trainer, TrainingDiverged
+from sparseinst_zoo.errors import SparseInstError
+from sparseinst_zoo.training import plot as training_plot
+from sparseinst_zoo.training.config import TrainConfig, resolve_defaults
+from sparseinst_zoo.training.engine import Trainer, TrainingDiverged
 from sparseinst_zoo.evaluation import METRIC_KEYS, evaluate
 from sparseinst_zoo.training.losses import SparseInstCriterion
+from sparseinst_zoo.training.metrics_log import ProgressBar, console_above_bar
 from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
 
 
@@ -30,28 +45,65 @@ def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     train = make_shapes_dataset(root / "train", num_images=48, max_shapes=2, radius=(0.2, 0.32), seed=0)
     val = make_shapes_dataset(root / "val", num_images=16, max_shapes=2, radius=(0.2, 0.32), seed=1)
-    return {"train_json": train, "train_images": str(root / "train"), "val_json": val,
-            "val_images": str(root / "val")}  # fmt: skip
+    return {"train_json": train, "train_images": str(root / "train"), "val_json": val, "val_images": str(root / "val")}
 
 
 def _tiny(shapes, out, **kwargs):
-    args = dict(model="sparseinst_tiny_test", train_json=shapes["train_json"], train_images=shapes["train_images"],
-                batch_size=4, lr=2e-3, min_sizes=(64,), max_size=96, out=str(out), workers=0, progress=False,
-                log_period=1, tensorboard=False)  # fmt: skip
+    args = dict(
+        model="sparseinst_tiny_test",
+        train_json=shapes["train_json"],
+        train_images=shapes["train_images"],
+        batch_size=4,
+        lr=2e-3,
+        min_sizes=(64,),
+        max_size=96,
+        out=str(out),
+        workers=0,
+        progress=False,
+        log_period=1,
+        tensorboard=False,
+    )
     args.update(kwargs)
     return args
 
 
-def test_cli_training_learns_and_the_result_predicts_and_evaluates(shapes, tmp_path, capsys):
+def test_cli_training_learns_and_the_result_predicts_and_evaluates(shapes, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="sparseinst_zoo")
     torch.manual_seed(0)
-    start = evaluate(sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3), shapes["val_json"],
-                     shapes["val_images"])["AP50"]  # fmt: skip
+    start = evaluate(
+        sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3), shapes["val_json"], shapes["val_images"]
+    )["AP50"]
     out = tmp_path / "run"
-    argv = ["--model", "sparseinst_tiny_test", "--train-json", shapes["train_json"], "--train-images",
-            shapes["train_images"], "--val-json", shapes["val_json"], "--val-images", shapes["val_images"],
-            "--iters", "120", "--batch-size", "8", "--lr", "2e-3", "--min-sizes", "64", "--max-size", "96",
-            "--eval-period", "60", "--workers", "0", "--out", str(out), "--no-progress",
-            "--no-tensorboard"]  # fmt: skip
+    argv = [
+        "--model",
+        "sparseinst_tiny_test",
+        "--train-json",
+        shapes["train_json"],
+        "--train-images",
+        shapes["train_images"],
+        "--val-json",
+        shapes["val_json"],
+        "--val-images",
+        shapes["val_images"],
+        "--iters",
+        "120",
+        "--batch-size",
+        "8",
+        "--lr",
+        "2e-3",
+        "--min-sizes",
+        "64",
+        "--max-size",
+        "96",
+        "--eval-period",
+        "60",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-tensorboard",
+    ]
     assert train_command.run(_parse(train_command, argv)) == 0
     printed = capsys.readouterr().out
     assert "trained 120 iterations" in printed and "AP50" in printed
@@ -63,6 +115,13 @@ def test_cli_training_learns_and_the_result_predicts_and_evaluates(shapes, tmp_p
     assert losses[-1] < 0.6 * losses[0]
     final_ap50 = evals[-1]["AP50"]
     assert final_ap50 > start + 20, (start, final_ap50)  # random init scores ~0 on this data
+    # --no-progress: a line per evaluation and per log period
+    assert "step 60/120: AP " in caplog.text and "step 120/120: loss " in caplog.text
+    with Image.open(out / "results.png") as png:  # drawn at each evaluation and at the end
+        assert png.size[0] > 1000
+    (out / "results.png").unlink()
+    assert plot_command.run(_parse(plot_command, [str(out)])) == 0
+    assert (out / "results.png").is_file()
 
     best = sparseinst_zoo.create_model(str(out / "best"))
     assert best.label_names == SHAPE_CLASSES and best.num_classes == 3
@@ -72,8 +131,20 @@ def test_cli_training_learns_and_the_result_predicts_and_evaluates(shapes, tmp_p
     assert (out / "last" / "model.safetensors").is_file() and "mask AP" in (out / "best" / "README.md").read_text()
 
     metrics_path = tmp_path / "metrics.json"
-    val_args = _parse(val_command, [str(out / "best"), "--json", shapes["val_json"], "--images",
-                                    shapes["val_images"], "--out", str(metrics_path), "--workers", "0"])  # fmt: skip
+    val_args = _parse(
+        val_command,
+        [
+            str(out / "best"),
+            "--json",
+            shapes["val_json"],
+            "--images",
+            shapes["val_images"],
+            "--out",
+            str(metrics_path),
+            "--workers",
+            "0",
+        ],
+    )
     assert val_command.run(val_args) == 0
     metrics = json.loads(metrics_path.read_text())
     assert set(metrics) == {*METRIC_KEYS, "per_class"} and set(metrics["per_class"]) == set(SHAPE_CLASSES)
@@ -90,6 +161,7 @@ class _StopAt:
 
 
 def test_resume_continues_the_same_curve(shapes, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="sparseinst_zoo")
     full = Trainer(**_tiny(shapes, tmp_path / "full", iters=6, checkpoint_period=3))
     full.train()
     interrupted = Trainer(**_tiny(shapes, tmp_path / "cut", iters=6, checkpoint_period=3), callbacks=[_StopAt(5)])
@@ -99,7 +171,12 @@ def test_resume_continues_the_same_curve(shapes, tmp_path, caplog):
     assert f"sparseinst train --resume --out {tmp_path / 'cut'}" in caplog.text
     state = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 3
+    stale = tmp_path / "cut" / "checkpoints" / ".tmp-x1y2.pt"  # a checkpoint write killed half-way
+    stale.write_bytes(b"PK\x03\x04 half a zip")
+    with open(tmp_path / "cut" / "metrics.jsonl", "a") as handle:  # a line cut off by a full disk
+        handle.write('{"type": "train", "step": 6, "lo')
     Trainer(resume=True, out=str(tmp_path / "cut"), progress=False).train()
+    assert not stale.exists() and "removed 1 unfinished temporary file" in caplog.text
 
     def curve(run):
         lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
@@ -127,7 +204,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_path, mon
 
     monkeypatch.setattr(SparseInstCriterion, "forward", poisoned)
     trainer = Trainer(**_tiny(shapes, tmp_path / "nan", iters=5, checkpoint_period=2))
-    with pytest.raises(TrainingDiverged, match=r"not finite at step 3 .*loss_dice=nan.*last.pt \(step 2\)"):
+    with pytest.raises(TrainingDiverged, match=r"loss is not finite at step 3 .*loss_dice=nan.*last.pt \(step 2\)"):
         trainer.train()
     state = torch.load(tmp_path / "nan" / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -136,14 +213,27 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_path, mon
 def test_frozen_backbone_ema_clipping_bf16(shapes, tmp_path):
     torch.manual_seed(0)
     reference = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3)
-    summary = sparseinst_zoo.train(**_tiny(shapes, tmp_path / "opts", iters=3, freeze_backbone=True, ema=True,
-                                           ema_decay=0.5, clip_grad=1.0, amp="bf16", schedule="cosine"))  # fmt: skip
+    summary = sparseinst_zoo.train(
+        **_tiny(
+            shapes,
+            tmp_path / "opts",
+            iters=3,
+            freeze_backbone=True,
+            ema=True,
+            ema_decay=0.5,
+            clip_grad=1.0,
+            precision="bf16",
+            schedule="cosine",
+        )
+    )
     assert summary["step"] == 3 and summary["best"] is None  # no validation set
     last = sparseinst_zoo.create_model(str(tmp_path / "opts" / "last"))
     for (name, before), after in zip(reference.backbone.state_dict().items(), last.backbone.state_dict().values()):
         torch.testing.assert_close(after, before, msg=name)  # same seed, frozen
-    changed = any(not torch.equal(a, b) for a, b in zip(reference.decoder.state_dict().values(),
-                                                         last.decoder.state_dict().values()))  # fmt: skip
+    changed = any(
+        not torch.equal(a, b)
+        for a, b in zip(reference.decoder.state_dict().values(), last.decoder.state_dict().values())
+    )
     assert changed
 
 
@@ -158,8 +248,9 @@ def test_fp16_gradient_scaling_trains_and_resumes(shapes, tmp_path, recwarn):
     assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]  # skipped fp16 steps are expected
 
     with pytest.raises(KeyboardInterrupt):
-        Trainer(**_tiny(shapes, tmp_path / "cut", iters=4, checkpoint_period=2, amp="fp16"),
-                callbacks=[_StopAt(3)]).train()  # fmt: skip
+        Trainer(
+            **_tiny(shapes, tmp_path / "cut", iters=4, checkpoint_period=2, amp="fp16"), callbacks=[_StopAt(3)]
+        ).train()
     Trainer(resume=True, out=str(tmp_path / "cut"), progress=False).train()
     cut = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
     assert cut["scaler"] == full["scaler"]
@@ -170,8 +261,14 @@ def test_fp16_gradient_scaling_trains_and_resumes(shapes, tmp_path, recwarn):
 def test_bad_settings_are_rejected(shapes, tmp_path):
     with pytest.raises(ValueError, match="iters or epochs"):
         TrainConfig(**_tiny(shapes, tmp_path, iters=2, epochs=1))
-    with pytest.raises(ValueError, match="amp must be"):
-        TrainConfig(**_tiny(shapes, tmp_path, amp="fp8"))
+    with pytest.raises(SparseInstError, match="precision must be one of"):
+        TrainConfig(**_tiny(shapes, tmp_path, precision="fp8"))
+    with pytest.raises(SparseInstError, match="lr must be a finite number, got nan"):
+        TrainConfig(**_tiny(shapes, tmp_path, lr=float("nan")))
+    with pytest.raises(SparseInstError, match="lr must be a finite number"):
+        train_command.config_from_args(
+            _parse(train_command, ["--train-json", "a", "--train-images", "b", "--lr", "nan"])
+        )
     with pytest.raises(ValueError, match="both val_json and val_images"):
         TrainConfig(**_tiny(shapes, tmp_path, val_json=shapes["val_json"]))
     with pytest.raises(ValueError, match="num_classes=2 but .* has 3 categories"):
@@ -196,8 +293,19 @@ def test_pretrained_backbone_option_reaches_the_model_builder(shapes, tmp_path, 
         raise _Built
 
     monkeypatch.setattr("sparseinst_zoo._builder.create_model", fake_create_model)
-    argv = ["--model", "sparseinst_giam", "--backbone", "resnet18", "--pretrained-backbone", "--train-json",
-            shapes["train_json"], "--train-images", shapes["train_images"], "--out", str(tmp_path / "a")]
+    argv = [
+        "--model",
+        "sparseinst_giam",
+        "--backbone",
+        "resnet18",
+        "--pretrained-backbone",
+        "--train-json",
+        shapes["train_json"],
+        "--train-images",
+        shapes["train_images"],
+        "--out",
+        str(tmp_path / "a"),
+    ]
     with pytest.raises(_Built):
         train_command.run(_parse(train_command, argv))
     assert seen[-1][0] == "sparseinst_giam"
@@ -215,6 +323,188 @@ def test_default_eval_period_gives_five_evaluations(shapes, tmp_path, monkeypatc
         return {**dict.fromkeys(METRIC_KEYS, 1.0), "per_class": dict.fromkeys(SHAPE_CLASSES, 1.0)}
 
     monkeypatch.setattr("sparseinst_zoo.training.engine.evaluate", fake_evaluate)
-    sparseinst_zoo.train(**_tiny(shapes, tmp_path, iters=9, val_json=shapes["val_json"],
-                                 val_images=shapes["val_images"]))  # fmt: skip
+    sparseinst_zoo.train(
+        **_tiny(shapes, tmp_path, iters=9, val_json=shapes["val_json"], val_images=shapes["val_images"])
+    )
     assert len(steps) == 5  # at 2, 4, 6, 8 and the end (not every step of a 9-step run)
+
+
+def test_a_new_run_never_touches_an_earlier_one(shapes, tmp_path):
+    out = tmp_path / "runs" / "train"
+    first = sparseinst_zoo.train(**_tiny(shapes, out, iters=1))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    second = sparseinst_zoo.train(**_tiny(shapes, out, iters=2))
+    assert first["out"] == str(out) and second["out"] == str(out) + "2"
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # untouched
+    assert json.loads((out.parent / "train2" / "train_config.json").read_text())["iters"] == 2
+    third = sparseinst_zoo.train(**_tiny(shapes, out, iters=1, exist_ok=True))
+    assert third["out"] == str(out) and not (out / "best").exists()
+
+
+def test_bad_checkpoints_to_resume_from_say_what_they_are(tmp_path):
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"config": argparse.Namespace(lr=1)}, pickled)  # needs real unpickling: refused
+    with pytest.raises(SparseInstError, match="not a weights-only training checkpoint of sparseinst-zoo"):
+        Trainer(resume=str(pickled), out=str(tmp_path))
+    no_config = tmp_path / "weights.pt"
+    torch.save({"step": 3, "model": {}}, no_config)
+    with pytest.raises(SparseInstError, match=r"not a training checkpoint .*no 'optimizer', .*'config'.* --checkpoint"):
+        Trainer(resume=str(no_config), out=str(tmp_path))
+    not_torch = tmp_path / "annotations.json"
+    not_torch.write_text("{}")
+    with pytest.raises(SparseInstError, match="is not a training checkpoint .it is not a torch file"):
+        Trainer(resume=str(not_torch), out=str(tmp_path))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(no_config.read_bytes()[:100])
+    with pytest.raises(SparseInstError, match="cannot be read as a training checkpoint"):
+        Trainer(resume=str(truncated), out=str(tmp_path))
+
+
+def test_exploding_lr_ends_in_the_divergence_message_not_in_the_matcher(shapes, tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"training stopped: the (model's outputs|loss) (are|is) not finite"):
+        sparseinst_zoo.train(**_tiny(shapes, tmp_path / "lr", iters=6, lr=1e6))
+
+
+def test_checkpoint_period_scales_to_the_run_and_ctrl_c_gives_the_command(shapes, tmp_path, caplog, capsys):
+    trainer = Trainer(**_tiny(shapes, tmp_path / "short", iters=4, progress=True), callbacks=[_StopAt(2)])
+    handler = logging.StreamHandler(sys.stderr)  # the console handler a CLI run has
+    logging.getLogger("sparseinst_zoo").addHandler(handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train()
+    finally:
+        logging.getLogger("sparseinst_zoo").removeHandler(handler)
+    assert re.search(r"(^|\n)interrupted at step 2; ", capsys.readouterr().err)  # not glued to the bar
+    assert torch.load(tmp_path / "short" / "checkpoints" / "last.pt", weights_only=True)["step"] == 1  # ceil(4/5)
+    assert f"run `sparseinst train --resume --out {tmp_path / 'short'}`" in caplog.text
+
+
+def test_log_lines_and_warnings_go_above_the_progress_bar(capsys):
+    logger = logging.getLogger("sparseinst_zoo")
+    handler = logging.StreamHandler(sys.stderr)  # the console handler a CLI run has
+    logger.addHandler(handler)
+    try:
+        bar = ProgressBar(total=3, initial=0, enabled=True)
+        bar.step({"step": 1, "lr": 1e-3, "loss": 1.0})
+        with console_above_bar(True):
+            logger.warning("a log line")
+            warnings.warn("a warning", UserWarning, stacklevel=1)
+        bar.close()
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert re.search(r"(^|[\r\n])a log line\n", err), err
+    assert re.search(r"(^|[\r\n])\S+\.py:\d+: UserWarning: a warning", err), err
+
+
+def test_precision_is_the_one_name_and_amp_a_deprecated_alias(shapes, tmp_path):
+    with pytest.warns(DeprecationWarning, match="amp is deprecated"):
+        config = TrainConfig(**_tiny(shapes, tmp_path, amp="fp16"))
+    assert config.precision == "fp16" and "amp" not in config.to_dict()
+    old = {**TrainConfig(**_tiny(shapes, tmp_path)).to_dict(), "amp": "bf16"}  # a checkpoint of an older version
+    del old["precision"]
+    assert TrainConfig.from_saved(old).precision == "bf16"
+    args = _parse(train_command, ["--train-json", "a", "--train-images", "b", "--amp", "none"])
+    with pytest.warns(DeprecationWarning):
+        assert train_command.config_from_args(args).precision == "fp32"
+
+
+def test_defaults_fit_the_machine(shapes, tmp_path):
+    config = TrainConfig(**{**_tiny(shapes, tmp_path), "model": None, "min_sizes": None, "max_size": None})
+    cpu, gpu = resolve_defaults(config, "cpu"), resolve_defaults(config, "cuda")
+    assert (cpu.model, cpu.backbone, cpu.max_size) == ("sparseinst_giam", "resnet18", 533)
+    assert (gpu.model, gpu.backbone, gpu.min_sizes[0], gpu.max_size) == ("sparseinst_r50_giam", None, 416, 853)
+    named = resolve_defaults(dataclasses.replace(config, model="sparseinst_r50_giam"), "cpu")
+    assert named.min_sizes[0] == 416 and named.backbone is None  # a chosen model keeps the reference sizes
+
+
+def test_the_cpu_starter_recipe_trains(shapes, tmp_path):
+    argv = shlex.split(train_command.STARTER_RECIPE.replace("\\\n", " "))[2:]
+    assert "--pretrained-backbone" in argv and "resnet18" in argv
+    argv.remove("--pretrained-backbone")  # no network in the tests: same model from random initialisation
+    text = " ".join(argv).replace("DATA/train.json", shapes["train_json"]).replace("DATA/val.json", shapes["val_json"])
+    text = text.replace("--train-images DATA/images", f"--train-images {shapes['train_images']}")
+    text = text.replace(f"--val-json {shapes['val_json']} --val-images DATA/images ", "")  # evaluation: tested above
+    text = text.replace("--epochs 12", "--iters 2").replace("runs/starter", str(tmp_path / "starter"))
+    args = _parse(train_command, [*text.split(), "--workers", "0", "--no-progress", "--no-tensorboard"])
+    assert train_command.run(args) == 0
+    model = sparseinst_zoo.create_model(str(tmp_path / "starter" / "last"))
+    assert model.pretrained_cfg.min_size == 320 and model.pretrained_cfg.max_size == 533
+
+
+DISK_FULL = """
+mount -t tmpfs -o size={size} tmpfs {out} && exec {python} -m sparseinst_zoo.cli train --model sparseinst_tiny_test \
+    --train-json {train_json} --train-images {train_images} --iters 1 --batch-size 2 --min-sizes 64 --max-size 96 \
+    --workers 0 --no-progress --no-tensorboard --out {out}
+"""
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare for a private tmpfs")
+@pytest.mark.parametrize(("size", "what"), [("3m", "the checkpoint"), ("7m", "the model folder")])
+def test_a_full_disk_is_one_line_saying_so(shapes, tmp_path, size, what):
+    out = tmp_path / "disk"
+    out.mkdir()
+    script = DISK_FULL.format(size=size, out=out, python=sys.executable, **shapes)
+    try:
+        proc = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+    except OSError:
+        pytest.skip("unshare is not usable here")
+    if "mount:" in proc.stderr or "unshare:" in proc.stderr:
+        pytest.skip(f"no private tmpfs here: {proc.stderr.strip()}")
+    assert proc.returncode == 1, proc.stderr
+    assert re.search(rf"error: \[Errno 28\] .*disk is (probably )?full: could not write {what} ", proc.stderr), (
+        proc.stderr
+    )
+    assert "free some space" in proc.stderr
+    assert "Traceback" not in proc.stderr and "inline_container" not in proc.stderr
+
+
+def test_kill_9_then_resume_is_bit_exact(shapes, tmp_path):
+    options = (
+        "--model sparseinst_tiny_test --iters 24 --batch-size 4 --lr 2e-3 --min-sizes 64 --max-size 96 "
+        "--log-period 1 --checkpoint-period 3 --workers 0 --no-progress --no-tensorboard"
+    ).split()
+
+    def command(out):
+        data = ["--train-json", shapes["train_json"], "--train-images", shapes["train_images"]]
+        return [sys.executable, "-m", "sparseinst_zoo.cli", "train", *options, *data, "--out", str(out)]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    subprocess.run(command(tmp_path / "full"), env=env, check=True, capture_output=True, timeout=300)
+    victim = subprocess.Popen(command(tmp_path / "cut"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "cut" / "checkpoints" / "last.pt"
+    while victim.poll() is None and not checkpoint.exists():
+        time.sleep(0.005)
+    victim.kill()  # SIGKILL: no handler runs, possibly in the middle of a checkpoint write
+    victim.wait()
+    assert victim.returncode == -9 and torch.load(checkpoint, weights_only=True)["step"] < 24
+    resumed = subprocess.run([*command(tmp_path / "cut"), "--resume"], env=env, capture_output=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    def curve(run):
+        records = [r for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())]
+        return [(r["step"], r["loss"], r["lr"]) for r in records if r["type"] == "train"]
+
+    assert curve("cut") == curve("full")  # exactly
+    full = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
+    cut = torch.load(checkpoint, weights_only=True)
+    assert all(torch.equal(cut["model"][k], v) for k, v in full["model"].items())
+    assert not list(checkpoint.parent.glob(".tmp-*"))
+
+
+def test_without_matplotlib_training_warns_once_and_skips_the_figure(tmp_path, monkeypatch, caplog):
+    (tmp_path / "metrics.jsonl").write_text('{"type": "train", "step": 1, "loss": 1.0, "lr": 0.1}\n')
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
+    monkeypatch.setattr(training_plot, "_warned_missing", False)
+    assert training_plot.try_plot_run(str(tmp_path)) is None and training_plot.try_plot_run(str(tmp_path)) is None
+    assert caplog.text.count("matplotlib is not installed") == 1 and not (tmp_path / "results.png").exists()
+    with pytest.raises(ValueError, match=r"needs matplotlib: pip install 'sparseinst-zoo\[plot\]'"):
+        plot_command.run(_parse(plot_command, [str(tmp_path)]))
+    with pytest.raises(FileNotFoundError, match="give the output folder of a `sparseinst train` run"):
+        training_plot.plot_run(str(tmp_path / "nowhere"))

@@ -1,0 +1,222 @@
+"""Every setting of a training run, defined once: :class:`TrainConfig` (with each field's help text).
+
+The ``sparseinst train`` options are generated from these fields (``commands/train.py``), so a default or a help
+text is written only here. Defaults that depend on the machine (the model and image sizes when no ``model`` is given)
+are filled in by :func:`resolve_defaults` when the run starts.
+
+Example:
+    >>> config = TrainConfig(train_json="train.json", train_images="images", iters=10, precision="bf16")
+    >>> config.precision, config.checkpoint_period
+    ('bf16', None)
+    >>> resolve_defaults(config, "cpu").model, resolve_defaults(config, "cpu").backbone
+    ('sparseinst_giam', 'resnet18')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import SparseInstError
+from ..inference.precision import PRECISIONS, parse_precision
+from ..data.augment import REFERENCE_MIN_SIZES, AugmentConfig
+
+__all__ = ["TrainConfig", "CPU_STARTER", "GPU_DEFAULTS", "RESUME_OVERRIDES", "resolve_defaults"]
+
+# Settings that may differ when resuming; everything else is taken from the checkpoint.
+RESUME_OVERRIDES = ("workers", "progress", "device", "tensorboard")
+
+# Without a model: a small real model on CPU (ImageNet-sized backbone, fast enough to try), the reference on a GPU.
+CPU_STARTER: dict[str, Any] = {
+    "model": "sparseinst_giam",
+    "backbone": "resnet18",
+    "min_sizes": (256, 288, 320),
+    "max_size": 533,
+    "test_size": 320,
+}
+GPU_DEFAULTS: dict[str, Any] = {"model": "sparseinst_r50_giam", "min_sizes": REFERENCE_MIN_SIZES, "max_size": 853}
+_REFERENCE_MAX_SIZE = 853
+
+
+def _option(default: Any, help: str, group: str = "run", **cli: Any) -> Any:
+    """A dataclass field carrying its command-line help text, option group and extra argparse settings."""
+    kind = "default_factory" if isinstance(default, list) else "default"
+    return field(**{kind: default}, metadata={"help": help, "group": group, "cli": cli})  # type: ignore[call-overload]
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (saved in the checkpoint and in ``out/train_config.json``).
+
+    Each field's help text is in its metadata (``dataclasses.fields(TrainConfig)``) and is what
+    ``sparseinst train --help`` shows. ``amp`` is a deprecated alias of ``precision``.
+    """
+
+    model: str | None = _option(
+        None,
+        "registered name (see `sparseinst list`) or save_pretrained folder (default: "
+        "sparseinst_r50_giam on a GPU; on CPU the starter sparseinst_giam + resnet18 at "
+        "256-320 px)",
+        "model",
+    )
+    backbone: str | None = _option(None, "timm backbone for sparseinst_iam/giam/giam_soft", "model")
+    pretrained: bool = _option(False, "start from the model's released (Hub) weights", "model")
+    pretrained_backbone: bool = _option(
+        False,
+        "without --pretrained/--checkpoint: start the backbone from timm's "
+        "ImageNet weights (downloaded from the Hugging Face Hub)",
+        "model",
+    )
+    checkpoint: str | None = _option(
+        None, "start from these weights (safetensors, save_pretrained folder or reference .pth)", "model"
+    )
+    num_classes: int | None = _option(
+        None, "class count (default: the categories of --train-json; the class head is re-initialised)", "model"
+    )
+    freeze_backbone: bool = _option(False, "train only the encoder and decoder", "model")
+
+    train_json: str = _option("", "COCO instances JSON to train on", "data")
+    train_images: str = _option("", "image folder of --train-json", "data")
+    val_json: str | None = _option(None, "COCO instances JSON for evaluation (mask AP)", "data")
+    val_images: str | None = _option(None, "image folder of --val-json", "data")
+    min_sizes: Sequence[int] | None = _option(
+        None, "training shorter sides, comma list (default: 416,448,...,640; 256,288,320 for the CPU starter)", "data"
+    )
+    max_size: int | None = _option(None, "cap of the longer side (default: 853; 533 for the CPU starter)", "data")
+    test_size: int | None = _option(None, "evaluation shorter side (default: the model's)", "data")
+    crop: bool | None = _option(None, "the reference 'aug' random crop (default: on for *_aug models)", "data")
+    flip_prob: float = _option(0.5, "horizontal flip probability", "data")
+    workers: int = _option(2, "data-loading processes per GPU/process", "data")
+
+    iters: int | None = _option(None, "training iterations", "optimisation")
+    epochs: int | None = _option(None, "passes over the training images (default: 12)", "optimisation")
+    batch_size: int = _option(8, "images per step and process", "optimisation")
+    lr: float = _option(
+        5e-5,
+        "AdamW learning rate (the reference value at batch 64; try 1e-4 when fine-tuning at batch 8)",
+        "optimisation",
+    )
+    weight_decay: float = _option(0.05, "AdamW weight decay", "optimisation")
+    schedule: str = _option("step", "lr decay", "optimisation", choices=("step", "cosine"))
+    steps: Sequence[float] = _option(
+        (0.78, 0.93), "step decay points: fractions of the run (< 1) or iterations", "optimisation"
+    )
+    gamma: float = _option(0.1, "lr factor at each step decay point", "optimisation")
+    warmup_iters: int | None = _option(None, "linear warm-up iterations (default: min(1000, iters/10))", "optimisation")
+    warmup_factor: float = _option(0.001, "warm-up starts at this fraction of the lr", "optimisation")
+    precision: str = _option(
+        "fp32", "autocast precision (losses are always computed in float32)", "optimisation", choices=tuple(PRECISIONS)
+    )
+    amp: str | None = _option(
+        None, "deprecated alias of --precision ('none' means fp32)", "optimisation", choices=("none", "fp16", "bf16")
+    )
+    clip_grad: float | None = _option(None, "clip the global gradient norm to this value", "optimisation")
+    ema: bool = _option(False, "keep an EMA of the weights (evaluated and saved)", "optimisation")
+    ema_decay: float = _option(0.9998, "EMA decay", "optimisation")
+    seed: int = _option(0, "seed of initialisation, sampling and augmentation", "optimisation")
+
+    out: str = _option(
+        "runs/train",
+        "output folder; if it holds a previous run, the next free one (runs/train2, ...) is used unless --exist-ok",
+    )
+    exist_ok: bool = _option(False, "reuse OUT even if it holds a previous run (its results are replaced)")
+    eval_period: int | None = _option(None, "evaluate every N iterations (default: 5 times per run)")
+    checkpoint_period: int | None = _option(
+        None,
+        "write the resumable checkpoint every N iterations (default: min(500, iters/5), so every run can be resumed)",
+    )
+    log_period: int = _option(20, "log the losses every N iterations")
+    device: str | None = _option(None, "cuda, cuda:1 or cpu (default: cuda when available)")
+    progress: bool = _option(True, "show a progress bar (without it: one log line per evaluation and log period)")
+    tensorboard: bool = _option(True, "also log to TensorBoard when it is installed")
+
+    def __post_init__(self) -> None:
+        if self.amp is not None:
+            warnings.warn(
+                "amp is deprecated; use precision ('fp32', 'fp16' or 'bf16')", DeprecationWarning, stacklevel=3
+            )
+            self.precision = parse_precision(self.amp, "cpu", name="amp")
+            self.amp = None
+        self.precision = parse_precision(self.precision, _default_device(self.device))
+        if self.min_sizes is not None:
+            self.min_sizes = tuple(int(s) for s in self.min_sizes)
+        self.steps = tuple(float(s) for s in self.steps)
+        self._check_required()
+        self._check_numbers()
+        if self.schedule not in ("step", "cosine"):
+            raise SparseInstError(f"schedule must be 'step' or 'cosine', got {self.schedule!r}")
+        if self.pretrained and self.checkpoint:
+            raise SparseInstError("give pretrained=True or a checkpoint, not both")
+        AugmentConfig(
+            min_sizes=self.min_sizes or REFERENCE_MIN_SIZES,
+            max_size=self.max_size or _REFERENCE_MAX_SIZE,
+            flip_prob=self.flip_prob,
+        )  # validates
+
+    def _check_required(self) -> None:
+        if not self.train_json or not self.train_images:
+            raise SparseInstError(
+                "train_json and train_images are required (a COCO instances file and its image folder)"
+            )
+        if (self.val_json is None) != (self.val_images is None):
+            raise SparseInstError("give both val_json and val_images, or neither")
+        if self.iters is not None and self.epochs is not None:
+            raise SparseInstError("give iters or epochs, not both")
+
+    def _check_numbers(self) -> None:
+        for name in ("iters", "epochs", "batch_size", "checkpoint_period", "log_period", "eval_period"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise SparseInstError(f"{name} must be >= 1, got {value}")
+        for name in ("lr", "weight_decay", "gamma", "warmup_factor", "clip_grad", "ema_decay", "flip_prob"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(float(value)):
+                raise SparseInstError(f"{name} must be a finite number, got {value}")
+        if not all(math.isfinite(s) and s > 0 for s in self.steps):
+            raise SparseInstError(f"steps must be finite numbers > 0, got {list(self.steps)}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise SparseInstError(f"lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise SparseInstError(f"clip_grad must be > 0, got {self.clip_grad}")
+        if not 0 < self.ema_decay < 1:
+            raise SparseInstError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-compatible types (``amp``, the deprecated alias, left out)."""
+        data = json.loads(json.dumps(dataclasses.asdict(self), allow_nan=False))
+        data.pop("amp", None)
+        return data
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any], **overrides: Any) -> TrainConfig:
+        """A config from :meth:`to_dict` output, also from older versions (``amp`` instead of ``precision``)."""
+        saved = dict(saved)
+        if "amp" in saved and "precision" not in saved:
+            saved["precision"] = parse_precision(saved.pop("amp"), "cpu", name="amp")
+        saved.pop("amp", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in {**saved, **overrides}.items() if k in known})
+
+
+def _default_device(device: str | None) -> str:
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_defaults(config: TrainConfig, device: torch.device | str) -> TrainConfig:
+    """``config`` with the machine-dependent defaults filled in (model and sizes; see :data:`CPU_STARTER`).
+
+    Without a ``model``, a CPU run gets the small starter model and sizes, a GPU run the reference model and
+    sizes; with a ``model``, unset sizes are the reference's.
+    """
+    defaults = CPU_STARTER if config.model is None and torch.device(device).type != "cuda" else GPU_DEFAULTS
+    values = {k: v for k, v in defaults.items() if getattr(config, k) is None}
+    return dataclasses.replace(config, **values) if values else config

@@ -53,9 +53,11 @@ COMMANDS: dict[str, Command] = {
         "convert a reference SparseInst checkpoint (detectron2 or MMDetection .pth) to safetensors + config.json",
     ),
     "train": Command(
-        "train", "fine-tune or train a model on a COCO-format dataset (AMP, EMA, resume, DDP via torchrun)"
+        "train", "fine-tune or train a model on a COCO-format dataset (mixed precision, EMA, resume, DDP via torchrun)"
     ),
-    "val": Command("val", "evaluate COCO mask AP (AP, AP50, AP75, APs, APm, APl, per class) on a COCO-format dataset"),
+    "val": Command(
+        "val", "evaluate COCO mask AP (AP, AP50, AP75, APs, APm, APl, per class) on a COCO JSON or data.yaml dataset"
+    ),
     "export": Command(
         "export",
         "export a model to ONNX (normalisation inside, exact pyramid pooling, DCN as DeformConv) or torch.export .pt2",

@@ -23,14 +23,14 @@ import sparseinst_zoo
 from sparseinst_zoo.commands import plot as plot_command
 from sparseinst_zoo.commands import train as train_command
 from sparseinst_zoo.commands import val as val_command
+from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
 from sparseinst_zoo.errors import SparseInstError
+from sparseinst_zoo.evaluation import METRIC_KEYS, evaluate
 from sparseinst_zoo.training import plot as training_plot
 from sparseinst_zoo.training.config import TrainConfig, resolve_defaults
 from sparseinst_zoo.training.engine import Trainer, TrainingDiverged
-from sparseinst_zoo.evaluation import METRIC_KEYS, evaluate
 from sparseinst_zoo.training.losses import SparseInstCriterion
 from sparseinst_zoo.training.metrics_log import ProgressBar, console_above_bar
-from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
 
 
 def _parse(module, argv):

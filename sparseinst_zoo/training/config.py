@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
+from ..data.augment import REFERENCE_MIN_SIZES, AugmentConfig
 from ..errors import SparseInstError
 from ..inference.precision import PRECISIONS, parse_precision
-from ..data.augment import REFERENCE_MIN_SIZES, AugmentConfig
 
 __all__ = ["TrainConfig", "CPU_STARTER", "GPU_DEFAULTS", "RESUME_OVERRIDES", "resolve_defaults"]
 

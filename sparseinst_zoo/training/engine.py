@@ -33,10 +33,12 @@ from torch.utils.data import DataLoader
 
 from .. import _builder
 from .._io import atomic_write_json
+from ..data import CocoInstances, Collator, InstanceDataset, TrainSampler
+from ..data.augment import Augmentation, AugmentConfig
 from ..errors import TrainingDiverged
+from ..evaluation import METRIC_KEYS, evaluate
 from ..inference.precision import PRECISIONS
 from ..models.sparseinst import SparseInst
-from ..data.augment import Augmentation, AugmentConfig
 from .checkpoint import (
     CHECKPOINT_NAME,
     guard_write,
@@ -48,10 +50,8 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import RESUME_OVERRIDES, TrainConfig, resolve_defaults
-from ..data import CocoInstances, Collator, InstanceDataset, TrainSampler
 from .distributed import is_distributed, world_size
 from .distributed import rank as current_rank
-from ..evaluation import METRIC_KEYS, evaluate
 from .losses import SparseInstCriterion
 from .metrics_log import MetricsLog, ProgressBar, console_above_bar
 from .plot import try_plot_run

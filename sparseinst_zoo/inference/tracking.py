@@ -193,7 +193,7 @@ def track(
     def new_tracker(first: Results) -> InstanceTracker:
         rate = frame_rate
         if rate is None:
-            rate = video_fps(first.path, DEFAULT_FRAME_RATE) if _is_video_frame(first) else DEFAULT_FRAME_RATE
+            rate = video_fps(str(first.path), DEFAULT_FRAME_RATE) if _is_video_frame(first) else DEFAULT_FRAME_RATE
         return InstanceTracker(frame_rate=rate, **options)  # type: ignore[arg-type]
 
     predictor = Predictor(model, score_threshold=score_threshold, sort_by_score=True, **predict_options)

@@ -84,6 +84,18 @@ def test_ids_stay_while_objects_stay_and_new_objects_get_new_ids():
     assert seen[10]["d"] not in (first["a"], first["b"], seen[5]["c"])
 
 
+def test_an_object_hidden_for_a_few_frames_gets_its_id_back():
+    tracker = InstanceTracker(lost_track_buffer=5)
+    ids = []
+    for t in range(10):
+        objects = {"b": (120 - 3 * t, 60)}
+        if not 3 <= t <= 5:  # a is hidden for three frames
+            objects["a"] = (10 + 3 * t, 10)
+        source = frame_results(objects)
+        ids.append(ids_by_object(tracker.update(source), source))
+    assert {frame["a"] for frame in ids if "a" in frame} == {ids[0]["a"]} and "a" in ids[6]
+
+
 def test_untracked_instances_are_dropped_or_kept_with_minus_one():
     objects, scores = {"a": (10, 10), "noise": (100, 60)}, {"noise": 0.05}  # below ByteTrack's 0.1 floor
     dropped = InstanceTracker().update(frame_results(objects, scores))

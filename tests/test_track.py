@@ -185,7 +185,7 @@ def colour_frames(count: int) -> list[np.ndarray]:
     return frames
 
 
-def test_track_through_the_predictor_follows_moving_objects():
+def test_track_through_the_predictor_follows_moving_objects(tmp_path):
     tracked = track(ColourSegmenter(), colour_frames(6), min_size=HEIGHT, max_size=WIDTH, stream=False)
     assert [r.frame for r in tracked] == list(range(6))
     by_class = [dict(zip(r.classes, r.track_ids.tolist())) for r in tracked]
@@ -194,6 +194,17 @@ def test_track_through_the_predictor_follows_moving_objects():
     red = np.asarray(tracked[5][[c == "red" for c in tracked[5].classes]].masks[0])
     truth = square(30, 10)
     assert (red & truth).sum() / (red | truth).sum() > 0.9  # the instance's mask is kept, not only its id
+    with TrackWriter(tmp_path / "run", save_json=True) as writer:  # in-memory frames: one overlay image each
+        for result in tracked:
+            writer.write(result)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [f"frame{i:06d}.png" for i in range(6)] + [
+        "tracks.jsonl"
+    ]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "tracks.jsonl").read_text().splitlines()]
+    assert [(line["frame"], line["name"], line["track_id"]) for line in lines if line["name"] == "blue"] == [
+        (4, "blue", 3),
+        (5, "blue", 3),
+    ]
 
 
 def test_model_track_is_the_library_function(tiny_model):
@@ -214,6 +225,21 @@ def test_missing_tracker_says_how_to_install(monkeypatch, tiny_model, module, me
     with pytest.raises(ImportError, match=message) as error:
         track(tiny_model, [np.zeros((64, 96, 3), np.uint8)])
     assert 'pip install "sparseinst-zoo[track]"' in str(error.value)
+
+
+def test_cli_without_the_tracker_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "supervision", None)
+    assert main(["track", "sparseinst_tiny_test", "--weights", "random", str(tmp_path / "clip.mp4")]) == 1
+    error = capsys.readouterr().err
+    assert 'error: tracking needs the supervision package: pip install "sparseinst-zoo[track]"' in error
+    assert "Traceback" not in error
+
+
+def test_bad_tracker_options_fail_before_the_first_frame(tiny_model):
+    with pytest.raises(ValueError, match="lost_track_buffer must be >= 0"):
+        track(tiny_model, [np.zeros((64, 96, 3), np.uint8)], lost_track_buffer=-1)  # no iteration needed
+    with pytest.raises(ValueError, match="track_activation_threshold must be in"):
+        InstanceTracker(track_activation_threshold=1.5)
 
 
 def test_run_folders_are_never_reused(tmp_path):
@@ -266,8 +292,9 @@ def test_cli_track_writes_overlay_video_and_json_lines(confident_model_folder, t
     assert len(frames) == 3 and frames[0].shape == (64, 96, 3)
     lines = [json.loads(line) for line in (out / "tracks.jsonl").read_text().splitlines()]
     assert {line["frame"] for line in lines} == {0, 1, 2} and len(lines) == 9
-    assert all(line["source"] == str(video) and isinstance(line["track_id"], int) and line["track_id"] >= 1
-               for line in lines)  # fmt: skip
+    assert all(
+        line["source"] == str(video) and isinstance(line["track_id"], int) and line["track_id"] >= 1 for line in lines
+    )
     assert {line["track_id"] for line in lines if line["frame"] == 0} == {1, 2, 3}
     assert mask_utils.decode(lines[0]["mask"]).shape == (64, 96)
     assert set(lines[0]) == {"source", "frame", "track_id", "label", "name", "score", "box", "mask"}

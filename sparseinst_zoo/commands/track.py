@@ -89,29 +89,45 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from ..errors import SparseInstError
     from ..inference.sources import flatten_sources
-    from ..inference.tracking import TrackWriter, track
+    from ..inference.tracking import TrackWriter, require_byte_track, track
 
+    try:
+        require_byte_track()  # before the model is built; a missing extra is the user's to install: one line
+    except ImportError as err:
+        raise SparseInstError(str(err)) from None
     flat = flatten_sources(args.sources)  # a typo in a path fails before the model is built
     model = load_cli_model(args.model, args.weights, args.checkpoint, args.quiet)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     frames = track(
-        model, flat, score_threshold=args.score_threshold, track_activation_threshold=args.track_threshold,
-        lost_track_buffer=args.lost_track_buffer, minimum_matching_threshold=args.match_threshold,
-        keep_untracked=args.keep_untracked, mask_threshold=args.mask_threshold, max_detections=args.max_detections,
+        model,
+        flat,
+        score_threshold=args.score_threshold,
+        track_activation_threshold=args.track_threshold,
+        lost_track_buffer=args.lost_track_buffer,
+        minimum_matching_threshold=args.match_threshold,
+        keep_untracked=args.keep_untracked,
+        mask_threshold=args.mask_threshold,
+        max_detections=args.max_detections,
         device=device,
-    )  # fmt: skip
+    )
     writer = TrackWriter(
-        args.out, save_json=args.save_json, overlays=not args.no_overlay, show_ids=args.show_ids,
+        args.out,
+        save_json=args.save_json,
+        overlays=not args.no_overlay,
+        show_ids=args.show_ids,
         exist_ok=args.exist_ok,
-    )  # fmt: skip
+    )
     with writer, tqdm(unit="frame", disable=args.quiet, file=sys.stderr, leave=False) as bar:
-        for index, result in enumerate(frames):
-            writer.write(result, index)
+        for result in frames:
+            writer.write(result)
             bar.update(1)
     if not args.quiet:
         more = len(writer.written) - 3
         files = ", ".join(writer.written[:3]) + (f" and {more} more" if more > 0 else "")
-        print(f"{writer.instances} tracked instance(s), {len(writer.tracks)} track(s) in {writer.frames} frame(s); "
-              f"wrote {files or 'nothing'}")  # fmt: skip
+        print(
+            f"{writer.instances} tracked instance(s), {len(writer.tracks)} track(s) in {writer.frames} frame(s); "
+            f"wrote {files or 'nothing'}"
+        )
     return 0

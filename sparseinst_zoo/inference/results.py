@@ -366,9 +366,14 @@ class Results:
         if tuple(image.shape[:2]) != self.image_size:
             raise ValueError(f"Results.plot: image size {image.shape[:2]} differs from the results' {self.image_size}")
         return draw_instances(
-            image, _to_numpy(self.masks), _to_numpy(self.scores), self.classes, _to_numpy(self.boxes),
-            track_ids=self.track_ids, **kwargs,
-        )  # fmt: skip
+            image,
+            _to_numpy(self.masks),
+            _to_numpy(self.scores),
+            self.classes,
+            _to_numpy(self.boxes),
+            track_ids=self.track_ids,
+            **kwargs,
+        )
 
     def save(self, path: str | os.PathLike[str], **kwargs: Any) -> str:
         """Write :meth:`plot` to an image file (format from the extension), atomically. Returns the path."""

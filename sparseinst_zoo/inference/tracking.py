@@ -32,14 +32,17 @@ from .results import Results
 from .sources import VIDEO_EXTENSIONS, video_fps
 from .visualise import VideoWriter, save_image
 
-__all__ = ["InstanceTracker", "TrackWriter", "free_run_dir", "track", "track_results"]
+__all__ = ["InstanceTracker", "TrackWriter", "free_run_dir", "require_byte_track", "track", "track_results"]
 
 INSTALL_HINT = 'pip install "sparseinst-zoo[track]"'
 DEFAULT_FRAME_RATE = 30.0  # for image sequences, whose frame rate nobody told us (ByteTrack's own default)
 
 
-def _byte_track_class() -> Any:
-    """``supervision.ByteTrack``, imported only when tracking (supervision is an optional extra)."""
+def require_byte_track() -> Any:
+    """``supervision.ByteTrack``, imported only when tracking (supervision is an optional extra).
+
+    Raises ImportError, saying what to install, if supervision is missing or has no ByteTrack.
+    """
     try:
         with warnings.catch_warnings():  # ByteTrack needs no OpenCV; its fallback notice is noise here
             warnings.filterwarnings("ignore", message=".*OpenCV", category=UserWarning)
@@ -53,6 +56,24 @@ def _byte_track_class() -> Any:
             f"{INSTALL_HINT} (installs supervision<0.31)"
         )
     return byte_track
+
+
+def _check_options(
+    track_activation_threshold: float,
+    lost_track_buffer: int,
+    minimum_matching_threshold: float,
+    frame_rate: float,
+    minimum_consecutive_frames: int,
+) -> None:
+    if not 0.0 <= track_activation_threshold <= 1.0:
+        raise ValueError(f"track_activation_threshold must be in [0, 1], got {track_activation_threshold}")
+    if not 0.0 < minimum_matching_threshold <= 1.0:
+        raise ValueError(f"minimum_matching_threshold must be in (0, 1], got {minimum_matching_threshold}")
+    if lost_track_buffer < 0 or minimum_consecutive_frames < 1 or frame_rate <= 0:
+        raise ValueError(
+            "lost_track_buffer must be >= 0, minimum_consecutive_frames >= 1 and frame_rate > 0, got "
+            f"{lost_track_buffer}, {minimum_consecutive_frames} and {frame_rate}"
+        )
 
 
 class InstanceTracker:
@@ -86,23 +107,23 @@ class InstanceTracker:
         minimum_consecutive_frames: int = 1,
         keep_untracked: bool = False,
     ) -> None:
-        if not 0.0 <= track_activation_threshold <= 1.0:
-            raise ValueError(f"track_activation_threshold must be in [0, 1], got {track_activation_threshold}")
-        if not 0.0 < minimum_matching_threshold <= 1.0:
-            raise ValueError(f"minimum_matching_threshold must be in (0, 1], got {minimum_matching_threshold}")
-        if lost_track_buffer < 0 or minimum_consecutive_frames < 1 or frame_rate <= 0:
-            raise ValueError(
-                "lost_track_buffer must be >= 0, minimum_consecutive_frames >= 1 and frame_rate > 0, got "
-                f"{lost_track_buffer}, {minimum_consecutive_frames} and {frame_rate}"
-            )
-        byte_track = _byte_track_class()
+        _check_options(
+            track_activation_threshold,
+            lost_track_buffer,
+            minimum_matching_threshold,
+            frame_rate,
+            minimum_consecutive_frames,
+        )
+        byte_track = require_byte_track()
         with warnings.catch_warnings():  # its deprecation notice: the extra pins a supervision that still has it
             warnings.simplefilter("ignore", FutureWarning)
             self._byte_track = byte_track(
-                track_activation_threshold=track_activation_threshold, lost_track_buffer=lost_track_buffer,
-                minimum_matching_threshold=minimum_matching_threshold, frame_rate=frame_rate,
+                track_activation_threshold=track_activation_threshold,
+                lost_track_buffer=lost_track_buffer,
+                minimum_matching_threshold=minimum_matching_threshold,
+                frame_rate=frame_rate,
                 minimum_consecutive_frames=minimum_consecutive_frames,
-            )  # fmt: skip
+            )
         self.keep_untracked = keep_untracked
         self.frames_seen = 0
 
@@ -183,18 +204,27 @@ def track(
     """
     if not 0.0 <= score_threshold < 1.0:
         raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
-    options = dict(
-        track_activation_threshold=track_activation_threshold, lost_track_buffer=lost_track_buffer,
-        minimum_matching_threshold=minimum_matching_threshold, minimum_consecutive_frames=minimum_consecutive_frames,
-        keep_untracked=keep_untracked,
-    )  # fmt: skip
-    _byte_track_class()  # a missing extra fails here, before the first frame is decoded
+    require_byte_track()  # a missing extra or a bad option fails here, before the first frame is decoded
+    _check_options(
+        track_activation_threshold,
+        lost_track_buffer,
+        minimum_matching_threshold,
+        frame_rate or DEFAULT_FRAME_RATE,
+        minimum_consecutive_frames,
+    )
 
     def new_tracker(first: Results) -> InstanceTracker:
         rate = frame_rate
         if rate is None:
             rate = video_fps(str(first.path), DEFAULT_FRAME_RATE) if _is_video_frame(first) else DEFAULT_FRAME_RATE
-        return InstanceTracker(frame_rate=rate, **options)  # type: ignore[arg-type]
+        return InstanceTracker(
+            track_activation_threshold=track_activation_threshold,
+            lost_track_buffer=lost_track_buffer,
+            minimum_matching_threshold=minimum_matching_threshold,
+            frame_rate=rate,
+            minimum_consecutive_frames=minimum_consecutive_frames,
+            keep_untracked=keep_untracked,
+        )
 
     predictor = Predictor(model, score_threshold=score_threshold, sort_by_score=True, **predict_options)
     frames = (result[result.scores > score_threshold] for result in predictor.stream(source))
@@ -275,31 +305,37 @@ class TrackWriter:
             raise FileExistsError(f"{path!r} already exists and is never overwritten; pass another --out")
         return path
 
-    def _new_name(self, result: Results, index: int, extension: str) -> str:
-        stem = os.path.splitext(os.path.basename(result.path))[0] if result.path else f"frame{index:06d}"
+    def _new_name(self, result: Results, extension: str) -> str:
+        """``<source name><extension>``; in-memory frames are named by their frame index, ``frame000012.png``."""
+        if result.path:
+            stem = os.path.splitext(os.path.basename(result.path))[0]
+        else:
+            stem = f"frame{self.frames if result.frame is None else result.frame:06d}"
         return self._target(_unique_stem(stem, self._used) + extension)
 
-    def write(self, result: Results, index: int = 0) -> None:
-        """Add one tracked frame (``index``: its position in the stream, names in-memory images)."""
-        track_ids = result.track_ids if result.track_ids is not None else np.full(len(result), -1)
-        self.frames += 1
-        self.instances += len(result)
-        self.tracks.update((result.path if _is_video_frame(result) else None, int(i)) for i in track_ids if i >= 0)
+    def write(self, result: Results) -> None:
+        """Add one tracked frame: its JSON lines and its overlay."""
         if self._json is not None:
             for instance in result.to_dict()["instances"]:
                 line = {"source": result.path, "frame": result.frame, "track_id": instance.pop("track_id", -1)}
                 self._json[1].write(json.dumps({**line, **instance}) + "\n")
-        if not self.overlays:
-            return
+        if self.overlays:
+            self._write_overlay(result)
+        track_ids = result.track_ids if result.track_ids is not None else np.full(len(result), -1)
+        self.tracks.update((result.path if _is_video_frame(result) else None, int(i)) for i in track_ids if i >= 0)
+        self.frames += 1
+        self.instances += len(result)
+
+    def _write_overlay(self, result: Results) -> None:
         overlay = result.plot(show_ids=self.show_ids)
         if not _is_video_frame(result):
-            self.written.append(save_image(overlay, self._new_name(result, index, ".png")))
+            self.written.append(save_image(overlay, self._new_name(result, ".png")))
             return
         writer = self._videos.get(str(result.path))
         if writer is None or result.frame == 0:  # a video named twice gets two files
             if writer is not None:
                 self.written.append(writer.close())
-            writer = VideoWriter(self._new_name(result, index, ".mp4"), fps=video_fps(str(result.path)))
+            writer = VideoWriter(self._new_name(result, ".mp4"), fps=video_fps(str(result.path)))
             self._videos[str(result.path)] = writer
         writer.write(overlay)
 

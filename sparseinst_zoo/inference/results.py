@@ -166,8 +166,8 @@ class Results:
         image_size: ``(H, W)`` of the original image.
         path: the image file (None for in-memory inputs); ``frame`` is the frame index for videos.
         orig_img: the uint8 HxWx3 RGB image the instances were predicted on (used by :meth:`plot`), or None.
-        track_ids: (N,) int64 numpy array of the instances' ids across frames (:func:`~sparseinst_zoo.inference.
-            tracking.track`; -1 for an instance the tracker did not match), or None when not tracked.
+        track_ids: (N,) int64 numpy array of the instances' ids across video frames, set by ``model.track``
+            (-1 for an instance the tracker kept without a match), or None when not tracked.
 
     Index a Results with a bool mask, indices or a slice to keep some instances, e.g. ``r[r.scores > 0.5]``.
 

@@ -37,8 +37,8 @@ def track_colors(track_ids: Sequence[int] | np.ndarray) -> np.ndarray:
     """One RGB colour per track id, the same in every frame (grey for -1, untracked), uint8 (n, 3).
 
     Example:
-        >>> (track_colors([7, 3, 7])[0] == track_colors([7])[0]).all()
-        np.True_
+        >>> bool((track_colors([7, 3, 7])[2] == track_colors([7])[0]).all())
+        True
     """
     ids = [int(i) for i in track_ids]
     return np.asarray([_golden_colour(i) if i >= 0 else UNTRACKED_COLOR for i in ids], dtype=np.uint8).reshape(-1, 3)

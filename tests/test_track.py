@@ -15,7 +15,7 @@ from torch import nn
 
 from sparseinst_zoo.cli import main
 from sparseinst_zoo.inference.results import Results
-from sparseinst_zoo.inference.tracking import InstanceTracker, TrackWriter, free_run_dir, track, track_results
+from sparseinst_zoo.inference.tracking import InstanceTracker, TrackWriter, next_run_dir, track, track_results
 from sparseinst_zoo.inference.visualise import draw_instances, track_colors
 
 HEIGHT, WIDTH, SIDE = 100, 160, 20
@@ -105,18 +105,34 @@ def test_untracked_instances_are_dropped_or_kept_with_minus_one():
     np.testing.assert_array_equal(kept.masks, frame_results(objects).masks)  # masks kept, order kept
 
 
-def test_frame_index_and_sequences_restart_per_video():
+def test_each_video_is_a_sequence_and_the_json_frame_counts_within_it(tmp_path):
     results = []
     for path in ("one.mp4", "two.mp4"):
         for frame in range(3):
             r = frame_results({"a": (10 + 4 * frame, 10)})
             r.path, r.frame = path, frame
             results.append(r)
-    tracked = list(track_results(results, lambda first: InstanceTracker()))
-    assert [r.frame for r in tracked] == [0, 1, 2, 0, 1, 2]
-    assert [r.track_ids.tolist() for r in tracked] == [[1]] * 6  # a new tracker (ids from 1) for the second video
-    images = list(track_results([frame_results({"a": (10, 10)}) for _ in range(3)], lambda first: InstanceTracker()))
-    assert [r.frame for r in images] == [0, 1, 2]  # an image sequence counts its own frames
+    images = [frame_results({"a": (10, 10)}) for _ in range(2)]
+    for image in images:
+        image.path = None
+    tracked = list(track_results(results + images, lambda first: InstanceTracker()))
+    assert [r.frame for r in tracked] == [0, 1, 2, 0, 1, 2, None, None]  # as predict gives them
+    assert [r.track_ids.tolist() for r in tracked] == [[1]] * 8  # a new tracker (ids from 1) for each sequence
+    with TrackWriter(tmp_path / "run", save_json=True, overlays=False) as writer:
+        for result in tracked:
+            writer.write(result)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "tracks.jsonl").read_text().splitlines()]
+    assert [(line["source"], line["frame"]) for line in lines] == [
+        ("one.mp4", 0),
+        ("one.mp4", 1),
+        ("one.mp4", 2),
+        ("two.mp4", 0),
+        ("two.mp4", 1),
+        ("two.mp4", 2),
+        (None, 0),
+        (None, 1),
+    ]
+    assert len(writer.tracks) == 3 and writer.frames == 8
 
 
 @pytest.mark.parametrize("container", ["numpy", "torch"])
@@ -187,7 +203,7 @@ def colour_frames(count: int) -> list[np.ndarray]:
 
 def test_track_through_the_predictor_follows_moving_objects(tmp_path):
     tracked = track(ColourSegmenter(), colour_frames(6), min_size=HEIGHT, max_size=WIDTH, stream=False)
-    assert [r.frame for r in tracked] == list(range(6))
+    assert len(tracked) == 6
     by_class = [dict(zip(r.classes, r.track_ids.tolist())) for r in tracked]
     assert all(ids["red"] == by_class[0]["red"] and ids["green"] == by_class[0]["green"] for ids in by_class)
     assert "blue" not in by_class[3] and {ids["blue"] for ids in by_class[4:]} == {3}
@@ -242,15 +258,17 @@ def test_bad_tracker_options_fail_before_the_first_frame(tiny_model):
         InstanceTracker(track_activation_threshold=1.5)
 
 
-def test_run_folders_are_never_reused(tmp_path):
+def test_run_folders_and_files_are_never_reused(tmp_path):
     base = tmp_path / "track"
-    assert free_run_dir(base) == str(base)
+    assert next_run_dir(base) == str(base)
+    base.mkdir()
     (base / "tracks.jsonl").write_text("mine\n")
-    assert free_run_dir(base) == f"{base}2" and free_run_dir(base) == f"{base}2"  # empty: still free
-    assert free_run_dir(base, exist_ok=True) == str(base)
-    with pytest.raises(FileExistsError, match="never overwritten"):
-        TrackWriter(base, save_json=True, exist_ok=True)
-    assert (base / "tracks.jsonl").read_text() == "mine\n"
+    assert next_run_dir(base) == f"{base}2" and next_run_dir(base, exist_ok=True) == str(base)
+    (tmp_path / "track2").mkdir()
+    assert next_run_dir(base) == f"{base}3"
+    with TrackWriter(base, save_json=True, overlays=False, exist_ok=True) as writer:
+        writer.write(frame_results({"a": (10, 10)}))
+    assert (base / "tracks.jsonl").read_text() == "mine\n" and (base / "tracks_2.jsonl").is_file()
 
 
 def write_video(path, frames: list[np.ndarray], fps: int = 5) -> None:
@@ -301,6 +319,5 @@ def test_cli_track_writes_overlay_video_and_json_lines(confident_model_folder, t
     # a second run never touches the first one, and nothing overwrites the source video
     assert main(argv + ["--quiet"]) == 0
     assert (tmp_path / "runs" / "track2" / "tracks.jsonl").is_file()
-    assert main(["track", str(confident_model_folder), str(video), "--out", str(tmp_path), "--exist-ok"]) == 1
-    assert "already exists and is never overwritten" in capsys.readouterr().err
-    assert video.read_bytes() == original
+    assert main(["track", str(confident_model_folder), str(video), "--out", str(tmp_path), "--exist-ok"]) == 0
+    assert video.read_bytes() == original and (tmp_path / "clip_2.mp4").is_file()  # beside the source, not over it

@@ -2,7 +2,8 @@
 
 Writes an overlay video per video (each instance coloured by its track id, labelled ``#id``), an overlay image per
 image of an image sequence and, with ``--save-json``, ``tracks.jsonl`` (one line per tracked instance: source,
-frame, track_id, label, name, score, box, RLE mask) into a new run folder (``runs/track``, ``runs/track2``, ...).
+frame, track_id, label, name, score, box, RLE mask) into a new run folder (``runs/track``, ``runs/track2``, ...);
+nothing on disk is overwritten.
 
 Example:
     $ sparseinst track sparseinst_r50_giam --checkpoint model.safetensors clip.mp4 --save-json
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exist-ok",
         action="store_true",
-        help="write into DIR even if it holds files (a file that exists is still never overwritten)",
+        help="write into DIR even if it exists (a file name that is taken there gets a _2, _3 suffix)",
     )
     parser.add_argument(
         "--save-json",
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         overlays=not args.no_overlay,
         show_ids=args.show_ids,
         exist_ok=args.exist_ok,
+        sources=flat,
     )
     with writer, tqdm(unit="frame", disable=args.quiet, file=sys.stderr, leave=False) as bar:
         for result in frames:

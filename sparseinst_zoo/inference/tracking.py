@@ -11,8 +11,8 @@ object seen for the first time after the first frame (ByteTrack confirms a new t
 ``keep_untracked=True`` to keep them with track id -1 instead.
 
 Sequences: the frames of each video file form one sequence with its own tracker (ids restart at 1 for the next
-video); consecutive images (files, arrays, a folder of frames, in order) form one sequence. ``Results.frame`` is the
-frame index within the sequence.
+video); consecutive images (files, arrays, a folder of frames, in order) form one sequence. ``Results.frame`` stays
+what ``predict`` gives (the frame index in a video, None for images).
 """
 
 from __future__ import annotations
@@ -32,7 +32,15 @@ from .results import Results
 from .sources import VIDEO_EXTENSIONS, video_fps
 from .visualise import VideoWriter, save_image
 
-__all__ = ["InstanceTracker", "TrackWriter", "free_run_dir", "require_byte_track", "track", "track_results"]
+__all__ = [
+    "InstanceTracker",
+    "TrackWriter",
+    "free_path",
+    "next_run_dir",
+    "require_byte_track",
+    "track",
+    "track_results",
+]
 
 INSTALL_HINT = 'pip install "sparseinst-zoo[track]"'
 DEFAULT_FRAME_RATE = 30.0  # for image sequences, whose frame rate nobody told us (ByteTrack's own default)
@@ -125,7 +133,6 @@ class InstanceTracker:
                 minimum_consecutive_frames=minimum_consecutive_frames,
             )
         self.keep_untracked = keep_untracked
-        self.frames_seen = 0
 
     def match(self, result: Results) -> np.ndarray:
         """Advance the tracker by one frame; the (N,) int64 track id of each instance of ``result``, -1 if none."""
@@ -138,14 +145,12 @@ class InstanceTracker:
         return track_ids
 
     def update(self, result: Results) -> Results:
-        """``result`` with ``track_ids`` set (untracked instances dropped unless ``keep_untracked``) and ``frame``
-        the index in this sequence."""
+        """A new Results: ``result``'s instances with their ``track_ids`` (unmatched ones dropped unless
+        ``keep_untracked``)."""
         track_ids = self.match(result)
         keep = np.arange(len(result)) if self.keep_untracked else np.flatnonzero(track_ids >= 0)
         tracked = result[keep]
         tracked.track_ids = track_ids[keep]
-        tracked.frame = result.frame if result.frame is not None else self.frames_seen
-        self.frames_seen += 1
         return tracked
 
 
@@ -193,14 +198,14 @@ def track(
             ``mask_threshold``, ``max_detections``, ``half``, ...).
 
     Returns:
-        One Results per frame, with ``track_ids`` and ``frame`` set, instances by descending score.
+        One Results per frame, with ``track_ids`` set, instances by descending score.
 
     Example:
         >>> import numpy as np, sparseinst_zoo
         >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test")
         >>> frames = [np.zeros((64, 96, 3), np.uint8)] * 3
-        >>> [r.frame for r in model.track(frames)]
-        [0, 1, 2]
+        >>> [r.track_ids.dtype.name for r in model.track(frames)]
+        ['int64', 'int64', 'int64']
     """
     if not 0.0 <= score_threshold < 1.0:
         raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
@@ -232,44 +237,42 @@ def track(
     return tracked if stream else list(tracked)
 
 
-def free_run_dir(path: str | os.PathLike[str], exist_ok: bool = False) -> str:
-    """The output folder of a run: ``path`` if it does not exist or is empty, else the first free ``path2``,
-    ``path3``, ... (as Ultralytics' runs); ``exist_ok`` writes into an existing ``path``. Creates the folder.
+def next_run_dir(path: str | os.PathLike[str], exist_ok: bool = False) -> str:
+    """``path`` if it does not exist (or ``exist_ok``), else the first free ``<path>2``, ``<path>3``, ... (as
+    Ultralytics' runs, and ``predict``'s).
 
     Example:
         >>> import tempfile
-        >>> root = tempfile.mkdtemp()
-        >>> first = free_run_dir(os.path.join(root, "track")); open(os.path.join(first, "x"), "w").close()
-        >>> os.path.basename(free_run_dir(os.path.join(root, "track")))
-        'track2'
+        >>> base = tempfile.mkdtemp()
+        >>> next_run_dir(base) == base + "2", next_run_dir(base, exist_ok=True) == base
+        (True, True)
     """
-    path = os.fspath(path).rstrip(os.sep) or os.sep
+    path = os.fspath(path).rstrip("/\\") or os.fspath(path)
     candidate, n = path, 2
-    while not exist_ok and os.path.exists(candidate) and (not os.path.isdir(candidate) or os.listdir(candidate)):
+    while not exist_ok and os.path.exists(candidate):
         candidate, n = f"{path}{n}", n + 1
-    if os.path.exists(candidate) and not os.path.isdir(candidate):
-        raise NotADirectoryError(f"output folder {candidate!r} is a file; pass another --out")
-    os.makedirs(candidate, exist_ok=True)
     return candidate
 
 
-def _unique_stem(stem: str, used: set[str]) -> str:
-    candidate, n = stem, 1
-    while candidate in used:
-        candidate, n = f"{stem}_{n}", n + 1
-    used.add(candidate)
+def free_path(folder: str, stem: str, suffix: str, taken: set[str]) -> str:
+    """``folder/stem+suffix``, or with the first free ``_2``, ``_3``, ... if that exists or is ``taken``."""
+    candidate, n = os.path.join(folder, stem + suffix), 2
+    while os.path.exists(candidate) or os.path.realpath(candidate) in taken:
+        candidate, n = os.path.join(folder, f"{stem}_{n}{suffix}"), n + 1
+    taken.add(os.path.realpath(candidate))
     return candidate
 
 
 class TrackWriter:
     """Writes tracked frames into a run folder: an overlay video per video source (``<name>.mp4``), an overlay
-    image per image (``<name>.png``) and, with ``save_json``, ``tracks.jsonl``: one JSON object per line and per
-    tracked instance, ``{"source", "frame", "track_id", "label", "name", "score", "box", "mask"}`` (box
-    ``x1, y1, x2, y2``; mask a COCO compressed RLE, as in ``predictions.json``).
+    image per image (``<name>.png``; ``frame000012.png`` for in-memory frames) and, with ``save_json``,
+    ``tracks.jsonl``: one JSON object per line and per tracked instance, ``{"source", "frame", "track_id", "label",
+    "name", "score", "box", "mask"}`` (``frame``: the index in its video or image sequence; box ``x1, y1, x2, y2``;
+    mask a COCO compressed RLE, as in ``predictions.json``).
 
-    The folder comes from :func:`free_run_dir`; an existing file is never overwritten (with ``exist_ok`` a name
-    that is taken is an error), so neither is the source video. Every file is written to a temporary name and moved
-    into place on :meth:`close`, also when the run stops early: the frames processed so far are kept.
+    Nothing on disk is replaced: the folder is :func:`next_run_dir`'s, and a file name that exists (or is one of
+    ``sources``) gets the next free ``_2``, ``_3`` suffix. Files are written under temporary names and moved into
+    place on :meth:`close`, also when the run stops early: the frames processed so far are kept.
 
     Example:
         >>> with TrackWriter("runs/track", save_json=True) as writer:  # doctest: +SKIP
@@ -285,57 +288,61 @@ class TrackWriter:
         overlays: bool = True,
         show_ids: bool = True,
         exist_ok: bool = False,
+        sources: Iterable[Any] = (),
     ) -> None:
-        self.directory = free_run_dir(out_dir, exist_ok)
+        self.directory = next_run_dir(out_dir, exist_ok)
+        os.makedirs(self.directory, exist_ok=True)
         self.overlays = overlays
         self.show_ids = show_ids
         self.written: list[str] = []
         self.frames = self.instances = 0
         self.tracks: set[tuple[str | None, int]] = set()  # (sequence, track id): ids restart in each video
-        self._used: set[str] = set()
+        self._taken = {os.path.realpath(s) for s in sources if isinstance(s, (str, os.PathLike))}
+        self._next_image_frame = 0
         self._videos: dict[str, VideoWriter] = {}
-        self._json: tuple[str, IO[str]] | None = None
+        self._json: tuple[str, str, IO[str]] | None = None
         if save_json:
-            tmp = temporary_path(self._target("tracks.jsonl"))
-            self._json = (tmp, open(tmp, "w", encoding="utf-8"))
+            path = free_path(self.directory, "tracks", ".jsonl", self._taken)
+            tmp = temporary_path(path)
+            self._json = (path, tmp, open(tmp, "w", encoding="utf-8"))
 
-    def _target(self, name: str) -> str:
-        path = os.path.join(self.directory, name)
-        if os.path.exists(path):
-            raise FileExistsError(f"{path!r} already exists and is never overwritten; pass another --out")
-        return path
+    def _frame_index(self, result: Results) -> int:
+        """The frame's index in its sequence: the video frame, or the image's position (as :func:`track_results`
+        counts sequences: images after a video start a new one)."""
+        if _is_video_frame(result):
+            self._next_image_frame = 0
+            return int(result.frame)  # type: ignore[arg-type]
+        self._next_image_frame += 1
+        return self._next_image_frame - 1
 
-    def _new_name(self, result: Results, extension: str) -> str:
-        """``<source name><extension>``; in-memory frames are named by their frame index, ``frame000012.png``."""
-        if result.path:
-            stem = os.path.splitext(os.path.basename(result.path))[0]
-        else:
-            stem = f"frame{self.frames if result.frame is None else result.frame:06d}"
-        return self._target(_unique_stem(stem, self._used) + extension)
+    def _new_name(self, result: Results, frame: int, suffix: str) -> str:
+        stem = os.path.splitext(os.path.basename(result.path))[0] if result.path else f"frame{frame:06d}"
+        return free_path(self.directory, stem, suffix, self._taken)
 
     def write(self, result: Results) -> None:
         """Add one tracked frame: its JSON lines and its overlay."""
+        frame = self._frame_index(result)
         if self._json is not None:
             for instance in result.to_dict()["instances"]:
-                line = {"source": result.path, "frame": result.frame, "track_id": instance.pop("track_id", -1)}
-                self._json[1].write(json.dumps({**line, **instance}) + "\n")
+                line = {"source": result.path, "frame": frame, "track_id": instance.pop("track_id", -1)}
+                self._json[2].write(json.dumps({**line, **instance}) + "\n")
         if self.overlays:
-            self._write_overlay(result)
+            self._write_overlay(result, frame)
         track_ids = result.track_ids if result.track_ids is not None else np.full(len(result), -1)
         self.tracks.update((result.path if _is_video_frame(result) else None, int(i)) for i in track_ids if i >= 0)
         self.frames += 1
         self.instances += len(result)
 
-    def _write_overlay(self, result: Results) -> None:
+    def _write_overlay(self, result: Results, frame: int) -> None:
         overlay = result.plot(show_ids=self.show_ids)
         if not _is_video_frame(result):
-            self.written.append(save_image(overlay, self._new_name(result, ".png")))
+            self.written.append(save_image(overlay, self._new_name(result, frame, ".png")))
             return
         writer = self._videos.get(str(result.path))
         if writer is None or result.frame == 0:  # a video named twice gets two files
             if writer is not None:
                 self.written.append(writer.close())
-            writer = VideoWriter(self._new_name(result, ".mp4"), fps=video_fps(str(result.path)))
+            writer = VideoWriter(self._new_name(result, frame, ".mp4"), fps=video_fps(str(result.path)))
             self._videos[str(result.path)] = writer
         writer.write(overlay)
 
@@ -345,9 +352,9 @@ class TrackWriter:
             self.written.append(writer.close())
         self._videos.clear()
         if self._json is not None:
-            tmp, handle = self._json
+            path, tmp, handle = self._json
             handle.close()
-            self.written.append(publish(tmp, os.path.join(self.directory, "tracks.jsonl")))
+            self.written.append(publish(tmp, path))
             self._json = None
         return self.written
 

@@ -1,7 +1,9 @@
-"""Atomic file writes: a temporary file in the target folder, then ``os.replace``.
+"""Writing files without ever losing what is on disk.
 
-A crash or an error half-way never leaves a truncated file where the user expects a checkpoint or a result, and
-never destroys the previous version of that file.
+Atomic writes (a temporary file in the target folder, then ``os.replace``): a crash or an error half-way never
+leaves a truncated file where the user expects a checkpoint or a result, and never destroys the previous version
+of that file. Run folders and output names that never collide with what exists (:func:`next_run_dir`,
+:func:`free_path`), as Ultralytics names its runs.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["atomic_save", "atomic_write", "atomic_write_json", "temporary_path", "publish"]
+__all__ = ["atomic_save", "atomic_write", "atomic_write_json", "temporary_path", "publish", "next_run_dir", "free_path"]
 
 
 def _umask() -> int:
@@ -67,3 +69,46 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any, indent: int | Non
         handle.write("\n")
 
     return atomic_write(path, write, mode="w")
+
+
+def next_run_dir(
+    path: str | os.PathLike[str], exist_ok: bool = False, in_use: Callable[[str], bool] = os.path.exists
+) -> str:
+    """``path`` if it is not ``in_use`` (or ``exist_ok``), else the first free ``<path>2``, ``<path>3``, ...
+
+    Args:
+        path: the folder asked for.
+        exist_ok: use ``path`` even when it is in use.
+        in_use: whether a folder is taken (default: it exists; training asks whether it holds a run).
+
+    Example:
+        >>> import tempfile
+        >>> base = tempfile.mkdtemp()
+        >>> next_run_dir(base) == base + "2", next_run_dir(base, exist_ok=True) == base
+        (True, True)
+    """
+    path = os.fspath(path).rstrip("/\\") or os.fspath(path)
+    if exist_ok or not in_use(path):
+        return path
+    n = 2
+    while in_use(f"{path}{n}"):
+        n += 1
+    return f"{path}{n}"
+
+
+def free_path(folder: str, stem: str, suffix: str, taken: set[str]) -> str:
+    """``folder/stem+suffix``, or with the first free ``_2``, ``_3`` suffix if that exists or is in ``taken``.
+
+    The chosen path is added to ``taken`` (real paths), so one run never hands out a name twice.
+
+    Example:
+        >>> import tempfile, os
+        >>> folder, taken = tempfile.mkdtemp(), set()
+        >>> [os.path.basename(free_path(folder, "a", ".png", taken)) for _ in range(2)]
+        ['a.png', 'a_2.png']
+    """
+    candidate, n = os.path.join(folder, stem + suffix), 2
+    while os.path.exists(candidate) or os.path.realpath(candidate) in taken:
+        candidate, n = os.path.join(folder, f"{stem}_{n}{suffix}"), n + 1
+    taken.add(os.path.realpath(candidate))
+    return candidate

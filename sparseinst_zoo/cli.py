@@ -66,6 +66,9 @@ COMMANDS: dict[str, Command] = {
         "benchmark",
         "measure latency (median/p10/p90), images/s, peak memory and GFLOPs of a model and its fast inference paths",
     ),
+    "track": Command(
+        "track", "segment and track instances through videos (ByteTrack ids); write overlay videos and tracks.jsonl"
+    ),
     "plot": Command("plot", "draw the training curves of a run (losses, learning rate, mask AP) into RUN/results.png"),
 }
 

@@ -68,6 +68,8 @@ class Results:
         orig_img: the uint8 HxWx3 RGB image the instances were predicted on (used by :meth:`plot`), or None.
         category_ids: the dataset category id of each label (the model's stored ids; None: ids are the labels).
         save_dir: the run folder a :class:`~sparseinst_zoo.inference.writer.ResultsWriter` wrote this image to.
+        track_ids: (N,) int64 numpy array of the instances' ids across video frames, set by ``model.track``
+            (-1 for an instance the tracker kept without a match), or None when not tracked.
 
     Index a Results with a bool mask, indices or a slice to keep some instances, e.g. ``r[r.scores > 0.5]``.
 
@@ -89,6 +91,7 @@ class Results:
         path: str | None = None,
         orig_img: np.ndarray | None = None,
         frame: int | None = None,
+        track_ids: ArrayLike | None = None,
         *,
         category_ids: Sequence[int] | None = None,
     ) -> None:
@@ -108,6 +111,9 @@ class Results:
         self.frame = frame
         self.category_id_map: tuple[int, ...] | None = tuple(category_ids) if category_ids is not None else None
         self.save_dir: str | None = None
+        self.track_ids = None if track_ids is None else _to_numpy(track_ids).astype(np.int64).reshape(-1)
+        if self.track_ids is not None and len(self.track_ids) != len(scores):
+            raise ValueError(f"Results: {len(self.track_ids)} track_ids for {len(scores)} instances")
         self._boxes: ArrayLike | None = None
 
     # -- containers ------------------------------------------------------------------------------------------
@@ -117,15 +123,20 @@ class Results:
     def __getitem__(self, index: Any) -> Results:
         if _is_integer_scalar(index):  # one instance (e.g. ``r[r.scores.argmax()]``) stays a Results of length 1
             index = [int(index)]
+        track_ids = None
+        if self.track_ids is not None:
+            track_ids = self.track_ids[index if isinstance(index, slice) else _to_numpy(index)]
         if isinstance(self.masks, torch.Tensor):
             index = torch.as_tensor(index, device=self.masks.device) if not isinstance(index, slice) else index
         else:
             index = _to_numpy(index) if not isinstance(index, slice) else index
-        return self._new(self.masks[index], self.scores[index], self.labels[index])
+        return self._new(self.masks[index], self.scores[index], self.labels[index], track_ids)
 
-    def _new(self, masks: ArrayLike, scores: ArrayLike, labels: ArrayLike) -> Results:
-        return Results(masks, scores, labels, self.names, self.image_size, self.path, self.orig_img, self.frame,
-                       category_ids=self.category_id_map)  # fmt: skip
+    def _new(self, masks: ArrayLike, scores: ArrayLike, labels: ArrayLike, track_ids: ArrayLike | None) -> Results:
+        return Results(
+            masks, scores, labels, self.names, self.image_size, self.path, self.orig_img, self.frame, track_ids,
+            category_ids=self.category_id_map,
+        )
 
     def __repr__(self) -> str:
         source = self.path or "in-memory image"
@@ -139,11 +150,11 @@ class Results:
     def cpu(self) -> Results:
         """A copy with torch tensors on the CPU."""
         move = (lambda x: x.cpu()) if isinstance(self.masks, torch.Tensor) else torch.as_tensor
-        return self._new(move(self.masks), move(self.scores), move(self.labels))
+        return self._new(move(self.masks), move(self.scores), move(self.labels), self.track_ids)
 
     def numpy(self) -> Results:
         """A copy holding numpy arrays."""
-        return self._new(_to_numpy(self.masks), _to_numpy(self.scores), _to_numpy(self.labels))
+        return self._new(_to_numpy(self.masks), _to_numpy(self.scores), _to_numpy(self.labels), self.track_ids)
 
     # -- derived ---------------------------------------------------------------------------------------------
     @property
@@ -225,11 +236,13 @@ class Results:
             mask=masks,
             confidence=_to_numpy(self.scores).astype(np.float32),
             class_id=_to_numpy(self.labels).astype(np.int64),
+            tracker_id=self.track_ids,
             data={"class_name": np.array(self.classes, dtype=str)},
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary: path, size and per instance its label, name, score, box and COCO RLE mask."""
+        """JSON-ready summary: path, size and per instance its label, name, score, box, COCO RLE mask (and
+        ``track_id`` when tracked)."""
         rles = encode_rle(_to_numpy(self.masks))
         instances = [
             {"label": int(label), "name": name, "score": float(score), "box": [float(v) for v in box], "mask": rle}
@@ -238,6 +251,9 @@ class Results:
                 _to_numpy(self.boxes), rles,
             )
         ]  # fmt: skip
+        if self.track_ids is not None:
+            for instance, track_id in zip(instances, self.track_ids.tolist()):
+                instance["track_id"] = track_id
         out: dict[str, Any] = {"path": self.path, "image_size": list(self.image_size), "instances": instances}
         if self.frame is not None:
             out["frame"] = self.frame
@@ -250,8 +266,8 @@ class Results:
     # -- visualisation ---------------------------------------------------------------------------------------
     def plot(self, image: np.ndarray | None = None, **kwargs: Any) -> np.ndarray:
         """An RGB uint8 overlay of the instances on ``image`` (uint8 HxWx3 RGB array or PIL image; default: the
-        predicted image). ``kwargs``: ``alpha``, ``outline``, ``labels``, ``show_boxes`` of
-        :func:`~sparseinst_zoo.inference.visualise.draw_instances`."""
+        predicted image). ``kwargs``: ``alpha``, ``outline``, ``labels``, ``show_boxes``, ``show_ids`` of
+        :func:`~sparseinst_zoo.inference.visualise.draw_instances`; tracked instances are coloured by track id."""
         if image is None:
             image = self.orig_img
         if image is None:
@@ -260,7 +276,13 @@ class Results:
         if tuple(image.shape[:2]) != self.image_size:
             raise ValueError(f"Results.plot: image size {image.shape[:2]} differs from the results' {self.image_size}")
         return draw_instances(
-            image, _to_numpy(self.masks), _to_numpy(self.scores), self.classes, _to_numpy(self.boxes), **kwargs
+            image,
+            _to_numpy(self.masks),
+            _to_numpy(self.scores),
+            self.classes,
+            _to_numpy(self.boxes),
+            track_ids=self.track_ids,
+            **kwargs,
         )
 
     def save(self, path: str | os.PathLike[str], **kwargs: Any) -> str:

@@ -13,7 +13,15 @@ from PIL import Image, ImageDraw, ImageFont
 from .._io import atomic_write, publish, temporary_path
 from .masks import masks_to_boxes
 
-__all__ = ["instance_colors", "draw_instances", "save_image", "VideoWriter"]
+__all__ = ["instance_colors", "track_colors", "draw_instances", "save_image", "VideoWriter"]
+
+UNTRACKED_COLOR = (128, 128, 128)  # instances a tracker kept without an id (track id -1)
+
+
+def _golden_colour(i: int) -> list[int]:
+    hue = (0.6 + i * 0.618033988749895) % 1.0
+    value = 0.95 if i % 2 == 0 else 0.75
+    return [round(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.85, value)]
 
 
 def instance_colors(n: int) -> np.ndarray:
@@ -23,12 +31,18 @@ def instance_colors(n: int) -> np.ndarray:
         >>> instance_colors(3).shape
         (3, 3)
     """
-    colours = []
-    for i in range(n):
-        hue = (0.6 + i * 0.618033988749895) % 1.0
-        value = 0.95 if i % 2 == 0 else 0.75
-        colours.append([round(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.85, value)])
-    return np.asarray(colours, dtype=np.uint8).reshape(n, 3)
+    return np.asarray([_golden_colour(i) for i in range(n)], dtype=np.uint8).reshape(n, 3)
+
+
+def track_colors(track_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """One RGB colour per track id, the same in every frame (grey for -1, untracked), uint8 (n, 3).
+
+    Example:
+        >>> bool((track_colors([7, 3, 7])[2] == track_colors([7])[0]).all())
+        True
+    """
+    ids = [int(i) for i in track_ids]
+    return np.asarray([_golden_colour(i) if i >= 0 else UNTRACKED_COLOR for i in ids], dtype=np.uint8).reshape(-1, 3)
 
 
 def _boundary(mask: np.ndarray, thickness: int) -> np.ndarray:
@@ -58,11 +72,15 @@ def draw_instances(
     outline: bool = True,
     labels: bool = True,
     show_boxes: bool = False,
+    track_ids: Sequence[int] | np.ndarray | None = None,
+    show_ids: bool = True,
 ) -> np.ndarray:
     """Draw (N, H, W) bool masks over a uint8 HxWx3 RGB image and return the new image.
 
     Larger instances are drawn first so that small ones stay visible. Each instance gets its own colour, a filled
-    translucent mask (``alpha``), a solid outline, and a ``"name score"`` label at the top-left of its box.
+    translucent mask (``alpha``), a solid outline, and a ``"name score"`` label at the top-left of its box. With
+    ``track_ids`` the colour follows the track id (the same object keeps its colour across frames) and, if
+    ``show_ids``, the label starts with ``#id``.
 
     Example:
         >>> img = np.zeros((20, 30, 3), np.uint8); m = np.zeros((1, 20, 30), bool); m[0, 5:15, 5:20] = True
@@ -79,7 +97,7 @@ def draw_instances(
         boxes = masks_to_boxes(masks)
     height, width = image.shape[:2]
     thickness = max(1, round(min(height, width) / 250))
-    colours = instance_colors(len(masks))
+    colours = instance_colors(len(masks)) if track_ids is None else track_colors(track_ids)
     order = np.argsort(-masks.sum((1, 2)), kind="stable")
     canvas = image.astype(np.float32)
     for i in order:
@@ -100,6 +118,8 @@ def draw_instances(
                 draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=thickness)
             if labels:
                 text = f"{class_names[i]} {float(scores[i]):.2f}"
+                if track_ids is not None and show_ids and int(track_ids[i]) >= 0:
+                    text = f"#{int(track_ids[i])} {text}"
                 left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
                 text_w, text_h = right - left + 4, bottom - top + 4
                 tx = min(max(x1, 0), max(width - text_w, 0))

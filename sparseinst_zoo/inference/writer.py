@@ -26,42 +26,19 @@ from types import TracebackType
 from typing import Any
 
 from .._constants import DEFAULT_PREDICT_DIR
-from .._io import atomic_write_json
+from .._io import atomic_write_json, free_path, next_run_dir
 from .masks import rle_area
 from .results import Results
 from .sources import video_fps
 from .visualise import VideoWriter
 
-__all__ = ["DEFAULT_RUN_DIR", "ResultsWriter", "next_run_dir", "free_path"]
+__all__ = ["DEFAULT_RUN_DIR", "ResultsWriter"]
 
 DEFAULT_RUN_DIR = DEFAULT_PREDICT_DIR
 
 
-def next_run_dir(path: str | os.PathLike[str], exist_ok: bool = False) -> str:
-    """``path`` if it does not exist (or ``exist_ok``), else the first free ``<path>2``, ``<path>3``, ...
-
-    Example:
-        >>> import tempfile
-        >>> base = tempfile.mkdtemp()
-        >>> next_run_dir(base).endswith("2"), next_run_dir(base, exist_ok=True) == base
-        (True, True)
-    """
-    path = os.fspath(path).rstrip("/\\") or os.fspath(path)
-    if exist_ok or not os.path.exists(path):
-        return path
-    n = 2
-    while os.path.exists(f"{path}{n}"):
-        n += 1
-    return f"{path}{n}"
 
 
-def free_path(folder: str, stem: str, suffix: str, taken: set[str]) -> str:
-    """``folder/stem+suffix``, or with the first free ``_2``, ``_3`` suffix if that exists or is ``taken``."""
-    candidate, n = os.path.join(folder, stem + suffix), 2
-    while os.path.exists(candidate) or os.path.realpath(candidate) in taken:
-        candidate, n = os.path.join(folder, f"{stem}_{n}{suffix}"), n + 1
-    taken.add(os.path.realpath(candidate))
-    return candidate
 
 
 def _stem(path: str | None, index: int) -> str:

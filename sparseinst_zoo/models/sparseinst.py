@@ -178,6 +178,12 @@ class SparseInst(nn.Module):
 
         return predict(self, source, **kwargs)
 
+    def track(self, source: Any = None, **kwargs: Any) -> Any:
+        """Predict and track instances over video frames; see :func:`sparseinst_zoo.inference.tracking.track`."""
+        from ..inference.tracking import track
+
+        return track(self, source, **kwargs)
+
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> Any:
         """Write config.json, model.safetensors and a model card; see :func:`sparseinst_zoo.hub.save_pretrained`."""
         from ..hub import save_pretrained

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 
+from .._io import next_run_dir
 from .checkpoint import CHECKPOINT_NAME
 
 __all__ = ["RUN_MARKERS", "holds_run", "claim_run_folder"]
@@ -32,12 +33,6 @@ def holds_run(folder: str) -> bool:
     return any(os.path.exists(os.path.join(folder, marker)) for marker in RUN_MARKERS)
 
 
-def _next_free(folder: str) -> str:
-    folder = os.path.normpath(folder)
-    index = 2
-    while holds_run(f"{folder}{index}"):
-        index += 1
-    return f"{folder}{index}"
 
 
 def _clear_previous_outputs(folder: str) -> None:
@@ -58,7 +53,7 @@ def claim_run_folder(out: str, exist_ok: bool) -> str:
             _logger.warning("%s holds a previous run; its results are replaced (exist_ok)", out)
             _clear_previous_outputs(out)
         else:
-            chosen = _next_free(out)
+            chosen = next_run_dir(out, in_use=holds_run)
             _logger.warning(
                 "%s holds a previous run, so this one writes to %s (--exist-ok reuses %s, --resume continues it)",
                 out,

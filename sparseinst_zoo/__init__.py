@@ -7,7 +7,7 @@ Example:
     ['sparseinst_r50_giam', 'sparseinst_r50_giam_aug', 'sparseinst_r50_giam_soft']
 """
 
-from ._builder import create_model
+from ._factory import create_model, from_pretrained, parse_model_name
 from ._registry import (
     PretrainedCfg,
     get_pretrained_cfg,
@@ -24,6 +24,8 @@ __all__ = [
     "SparseInst",
     "__version__",
     "create_model",
+    "from_pretrained",
+    "parse_model_name",
     "get_pretrained_cfg",
     "is_model",
     "list_models",
@@ -33,7 +35,6 @@ __all__ = [
 
 # Submodule APIs, imported on first use so that `import sparseinst_zoo` stays light.
 _LAZY_EXPORTS: dict[str, str] = {
-    "from_pretrained": "sparseinst_zoo.hub",
     "Results": "sparseinst_zoo.inference.results",
     "Predictor": "sparseinst_zoo.inference.predictor",
     "export_onnx": "sparseinst_zoo.export",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import math
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._constants import DEFAULT_MEAN, DEFAULT_STD
+from .errors import SparseInstError
 
 __all__ = [
     "PretrainedCfg",
@@ -45,7 +48,13 @@ class PretrainedCfg:
     hf_hub_id: str | None = None
     hf_hub_filename: str = "model.safetensors"
     revision: str | None = None
-    file: str | None = None  # local file overriding the hub (via pretrained_cfg_overlay=dict(file=...))
+    file: str | None = None  # local file overriding every download (via pretrained_cfg_overlay=dict(file=...))
+    url: str | None = None  # original release over plain HTTP(S), e.g. MMDetection's file
+    google_drive_id: str | None = None  # original release on Google Drive (the reference README's links)
+    original_filename: str | None = None
+    original_size: int | None = None  # bytes, where known
+    original_sha256: str | None = None  # full digest or a prefix of >= 8 hex digits (as in MMDetection file names)
+    hub_published: bool = False  # True once the converted weights are known to be on the Hub
     num_classes: int = 80
     label_names: tuple[str, ...] = ()
     dataset: str = ""
@@ -60,10 +69,21 @@ class PretrainedCfg:
     reference_ap: float | None = None
     reference_ap_test_dev: float | None = None
     reference_fps: float | None = None
-    original_filename: str | None = None
-    original_url: str | None = None
     classifier: tuple[str, ...] = ("decoder.inst_branch.cls_score",)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for label, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                raise SparseInstError(f"pretrained cfg {label} must be 3 finite numbers (R, G, B), got {values!r}")
+        if min(self.std) <= 0:
+            raise SparseInstError(
+                f"pretrained cfg std must be > 0 for every channel (images are divided by it), got {self.std!r}"
+            )
+        if self.original_sha256 is not None and not re.fullmatch(r"[0-9a-f]{8,64}", self.original_sha256):
+            raise SparseInstError(
+                f"original_sha256 must be 8 to 64 lowercase hex digits, got {self.original_sha256!r}"
+            )
 
     @property
     def name(self) -> str:
@@ -71,7 +91,27 @@ class PretrainedCfg:
 
     @property
     def has_weights(self) -> bool:
-        return bool(self.hf_hub_id or self.file)
+        return bool(self.hf_hub_id or self.file or self.url or self.google_drive_id)
+
+    @property
+    def original_source(self) -> str | None:
+        """Where the original release of these weights is downloaded from, or None."""
+        if self.url:
+            return self.url
+        if self.google_drive_id:
+            return f"https://drive.google.com/file/d/{self.google_drive_id}"
+        return None
+
+    @property
+    def weights_origin(self) -> str:
+        """Where ``pretrained=True`` gets these weights today: ``'file'``, ``'hub'``, ``'original'`` or ``'none'``."""
+        if self.file:
+            return "file"
+        if self.hf_hub_id and self.hub_published:
+            return "hub"
+        if self.original_source:
+            return "original"
+        return "hub" if self.hf_hub_id else "none"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (tuples become lists)."""
@@ -86,6 +126,8 @@ class PretrainedCfg:
         extra.update({k: v for k, v in data.items() if k not in known})
         for key in ("label_names", "mean", "std", "classifier"):
             if key in kwargs and kwargs[key] is not None:
+                if not isinstance(kwargs[key], (list, tuple)):
+                    raise SparseInstError(f"pretrained cfg {key} must be a list, got {kwargs[key]!r}")
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs, extra=extra)
 

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "val": "val",
     "export": "export",
     "benchmark": "benchmark",
+    "download": "download",
 }
 
 # Errors a user can cause (bad paths, names, arguments, files). They are shown as one clear line, not a traceback.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 from pathlib import Path
 
@@ -11,12 +10,13 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from reference_checkpoints import synthetic_reference
 from torchvision.ops import deform_conv2d
 
 import sparseinst_zoo
 from sparseinst_zoo.commands import convert as convert_command
 from sparseinst_zoo.convert import (
-    REFERENCE_CHECKPOINTS,
+    REFERENCE_VARIANTS,
     ConversionError,
     convert_checkpoint,
     convert_state_dict,
@@ -26,41 +26,9 @@ from sparseinst_zoo.convert import (
     target_shapes,
 )
 
-KEYS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "checkpoint-keys"
-needs_keys = pytest.mark.skipif(
-    not KEYS_DIR.is_dir(), reason=f"reference checkpoint key lists not found at {KEYS_DIR} (../shared/checkpoint-keys)"
-)
-VARIANTS = list(REFERENCE_CHECKPOINTS)
+VARIANTS = list(REFERENCE_VARIANTS)
 # one variant per backbone family runs the full file round trip in the fast suite; the rest are marked slow
 FAST_VARIANTS = {"sparseinst_r50_dcn_giam_aug", "sparseinst_cspdarknet53_giam", "sparseinst_pvt_v2_b1_giam"}
-
-
-def reference_keys(variant: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    """``{key: (shape, dtype)}`` of the released checkpoint of ``variant``."""
-    keys = {}
-    for line in (KEYS_DIR / f"{variant}.txt").read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        keys[key] = (tuple(ast.literal_eval(shape)), dtype)
-    return keys
-
-
-def synthetic_reference(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random, well-scaled weights in the reference key layout (activations stay O(1) through deep backbones)."""
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, (shape, dtype) in reference_keys(variant).items():
-        if dtype == "int64":
-            state[key] = torch.zeros(shape, dtype=torch.long)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=gen) + 0.5
-        elif len(shape) >= 2:
-            fan_in = max(1, int(torch.tensor(shape[1:]).prod()))
-            state[key] = torch.randn(shape, generator=gen) / fan_in**0.5
-        elif key.endswith("weight"):
-            state[key] = 1 + 0.1 * torch.randn(shape, generator=gen)
-        else:
-            state[key] = 0.1 * torch.randn(shape, generator=gen)
-    return state
 
 
 def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> bool:
@@ -156,7 +124,6 @@ def test_rename_key(source, target):
     assert rename_key(target) == target  # our own names are fixed points
 
 
-@needs_keys
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_maps_every_key(variant):
     reference = synthetic_reference(variant)
@@ -172,14 +139,13 @@ def test_every_variant_maps_every_key(variant):
     assert report.num_classes == 80 and report.num_masks == 100
 
 
-@needs_keys
 @pytest.mark.parametrize(
     "variant", [v if v in FAST_VARIANTS else pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS]
 )
 def test_reference_file_and_converted_folder_give_identical_outputs(variant, tmp_path, capsys):
     torch.manual_seed(0)
     reference = synthetic_reference(variant)
-    pth = tmp_path / f"{REFERENCE_CHECKPOINTS[variant].reference_config}_abc123.pth"
+    pth = tmp_path / f"{sparseinst_zoo.get_pretrained_cfg(variant).reference_config}_abc123.pth"
     torch.save({"model": reference, "__author__": "synthetic"}, pth)
 
     direct = sparseinst_zoo.create_model(variant, checkpoint_path=pth).eval()  # converted on the fly
@@ -245,7 +211,6 @@ def test_mmdetection_checkpoint(tmp_path):
     assert torch.equal(model.backbone.layer2[0].bn1.running_var, state["backbone.layer2.0.bn1.running_var"])
 
 
-@needs_keys
 def test_trainable_bn_counters_are_kept_or_started_at_zero():
     reference = synthetic_reference("sparseinst_cspdarknet53_giam")
     reference = {k: (torch.tensor(7) if k.endswith("num_batches_tracked") else v) for k, v in reference.items()}
@@ -257,11 +222,10 @@ def test_trainable_bn_counters_are_kept_or_started_at_zero():
     assert int(converted["backbone.stages_2.conv_down.bn.num_batches_tracked"]) == 0
 
 
-@needs_keys
 def test_leftover_missing_and_mismatched_keys_are_named():
     reference = synthetic_reference("sparseinst_r50_giam")
     extra = dict(reference, **{"backbone.res5.9.conv1.weight": torch.zeros(1), "pixel_mean": torch.zeros(3)})
-    pattern = r"match nothing in sparseinst_r50_giam: backbone\.res5\.9\.conv1\.weight"
+    pattern = r"does not fit sparseinst_r50_giam: 2 unexpected: backbone\.res5\.9\.conv1\.weight"
     with pytest.raises(ConversionError, match=pattern) as info:
         convert_state_dict(extra, "sparseinst_r50_giam")
     assert "pixel_mean" in str(info.value)
@@ -269,13 +233,12 @@ def test_leftover_missing_and_mismatched_keys_are_named():
     with pytest.raises(ConversionError, match=r"backbone\.layer2\.1\.bn2\.running_var"):
         convert_state_dict(missing, "sparseinst_r50_giam")
     wrong = dict(reference, **{"encoder.fusion.weight": torch.zeros(256, 700, 1, 1)})
-    with pytest.raises(ConversionError, match=r"encoder\.fusion\.weight: \(256, 700, 1, 1\) in the checkpoint"):
+    with pytest.raises(ConversionError, match=r"encoder\.fusion\.weight: \(256, 700, 1, 1\) in the weights"):
         convert_state_dict(wrong, "sparseinst_r50_giam")
     with pytest.raises(ConversionError, match="does not fit sparseinst_r50_iam"):  # G-IAM weights into an IAM model
         convert_state_dict(reference, "sparseinst_r50_iam")
 
 
-@needs_keys
 def test_detect_model_uses_keys_then_file_name():
     r50 = synthetic_reference("sparseinst_r50_giam")
     assert detect_model(r50, "sparse_inst_r50_giam_aug_2b7d68.pth") == "sparseinst_r50_giam_aug"

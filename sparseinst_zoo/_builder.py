@@ -22,7 +22,7 @@ from ._checkpoint import WEIGHTS_NAME, load_state_dict_strict, read_checkpoint
 from ._hub import CONFIG_NAME, FetchedWeights, cfg_from_config, fetch_pretrained, read_config, store_converted
 from ._hub import weights_lock
 from ._registry import PretrainedCfg, get_pretrained_cfg, split_model_name_tag
-from .errors import SparseInstError
+from .errors import ConversionError, SparseInstError
 
 __all__ = ["build_model_with_cfg", "resolve_pretrained_cfg", "FilterFn"]
 
@@ -94,7 +94,13 @@ def _read_local(checkpoint_path: str | os.PathLike[str], arch: str) -> _Weights:
 
 def _fetch(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None) -> _Weights:
     fetched = fetch_pretrained(cfg, cache_dir)
-    state_dict, _ = read_checkpoint(fetched.path)
+    try:
+        state_dict, _ = read_checkpoint(fetched.path)
+    except ConversionError as err:
+        raise ConversionError(
+            f"{err} (from {fetched.origin}); delete that cached file (for the Hub: its models--* folder) and load "
+            "again to download a fresh copy"
+        ) from None
     saved = cfg_from_config(fetched.config) if fetched.config else None
     if saved is not None:  # the saved cfg knows the classes; where the weights come from stays the caller's
         saved = saved.replace(hf_hub_id=cfg.hf_hub_id, revision=cfg.revision, url=cfg.url,

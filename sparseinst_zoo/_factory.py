@@ -140,7 +140,7 @@ def from_pretrained(
     except TypeError as err:
         raise SparseInstError(f"{origin}: model_args do not fit {config['model_name']} ({err})") from None
     if source.kind == "hub":
-        model.pretrained_cfg = model.pretrained_cfg.replace(hf_hub_id=source.repo_id, revision=revision)
+        model.pretrained_cfg = model.pretrained_cfg.replace(hf_hub_id=source.repo_id, revision=revision or source.revision)
     return model
 
 

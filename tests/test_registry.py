@@ -39,11 +39,13 @@ def test_list_models_filters():
 
 def test_list_models_pretrained_uses_tags():
     pretrained = sparseinst_zoo.list_models(pretrained=True)
-    assert pretrained == sorted(f"{name}.coco" for name in REFERENCE_VARIANTS)
+    assert pretrained == sorted([*(f"{name}.coco" for name in REFERENCE_VARIANTS), "sparseinst_r50_iam.coco_mmdet"])
     assert sparseinst_zoo.list_pretrained() == pretrained
     assert sparseinst_zoo.list_pretrained("*r50_giam.*") == ["sparseinst_r50_giam.coco"]
     assert "sparseinst_tiny_test" not in " ".join(pretrained)
-    assert sparseinst_zoo.list_models("sparseinst_r50_iam", include_tags=True) == ["sparseinst_r50_iam.coco"]
+    assert sparseinst_zoo.list_models("sparseinst_r50_iam", include_tags=True) == [
+        "sparseinst_r50_iam.coco", "sparseinst_r50_iam.coco_mmdet"
+    ]
 
 
 def test_is_model_and_tags():
@@ -112,6 +114,7 @@ def test_suggestions_are_not_repeated():
 def test_weights_arguments_are_rejected_for_hub_and_folder_models(tmp_path):
     with pytest.raises(ValueError, match="already carries its weights"):
         sparseinst_zoo.create_model("hf-hub:org/repo", pretrained=True)
+    sparseinst_zoo.create_model("sparseinst_tiny_test").save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="already carries its weights"):
         sparseinst_zoo.create_model(str(tmp_path), checkpoint_path="model.safetensors")
 

@@ -195,7 +195,7 @@ def test_pretrained_backbone_option_reaches_the_model_builder(shapes, tmp_path, 
         seen.append((name, kwargs))
         raise _Built
 
-    monkeypatch.setattr("sparseinst_zoo._builder.create_model", fake_create_model)
+    monkeypatch.setattr("sparseinst_zoo._factory.create_model", fake_create_model)
     argv = ["--model", "sparseinst_giam", "--backbone", "resnet18", "--pretrained-backbone", "--train-json",
             shapes["train_json"], "--train-images", shapes["train_images"], "--out", str(tmp_path / "a")]
     with pytest.raises(_Built):

@@ -328,7 +328,7 @@ class Trainer:
         return device
 
     def _build_model(self, coco: CocoInstances) -> nn.Module:
-        from .._builder import create_model
+        from .._factory import create_model
 
         cfg = self.config
         num_classes = cfg.num_classes or coco.num_classes

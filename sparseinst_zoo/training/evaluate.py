@@ -146,7 +146,7 @@ def evaluate(
     from ..inference.predictor import Predictor
 
     if isinstance(model, str):
-        from .._builder import create_model
+        from .._factory import create_model
         from .._registry import get_pretrained_cfg, is_model, split_model_name_tag
 
         registered = is_model(split_model_name_tag(model)[0])

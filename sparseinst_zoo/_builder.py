@@ -115,7 +115,10 @@ def _build_and_load(
     """The model built with the class count of the weights (or ``num_classes``), weights loaded strictly."""
     num_classes = kwargs.pop("num_classes", None)
     classifier = weights.state_dict.get(cfg.classifier[0] + ".weight") if weights else None
-    build_classes = int(classifier.shape[0]) if classifier is not None else num_classes or cfg.num_classes
+    if classifier is not None:
+        build_classes = int(classifier.shape[0])
+    else:
+        build_classes = num_classes if num_classes is not None else cfg.num_classes
     if weights is not None and kwargs.get("pretrained_backbone"):
         kwargs["pretrained_backbone"] = False  # the full weights replace the backbone's anyway
     model = model_cls(num_classes=build_classes, **kwargs)

@@ -40,6 +40,7 @@ from filelock import FileLock
 from safetensors.torch import save_file
 from torch import nn
 
+from ._cache import cache_root, converted_folder, hf_cache_dir, original_path
 from ._checkpoint import WEIGHTS_NAME
 from ._download import Downloaded, download_original, download_timeout, file_sha256
 from ._io import atomic_save
@@ -74,7 +75,6 @@ CARD_NAME = "README.md"
 SOURCE_NAME = "source.json"
 LIBRARY_NAME = "sparseinst-zoo"
 FORMAT_VERSION = 1
-CACHE_ENV = "SPARSEINST_CACHE"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -156,33 +156,6 @@ def offline_if_unreachable() -> Iterator[str | None]:
         yield unresolved
     finally:
         constants.HF_HUB_OFFLINE = previous
-
-
-def _hf_cache_dir(cache_dir: str | os.PathLike[str] | None) -> str:
-    if cache_dir is not None:
-        return os.fspath(cache_dir)
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return os.environ[var]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Folder of converted original releases: ``cache_dir``, ``SPARSEINST_CACHE`` or ``$HF_HOME/sparseinst-zoo``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser() / LIBRARY_NAME
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    home = os.environ.get("HF_HOME")
-    if not home:
-        from huggingface_hub import constants
-
-        home = constants.HF_HOME
-    return Path(home).expanduser() / LIBRARY_NAME
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -267,7 +240,7 @@ def hub_download(
 
     endpoint = _endpoint()
     offline = is_offline()
-    cache = _hf_cache_dir(cache_dir)
+    cache = hf_cache_dir(cache_dir)
     unresolved = None if offline else _unreachable(endpoint)
     where = f"{filename!r} of Hub repository {repo_id!r}"
     if unresolved:
@@ -358,16 +331,6 @@ def weight_sources(cfg: PretrainedCfg) -> list[tuple[str, str]]:
     if cfg.google_drive_id:
         sources.append(("google_drive", cfg.google_drive_id))
     return sources
-
-
-def converted_folder(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The cache folder of the converted original release of ``cfg``."""
-    return cache_root(cache_dir) / "converted" / cfg.name
-
-
-def original_path(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where the downloaded original release of ``cfg`` is kept."""
-    return cache_root(cache_dir) / "originals" / (cfg.original_filename or f"{cfg.name}.pth")
 
 
 def weights_lock(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None = None) -> FileLock:

@@ -122,3 +122,18 @@ def test_weights_arguments_are_rejected_for_hub_and_folder_models(tmp_path):
 def test_a_path_that_is_not_a_folder_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a registered model nor an existing folder"):
         sparseinst_zoo.create_model(str(tmp_path / "runs" / "x" / "bets"))
+
+
+def test_listing_imports_no_torch():
+    """`sparseinst list` reads the torch-free cfgs: no torch import (2 s), so listing stays instant."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from sparseinst_zoo.cli import main; code = main(['list', '--pretrained']); "
+        "assert code == 0; assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "sparseinst_r50_iam.coco_mmdet" in result.stdout and "original release (URL)" in result.stdout
+    assert "original release (Google Drive)" in result.stdout and "cached" in result.stdout

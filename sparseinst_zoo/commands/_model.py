@@ -17,9 +17,8 @@ import os
 import sys
 from typing import Any
 
-from .._factory import create_model, parse_model_name
 from .._registry import get_pretrained_cfg
-from ..errors import SparseInstError
+from ..errors import DownloadError, SparseInstError
 
 __all__ = ["RANDOM_WEIGHTS_WARNING", "OVERLAY_ENV", "add_model_arguments", "load_cli_model", "cli_overlay"]
 
@@ -60,6 +59,8 @@ def load_cli_model(
     name: str, weights: str = "pretrained", checkpoint: str | None = None, quiet: bool = False
 ) -> Any:
     """Build the model a CLI command names, by the policy of this module."""
+    from .._factory import create_model, parse_model_name  # torch: only once a command runs (cli.py's convention)
+
     source = parse_model_name(name)
     if source.kind == "exported":
         raise SparseInstError(
@@ -86,4 +87,10 @@ def load_cli_model(
             f"{name!r} has no released weights; pass --checkpoint PATH with your own weights, or --weights random "
             "for a smoke test with meaningless masks (`sparseinst list --pretrained` shows the models with weights)"
         )
-    return create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+    try:
+        return create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+    except DownloadError as err:
+        raise DownloadError(
+            f"{err} Alternatives: --checkpoint PATH with a local checkpoint, or --weights random for an offline "
+            "smoke test (meaningless masks)."
+        ) from None

@@ -11,10 +11,6 @@ import argparse
 import json
 from pathlib import Path
 
-from .._factory import from_pretrained
-from .._hub import save_pretrained
-from ..convert import convert_checkpoint
-
 HELP = "convert a reference SparseInst checkpoint (detectron2 or MMDetection .pth) to safetensors + config.json"
 
 
@@ -33,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert, write the folder and print a summary. Returns 0."""
+    from .._factory import from_pretrained  # torch: only once the command runs (cli.py's convention)
+    from .._hub import save_pretrained
+    from ..convert import convert_checkpoint
+
     _, report = convert_checkpoint(args.src, model_name=args.model, out_dir=args.out)
     if args.card:
         save_pretrained(from_pretrained(args.out), args.out)

@@ -15,9 +15,7 @@ import argparse
 import json
 from typing import Any
 
-from .._download import file_sha256
-from .._factory import create_model
-from .._hub import SOURCE_NAME, cache_root, fetch_pretrained
+from .._cache import cache_root
 from .._registry import get_pretrained_cfg, list_pretrained
 from ..errors import SparseInstError
 from ._model import cli_overlay
@@ -40,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def download_one(name: str, source: str | None, cache_dir: str | None, keep_original: bool) -> dict[str, Any]:
     """Fetch (or find cached) the weights of ``name``; returns what was fetched, from where, size and sha256."""
+    from .._download import file_sha256  # torch and the HTTP stack: only once the command runs
+    from .._factory import create_model
+    from .._hub import SOURCE_NAME, fetch_pretrained
+
     overlay = {**(cli_overlay() or {}), **_DROP.get(source or "", {})}
     cfg = get_pretrained_cfg(name).replace(**overlay)
     if not cfg.has_weights:

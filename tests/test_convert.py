@@ -294,3 +294,26 @@ def test_files_that_are_not_checkpoints_or_are_truncated_say_so(tmp_path):
         read_checkpoint(tmp_path / "cut.pth")
     torch.save({"model": {"a": torch.zeros(1)}}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
     assert read_checkpoint(tmp_path / "legacy.pth")[1] == "detectron2"  # pre-1.6 pickles still load
+
+
+def test_converting_our_own_folder_keeps_labels_category_ids_and_test_size(tmp_path):
+    torch.manual_seed(0)
+    overlay = {"label_names": ("cat", "dog", "fox"), "min_size": 96, "max_size": 128,
+               "extra": {"category_ids": [1, 2, 3]}}  # fmt: skip
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3, pretrained_cfg_overlay=overlay)
+    source = model.save_pretrained(tmp_path / "best")
+    convert_checkpoint(source, out_dir=tmp_path / "y")
+    again = sparseinst_zoo.from_pretrained(tmp_path / "y")
+    cfg = again.pretrained_cfg
+    assert again.label_names == ("cat", "dog", "fox") and cfg.extra["category_ids"] == [1, 2, 3]
+    assert (cfg.min_size, cfg.max_size) == (96, 128)
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_converting_into_a_model_folder_rewrites_its_card(tmp_path):
+    old = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=5)
+    folder = old.save_pretrained(tmp_path / "out", metrics={"mask AP": 99.0})
+    torch.save({"model": sparseinst_zoo.create_model("sparseinst_tiny_test").state_dict()}, tmp_path / "new.pth")
+    convert_checkpoint(tmp_path / "new.pth", "sparseinst_tiny_test", out_dir=folder)
+    card = (folder / "README.md").read_text()
+    assert "99.00" not in card and "Classes (80)" in card  # the card describes the new weights, not the old ones

@@ -251,3 +251,12 @@ def test_bad_cfgs_and_names_are_one_line_errors(tmp_path):
         (folder / "config.json").write_text(json.dumps({**config, "model_args": bad}))
         with pytest.raises(SparseInstError, match="model_args"):
             sparseinst_zoo.from_pretrained(folder)
+
+
+def test_val_refuses_a_registered_name_without_weights_like_predict(tmp_path, capsys):
+    from sparseinst_zoo.cli import main
+
+    argv = ["val", TINY, "--json", str(tmp_path / "gt.json"), "--images", str(tmp_path)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "has no released weights" in err and "--checkpoint PATH" in err

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._model import load_cli_model
+
 HELP = "evaluate COCO mask AP (AP, AP50, AP75, APs, APm, APl, per class) on a COCO-format dataset"
 
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     metrics = evaluate(
-        args.model, args.json, args.images, checkpoint=args.checkpoint, min_size=args.min_size,
+        load_cli_model(args.model, checkpoint=args.checkpoint), args.json, args.images, min_size=args.min_size,
         max_size=args.max_size, batch_size=args.batch_size, device=device, half=args.half or False,
         workers=args.workers, out=args.out, progress=True,
     )  # fmt: skip

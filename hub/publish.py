@@ -5,7 +5,8 @@ Usage:
     python hub/publish.py convert ORIGINALS/ --out OUT/   # convert + verify + cards (dry run: nothing uploaded)
     python hub/publish.py convert ORIGINALS/ --out OUT/ --push [--org sparseinst-zoo]
 
-``ORIGINALS/`` holds the released ``sparse_inst_*.pth`` files (``sparseinst download --all`` keeps them). Each file is matched to
+``ORIGINALS/`` holds the released ``sparse_inst_*.pth`` files (``sparseinst download --all`` keeps them in the
+cache's ``originals/``). Each file is matched to
 its model by its keys and file name (``--map FILE=MODEL`` decides by hand), converted to ``OUT/<model>.<tag>/``
 (``model.safetensors``, ``config.json``, ``README.md``) and verified: every key is mapped, and a forward pass on a
 sample image is finite and identical to loading the ``.pth`` directly. ``--push`` then uploads each folder to
@@ -28,7 +29,6 @@ import sparseinst_zoo
 from sparseinst_zoo.convert import convert_checkpoint, detect_model
 from sparseinst_zoo.convert import read_checkpoint as read_reference
 from sparseinst_zoo.hub import WEIGHTS_NAME, save_pretrained, weight_sources
-
 
 
 def build_manifest() -> dict[str, Any]:
@@ -63,7 +63,7 @@ def sample_batch(model: torch.nn.Module, image: str | None, size: int = 320) -> 
     scale = size / min(pil.size)
     pil = pil.resize((int(pil.width * scale + 0.5), int(pil.height * scale + 0.5)), Image.BILINEAR)
     cfg = model.pretrained_cfg
-    x = (torch.from_numpy(np.asarray(pil, dtype=np.float32)).permute(2, 0, 1) - torch.tensor(cfg.mean)[:, None, None])
+    x = torch.from_numpy(np.asarray(pil, dtype=np.float32)).permute(2, 0, 1) - torch.tensor(cfg.mean)[:, None, None]
     x = x / torch.tensor(cfg.std)[:, None, None]
     height, width = x.shape[1:]
     padded = torch.zeros(3, (height + 31) // 32 * 32, (width + 31) // 32 * 32)
@@ -90,8 +90,10 @@ def verify(pth: Path, folder: Path, model_name: str, image: str | None) -> dict[
 def convert_all(args: argparse.Namespace) -> int:
     originals = sorted(Path(args.originals).glob("*.pth"))
     if not originals:
-        print(f"no .pth files in {args.originals}; fill them with `sparseinst download --all --source original`",
-              file=sys.stderr)
+        print(
+            f"no .pth files in {args.originals}; fill them with `sparseinst download --all --source original`",
+            file=sys.stderr,
+        )
         return 1
     by_hand = dict(item.split("=", 1) for item in args.map)
     out = Path(args.out)

@@ -19,8 +19,15 @@ import torch
 from torch import nn
 
 from ._checkpoint import WEIGHTS_NAME, load_state_dict_strict, read_checkpoint
-from ._hub import CONFIG_NAME, FetchedWeights, cfg_from_config, fetch_pretrained, read_config, store_converted
-from ._hub import weights_lock
+from ._hub import (
+    CONFIG_NAME,
+    FetchedWeights,
+    cfg_from_config,
+    fetch_pretrained,
+    read_config,
+    store_converted,
+    weights_lock,
+)
 from ._registry import PretrainedCfg, get_pretrained_cfg, split_model_name_tag
 from .errors import ConversionError, SparseInstError
 
@@ -111,7 +118,7 @@ def _fetch(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None) -> _Wei
 def _build_and_load(
     model_cls: type[nn.Module], variant: str, cfg: PretrainedCfg, weights: _Weights | None,
     pretrained_filter_fn: FilterFn | None, kwargs: dict[str, Any],
-) -> nn.Module:  # fmt: skip
+) -> Any:  # fmt: skip
     """The model built with the class count of the weights (or ``num_classes``), weights loaded strictly."""
     num_classes = kwargs.pop("num_classes", None)
     classifier = weights.state_dict.get(cfg.classifier[0] + ".weight") if weights else None
@@ -121,7 +128,7 @@ def _build_and_load(
         build_classes = num_classes if num_classes is not None else cfg.num_classes
     if weights is not None and kwargs.get("pretrained_backbone"):
         kwargs["pretrained_backbone"] = False  # the full weights replace the backbone's anyway
-    model = model_cls(num_classes=build_classes, **kwargs)
+    model: Any = model_cls(num_classes=build_classes, **kwargs)
     model.model_name = split_model_name_tag(variant)[0]
     if len(cfg.label_names) != build_classes:
         cfg = cfg.replace(label_names=())
@@ -134,7 +141,7 @@ def _build_and_load(
     return model
 
 
-def _reset_head(model: nn.Module, num_classes: int | None) -> nn.Module:
+def _reset_head(model: Any, num_classes: int | None) -> Any:
     """Replace the class head when ``num_classes`` differs from the weights' (everything else keeps its weights)."""
     if num_classes is not None and num_classes != model.num_classes:
         loaded = model.num_classes

@@ -164,5 +164,3 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
             "trust: torch.save({'state_dict': ckpt['state_dict']}, 'weights.pth')"
         ) from err
     return _unwrap(obj, str(path))
-
-

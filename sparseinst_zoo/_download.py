@@ -87,14 +87,18 @@ def _gdown(url: str | None, drive_id: str | None, dest: Path, progress: bool) ->
         reason = _first_line(err)
         if "NameResolution" in reason or "Failed to resolve" in reason:
             host = urlsplit(url).hostname if url else "drive.google.com"
-            raise DownloadError(f"{where} cannot be reached (host name {host!r} does not resolve: no network?)") from None
+            raise DownloadError(
+                f"{where} cannot be reached (host name {host!r} does not resolve: no network?)"
+            ) from None
         if "IncompleteRead" in reason or "Connection broken" in reason:
             raise DownloadError(f"the connection to {where} dropped mid-download; run again to resume") from None
         raise DownloadError(f"{where} cannot be reached ({reason})") from None
     except (requests.exceptions.RequestException, gdown.exceptions.DownloadError, OSError) as err:
         reason = _first_line(err).rstrip(".")
         if "incomplete" in reason.lower():
-            raise DownloadError(f"the connection to {where} dropped mid-download ({reason}); run again to resume") from None
+            raise DownloadError(
+                f"the connection to {where} dropped mid-download ({reason}); run again to resume"
+            ) from None
         raise DownloadError(f"downloading {where} failed: {reason}") from None
 
 

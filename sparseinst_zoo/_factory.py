@@ -35,8 +35,8 @@ SourceKind = Literal["registered", "folder", "hub", "exported"]
 class ModelSource:
     """A parsed model name.
 
-    ``kind``: ``'registered'`` (``name`` is ``arch`` or ``arch.tag``), ``'folder'`` (``path``: a save_pretrained folder),
-    ``'hub'`` (``repo_id`` + ``revision``) or ``'exported'`` (``path``: an ``.onnx`` / ``.xml`` file).
+    ``kind``: ``'registered'`` (``name`` is ``arch`` or ``arch.tag``), ``'folder'`` (``path``: a save_pretrained
+    folder), ``'hub'`` (``repo_id`` + ``revision``) or ``'exported'`` (``path``: an ``.onnx`` / ``.xml`` file).
     """
 
     kind: SourceKind
@@ -140,7 +140,9 @@ def from_pretrained(
     except TypeError as err:
         raise SparseInstError(f"{origin}: model_args do not fit {config['model_name']} ({err})") from None
     if source.kind == "hub":
-        model.pretrained_cfg = model.pretrained_cfg.replace(hf_hub_id=source.repo_id, revision=revision or source.revision)
+        model.pretrained_cfg = model.pretrained_cfg.replace(
+            hf_hub_id=source.repo_id, revision=revision or source.revision
+        )
     return model
 
 
@@ -195,7 +197,7 @@ def create_model(
             )
         if pretrained_cfg_overlay:
             kwargs["pretrained_cfg_overlay"] = pretrained_cfg_overlay
-        hub_name = HF_HUB_PREFIX + f"{source.repo_id}" if source.kind == "hub" else os.fspath(source.path)
+        hub_name = f"{HF_HUB_PREFIX}{source.repo_id}" if source.kind == "hub" else os.fspath(source.path or "")
         return from_pretrained(hub_name, cache_dir=cache_dir, revision=source.revision, **kwargs)
     arch, tag = split_model_name_tag(model_name)
     return model_entrypoint(arch)(

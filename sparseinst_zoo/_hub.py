@@ -99,7 +99,9 @@ def _endpoint() -> str:
     endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise DownloadError(f"HF_ENDPOINT={endpoint!r} is not an http(s) URL; unset it or set e.g. https://huggingface.co")
+        raise DownloadError(
+            f"HF_ENDPOINT={endpoint!r} is not an http(s) URL; unset it or set e.g. https://huggingface.co"
+        )
     return endpoint
 
 
@@ -272,8 +274,10 @@ def hub_download(
         os.remove(os.path.realpath(path))
         if offline or unresolved:
             break
-    raise DownloadError(f"{where}: the cached copy is corrupt (sha256 differs from its name) and could not be fetched "
-                        "again; delete the models--* folder in the Hugging Face cache and retry with network access")
+    raise DownloadError(
+        f"{where}: the cached copy is corrupt (sha256 differs from its name) and could not be fetched "
+        "again; delete the models--* folder in the Hugging Face cache and retry with network access"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -420,8 +424,10 @@ def fetch_pretrained(
         tried.append("no download source is configured (no hf_hub_id, url or google_drive_id)")
     offline = " (HF_HUB_OFFLINE is set: only the cache was used)" if is_offline() else ""
     raise DownloadError(
-        f"cannot get the weights of {cfg.name}{offline}; tried " + "; ".join(f"({i}) {t}" for i, t in
-        enumerate(tried, 1)) + ". " + manual_route(cfg)  # fmt: skip
+        f"cannot get the weights of {cfg.name}{offline}; tried "
+        + "; ".join(f"({i}) {t}" for i, t in enumerate(tried, 1))
+        + ". "
+        + manual_route(cfg)  # fmt: skip
     )
 
 

@@ -17,7 +17,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 from ._constants import DEFAULT_MEAN, DEFAULT_STD
 from .errors import SparseInstError
@@ -82,9 +82,7 @@ class PretrainedCfg:
                 f"pretrained cfg std must be > 0 for every channel (images are divided by it), got {self.std!r}"
             )
         if self.original_sha256 is not None and not re.fullmatch(r"[0-9a-f]{8,64}", self.original_sha256):
-            raise SparseInstError(
-                f"original_sha256 must be 8 to 64 lowercase hex digits, got {self.original_sha256!r}"
-            )
+            raise SparseInstError(f"original_sha256 must be 8 to 64 lowercase hex digits, got {self.original_sha256!r}")
 
     @property
     def name(self) -> str:
@@ -276,9 +274,7 @@ def list_models(
         include_tags = pretrained
     names: list[str] = [m for m in _model_default_cfgs if not module or _model_to_module[m] == module]
     if include_tags:
-        names = [
-            f"{arch}.{tag}" if tag else arch for arch in names for tag in _model_default_cfgs[arch].tags
-        ]
+        names = [f"{arch}.{tag}" if tag else arch for arch in names for tag in _model_default_cfgs[arch].tags]
     filters = _as_list(filter)
     if filters:
         names = [n for n in names if any(_matches(n, f) for f in filters)]
@@ -328,6 +324,14 @@ def model_entrypoint(model_name: str) -> Callable[..., Any]:
     if arch not in _model_entrypoints:
         raise unknown_model_error(model_name)
     return _model_entrypoints[arch]
+
+
+@overload
+def get_pretrained_cfg(model_name: str, allow_unregistered: Literal[False] = False) -> PretrainedCfg: ...
+
+
+@overload
+def get_pretrained_cfg(model_name: str, allow_unregistered: bool) -> PretrainedCfg | None: ...
 
 
 def get_pretrained_cfg(model_name: str, allow_unregistered: bool = False) -> PretrainedCfg | None:

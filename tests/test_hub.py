@@ -152,9 +152,10 @@ def test_missing_file_and_revision(hub, tmp_path, tiny_model):
     assert model.pretrained_cfg.revision == commit
     model = sparseinst_zoo.from_pretrained("org/tiny@v2")  # the revision of 'repo@rev' is recorded too
     assert (model.pretrained_cfg.hf_hub_id, model.pretrained_cfg.revision) == ("org/tiny", "v2")
-    assert json.loads((model.save_pretrained(tmp_path / "again") / CONFIG_NAME).read_text())["pretrained_cfg"][
-        "revision"
-    ] == "v2"
+    assert (
+        json.loads((model.save_pretrained(tmp_path / "again") / CONFIG_NAME).read_text())["pretrained_cfg"]["revision"]
+        == "v2"
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])

@@ -44,7 +44,8 @@ def test_list_models_pretrained_uses_tags():
     assert sparseinst_zoo.list_pretrained("*r50_giam.*") == ["sparseinst_r50_giam.coco"]
     assert "sparseinst_tiny_test" not in " ".join(pretrained)
     assert sparseinst_zoo.list_models("sparseinst_r50_iam", include_tags=True) == [
-        "sparseinst_r50_iam.coco", "sparseinst_r50_iam.coco_mmdet"
+        "sparseinst_r50_iam.coco",
+        "sparseinst_r50_iam.coco_mmdet",
     ]
 
 

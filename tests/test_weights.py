@@ -182,11 +182,15 @@ def test_a_corrupt_blob_in_the_hub_cache_is_fetched_again(hub, tmp_path):
     published = sparseinst_zoo.create_model(TINY)
     hub.add_folder(REPO, published.save_pretrained(tmp_path / "pub", repo_id=REPO))
     hub_only = {"hf_hub_id": REPO}
-    model = sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay=hub_only, cache_dir=tmp_path / "hf")
+    model = sparseinst_zoo.create_model(
+        TINY, pretrained=True, pretrained_cfg_overlay=hub_only, cache_dir=tmp_path / "hf"
+    )
     blob = next(p for p in (tmp_path / "hf").rglob("blobs/*") if p.stat().st_size > 10000)
     blob.write_bytes(b"\x00" * blob.stat().st_size)  # same size, same name, wrong content
     before = hub.count("GET", "model.safetensors")
-    again = sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay=hub_only, cache_dir=tmp_path / "hf")
+    again = sparseinst_zoo.create_model(
+        TINY, pretrained=True, pretrained_cfg_overlay=hub_only, cache_dir=tmp_path / "hf"
+    )
     assert hub.count("GET", "model.safetensors") == before + 1  # fetched again, not loaded silently
     assert same(again, model)
 

@@ -31,14 +31,25 @@ RANDOM_WEIGHTS_WARNING = (
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``MODEL`` plus ``--weights pretrained|random`` and ``--checkpoint PATH`` (read by :func:`load_cli_model`)."""
-    parser.add_argument("model", metavar="MODEL",
-                        help="registered name (see `sparseinst list`), hf-hub:org/repo, or a save_pretrained folder")
-    parser.add_argument("--weights", choices=("pretrained", "random"), default="pretrained",
-                        help="for registered names without --checkpoint: the COCO weights (default; from the cache, "
-                             "the Hugging Face Hub or the original release, downloaded once) or random weights "
-                             "(offline smoke test, meaningless masks)")
-    parser.add_argument("--checkpoint", default=None, metavar="PATH",
-                        help="local weights: model.safetensors, a save_pretrained folder or a reference .pth")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="registered name (see `sparseinst list`), hf-hub:org/repo, or a save_pretrained folder",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=("pretrained", "random"),
+        default="pretrained",
+        help="for registered names without --checkpoint: the COCO weights (default; from the cache, "
+        "the Hugging Face Hub or the original release, downloaded once) or random weights "
+        "(offline smoke test, meaningless masks)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="PATH",
+        help="local weights: model.safetensors, a save_pretrained folder or a reference .pth",
+    )
 
 
 def cli_overlay() -> dict[str, Any] | None:
@@ -55,9 +66,7 @@ def cli_overlay() -> dict[str, Any] | None:
     return overlay
 
 
-def load_cli_model(
-    name: str, weights: str = "pretrained", checkpoint: str | None = None, quiet: bool = False
-) -> Any:
+def load_cli_model(name: str, weights: str = "pretrained", checkpoint: str | None = None, quiet: bool = False) -> Any:
     """Build the model a CLI command names, by the policy of this module."""
     from .._factory import create_model, parse_model_name  # torch: only once a command runs (cli.py's convention)
 

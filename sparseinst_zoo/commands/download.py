@@ -28,11 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the download options on ``parser``."""
     parser.add_argument("models", nargs="*", metavar="MODEL", help="registered names, e.g. sparseinst_r50_giam")
     parser.add_argument("--all", action="store_true", help="every model with released weights")
-    parser.add_argument("--source", choices=("hub", "original"), default=None,
-                        help="only this kind of source (default: cache, then Hub, then original release)")
+    parser.add_argument(
+        "--source",
+        choices=("hub", "original"),
+        default=None,
+        help="only this kind of source (default: cache, then Hub, then original release)",
+    )
     parser.add_argument("--cache-dir", default=None, metavar="DIR", help="cache folder (default: SPARSEINST_CACHE)")
-    parser.add_argument("--delete-original", action="store_true",
-                        help="delete the downloaded .pth once converted (the safetensors stay)")
+    parser.add_argument(
+        "--delete-original",
+        action="store_true",
+        help="delete the downloaded .pth once converted (the safetensors stay)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per model")
 
 

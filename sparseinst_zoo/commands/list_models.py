@@ -18,8 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the list options on ``parser``."""
     parser.add_argument("pattern", nargs="?", default="", metavar="PATTERN",
                         help="fnmatch pattern; without wildcards, a substring of the name")  # fmt: skip
-    parser.add_argument("--pretrained", action="store_true",
-                        help="only the models with released weights, as name.tag (the names create_model accepts)")
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="only the models with released weights, as name.tag (the names create_model accepts)",
+    )
 
 
 def _fmt(value: float | None) -> str:

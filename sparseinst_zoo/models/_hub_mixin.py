@@ -48,7 +48,7 @@ class HubMixin:
         # The inference layer sits above the model family: imported on use, as the facade's only upward reference.
         from ..inference.predictor import predict
 
-        return predict(self, source, **kwargs)
+        return predict(self, source, **kwargs)  # type: ignore[arg-type]
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Path:
         """Write config.json, model.safetensors and a model card; see :func:`sparseinst_zoo.hub.save_pretrained`."""

@@ -26,7 +26,6 @@ from .sparseinst_cfgs import default_cfgs
 __all__ = ["SparseInst", "default_cfgs"]
 
 
-
 class SparseInst(HubMixin, nn.Module):
     """SparseInst = timm ``features_only`` backbone (strides 8/16/32) + instance context encoder + IAM decoder.
 

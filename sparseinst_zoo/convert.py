@@ -27,7 +27,13 @@ from ._factory import create_model
 from ._hub import CARD_NAME, CONFIG_NAME, save_pretrained
 from ._registry import PretrainedCfg, get_pretrained_cfg
 from .errors import ConversionError
-from .models.checkpoint_filter import ConversionReport, checkpoint_filter_fn, head_args, rename_key
+from .models.checkpoint_filter import (
+    UNUSED_PREFIXES,
+    ConversionReport,
+    checkpoint_filter_fn,
+    head_args,
+    rename_key,
+)
 from .models.sparseinst_cfgs import REFERENCE_VARIANTS
 
 __all__ = [
@@ -94,7 +100,11 @@ def detect_model(
         ConversionError: if no architecture fits, or several do and the file name does not decide.
     """
     names = candidates or list(REFERENCE_VARIANTS)
-    renamed = {rename_key(k): tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+    renamed = {
+        rename_key(k): tuple(v.shape)
+        for k, v in state_dict.items()
+        if not k.endswith("num_batches_tracked") and not k.startswith(UNUSED_PREFIXES)
+    }
     kwargs = head_args(state_dict)
     fits = []
     for name in names:

@@ -196,7 +196,19 @@ def _mmdet_r50_iam() -> dict[str, torch.Tensor]:
 
 
 def test_mmdetection_checkpoint(tmp_path):
+    """Key names as MMDetection's own modules write them (ResNet: conv1/bn1/layerN.i.convK/bnK/downsample.{0,1};
+    projects/SparseInst: encoder.fpn_laterals/fpn_outputs/ppm.stages.i.1/ppm.bottleneck/fusion, decoder.inst_branch /
+    mask_branch), BN counters everywhere, plus data-preprocessor buffers we do not need."""
     state = _mmdet_r50_iam()
+    state["data_preprocessor.mean"] = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+    state["data_preprocessor.std"] = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+    assert {
+        "encoder.ppm.stages.0.1.weight",
+        "encoder.ppm.bottleneck.weight",
+        "decoder.inst_branch.inst_convs.6.weight",
+        "decoder.mask_branch.projection.weight",
+        "backbone.layer4.0.downsample.1.running_var",
+    } <= set(state)
     path = tmp_path / "sparseinst_r50_iam_8xb8-ms-270k_coco_20221111_181051-72c711cd.pth"
     meta = {"mmdet_version": "3.0.0", "dataset_meta": {"classes": ("person",)}}
     torch.save({"meta": meta, "state_dict": state}, path)
@@ -204,7 +216,8 @@ def test_mmdetection_checkpoint(tmp_path):
     assert layout == "mmdetection"
     converted, report = convert_checkpoint(path)  # architecture detected from the keys
     assert report.model_name == "sparseinst_r50_iam"
-    assert len(report.dropped) == sum(k.endswith("num_batches_tracked") for k in state) > 50
+    assert len(report.dropped) == sum(k.endswith("num_batches_tracked") for k in state) + 2 > 50
+    assert "data_preprocessor.mean" in report.dropped
     assert all(torch.equal(converted[k], state[k]) for k in converted)
     model = sparseinst_zoo.create_model("sparseinst_r50_iam", checkpoint_path=path).eval()
     assert torch.equal(model.backbone.layer2[0].bn1.running_var, state["backbone.layer2.0.bn1.running_var"])

@@ -26,6 +26,9 @@ from ..errors import ConversionError
 __all__ = ["ConversionReport", "rename_key", "head_args", "checkpoint_filter_fn", "CLASSIFIER_PREFIX"]
 
 CLASSIFIER_PREFIX = "decoder.inst_branch.cls_score."
+# Modules of MMDetection's SparseInst (projects/SparseInst: data_preprocessor, criterion) that hold no weights of the
+# network; buffers a checkpoint may carry for them are dropped (and reported).
+UNUSED_PREFIXES = ("data_preprocessor.", "criterion.")
 
 
 def _layer(match: re.Match[str]) -> str:
@@ -149,6 +152,9 @@ def _rename_all(state_dict: Mapping[str, torch.Tensor], report: ConversionReport
     sources: dict[str, str] = {}
     duplicates: list[str] = []
     for key, value in state_dict.items():
+        if key.startswith(UNUSED_PREFIXES):
+            report.dropped.append(key)
+            continue
         new_key = rename_key(key)
         if new_key in sources:
             duplicates.append(f"{sources[new_key]} and {key} -> {new_key}")

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._registry import (
     PretrainedCfg,
@@ -24,6 +24,10 @@ from ._registry import (
     register_model,
 )
 from .version import __version__
+
+if TYPE_CHECKING:  # for type checkers and API docs; at run time these load on first use (below)
+    from ._factory import create_model, from_pretrained, parse_model_name
+    from .models.sparseinst import SparseInst
 
 __all__ = [
     "PretrainedCfg",

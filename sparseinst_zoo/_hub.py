@@ -139,6 +139,22 @@ def _unreachable(endpoint: str) -> str | None:
         return f"the connection was refused ({err.strerror or err})"
 
 
+def _silent_hub(repo_id: str, filename: str, revision: str | None, endpoint: str) -> str | None:
+    """One metadata request without retries: a Hub that accepts connections and never answers is given up at once.
+
+    hf_hub_download retries its metadata request five times with back-off (minutes on such a server).
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint),
+                             timeout=download_timeout())  # fmt: skip
+    except Exception as err:  # only a transport failure decides here; HTTP answers are hf_hub_download's to report
+        if "Timeout" in type(err).__name__:
+            return f"it did not answer within {download_timeout():g} s (SPARSEINST_DOWNLOAD_TIMEOUT sets the limit)"
+    return None
+
+
 @contextlib.contextmanager
 def offline_if_unreachable() -> Iterator[str | None]:
     """Within the block, huggingface_hub only uses its cache if the Hub's host name does not resolve.
@@ -243,7 +259,7 @@ def hub_download(
     endpoint = _endpoint()
     offline = is_offline()
     cache = hf_cache_dir(cache_dir)
-    unresolved = None if offline else _unreachable(endpoint)
+    unresolved = None if offline else _unreachable(endpoint) or _silent_hub(repo_id, filename, revision, endpoint)
     where = f"{filename!r} of Hub repository {repo_id!r}"
     if unresolved:
         where += f" (the Hub at {endpoint} cannot be reached: {unresolved})"

@@ -264,3 +264,22 @@ def test_val_refuses_a_registered_name_without_weights_like_predict(tmp_path, ca
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "has no released weights" in err and "--checkpoint PATH" in err
+
+
+def test_a_hub_that_accepts_and_never_answers_is_given_up_fast(online, tmp_path, monkeypatch):
+    import socket
+    import threading
+
+    sockets = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        threading.Thread(target=lambda: sockets.extend(server.accept() for _ in range(8)), daemon=True).start()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        monkeypatch.setenv("SPARSEINST_DOWNLOAD_TIMEOUT", "1")
+        sparseinst_zoo.create_model(TINY)  # import and build once, so the timing below is the network's
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match="did not answer within 1 s"):
+            sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay={"hf_hub_id": REPO},
+                                        cache_dir=tmp_path)  # fmt: skip
+        assert time.monotonic() - start < 8  # huggingface_hub alone retries for minutes

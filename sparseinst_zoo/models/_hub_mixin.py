@@ -32,7 +32,7 @@ class HubMixin:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         instance = super().__new__(cls)
-        bound = inspect.signature(cls.__init__).bind(instance, *args, **kwargs)
+        bound = inspect.signature(cls.__init__).bind_partial(instance, *args, **kwargs)  # copy/unpickle: no args
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         arguments.pop("self", None)

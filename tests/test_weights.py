@@ -283,3 +283,17 @@ def test_a_hub_that_accepts_and_never_answers_is_given_up_fast(online, tmp_path,
             sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay={"hf_hub_id": REPO},
                                         cache_dir=tmp_path)  # fmt: skip
         assert time.monotonic() - start < 8  # huggingface_hub alone retries for minutes
+
+
+def test_r50_giam_release_keys_through_the_fallback(hub, tmp_path):
+    """The one full-size check: a .pth with the exact keys of the released sparseinst_r50_giam file (130 MB)."""
+    from reference_checkpoints import reference_pth_bytes, synthetic_reference
+
+    name = "sparse_inst_r50_giam.pth"
+    data = reference_pth_bytes(synthetic_reference("sparseinst_r50_giam"))
+    (tmp_path / name).write_bytes(data)
+    with ReleaseServer({name: data}) as server:
+        model = sparseinst_zoo.create_model("sparseinst_r50_giam", pretrained=True, cache_dir=tmp_path / "cache",
+                                            pretrained_cfg_overlay={"url": f"{server.url}/{name}"})  # fmt: skip
+    direct = sparseinst_zoo.create_model("sparseinst_r50_giam", checkpoint_path=tmp_path / name)
+    assert same(model, direct) and model.label_names[0] == "person" and model.pretrained_cfg.min_size == 608

@@ -1,5 +1,8 @@
 """sparseinst-zoo: SparseInst real-time instance segmentation as a timm-style model zoo.
 
+The registry (``list_models``, ``get_pretrained_cfg``, ...) is imported eagerly and needs no torch; everything that
+builds or runs a model is imported on first use, so that ``sparseinst list`` stays instant.
+
 Example:
     >>> import sparseinst_zoo
     >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test")
@@ -7,7 +10,11 @@ Example:
     ['sparseinst_r50_giam', 'sparseinst_r50_giam_aug', 'sparseinst_r50_giam_soft']
 """
 
-from ._builder import create_model
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._registry import (
     PretrainedCfg,
     get_pretrained_cfg,
@@ -16,24 +23,39 @@ from ._registry import (
     list_pretrained,
     register_model,
 )
-from .models import SparseInst
 from .version import __version__
 
+if TYPE_CHECKING:  # for type checkers and API docs; at run time these load on first use (below)
+    from ._factory import create_model, from_pretrained, parse_model_name
+    from .models.sparseinst import SparseInst
+
 __all__ = [
+    "OnnxPredictor",
     "PretrainedCfg",
+    "Predictor",
+    "Results",
     "SparseInst",
+    "Trainer",
     "__version__",
     "create_model",
+    "evaluate",
+    "export_onnx",
+    "from_pretrained",
     "get_pretrained_cfg",
     "is_model",
     "list_models",
     "list_pretrained",
+    "parse_model_name",
     "register_model",
+    "train",
 ]
 
-# Submodule APIs, imported on first use so that `import sparseinst_zoo` stays light.
+# Names imported on first use (module that defines them).
 _LAZY_EXPORTS: dict[str, str] = {
-    "from_pretrained": "sparseinst_zoo.hub",
+    "create_model": "sparseinst_zoo._factory",
+    "from_pretrained": "sparseinst_zoo._factory",
+    "parse_model_name": "sparseinst_zoo._factory",
+    "SparseInst": "sparseinst_zoo.models.sparseinst",
     "Results": "sparseinst_zoo.inference.results",
     "Predictor": "sparseinst_zoo.inference.predictor",
     "export_onnx": "sparseinst_zoo.export",
@@ -42,12 +64,9 @@ _LAZY_EXPORTS: dict[str, str] = {
     "Trainer": "sparseinst_zoo.training.engine",
     "evaluate": "sparseinst_zoo.evaluation",
 }
-__all__ += list(_LAZY_EXPORTS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY_EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
     raise AttributeError(f"module 'sparseinst_zoo' has no attribute {name!r}")

@@ -1,25 +1,47 @@
-"""Build registered models and load their weights (Hub, local files, reference checkpoints)."""
+"""Build a registered architecture and load its weights from a resolved source (timm's ``build_model_with_cfg``).
+
+Data flows one way: the factory parses the name, the model file calls :func:`build_model_with_cfg` with its
+checkpoint filter (``pretrained_filter_fn``, the key renaming of the family), the weights come from ``_hub`` (cache,
+Hub, original release) or a local file, ``_checkpoint`` reads and strictly loads them. An original release is
+converted here once and stored in the cache as safetensors.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from ._registry import PretrainedCfg, get_pretrained_cfg, is_model, model_entrypoint, split_model_name_tag
+from ._checkpoint import WEIGHTS_NAME, load_state_dict_strict, read_checkpoint
+from ._hub import (
+    CONFIG_NAME,
+    FetchedWeights,
+    cfg_from_config,
+    fetch_pretrained,
+    read_config,
+    store_converted,
+    weights_lock,
+)
+from ._registry import PretrainedCfg, get_pretrained_cfg, split_model_name_tag
+from .errors import ConversionError, SparseInstError
 
-__all__ = ["create_model", "build_model_with_cfg", "resolve_pretrained_cfg"]
+__all__ = ["build_model_with_cfg", "resolve_pretrained_cfg", "FilterFn"]
 
 _logger = logging.getLogger("sparseinst_zoo")
-HF_HUB_PREFIX = "hf-hub:"
+FilterFn = Callable[[Mapping[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
+_TUPLE_FIELDS = ("label_names", "mean", "std", "classifier")
 
 
 def resolve_pretrained_cfg(
     variant: str,
     pretrained_cfg: str | PretrainedCfg | dict[str, Any] | None = None,
-    pretrained_cfg_overlay: dict[str, Any] | None = None,
+    pretrained_cfg_overlay: Mapping[str, Any] | None = None,
 ) -> PretrainedCfg:
     """The cfg for ``variant``: a tag name, a cfg object/dict, or the default tag; then ``overlay`` on top."""
     if isinstance(pretrained_cfg, PretrainedCfg):
@@ -32,11 +54,102 @@ def resolve_pretrained_cfg(
         cfg = get_pretrained_cfg(name) or PretrainedCfg(architecture=arch)
     if pretrained_cfg_overlay:
         overlay = dict(pretrained_cfg_overlay)
-        for key in ("label_names", "mean", "std", "classifier"):
+        unknown = sorted(set(overlay) - set(PretrainedCfg.__dataclass_fields__))
+        if unknown:
+            raise SparseInstError(f"pretrained_cfg_overlay has unknown field(s) {', '.join(unknown)}")
+        for key in _TUPLE_FIELDS:
             if key in overlay and overlay[key] is not None:
                 overlay[key] = tuple(overlay[key])
         cfg = cfg.replace(**overlay)
     return cfg
+
+
+@dataclass
+class _Weights:
+    """A state dict to load (keys as stored), the cfg saved with it, and the download still to be cached."""
+
+    state_dict: dict[str, torch.Tensor]
+    cfg: PretrainedCfg | None = None
+    fetched: FetchedWeights | None = None
+
+
+def _read_local(checkpoint_path: str | os.PathLike[str], arch: str) -> _Weights:
+    """Our ``.safetensors`` (config.json beside it read), a ``save_pretrained`` folder or a reference ``.pth``."""
+    path = Path(checkpoint_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"checkpoint_path {os.fspath(checkpoint_path)!r} does not exist; pass a model.safetensors file, a folder "
+            "written by save_pretrained / `sparseinst convert`, or a reference .pth checkpoint"
+        )
+    if path.is_dir():
+        if not (path / WEIGHTS_NAME).is_file():
+            found = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+            raise FileNotFoundError(
+                f"{path} has no {WEIGHTS_NAME} (it holds {found}); pass a folder written by save_pretrained or "
+                "`sparseinst convert`, or the checkpoint file itself"
+            )
+        path = path / WEIGHTS_NAME
+    state_dict, _ = read_checkpoint(path)
+    config_path = path.parent / CONFIG_NAME
+    if path.suffix != ".safetensors" or not config_path.is_file():
+        return _Weights(state_dict)
+    config = read_config(config_path)
+    if config["model_name"] != arch:
+        _logger.warning("loading weights saved from %s into %s", config["model_name"], arch)
+    return _Weights(state_dict, cfg_from_config(config))
+
+
+def _fetch(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None) -> _Weights:
+    fetched = fetch_pretrained(cfg, cache_dir)
+    try:
+        state_dict, _ = read_checkpoint(fetched.path)
+    except ConversionError as err:
+        raise ConversionError(
+            f"{err} (from {fetched.origin}); delete that cached file (for the Hub: its models--* folder) and load "
+            "again to download a fresh copy"
+        ) from None
+    saved = cfg_from_config(fetched.config) if fetched.config else None
+    if saved is not None:  # the saved cfg knows the classes; where the weights come from stays the caller's
+        saved = saved.replace(hf_hub_id=cfg.hf_hub_id, revision=cfg.revision, url=cfg.url,
+                              google_drive_id=cfg.google_drive_id, tag=cfg.tag)  # fmt: skip
+    return _Weights(state_dict, saved, fetched if fetched.kind == "original" else None)
+
+
+def _build_and_load(
+    model_cls: type[nn.Module], variant: str, cfg: PretrainedCfg, weights: _Weights | None,
+    pretrained_filter_fn: FilterFn | None, kwargs: dict[str, Any],
+) -> Any:  # fmt: skip
+    """The model built with the class count of the weights (or ``num_classes``), weights loaded strictly."""
+    num_classes = kwargs.pop("num_classes", None)
+    classifier = weights.state_dict.get(cfg.classifier[0] + ".weight") if weights else None
+    if classifier is not None:
+        build_classes = int(classifier.shape[0])
+    else:
+        build_classes = num_classes if num_classes is not None else cfg.num_classes
+    if weights is not None and kwargs.get("pretrained_backbone"):
+        kwargs["pretrained_backbone"] = False  # the full weights replace the backbone's anyway
+    model: Any = model_cls(num_classes=build_classes, **kwargs)
+    model.model_name = split_model_name_tag(variant)[0]
+    if len(cfg.label_names) != build_classes:
+        cfg = cfg.replace(label_names=())
+    model.pretrained_cfg = cfg.replace(num_classes=build_classes)
+    if weights is not None:
+        state_dict = weights.state_dict
+        if pretrained_filter_fn is not None:
+            state_dict = pretrained_filter_fn(state_dict, model)
+        load_state_dict_strict(model, state_dict)
+    return model
+
+
+def _reset_head(model: Any, num_classes: int | None) -> Any:
+    """Replace the class head when ``num_classes`` differs from the weights' (everything else keeps its weights)."""
+    if num_classes is not None and num_classes != model.num_classes:
+        loaded = model.num_classes
+        model.reset_classifier(num_classes)
+        classifier = ", ".join(f"{k}.weight/.bias" for k in model.pretrained_cfg.classifier)
+        _logger.info("num_classes=%d differs from the weights (%d): dropped %s and re-initialised it",
+                     num_classes, loaded, classifier)  # fmt: skip
+    return model
 
 
 def build_model_with_cfg(
@@ -44,116 +157,45 @@ def build_model_with_cfg(
     variant: str,
     pretrained: bool = False,
     pretrained_cfg: str | PretrainedCfg | dict[str, Any] | None = None,
-    pretrained_cfg_overlay: dict[str, Any] | None = None,
+    pretrained_cfg_overlay: Mapping[str, Any] | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    pretrained_filter_fn: FilterFn | None = None,
+    keep_original: bool = True,
     **kwargs: Any,
 ) -> nn.Module:
     """Instantiate ``model_cls(**kwargs)``, attach its pretrained cfg and load weights.
+
+    Args:
+        pretrained: fetch the cfg's weights: cache, then Hub, then the original release (converted once, cached).
+        checkpoint_path: local weights instead (our safetensors / folder, or a reference ``.pth``).
+        cache_dir: cache folder (Hub downloads and converted originals).
+        pretrained_filter_fn: ``(state_dict, model) -> state_dict`` renaming the keys of other formats.
+        keep_original: keep the downloaded original ``.pth`` beside the converted safetensors.
 
     The model is first built with the class count of the weights; if ``num_classes`` asks for another count, the
     class head is replaced afterwards (everything else keeps the loaded weights).
     """
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg, pretrained_cfg_overlay)
     num_classes = kwargs.pop("num_classes", None)
-    loads_weights = pretrained or checkpoint_path is not None
-    if loads_weights:
-        from .hub import load_weights  # weights decide the head size they were trained with
-
-        state_dict, weights_cfg = load_weights(
-            variant, cfg, pretrained=pretrained, checkpoint_path=checkpoint_path, cache_dir=cache_dir
+    if not pretrained or checkpoint_path is not None or cfg.file:
+        weights = None
+        if checkpoint_path is not None or (pretrained and cfg.file):
+            weights = _read_local(checkpoint_path or cfg.file or "", split_model_name_tag(variant)[0])
+        if weights is not None and weights.cfg is not None:  # the cfg saved with the weights wins, overlay on top
+            cfg = resolve_pretrained_cfg(variant, weights.cfg, pretrained_cfg_overlay)
+        kwargs["num_classes"] = None if weights is not None else num_classes
+        return _reset_head(_build_and_load(model_cls, variant, cfg, weights, pretrained_filter_fn, kwargs), num_classes)
+    if not cfg.has_weights:
+        raise SparseInstError(
+            f"{cfg.name!r} has no pretrained weights (its cfg names no hf_hub_id, url, google_drive_id or file); "
+            "sparseinst_zoo.list_pretrained() lists the names that have some, or pass checkpoint_path="
         )
-        if weights_cfg is not None:  # the cfg saved with the weights wins; the caller's overlay still applies on top
-            cfg = resolve_pretrained_cfg(variant, weights_cfg, pretrained_cfg_overlay)
-        classifier = state_dict.get("decoder.inst_branch.cls_score.weight")
-        if classifier is not None:
-            build_classes = int(classifier.shape[0])
-        else:  # not a SparseInst state dict: load_state_dict_strict below names what is missing
-            build_classes = num_classes if num_classes is not None else cfg.num_classes
-    else:
-        build_classes = num_classes if num_classes is not None else cfg.num_classes
-    if kwargs.get("pretrained_backbone") and loads_weights:
-        kwargs["pretrained_backbone"] = False  # the full weights replace the backbone's anyway
-    model = model_cls(num_classes=build_classes, **kwargs)
-    model.model_name = split_model_name_tag(variant)[0]
-    if len(cfg.label_names) != build_classes:
-        cfg = cfg.replace(label_names=())
-    model.pretrained_cfg = cfg.replace(num_classes=build_classes)
-    if loads_weights:
-        from .hub import load_state_dict_strict
-
-        load_state_dict_strict(model, state_dict)
-    if num_classes is not None and num_classes != build_classes:
-        model.reset_classifier(num_classes)
-        _logger.info(
-            "num_classes=%d differs from the weights (%d): dropped %s and re-initialised it",
-            num_classes, build_classes, ", ".join(f"{k}.weight/.bias" for k in cfg.classifier),
-        )  # fmt: skip
-    return model
-
-
-def create_model(
-    model_name: str,
-    pretrained: bool = False,
-    pretrained_cfg_overlay: dict[str, Any] | None = None,
-    checkpoint_path: str | os.PathLike[str] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    optimize: bool | dict[str, Any] | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """Create a SparseInst model by name, optionally with weights.
-
-    Args:
-        model_name: ``arch`` or ``arch.tag`` (see :func:`list_models`), ``hf-hub:org/repo`` or a folder written by
-            ``save_pretrained``.
-        pretrained: download the tag's weights from the Hugging Face Hub (cached; honours ``HF_HUB_OFFLINE``).
-        pretrained_cfg_overlay: fields replacing the pretrained cfg, e.g. ``dict(file="model.safetensors")``.
-        checkpoint_path: our safetensors file, a ``save_pretrained`` folder or a reference ``.pth`` checkpoint.
-        cache_dir: Hugging Face cache folder to use instead of the default.
-        optimize: return an inference-only :class:`~sparseinst_zoo.optimize.OptimizedModel` with these fast paths
-            (True: fold BatchNorm; or a dict of :func:`~sparseinst_zoo.optimize.optimize_for_inference` options such
-            as ``dict(channels_last=True, precision="bf16", compile=True)``). Leave it unset to train the model.
-        **kwargs: architecture overrides, e.g. ``num_classes=3`` (the class head is re-initialised) or
-            ``backbone='convnext_tiny'`` for the generic architectures.
-
-    Example:
-        >>> import torch, sparseinst_zoo
-        >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
-        >>> model(torch.randn(1, 3, 64, 64))["pred_masks"].shape
-        torch.Size([1, 10, 16, 16])
-    """
-    if not isinstance(model_name, str) or not model_name:
-        raise ValueError(f"model_name must be a non-empty string, got {model_name!r}")
-    if optimize:
-        from .optimize import optimize_for_inference
-
-        model = create_model(model_name, pretrained, pretrained_cfg_overlay, checkpoint_path, cache_dir, **kwargs)
-        return optimize_for_inference(model.eval(), **({} if optimize is True else dict(optimize)))
-    arch, tag = split_model_name_tag(model_name)
-    if model_name.startswith(HF_HUB_PREFIX) or (not is_model(arch) and os.path.isdir(model_name)):
-        from .hub import from_pretrained
-
-        if pretrained or checkpoint_path is not None:
-            raise ValueError(
-                f"{model_name!r} already carries its weights; pretrained=True and checkpoint_path= only apply to "
-                "registered model names (see list_models())"
-            )
-        if pretrained_cfg_overlay:
-            kwargs["pretrained_cfg_overlay"] = pretrained_cfg_overlay
-        return from_pretrained(model_name.removeprefix(HF_HUB_PREFIX), cache_dir=cache_dir, **kwargs)
-    if not is_model(arch) and ("/" in model_name or os.sep in model_name):
-        raise FileNotFoundError(
-            f"{model_name!r} is neither a registered model nor an existing folder; for a Hugging Face Hub repository "
-            f"write 'hf-hub:{model_name}', for a save_pretrained folder check the path"
-        )
-    entrypoint = model_entrypoint(arch)
-    if tag:
-        get_pretrained_cfg(model_name)  # unknown tag -> clear error before building anything
-    return entrypoint(
-        pretrained=pretrained,
-        pretrained_cfg=tag or None,
-        pretrained_cfg_overlay=pretrained_cfg_overlay,
-        checkpoint_path=checkpoint_path,
-        cache_dir=cache_dir,
-        **kwargs,
-    )
+    with weights_lock(cfg, cache_dir):
+        weights = _fetch(cfg, cache_dir)
+        if weights.cfg is not None:
+            cfg = resolve_pretrained_cfg(variant, weights.cfg, pretrained_cfg_overlay)
+        model = _build_and_load(model_cls, variant, cfg, weights, pretrained_filter_fn, kwargs)
+        if weights.fetched is not None:
+            store_converted(cfg, model, weights.fetched, cache_dir, keep_original)
+    return _reset_head(model, num_classes)

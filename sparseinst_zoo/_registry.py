@@ -10,13 +10,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import importlib
+import math
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 from ._constants import DEFAULT_MEAN, DEFAULT_STD
+from .errors import SparseInstError
 
 __all__ = [
     "PretrainedCfg",
@@ -45,7 +49,13 @@ class PretrainedCfg:
     hf_hub_id: str | None = None
     hf_hub_filename: str = "model.safetensors"
     revision: str | None = None
-    file: str | None = None  # local file overriding the hub (via pretrained_cfg_overlay=dict(file=...))
+    file: str | None = None  # local file overriding every download (via pretrained_cfg_overlay=dict(file=...))
+    url: str | None = None  # original release over plain HTTP(S), e.g. MMDetection's file
+    google_drive_id: str | None = None  # original release on Google Drive (the reference README's links)
+    original_filename: str | None = None
+    original_size: int | None = None  # bytes, where known
+    original_sha256: str | None = None  # full digest or a prefix of >= 8 hex digits (as in MMDetection file names)
+    hub_published: bool = False  # True once the converted weights are known to be on the Hub
     num_classes: int = 80
     label_names: tuple[str, ...] = ()
     dataset: str = ""
@@ -60,10 +70,19 @@ class PretrainedCfg:
     reference_ap: float | None = None
     reference_ap_test_dev: float | None = None
     reference_fps: float | None = None
-    original_filename: str | None = None
-    original_url: str | None = None
     classifier: tuple[str, ...] = ("decoder.inst_branch.cls_score",)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for label, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                raise SparseInstError(f"pretrained cfg {label} must be 3 finite numbers (R, G, B), got {values!r}")
+        if min(self.std) <= 0:
+            raise SparseInstError(
+                f"pretrained cfg std must be > 0 for every channel (images are divided by it), got {self.std!r}"
+            )
+        if self.original_sha256 is not None and not re.fullmatch(r"[0-9a-f]{8,64}", self.original_sha256):
+            raise SparseInstError(f"original_sha256 must be 8 to 64 lowercase hex digits, got {self.original_sha256!r}")
 
     @property
     def name(self) -> str:
@@ -71,7 +90,27 @@ class PretrainedCfg:
 
     @property
     def has_weights(self) -> bool:
-        return bool(self.hf_hub_id or self.file)
+        return bool(self.hf_hub_id or self.file or self.url or self.google_drive_id)
+
+    @property
+    def original_source(self) -> str | None:
+        """Where the original release of these weights is downloaded from, or None."""
+        if self.url:
+            return self.url
+        if self.google_drive_id:
+            return f"https://drive.google.com/file/d/{self.google_drive_id}"
+        return None
+
+    @property
+    def weights_origin(self) -> str:
+        """Where ``pretrained=True`` gets these weights today: ``'file'``, ``'hub'``, ``'original'`` or ``'none'``."""
+        if self.file:
+            return "file"
+        if self.hf_hub_id and self.hub_published:
+            return "hub"
+        if self.original_source:
+            return "original"
+        return "hub" if self.hf_hub_id else "none"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (tuples become lists)."""
@@ -86,6 +125,8 @@ class PretrainedCfg:
         extra.update({k: v for k, v in data.items() if k not in known})
         for key in ("label_names", "mean", "std", "classifier"):
             if key in kwargs and kwargs[key] is not None:
+                if not isinstance(kwargs[key], (list, tuple)):
+                    raise SparseInstError(f"pretrained cfg {key} must be a list, got {kwargs[key]!r}")
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs, extra=extra)
 
@@ -136,11 +177,41 @@ def generate_default_cfgs(cfgs: dict[str, dict[str, Any] | PretrainedCfg]) -> di
     return dict(out)
 
 
+# Built-in model families: their torch-free cfg module (names + pretrained cfgs, read for listing) and the module
+# defining their model functions (imported when a model is built). Listing never imports torch.
+_BUILTIN_FAMILIES: dict[str, tuple[str, str]] = {
+    "sparseinst": ("sparseinst_zoo.models.sparseinst_cfgs", "sparseinst_zoo.models.sparseinst"),
+}
+_families_loaded: set[str] = set()
 _model_entrypoints: dict[str, Callable[..., Any]] = {}
 _model_to_module: dict[str, str] = {}
 _model_default_cfgs: dict[str, DefaultCfg] = {}
 _model_pretrained_cfgs: dict[str, PretrainedCfg] = {}  # 'arch.tag' -> cfg
 _model_has_pretrained: set[str] = set()
+
+
+def _add_cfgs(arch: str, module_name: str, default_cfg: DefaultCfg) -> None:
+    _model_to_module[arch] = module_name
+    _model_default_cfgs[arch] = default_cfg
+    for tag in default_cfg.tags:
+        cfg = default_cfg.cfgs[tag]
+        full_name = f"{arch}.{tag}" if tag else arch
+        _model_pretrained_cfgs[full_name] = cfg
+        if cfg.has_weights:
+            _model_has_pretrained.add(arch)
+            _model_has_pretrained.add(full_name)
+
+
+def _load_families() -> None:
+    """Register the names and cfgs of the built-in families from their torch-free cfg modules (once)."""
+    for family, (cfg_module, _) in _BUILTIN_FAMILIES.items():
+        if family in _families_loaded:
+            continue
+        _families_loaded.add(family)
+        default_cfgs: dict[str, DefaultCfg] = importlib.import_module(cfg_module).default_cfgs
+        for arch, default_cfg in default_cfgs.items():
+            if arch not in _model_default_cfgs:
+                _add_cfgs(arch, family, default_cfg)
 
 
 def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -150,23 +221,17 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
     functions; an architecture without an entry there gets an empty cfg (random init only).
     """
     model_name = fn.__name__
-    if model_name in _model_entrypoints:
+    _load_families()
+    family = _BUILTIN_FAMILIES.get(_model_to_module.get(model_name, ""))
+    if model_name in _model_entrypoints or (family is not None and fn.__module__ != family[1]):
         raise ValueError(f"model {model_name!r} is registered twice")
     module = sys.modules[fn.__module__]
     _model_entrypoints[model_name] = fn
-    _model_to_module[model_name] = fn.__module__.split(".")[-1]
     default_cfgs: dict[str, DefaultCfg] = getattr(module, "default_cfgs", {})
     default_cfg = default_cfgs.get(model_name)
     if default_cfg is None:
         default_cfg = DefaultCfg(tags=[""], cfgs={"": PretrainedCfg(architecture=model_name)})
-    _model_default_cfgs[model_name] = default_cfg
-    for tag in default_cfg.tags:
-        cfg = default_cfg.cfgs[tag]
-        full_name = f"{model_name}.{tag}" if tag else model_name
-        _model_pretrained_cfgs[full_name] = cfg
-        if cfg.has_weights:
-            _model_has_pretrained.add(model_name)
-            _model_has_pretrained.add(full_name)
+    _add_cfgs(model_name, fn.__module__.split(".")[-1], default_cfg)
     return fn
 
 
@@ -204,13 +269,12 @@ def list_models(
         >>> sparseinst_zoo.list_models("sparseinst_r50_giam*")
         ['sparseinst_r50_giam', 'sparseinst_r50_giam_aug', 'sparseinst_r50_giam_soft']
     """
+    _load_families()
     if include_tags is None:
         include_tags = pretrained
-    names: list[str] = [m for m in _model_entrypoints if not module or _model_to_module[m] == module]
+    names: list[str] = [m for m in _model_default_cfgs if not module or _model_to_module[m] == module]
     if include_tags:
-        names = [
-            f"{arch}.{tag}" if tag else arch for arch in names for tag in _model_default_cfgs[arch].tags
-        ]
+        names = [f"{arch}.{tag}" if tag else arch for arch in names for tag in _model_default_cfgs[arch].tags]
     filters = _as_list(filter)
     if filters:
         names = [n for n in names if any(_matches(n, f) for f in filters)]
@@ -234,13 +298,15 @@ def list_pretrained(filter: str | Iterable[str] = "", exclude_filters: str | Ite
 
 def is_model(model_name: str) -> bool:
     """True if the architecture of ``model_name`` (tag ignored) is registered."""
+    _load_families()
     arch, _ = split_model_name_tag(model_name)
-    return arch in _model_entrypoints
+    return arch in _model_default_cfgs
 
 
 def unknown_model_error(model_name: str) -> ValueError:
     """A ValueError for an unknown name that suggests the closest registered ones."""
-    candidates = list(dict.fromkeys([*_model_entrypoints, *_model_pretrained_cfgs]))  # untagged archs appear in both
+    _load_families()
+    candidates = list(dict.fromkeys([*_model_default_cfgs, *_model_pretrained_cfgs]))  # untagged archs appear in both
     close = difflib.get_close_matches(model_name, candidates, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return ValueError(
@@ -251,9 +317,21 @@ def unknown_model_error(model_name: str) -> ValueError:
 def model_entrypoint(model_name: str) -> Callable[..., Any]:
     """The registered function building ``model_name`` (tag ignored); raises a helpful ValueError if unknown."""
     arch, _ = split_model_name_tag(model_name)
+    if arch not in _model_entrypoints and is_model(arch):
+        family = _BUILTIN_FAMILIES.get(_model_to_module[arch])
+        if family is not None:  # a built-in family listed from its cfgs: its model functions register on import
+            importlib.import_module(family[1])
     if arch not in _model_entrypoints:
         raise unknown_model_error(model_name)
     return _model_entrypoints[arch]
+
+
+@overload
+def get_pretrained_cfg(model_name: str, allow_unregistered: Literal[False] = False) -> PretrainedCfg: ...
+
+
+@overload
+def get_pretrained_cfg(model_name: str, allow_unregistered: bool) -> PretrainedCfg | None: ...
 
 
 def get_pretrained_cfg(model_name: str, allow_unregistered: bool = False) -> PretrainedCfg | None:
@@ -266,6 +344,7 @@ def get_pretrained_cfg(model_name: str, allow_unregistered: bool = False) -> Pre
         >>> sparseinst_zoo.get_pretrained_cfg("sparseinst_r50_giam").hf_hub_id
         'sparseinst-zoo/sparseinst_r50_giam.coco'
     """
+    _load_families()
     arch, tag = split_model_name_tag(model_name)
     default_cfg = _model_default_cfgs.get(arch)
     if default_cfg is None:

@@ -254,7 +254,7 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
 def _load_model(model: nn.Module | str, pretrained: bool, checkpoint_path: str | None) -> tuple[nn.Module, str]:
     if isinstance(model, nn.Module):
         return model, "given"
-    from ._builder import create_model
+    from ._factory import create_model
 
     built = create_model(model, pretrained=pretrained, checkpoint_path=checkpoint_path)
     weights = checkpoint_path or ("pretrained" if pretrained else "random")

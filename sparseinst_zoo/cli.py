@@ -69,6 +69,10 @@ COMMANDS: dict[str, Command] = {
     "track": Command(
         "track", "segment and track instances through videos (ByteTrack ids); write overlay videos and tracks.jsonl"
     ),
+    "download": Command(
+        "download",
+        "download pretrained weights into the cache (Hub or original release) and print their origin and sha256",
+    ),
     "plot": Command("plot", "draw the training curves of a run (losses, learning rate, mask AP) into RUN/results.png"),
 }
 

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ._builder import create_model
+from ._factory import create_model
 from ._io import atomic_write_json
 from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
 from .data.instances import ImageRecord, InstanceSet, segmentation_area

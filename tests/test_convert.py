@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-from pathlib import Path
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from reference_checkpoints import synthetic_reference
 from torchvision.ops import deform_conv2d
 
 import sparseinst_zoo
 from sparseinst_zoo.commands import convert as convert_command
 from sparseinst_zoo.convert import (
-    REFERENCE_CHECKPOINTS,
+    REFERENCE_VARIANTS,
     ConversionError,
     convert_checkpoint,
     convert_state_dict,
@@ -26,41 +25,9 @@ from sparseinst_zoo.convert import (
     target_shapes,
 )
 
-KEYS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "checkpoint-keys"
-needs_keys = pytest.mark.skipif(
-    not KEYS_DIR.is_dir(), reason=f"reference checkpoint key lists not found at {KEYS_DIR} (../shared/checkpoint-keys)"
-)
-VARIANTS = list(REFERENCE_CHECKPOINTS)
+VARIANTS = list(REFERENCE_VARIANTS)
 # one variant per backbone family runs the full file round trip in the fast suite; the rest are marked slow
 FAST_VARIANTS = {"sparseinst_r50_dcn_giam_aug", "sparseinst_cspdarknet53_giam", "sparseinst_pvt_v2_b1_giam"}
-
-
-def reference_keys(variant: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    """``{key: (shape, dtype)}`` of the released checkpoint of ``variant``."""
-    keys = {}
-    for line in (KEYS_DIR / f"{variant}.txt").read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        keys[key] = (tuple(ast.literal_eval(shape)), dtype)
-    return keys
-
-
-def synthetic_reference(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random, well-scaled weights in the reference key layout (activations stay O(1) through deep backbones)."""
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, (shape, dtype) in reference_keys(variant).items():
-        if dtype == "int64":
-            state[key] = torch.zeros(shape, dtype=torch.long)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=gen) + 0.5
-        elif len(shape) >= 2:
-            fan_in = max(1, int(torch.tensor(shape[1:]).prod()))
-            state[key] = torch.randn(shape, generator=gen) / fan_in**0.5
-        elif key.endswith("weight"):
-            state[key] = 1 + 0.1 * torch.randn(shape, generator=gen)
-        else:
-            state[key] = 0.1 * torch.randn(shape, generator=gen)
-    return state
 
 
 def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> bool:
@@ -156,7 +123,6 @@ def test_rename_key(source, target):
     assert rename_key(target) == target  # our own names are fixed points
 
 
-@needs_keys
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_maps_every_key(variant):
     reference = synthetic_reference(variant)
@@ -172,14 +138,13 @@ def test_every_variant_maps_every_key(variant):
     assert report.num_classes == 80 and report.num_masks == 100
 
 
-@needs_keys
 @pytest.mark.parametrize(
     "variant", [v if v in FAST_VARIANTS else pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS]
 )
 def test_reference_file_and_converted_folder_give_identical_outputs(variant, tmp_path, capsys):
     torch.manual_seed(0)
     reference = synthetic_reference(variant)
-    pth = tmp_path / f"{REFERENCE_CHECKPOINTS[variant].reference_config}_abc123.pth"
+    pth = tmp_path / f"{sparseinst_zoo.get_pretrained_cfg(variant).reference_config}_abc123.pth"
     torch.save({"model": reference, "__author__": "synthetic"}, pth)
 
     direct = sparseinst_zoo.create_model(variant, checkpoint_path=pth).eval()  # converted on the fly
@@ -231,7 +196,19 @@ def _mmdet_r50_iam() -> dict[str, torch.Tensor]:
 
 
 def test_mmdetection_checkpoint(tmp_path):
+    """Key names as MMDetection's own modules write them (ResNet: conv1/bn1/layerN.i.convK/bnK/downsample.{0,1};
+    projects/SparseInst: encoder.fpn_laterals/fpn_outputs/ppm.stages.i.1/ppm.bottleneck/fusion, decoder.inst_branch /
+    mask_branch), BN counters everywhere, plus data-preprocessor buffers we do not need."""
     state = _mmdet_r50_iam()
+    state["data_preprocessor.mean"] = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+    state["data_preprocessor.std"] = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+    assert {
+        "encoder.ppm.stages.0.1.weight",
+        "encoder.ppm.bottleneck.weight",
+        "decoder.inst_branch.inst_convs.6.weight",
+        "decoder.mask_branch.projection.weight",
+        "backbone.layer4.0.downsample.1.running_var",
+    } <= set(state)
     path = tmp_path / "sparseinst_r50_iam_8xb8-ms-270k_coco_20221111_181051-72c711cd.pth"
     meta = {"mmdet_version": "3.0.0", "dataset_meta": {"classes": ("person",)}}
     torch.save({"meta": meta, "state_dict": state}, path)
@@ -239,13 +216,13 @@ def test_mmdetection_checkpoint(tmp_path):
     assert layout == "mmdetection"
     converted, report = convert_checkpoint(path)  # architecture detected from the keys
     assert report.model_name == "sparseinst_r50_iam"
-    assert len(report.dropped) == sum(k.endswith("num_batches_tracked") for k in state) > 50
+    assert len(report.dropped) == sum(k.endswith("num_batches_tracked") for k in state) + 2 > 50
+    assert "data_preprocessor.mean" in report.dropped
     assert all(torch.equal(converted[k], state[k]) for k in converted)
     model = sparseinst_zoo.create_model("sparseinst_r50_iam", checkpoint_path=path).eval()
     assert torch.equal(model.backbone.layer2[0].bn1.running_var, state["backbone.layer2.0.bn1.running_var"])
 
 
-@needs_keys
 def test_trainable_bn_counters_are_kept_or_started_at_zero():
     reference = synthetic_reference("sparseinst_cspdarknet53_giam")
     reference = {k: (torch.tensor(7) if k.endswith("num_batches_tracked") else v) for k, v in reference.items()}
@@ -257,11 +234,10 @@ def test_trainable_bn_counters_are_kept_or_started_at_zero():
     assert int(converted["backbone.stages_2.conv_down.bn.num_batches_tracked"]) == 0
 
 
-@needs_keys
 def test_leftover_missing_and_mismatched_keys_are_named():
     reference = synthetic_reference("sparseinst_r50_giam")
     extra = dict(reference, **{"backbone.res5.9.conv1.weight": torch.zeros(1), "pixel_mean": torch.zeros(3)})
-    pattern = r"match nothing in sparseinst_r50_giam: backbone\.res5\.9\.conv1\.weight"
+    pattern = r"does not fit sparseinst_r50_giam: 2 unexpected: backbone\.res5\.9\.conv1\.weight"
     with pytest.raises(ConversionError, match=pattern) as info:
         convert_state_dict(extra, "sparseinst_r50_giam")
     assert "pixel_mean" in str(info.value)
@@ -269,13 +245,12 @@ def test_leftover_missing_and_mismatched_keys_are_named():
     with pytest.raises(ConversionError, match=r"backbone\.layer2\.1\.bn2\.running_var"):
         convert_state_dict(missing, "sparseinst_r50_giam")
     wrong = dict(reference, **{"encoder.fusion.weight": torch.zeros(256, 700, 1, 1)})
-    with pytest.raises(ConversionError, match=r"encoder\.fusion\.weight: \(256, 700, 1, 1\) in the checkpoint"):
+    with pytest.raises(ConversionError, match=r"encoder\.fusion\.weight: \(256, 700, 1, 1\) in the weights"):
         convert_state_dict(wrong, "sparseinst_r50_giam")
     with pytest.raises(ConversionError, match="does not fit sparseinst_r50_iam"):  # G-IAM weights into an IAM model
         convert_state_dict(reference, "sparseinst_r50_iam")
 
 
-@needs_keys
 def test_detect_model_uses_keys_then_file_name():
     r50 = synthetic_reference("sparseinst_r50_giam")
     assert detect_model(r50, "sparse_inst_r50_giam_aug_2b7d68.pth") == "sparseinst_r50_giam_aug"
@@ -331,3 +306,26 @@ def test_files_that_are_not_checkpoints_or_are_truncated_say_so(tmp_path):
         read_checkpoint(tmp_path / "cut.pth")
     torch.save({"model": {"a": torch.zeros(1)}}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
     assert read_checkpoint(tmp_path / "legacy.pth")[1] == "detectron2"  # pre-1.6 pickles still load
+
+
+def test_converting_our_own_folder_keeps_labels_category_ids_and_test_size(tmp_path):
+    torch.manual_seed(0)
+    overlay = {"label_names": ("cat", "dog", "fox"), "min_size": 96, "max_size": 128,
+               "extra": {"category_ids": [1, 2, 3]}}  # fmt: skip
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3, pretrained_cfg_overlay=overlay)
+    source = model.save_pretrained(tmp_path / "best")
+    convert_checkpoint(source, out_dir=tmp_path / "y")
+    again = sparseinst_zoo.from_pretrained(tmp_path / "y")
+    cfg = again.pretrained_cfg
+    assert again.label_names == ("cat", "dog", "fox") and cfg.extra["category_ids"] == [1, 2, 3]
+    assert (cfg.min_size, cfg.max_size) == (96, 128)
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_converting_into_a_model_folder_rewrites_its_card(tmp_path):
+    old = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=5)
+    folder = old.save_pretrained(tmp_path / "out", metrics={"mask AP": 99.0})
+    torch.save({"model": sparseinst_zoo.create_model("sparseinst_tiny_test").state_dict()}, tmp_path / "new.pth")
+    convert_checkpoint(tmp_path / "new.pth", "sparseinst_tiny_test", out_dir=folder)
+    card = (folder / "README.md").read_text()
+    assert "99.00" not in card and "Classes (80)" in card  # the card describes the new weights, not the old ones

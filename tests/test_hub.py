@@ -10,6 +10,7 @@ import torch
 from hub_server import HubServer
 
 import sparseinst_zoo
+from sparseinst_zoo.errors import DownloadError, SparseInstError
 from sparseinst_zoo.hub import CONFIG_NAME, WEIGHTS_NAME, load_state_dict_strict
 
 TINY = "sparseinst_tiny_test"
@@ -93,9 +94,9 @@ def test_cache_dir_argument_is_used(hub, tmp_path, tiny_model):
 
 def test_offline_without_cache_says_what_to_do(monkeypatch):
     go_offline(monkeypatch)
-    with pytest.raises(OSError, match=r"fill the cache, or: load a local copy: from_pretrained\('path/to/folder'\)\.$"):
+    with pytest.raises(DownloadError, match=r"HF_HUB_OFFLINE is set and it is not in the cache"):
         sparseinst_zoo.from_pretrained("org/never-downloaded")
-    with pytest.raises(OSError) as info:
+    with pytest.raises(DownloadError) as info:
         sparseinst_zoo.create_model("sparseinst_r50_giam", pretrained=True)
     message = str(info.value)
     assert R50_REPO in message and WEIGHTS_NAME in message and "HF_HUB_OFFLINE" in message
@@ -111,7 +112,7 @@ def test_unresolvable_hub_host_fails_fast_and_uses_the_cache(hub, tmp_path, tiny
     hub.clear_log()
     cached = sparseinst_zoo.create_model("hf-hub:org/tiny")
     assert same_outputs(cached, tiny_model) and hub.count() == 0
-    with pytest.raises(OSError, match="does not resolve") as info:
+    with pytest.raises(DownloadError, match="does not resolve") as info:
         sparseinst_zoo.create_model("sparseinst_r50_giam", pretrained=True)
     assert "sparseinst convert" in str(info.value) and hub.count() == 0
 
@@ -124,24 +125,24 @@ def test_unpublished_repo_explains_how_to_get_the_original(monkeypatch, status):
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        with pytest.raises(OSError) as info:
+        with pytest.raises(DownloadError) as info:
             sparseinst_zoo.create_model("sparseinst_pvt_v2_b1_giam", pretrained=True)
         assert server.count("HEAD") >= 1  # it really asked the loopback Hub
     message = str(info.value)
     assert "sparseinst-zoo/sparseinst_pvt_v2_b1_giam.coco" in message and f"HTTP {status}" in message
-    assert "not published" in message and "13l9JgTz3sF6j3vSVHOOhAYJnCf-QuNe_" in message
+    assert "does not exist" in message and "13l9JgTz3sF6j3vSVHOOhAYJnCf-QuNe_" in message
     assert "sparseinst convert FILE.pth --model sparseinst_pvt_v2_b1_giam" in message
 
 
 def test_missing_file_and_revision(hub, tmp_path, tiny_model):
     hub.add_file("org/empty", CONFIG_NAME, b'{"model_name": "sparseinst_tiny_test"}')
-    with pytest.raises(OSError, match=r"'model.safetensors' of Hub repository 'org/empty'.*no such file"):
+    with pytest.raises(DownloadError, match=r"'model.safetensors' of Hub repository 'org/empty'.*no such file"):
         sparseinst_zoo.create_model("hf-hub:org/empty")
     publish(hub, tiny_model, "org/tiny", tmp_path)
-    with pytest.raises(OSError, match="revision 'v9' does not exist"):
+    with pytest.raises(DownloadError, match="revision does not exist"):
         sparseinst_zoo.create_model("hf-hub:org/tiny@v9")
     overlay = {"hf_hub_id": "org/tiny", "revision": "v9"}
-    with pytest.raises(OSError, match="revision 'v9' does not exist"):
+    with pytest.raises(DownloadError, match="revision does not exist"):
         sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay=overlay)
     commit = hub.add_file("org/tiny", "notes.txt", b"second commit", revision="v2")
     model = sparseinst_zoo.create_model("hf-hub:org/tiny@v2")  # branch
@@ -151,9 +152,10 @@ def test_missing_file_and_revision(hub, tmp_path, tiny_model):
     assert model.pretrained_cfg.revision == commit
     model = sparseinst_zoo.from_pretrained("org/tiny@v2")  # the revision of 'repo@rev' is recorded too
     assert (model.pretrained_cfg.hf_hub_id, model.pretrained_cfg.revision) == ("org/tiny", "v2")
-    assert json.loads((model.save_pretrained(tmp_path / "again") / CONFIG_NAME).read_text())["pretrained_cfg"][
-        "revision"
-    ] == "v2"
+    assert (
+        json.loads((model.save_pretrained(tmp_path / "again") / CONFIG_NAME).read_text())["pretrained_cfg"]["revision"]
+        == "v2"
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
@@ -275,12 +277,11 @@ def test_loading_errors_name_the_problem(tmp_path, tiny_model):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
         sparseinst_zoo.create_model(TINY, checkpoint_path=tmp_path / "empty")
-    with pytest.raises(FileNotFoundError, match="neither a folder nor a Hugging Face Hub repo id"):
+    with pytest.raises(SparseInstError, match="needs a Hub repository id"):
         sparseinst_zoo.from_pretrained("not a repo")
     folder = tiny_model.save_pretrained(tmp_path / "tiny")
-    with pytest.raises(FileNotFoundError, match=r"model.safetensors is a file; from_pretrained takes the folder"):
-        sparseinst_zoo.from_pretrained(str(folder / WEIGHTS_NAME))  # 'dir/file' also looks like a repo id
-    with pytest.raises(ValueError, match=r"do not fit sparseinst_giam: .*missing.*unexpected"):
+    assert same_outputs(sparseinst_zoo.from_pretrained(str(folder / WEIGHTS_NAME)), tiny_model)  # config beside it
+    with pytest.raises(ValueError, match=r"not fit sparseinst_giam: .*missing.*unexpected"):
         sparseinst_zoo.create_model("sparseinst_giam", backbone="resnet18", checkpoint_path=folder)
     state = dict(tiny_model.state_dict())
     state["decoder.inst_branch.fc.weight"] = torch.zeros(3, 3)
@@ -302,14 +303,15 @@ def _publish_module():
     return module
 
 
-def test_manifest_is_in_sync_with_the_package():
-    publish_tool = _publish_module()
-    assert publish_tool.main(["manifest", "--check"]) == 0
-    manifest = json.loads(publish_tool.MANIFEST.read_text())["models"]
-    assert len(manifest) == 13 and not any(entry["published"] for entry in manifest.values())
-    entry = manifest["sparseinst_r50_giam"]
+def test_publish_sources_come_from_the_package_cfgs():
+    manifest = _publish_module().build_manifest()["models"]
+    assert len(manifest) == 14 and not any(entry["hub_published"] for entry in manifest.values())
+    entry = manifest["sparseinst_r50_giam.coco"]
     assert entry["hf_hub_id"] == R50_REPO and entry["test_size"]["min_size"] == 608
-    assert entry["reference_ap_val2017"] == 33.4 and "1pXU7Dsa1L7nUiLU9ULG2F6Pl5m5NEguL" in entry["original_url"]
+    assert entry["sources"] == [("hub", R50_REPO), ("google_drive", "1pXU7Dsa1L7nUiLU9ULG2F6Pl5m5NEguL")]
+    assert entry["weights_origin"] == "original"
+    mmdet = manifest["sparseinst_r50_iam.coco_mmdet"]
+    assert mmdet["sources"][1][0] == "url" and mmdet["original_sha256"] == "72c711cd"
 
 
 def test_publish_dry_run_converts_verifies_and_writes_cards(tmp_path, tiny_model, capsys):

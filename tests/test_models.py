@@ -17,7 +17,7 @@ from sparseinst_zoo.models.backbones import DeformableBottleneck, create_backbon
 from sparseinst_zoo.models.decoder import coordinate_channels
 from sparseinst_zoo.models.encoder import PyramidPoolingModule
 
-KEYS_DIR = Path(__file__).resolve().parents[2] / "shared" / "checkpoint-keys"
+KEYS_DIR = Path(__file__).resolve().parent / "data" / "checkpoint-keys"
 
 
 def reference_keys(name: str) -> dict[str, tuple[int, ...]]:

@@ -39,11 +39,14 @@ def test_list_models_filters():
 
 def test_list_models_pretrained_uses_tags():
     pretrained = sparseinst_zoo.list_models(pretrained=True)
-    assert pretrained == sorted(f"{name}.coco" for name in REFERENCE_VARIANTS)
+    assert pretrained == sorted([*(f"{name}.coco" for name in REFERENCE_VARIANTS), "sparseinst_r50_iam.coco_mmdet"])
     assert sparseinst_zoo.list_pretrained() == pretrained
     assert sparseinst_zoo.list_pretrained("*r50_giam.*") == ["sparseinst_r50_giam.coco"]
     assert "sparseinst_tiny_test" not in " ".join(pretrained)
-    assert sparseinst_zoo.list_models("sparseinst_r50_iam", include_tags=True) == ["sparseinst_r50_iam.coco"]
+    assert sparseinst_zoo.list_models("sparseinst_r50_iam", include_tags=True) == [
+        "sparseinst_r50_iam.coco",
+        "sparseinst_r50_iam.coco_mmdet",
+    ]
 
 
 def test_is_model_and_tags():
@@ -112,6 +115,7 @@ def test_suggestions_are_not_repeated():
 def test_weights_arguments_are_rejected_for_hub_and_folder_models(tmp_path):
     with pytest.raises(ValueError, match="already carries its weights"):
         sparseinst_zoo.create_model("hf-hub:org/repo", pretrained=True)
+    sparseinst_zoo.create_model("sparseinst_tiny_test").save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="already carries its weights"):
         sparseinst_zoo.create_model(str(tmp_path), checkpoint_path="model.safetensors")
 
@@ -119,3 +123,18 @@ def test_weights_arguments_are_rejected_for_hub_and_folder_models(tmp_path):
 def test_a_path_that_is_not_a_folder_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a registered model nor an existing folder"):
         sparseinst_zoo.create_model(str(tmp_path / "runs" / "x" / "bets"))
+
+
+def test_listing_imports_no_torch():
+    """`sparseinst list` reads the torch-free cfgs: no torch import (2 s), so listing stays instant."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from sparseinst_zoo.cli import main; code = main(['list', '--pretrained']); "
+        "assert code == 0; assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "sparseinst_r50_iam.coco_mmdet" in result.stdout and "original release (URL)" in result.stdout
+    assert "original release (Google Drive)" in result.stdout and "cached" in result.stdout

@@ -292,7 +292,7 @@ def test_pretrained_backbone_option_reaches_the_model_builder(shapes, tmp_path, 
         seen.append((name, kwargs))
         raise _Built
 
-    monkeypatch.setattr("sparseinst_zoo._builder.create_model", fake_create_model)
+    monkeypatch.setattr("sparseinst_zoo._factory.create_model", fake_create_model)
     argv = [
         "--model",
         "sparseinst_giam",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 HELP = "convert a reference SparseInst checkpoint (detectron2 or MMDetection .pth) to safetensors + config.json"
 
@@ -28,14 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert, write the folder and print a summary. Returns 0."""
-    from pathlib import Path
-
+    from .._factory import from_pretrained  # torch: only once the command runs (cli.py's convention)
+    from .._hub import save_pretrained
     from ..convert import convert_checkpoint
 
     _, report = convert_checkpoint(args.src, model_name=args.model, out_dir=args.out)
     if args.card:
-        from ..hub import from_pretrained, save_pretrained
-
         save_pretrained(from_pretrained(args.out), args.out)
     if args.json:
         print(json.dumps({**report.to_dict(), "out": str(Path(args.out))}, indent=2))

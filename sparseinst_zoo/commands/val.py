@@ -13,6 +13,7 @@ import argparse
 from typing import Any
 
 from ..errors import SparseInstError
+from ._model import load_cli_model
 
 HELP = "evaluate COCO mask AP (AP, AP50, AP75, APs, APm, APl, per class) on a COCO JSON or data.yaml dataset"
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise SparseInstError("--half is the deprecated spelling of --precision; give --precision only")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     metrics = evaluate(
-        args.model, data, images, split=args.split, checkpoint=args.checkpoint, min_size=args.min_size,
+        load_cli_model(args.model, checkpoint=args.checkpoint), data, images, split=args.split, min_size=args.min_size,
         max_size=args.max_size, batch_size=args.batch_size, device=device, precision=args.precision or args.half,
         workers=args.workers, out=args.out, progress=True, backend=args.coco_eval,
     )  # fmt: skip

@@ -16,6 +16,8 @@ from timm.layers import freeze_batch_norm_2d
 from torch import nn
 from torchvision.ops import DeformConv2d
 
+from .._hub import offline_if_unreachable
+
 __all__ = ["DeformableBottleneck", "create_backbone", "select_feature_levels", "make_deformable"]
 
 DEFAULT_STRIDES: tuple[int, ...] = (8, 16, 32)
@@ -150,8 +152,6 @@ def create_backbone(
     out_indices = select_feature_levels(probe.feature_info.reduction(), strides)
     all_indices = tuple(probe.feature_info.out_indices)
     out_indices = tuple(all_indices[i] for i in out_indices)
-    from ..hub import offline_if_unreachable
-
     with offline_if_unreachable() if pretrained else contextlib.nullcontext() as unresolved:
         try:
             backbone = timm.create_model(

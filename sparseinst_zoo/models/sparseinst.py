@@ -1,6 +1,6 @@
 """SparseInst (Cheng et al., CVPR 2022) on timm backbones, and the registered variants of its model zoo.
 
-Layout follows timm's model files: the model class, then ``_create_sparseinst``, ``_cfg``, ``default_cfgs`` and one
+Layout follows timm's model files: the model class, then ``_create_sparseinst`` (cfgs in ``sparseinst_cfgs``) and one
 small ``@register_model`` function per variant whose keyword arguments the caller can override.
 """
 
@@ -13,18 +13,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._coco import COCO_CLASSES
+from .._builder import build_model_with_cfg
 from .._constants import SIZE_DIVISIBILITY
-from .._registry import PretrainedCfg, generate_default_cfgs, register_model
+from .._registry import PretrainedCfg, register_model
+from ._hub_mixin import HubMixin
 from .backbones import create_backbone
+from .checkpoint_filter import checkpoint_filter_fn
 from .decoder import DECODER_TYPES, DecoderType, SparseInstDecoder
 from .encoder import InstanceContextEncoder
+from .sparseinst_cfgs import default_cfgs
 
-__all__ = ["SparseInst"]
+__all__ = ["SparseInst", "default_cfgs"]
 
 
-
-class SparseInst(nn.Module):
+class SparseInst(HubMixin, nn.Module):
     """SparseInst = timm ``features_only`` backbone (strides 8/16/32) + instance context encoder + IAM decoder.
 
     ``forward`` takes a normalised float batch ``(B, 3, H, W)`` with H and W multiples of 32 and returns a dict of
@@ -82,24 +84,9 @@ class SparseInst(nn.Module):
         )  # fmt: skip
         if num_classes < 1 or num_masks < 1:
             raise ValueError(f"num_classes and num_masks must be >= 1, got {num_classes} and {num_masks}")
-        self.config: dict[str, Any] = {
-            "backbone": backbone,
-            "num_classes": num_classes,
-            "num_masks": num_masks,
-            "decoder": decoder,
-            "groups": groups,
-            "encoder_channels": encoder_channels,
-            "inst_channels": inst_channels,
-            "inst_convs": inst_convs,
-            "mask_channels": mask_channels,
-            "mask_convs": mask_convs,
-            "kernel_dim": kernel_dim,
-            "pool_sizes": list(pool_sizes),
-            "frozen_bn": frozen_bn,
-            "dcn_stages": list(dcn_stages),
-            "backbone_kwargs": dict(backbone_kwargs or {}),
-            "pretrained_backbone": pretrained_backbone,
-        }
+        self.config: dict[str, Any] = self.captured_config(
+            num_classes=num_classes, num_masks=num_masks, groups=groups, backbone_kwargs=dict(backbone_kwargs or {})
+        )
         self.num_classes = num_classes
         self.num_masks = num_masks
         self.backbone = create_backbone(
@@ -172,30 +159,6 @@ class SparseInst(nn.Module):
         if len(self.pretrained_cfg.label_names) != num_classes:
             self.pretrained_cfg = self.pretrained_cfg.replace(label_names=(), num_classes=num_classes)
 
-    def predict(self, source: Any = None, **kwargs: Any) -> Any:
-        """Predict instances on images; see :func:`sparseinst_zoo.inference.predictor.predict`."""
-        from ..inference.predictor import predict
-
-        return predict(self, source, **kwargs)
-
-    def track(self, source: Any = None, **kwargs: Any) -> Any:
-        """Predict and track instances over video frames; see :func:`sparseinst_zoo.inference.tracking.track`."""
-        from ..inference.tracking import track
-
-        return track(self, source, **kwargs)
-
-    def save_pretrained(self, save_directory: str, **kwargs: Any) -> Any:
-        """Write config.json, model.safetensors and a model card; see :func:`sparseinst_zoo.hub.save_pretrained`."""
-        from ..hub import save_pretrained
-
-        return save_pretrained(self, save_directory, **kwargs)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        """Upload to the Hugging Face Hub; see :func:`sparseinst_zoo.hub.push_to_hub`."""
-        from ..hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
-
 
 def _as_int(name: str, value: Any) -> int:
     """``value`` as a plain int (numpy / torch integers accepted), or a ValueError naming the argument."""
@@ -208,64 +171,10 @@ def _as_int(name: str, value: Any) -> int:
 
 
 def _create_sparseinst(variant: str, pretrained: bool = False, **kwargs: Any) -> SparseInst:
-    from .._builder import build_model_with_cfg
+    model = build_model_with_cfg(SparseInst, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    assert isinstance(model, SparseInst)
+    return model
 
-    return build_model_with_cfg(SparseInst, variant, pretrained, **kwargs)
-
-
-def _cfg(
-    reference_config: str = "",
-    ap: float | None = None,
-    ap_test_dev: float | None = None,
-    fps: float | None = None,
-    min_size: int = 640,
-    **kwargs: Any,
-) -> dict[str, Any]:
-    """COCO pretrained cfg of one reference checkpoint (hf_hub_id is filled from the name below)."""
-    return {
-        "num_classes": 80,
-        "label_names": COCO_CLASSES,
-        "dataset": "coco_2017",
-        "min_size": min_size,
-        "max_size": 853,
-        "reference_config": reference_config,
-        "reference_ap": ap,
-        "reference_ap_test_dev": ap_test_dev,
-        "reference_fps": fps,
-        "original_filename": f"{reference_config}.pth" if reference_config else None,
-        **kwargs,
-    }
-
-
-def _hub(cfgs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Give every 'arch.tag' entry its Hub repository ``sparseinst-zoo/arch.tag``."""
-    return {name: {"hf_hub_id": f"sparseinst-zoo/{name}", **cfg} for name, cfg in cfgs.items()}
-
-
-# Reference AP (COCO val2017 / test-dev) and FPS (RTX 2080 Ti, FP32, batch 1) from the SparseInst model zoo.
-default_cfgs = generate_default_cfgs({
-    **_hub({
-        "sparseinst_r50_iam.coco": _cfg("sparse_inst_r50_base", 32.8, 33.2, 44.3),
-        "sparseinst_r50vd_iam.coco": _cfg("sparse_inst_r50vd_base", 34.1, 34.5, 42.6),
-        "sparseinst_r50_giam.coco": _cfg("sparse_inst_r50_giam", 33.4, 34.0, 44.6, min_size=608),
-        "sparseinst_r50_giam_soft.coco": _cfg("sparse_inst_r50_giam_soft", 33.6, None, 44.6, min_size=608),
-        "sparseinst_r50_giam_aug.coco": _cfg("sparse_inst_r50_giam_aug", 34.2, 34.7, 44.6, min_size=608),
-        "sparseinst_r50_dcn_giam_aug.coco": _cfg("sparse_inst_r50_dcn_giam_aug", 36.4, 36.8, 41.6, min_size=608),
-        "sparseinst_r50vd_giam_aug.coco": _cfg("sparse_inst_r50vd_giam_aug", 35.6, 36.1, 42.8, min_size=608),
-        "sparseinst_r50vd_dcn_giam_aug.coco": _cfg(
-            "sparse_inst_r50vd_dcn_giam_aug", 37.4, 37.9, 40.0, min_size=608
-        ),
-        "sparseinst_r101_giam.coco": _cfg("sparse_inst_r101_giam", 34.9, 35.5, None),
-        "sparseinst_r101_dcn_giam.coco": _cfg("sparse_inst_r101_dcn_giam", 36.4, 36.9, None),
-        "sparseinst_cspdarknet53_giam.coco": _cfg("sparse_inst_cspdarknet53_giam", 35.1, None, None),
-        "sparseinst_pvt_v2_b1_giam.coco": _cfg("sparse_inst_pvt_b1_giam", 35.3, 36.0, 33.5),
-        "sparseinst_pvt_v2_b2_li_giam.coco": _cfg("sparse_inst_pvt_b2_li_giam", 37.2, 38.2, 26.5),
-    }),
-    "sparseinst_iam": {"num_classes": 80},
-    "sparseinst_giam": {"num_classes": 80},
-    "sparseinst_giam_soft": {"num_classes": 80},
-    "sparseinst_tiny_test": {"num_classes": 80, "min_size": 64, "max_size": 96},
-})  # fmt: skip
 
 _RESNET = {"frozen_bn": True}
 _DCN = {"frozen_bn": True, "dcn_stages": (3, 4)}

@@ -31,7 +31,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .. import _builder
+from .. import _factory
 from .._io import atomic_write_json
 from ..data import CocoInstances, Collator, InstanceDataset, TrainSampler
 from ..data.augment import Augmentation, AugmentConfig
@@ -223,7 +223,7 @@ class Trainer:
                 cfg.model,
             )
         # a failed ImageNet-weights download says what to do (models/backbones.py)
-        built = _builder.create_model(
+        built = _factory.create_model(
             cfg.model,
             pretrained=cfg.pretrained and not fresh,
             checkpoint_path=None if fresh else cfg.checkpoint,

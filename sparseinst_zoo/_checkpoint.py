@@ -1,0 +1,166 @@
+"""Read checkpoint files and load state dicts strictly, with one report of what does not fit.
+
+Formats read: our ``.safetensors``, detectron2 checkpoints (``{"model": state_dict}``), MMDetection / MMEngine
+checkpoints (``{"state_dict": ...}``) and bare state dicts; pickles only with ``weights_only=True``.
+
+Example:
+    >>> import torch
+    >>> key_problems({"a": (2,), "b": (3,)}, {"a": (2,), "c": (1,)})
+    ['1 missing: b', '1 unexpected: c']
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from .errors import ConversionError
+
+__all__ = ["read_checkpoint", "key_problems", "load_state_dict_strict", "WEIGHTS_NAME"]
+
+WEIGHTS_NAME = "model.safetensors"
+_NUM_SHOWN = 12  # keys listed in an error message before "... and N more"
+
+
+def listing(keys: list[str]) -> str:
+    """``'a, b, c ... and N more'``."""
+    shown = ", ".join(keys[:_NUM_SHOWN])
+    return shown + (f" ... and {len(keys) - _NUM_SHOWN} more" if len(keys) > _NUM_SHOWN else "")
+
+
+def key_problems(
+    expected: Mapping[str, tuple[int, ...]],
+    found: Mapping[str, tuple[int, ...]],
+    names: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The one missing / unexpected / shape-mismatch report: an empty list when ``found`` fits ``expected``.
+
+    Args:
+        expected: ``{key: shape}`` the model needs.
+        found: ``{key: shape}`` the weights provide (already in the model's names).
+        names: the key each found key had in the source file, to name it as the user sees it.
+    """
+    names = names or {}
+
+    def source(key: str) -> str:
+        original = names.get(key, key)
+        return original if original == key else f"{original} (-> {key})"
+
+    missing = sorted(k for k in expected if k not in found)
+    unexpected = sorted(source(k) for k in found if k not in expected)
+    mismatched = sorted(
+        f"{names.get(k, k)}: {tuple(found[k])} in the weights, {tuple(v)} in the model"
+        for k, v in expected.items()
+        if k in found and tuple(found[k]) != tuple(v)
+    )
+    return [
+        f"{len(keys)} {label}: {listing(keys)}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
+        if keys
+    ]
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load ``state_dict`` into ``model``; missing / unexpected keys and shape mismatches raise a ConversionError."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = key_problems(expected, {k: tuple(v.shape) for k, v in state_dict.items()})
+    if problems:
+        name = getattr(model, "model_name", type(model).__name__)
+        raise ConversionError(
+            f"the weights do not fit {name}: " + "; ".join(problems) + ". Load them into the architecture they were "
+            "saved from (sparseinst_zoo.from_pretrained(folder) reads it from config.json) or pass the matching "
+            "architecture arguments (e.g. num_masks=...)."
+        )
+    model.load_state_dict(dict(state_dict), strict=True)
+
+
+def _as_tensor(key: str, value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    raise ConversionError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
+
+
+def _unwrap(obj: Any, path: str) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict inside a loaded checkpoint object, and the layout it came in."""
+    if not isinstance(obj, Mapping):
+        raise ConversionError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
+    if isinstance(obj.get("state_dict"), Mapping):  # MMDetection / MMEngine
+        inner, layout = obj["state_dict"], "mmdetection"
+    elif isinstance(obj.get("model"), Mapping):  # detectron2
+        inner, layout = obj["model"], "detectron2"
+    elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        inner, layout = obj, "state_dict"
+    else:
+        top = ", ".join(repr(k) for k in list(obj)[:10])
+        raise ConversionError(
+            f"{path} is not a SparseInst checkpoint: expected {{'model': state_dict}} (detectron2), "
+            f"{{'state_dict': ...}} (MMDetection) or a state dict of tensors; its top-level keys are {top}"
+        )
+    state = {str(k): _as_tensor(str(k), v) for k, v in inner.items()}
+    if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state, layout
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """True for what ``torch.save`` writes: a zip archive (since PyTorch 1.6) or a legacy pickle (protocol 2+)."""
+    head = _file_head(path)
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def _file_head(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(2)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], str]:
+    """Load the tensors of a ``.safetensors`` file or a pickled checkpoint (``weights_only=True`` only).
+
+    Returns:
+        ``(state_dict, layout)`` where layout is ``'safetensors'``, ``'detectron2'``, ``'mmdetection'`` or
+        ``'state_dict'``; keys are as stored (not yet renamed).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path)), "safetensors"
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ConversionError(
+                f"{path} is not a readable safetensors file ({err}); it is probably truncated or corrupt: "
+                "download or convert it again"
+            ) from err
+    if not _looks_like_torch_file(path):
+        raise ConversionError(
+            f"{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle); pass the reference "
+            ".pth checkpoint, a model.safetensors file or a folder written by save_pretrained / `sparseinst convert`"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors come in many types; none of them must leak as a deep traceback
+        if _file_head(path) == b"PK" and not zipfile.is_zipfile(path):
+            raise ConversionError(
+                f"{path} is an incomplete zip archive: the checkpoint is truncated or corrupt; download it again"
+            ) from err
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConversionError(
+            f"cannot read {path} as a weights-only PyTorch checkpoint ({message}). Only tensors, dicts and plain "
+            "values are unpickled (weights_only=True); if the file also stores training state with custom classes "
+            "(e.g. an MMEngine checkpoint with its message hub), re-save just the weights in an environment you "
+            "trust: torch.save({'state_dict': ckpt['state_dict']}, 'weights.pth')"
+        ) from err
+    return _unwrap(obj, str(path))

@@ -1,0 +1,139 @@
+"""Download one original-release file (plain URL or Google Drive) safely: lock, resume, timeouts, sha256.
+
+Both kinds go through ``gdown`` (the library torchvision delegates Google Drive downloads to; for a plain URL it is a
+streaming HTTP GET): a progress bar, resume of a partial ``.part`` file, connect/read timeouts. Around it: a file
+lock, so that two processes never download the same file twice or read it half-written, and the sha256 check when
+the pretrained cfg pins one.
+
+Example:
+    >>> sha256_matches("ab" * 32, "abababab")
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from filelock import FileLock
+
+from .errors import DownloadError
+
+__all__ = ["Downloaded", "download_original", "file_sha256", "sha256_matches", "download_timeout"]
+
+TIMEOUT_ENV = "SPARSEINST_DOWNLOAD_TIMEOUT"
+DEFAULT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A file on disk and what it is: where it came from, its size and sha256."""
+
+    path: Path
+    source: str
+    size: int
+    sha256: str
+
+
+def download_timeout() -> float:
+    """Seconds to wait for a connection or for the next bytes (``SPARSEINST_DOWNLOAD_TIMEOUT``, default 30)."""
+    value = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not value:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise DownloadError(f"{TIMEOUT_ENV} must be a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise DownloadError(f"{TIMEOUT_ENV} must be > 0 seconds, got {value!r}")
+    return seconds
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_matches(actual: str, pinned: str | None) -> bool:
+    """True if ``pinned`` is None, the full digest, or a prefix of >= 8 hex digits of it (MMDetection's names)."""
+    return pinned is None or (len(pinned) >= 8 and actual.startswith(pinned.lower()))
+
+
+def _gdown(url: str | None, drive_id: str | None, dest: Path, progress: bool) -> None:
+    import gdown  # heavy (requests, bs4): only when an original really has to be downloaded
+    import requests
+
+    timeout = download_timeout()
+    where = url or f"Google Drive file {drive_id}"
+    try:
+        gdown.download(url=url, id=drive_id, output=str(dest), quiet=not progress, resume=True,
+                       timeout=(timeout, timeout))  # fmt: skip
+    except requests.exceptions.Timeout:
+        raise DownloadError(f"{where} did not answer within {timeout:g} s ({TIMEOUT_ENV} sets the limit)") from None
+    except requests.exceptions.HTTPError as err:
+        status = getattr(err.response, "status_code", "?")
+        what = "not found" if status == 404 else "server error" if isinstance(status, int) and status >= 500 else ""
+        raise DownloadError(f"{where} answered HTTP {status}{f' ({what})' if what else ''}") from None
+    except requests.exceptions.ChunkedEncodingError:
+        raise DownloadError(f"the connection to {where} dropped mid-download; run again to resume") from None
+    except requests.exceptions.ConnectionError as err:
+        reason = _first_line(err)
+        if "NameResolution" in reason or "Failed to resolve" in reason:
+            host = urlsplit(url).hostname if url else "drive.google.com"
+            raise DownloadError(
+                f"{where} cannot be reached (host name {host!r} does not resolve: no network?)"
+            ) from None
+        if "IncompleteRead" in reason or "Connection broken" in reason:
+            raise DownloadError(f"the connection to {where} dropped mid-download; run again to resume") from None
+        raise DownloadError(f"{where} cannot be reached ({reason})") from None
+    except (requests.exceptions.RequestException, gdown.exceptions.DownloadError, OSError) as err:
+        reason = _first_line(err).rstrip(".")
+        if "incomplete" in reason.lower():
+            raise DownloadError(
+                f"the connection to {where} dropped mid-download ({reason}); run again to resume"
+            ) from None
+        raise DownloadError(f"downloading {where} failed: {reason}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+def download_original(
+    dest: str | os.PathLike[str],
+    url: str | None = None,
+    google_drive_id: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+) -> Downloaded:
+    """Download ``url`` (or the Google Drive file ``google_drive_id``) to ``dest`` unless a verified copy is there.
+
+    Raises:
+        DownloadError: one line saying what failed (timeout, HTTP status, dropped connection, wrong sha256).
+    """
+    if not (url or google_drive_id):
+        raise DownloadError("download_original needs a url or a google_drive_id")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    source = url or f"https://drive.google.com/file/d/{google_drive_id}"
+    with FileLock(str(dest) + ".lock"):
+        if not dest.is_file():
+            _gdown(url, None if url else google_drive_id, dest, progress)
+        if not dest.is_file():
+            raise DownloadError(f"downloading {source} produced no file at {dest}")
+        digest = file_sha256(dest)
+        if not sha256_matches(digest, sha256):
+            dest.unlink()
+            raise DownloadError(
+                f"{source} has sha256 {digest}, but {sha256} is pinned: the file is corrupt or was replaced "
+                "(deleted it; run again to re-download)"
+            )
+        return Downloaded(dest, source, dest.stat().st_size, digest)

@@ -1,0 +1,299 @@
+"""pretrained=True through every source, over real HTTP on 127.0.0.1: a loopback Hub (tests/hub_server.py) and a
+loopback original-release server (tests/release_server.py) serving a reference-format .pth made here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hub_server import HubServer
+from release_server import ReleaseServer
+
+import sparseinst_zoo
+from sparseinst_zoo.commands import download as download_command
+from sparseinst_zoo.errors import DownloadError, SparseInstError
+
+TINY = "sparseinst_tiny_test"
+REPO = "sparseinst-zoo/sparseinst_tiny_test.coco"
+PTH = "sparse_inst_tiny_abc123.pth"
+
+
+@pytest.fixture
+def online(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("SPARSEINST_DOWNLOAD_TIMEOUT", "2")
+
+
+@pytest.fixture
+def hub(online, monkeypatch):
+    """A loopback Hub with no repositories: every pretrained repo answers RepoNotFound."""
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server
+
+
+@pytest.fixture
+def reference(tmp_path):
+    """A reference-format checkpoint of the tiny model ({"model": state_dict}) and its bytes."""
+    torch.manual_seed(0)
+    state = sparseinst_zoo.create_model(TINY).state_dict()
+    path = tmp_path / PTH
+    torch.save({"model": state}, path)
+    return path
+
+
+@pytest.fixture
+def release(reference):
+    with ReleaseServer({PTH: reference.read_bytes()}) as server:
+        yield server
+
+
+def overlay(release, **extra):
+    return {"hf_hub_id": REPO, "url": f"{release.url}/{PTH}", "original_filename": PTH, **extra}
+
+
+def go_offline(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def outputs(model):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        return model.eval()(torch.randn(1, 3, 64, 64))
+
+
+def same(a, b):
+    out_a, out_b = outputs(a), outputs(b)
+    return all(torch.equal(out_a[k], out_b[k]) for k in out_a)
+
+
+def fetch(release, cache, **extra):
+    return sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay=overlay(release, **extra),
+                                       cache_dir=cache)  # fmt: skip
+
+
+def test_fallback_to_the_original_then_offline_from_the_cache(hub, release, reference, tmp_path, monkeypatch):
+    model = fetch(release, tmp_path / "cache")
+    assert hub.count(suffix="model.safetensors") >= 1  # the Hub was asked first and said RepoNotFound
+    assert [r[:2] for r in release.requests] == [("GET", f"/{PTH}")]
+    assert same(model, sparseinst_zoo.create_model(TINY, checkpoint_path=reference))
+    cached = tmp_path / "cache" / "sparseinst-zoo" / "converted" / "sparseinst_tiny_test"
+    assert sorted(p.name for p in cached.iterdir()) == ["config.json", "model.safetensors", "source.json"]
+    assert json.loads((cached / "source.json").read_text())["origin"].endswith(PTH)
+
+    go_offline(monkeypatch)
+    hub.clear_log()
+    release.requests.clear()
+    again = fetch(release, tmp_path / "cache")
+    assert hub.requests == [] and release.requests == []
+    assert same(again, model)
+
+
+def test_published_hub_weights_win_and_the_original_is_not_asked(hub, release, tmp_path):
+    torch.manual_seed(5)
+    published = sparseinst_zoo.create_model(TINY)
+    hub.add_folder(REPO, published.save_pretrained(tmp_path / "pub", repo_id=REPO))
+    model = fetch(release, tmp_path / "cache")
+    assert release.requests == []
+    assert same(model, published)
+
+
+def test_a_truncated_download_fails_in_one_line_then_resumes(hub, release, reference, tmp_path):
+    release.truncate_to = 1_500_000  # of about 2 MB
+    with pytest.raises(DownloadError, match="dropped mid-download") as info:
+        fetch(release, tmp_path / "cache")
+    assert "\n" not in str(info.value) and "does not exist" in str(info.value)  # the Hub's reason is listed too
+    release.truncate_to = None
+    model = fetch(release, tmp_path / "cache")
+    assert release.requests[-1][2].startswith("bytes=") and release.requests[-1][2] != "bytes=0-"  # resumed
+    assert same(model, sparseinst_zoo.create_model(TINY, checkpoint_path=reference))
+
+
+def test_server_error_and_not_found_are_reported_as_what_they_are(hub, release, tmp_path):
+    release.status = 500
+    with pytest.raises(DownloadError, match=r"answered HTTP 500 \(server error\)"):
+        fetch(release, tmp_path / "cache")
+    release.status = None
+    with pytest.raises(DownloadError, match=r"HTTP 404 \(not found\)"):
+        fetch(release, tmp_path / "cache", url=f"{release.url}/absent.pth")
+
+
+def test_a_server_that_never_answers_times_out_within_the_limit(hub, release, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEINST_DOWNLOAD_TIMEOUT", "1")
+    release.hang = True
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="did not answer within 1 s"):
+        fetch(release, tmp_path / "cache")
+    assert time.monotonic() - start < 10
+
+
+def test_a_wrong_sha256_is_refused_and_the_file_deleted(hub, release, tmp_path):
+    with pytest.raises(DownloadError, match="sha256 .* but 00000000 is pinned"):
+        fetch(release, tmp_path / "cache", original_sha256="00000000")
+    assert not list((tmp_path / "cache" / "sparseinst-zoo" / "originals").glob("*.pth"))
+
+
+def test_a_corrupted_cached_safetensors_is_reported_and_fetched_again(hub, release, reference, tmp_path, caplog):
+    fetch(release, tmp_path / "cache")
+    cached = tmp_path / "cache" / "sparseinst-zoo" / "converted" / "sparseinst_tiny_test" / "model.safetensors"
+    data = bytearray(cached.read_bytes())
+    data[-100:] = b"\xff" * 100  # same size, wrong content (NaNs)
+    cached.write_bytes(bytes(data))
+    model = fetch(release, tmp_path / "cache")
+    assert "fail their sha256 check" in caplog.text
+    assert same(model, sparseinst_zoo.create_model(TINY, checkpoint_path=reference))
+
+
+def test_offline_without_cache_says_it_used_the_cache_only(hub, release, tmp_path, monkeypatch):
+    go_offline(monkeypatch)
+    with pytest.raises(DownloadError, match="HF_HUB_OFFLINE is set: only the cache was used") as info:
+        fetch(release, tmp_path / "cache")
+    assert "By hand: download" in str(info.value)
+    assert hub.requests == [] and release.requests == []
+
+
+def test_two_processes_download_once(hub, release, tmp_path):
+    script = (
+        "import sparseinst_zoo, json, sys; "
+        f"sparseinst_zoo.create_model({TINY!r}, pretrained=True, cache_dir=sys.argv[1], "
+        "pretrained_cfg_overlay=json.loads(sys.argv[2]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    args = [sys.executable, "-c", script, str(tmp_path / "cache"), json.dumps(overlay(release))]
+    procs = [subprocess.Popen(args, env=env) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert sum(1 for method, _, _ in release.requests if method == "GET") == 1
+
+
+def test_a_corrupt_blob_in_the_hub_cache_is_fetched_again(hub, tmp_path):
+    torch.manual_seed(5)
+    published = sparseinst_zoo.create_model(TINY)
+    hub.add_folder(REPO, published.save_pretrained(tmp_path / "pub", repo_id=REPO))
+    hub_only = {"hf_hub_id": REPO}
+    model = sparseinst_zoo.create_model(
+        TINY, pretrained=True, pretrained_cfg_overlay=hub_only, cache_dir=tmp_path / "hf"
+    )
+    blob = next(p for p in (tmp_path / "hf").rglob("blobs/*") if p.stat().st_size > 10000)
+    blob.write_bytes(b"\x00" * blob.stat().st_size)  # same size, same name, wrong content
+    before = hub.count("GET", "model.safetensors")
+    again = sparseinst_zoo.create_model(
+        TINY, pretrained=True, pretrained_cfg_overlay=hub_only, cache_dir=tmp_path / "hf"
+    )
+    assert hub.count("GET", "model.safetensors") == before + 1  # fetched again, not loaded silently
+    assert same(again, model)
+
+
+def test_hub_errors_are_one_line_and_say_what_happened(online, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "not a url")
+    with pytest.raises(DownloadError, match="HF_ENDPOINT='not a url' is not an http"):
+        sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay={"hf_hub_id": REPO})
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="cannot be reached: the connection was refused"):
+        sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay={"hf_hub_id": REPO})
+    assert time.monotonic() - start < 5
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        server.add_files(REPO, {"config.json": b"{garbage", "model.safetensors": b"x" * 10})
+        with pytest.raises(SparseInstError, match="config.json of Hub repository") as info:
+            sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay={"hf_hub_id": REPO})
+        assert "save the model again" not in str(info.value)
+
+
+def test_download_command_fills_the_cache_and_prints_sha256(hub, release, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPARSEINST_PRETRAINED_CFG_OVERLAY", json.dumps(overlay(release)))
+    parser = download_command.argparse.ArgumentParser()
+    download_command.add_arguments(parser)
+    args = parser.parse_args([TINY, "--cache-dir", str(tmp_path / "cache"), "--delete-original"])
+    assert download_command.run(args) == 0
+    out = capsys.readouterr().out
+    assert "sha256" in out and PTH in out and "original release:" in out
+    assert not list((tmp_path / "cache" / "sparseinst-zoo" / "originals").glob("*.pth"))  # --delete-original
+    go_offline(monkeypatch)
+    release.requests.clear()
+    assert download_command.run(args) == 0  # already cached: no request
+    assert release.requests == []
+
+
+def test_google_drive_code_path_against_loopback(release, reference, tmp_path):
+    """Drive ids cannot point at 127.0.0.1; gdown's download (used for both kinds) is exercised with its URL form."""
+    from sparseinst_zoo._download import download_original, file_sha256
+
+    got = download_original(tmp_path / "x.pth", url=f"{release.url}/{PTH}", sha256=file_sha256(reference)[:8])
+    assert got.sha256 == file_sha256(reference) and got.size == reference.stat().st_size
+
+
+def test_bad_cfgs_and_names_are_one_line_errors(tmp_path):
+    with pytest.raises(SparseInstError, match="std must be > 0"):
+        sparseinst_zoo.create_model(TINY, pretrained_cfg_overlay={"std": (58.4, 0, 57.4)})
+    with pytest.raises(SparseInstError, match="needs a Hub repository id after 'hf-hub:'"):
+        sparseinst_zoo.create_model("hf-hub:")
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    with pytest.raises(SparseInstError, match="exported model: run it with the exported-model backend") as info:
+        sparseinst_zoo.create_model(str(tmp_path / "m.onnx"))
+    assert "Unknown model" not in str(info.value) and "hf-hub:" not in str(info.value)
+    folder = sparseinst_zoo.create_model(TINY).save_pretrained(tmp_path / "saved")
+    config = json.loads((folder / "config.json").read_text())
+    for bad in ([1, 2], {**config["model_args"], "colour": "red"}):
+        (folder / "config.json").write_text(json.dumps({**config, "model_args": bad}))
+        with pytest.raises(SparseInstError, match="model_args"):
+            sparseinst_zoo.from_pretrained(folder)
+
+
+def test_val_refuses_a_registered_name_without_weights_like_predict(tmp_path, capsys):
+    from sparseinst_zoo.cli import main
+
+    argv = ["val", TINY, "--json", str(tmp_path / "gt.json"), "--images", str(tmp_path)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "has no released weights" in err and "--checkpoint PATH" in err
+
+
+def test_a_hub_that_accepts_and_never_answers_is_given_up_fast(online, tmp_path, monkeypatch):
+    import socket
+    import threading
+
+    sockets = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        threading.Thread(target=lambda: sockets.extend(server.accept() for _ in range(8)), daemon=True).start()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        monkeypatch.setenv("SPARSEINST_DOWNLOAD_TIMEOUT", "1")
+        sparseinst_zoo.create_model(TINY)  # import and build once, so the timing below is the network's
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match="did not answer within 1 s"):
+            sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay={"hf_hub_id": REPO},
+                                        cache_dir=tmp_path)  # fmt: skip
+        assert time.monotonic() - start < 8  # huggingface_hub alone retries for minutes
+
+
+def test_r50_giam_release_keys_through_the_fallback(hub, tmp_path):
+    """The one full-size check: a .pth with the exact keys of the released sparseinst_r50_giam file (130 MB)."""
+    from reference_checkpoints import reference_pth_bytes, synthetic_reference
+
+    name = "sparse_inst_r50_giam.pth"
+    data = reference_pth_bytes(synthetic_reference("sparseinst_r50_giam"))
+    (tmp_path / name).write_bytes(data)
+    with ReleaseServer({name: data}) as server:
+        model = sparseinst_zoo.create_model("sparseinst_r50_giam", pretrained=True, cache_dir=tmp_path / "cache",
+                                            pretrained_cfg_overlay={"url": f"{server.url}/{name}"})  # fmt: skip
+    direct = sparseinst_zoo.create_model("sparseinst_r50_giam", checkpoint_path=tmp_path / name)
+    assert same(model, direct) and model.label_names[0] == "person" and model.pretrained_cfg.min_size == 608

@@ -14,6 +14,7 @@ from .onnxruntime import OnnxMetadata, OnnxRuntimeBackend, create_session, read_
 from .openvino import OpenVinoBackend, default_precision, read_openvino_metadata, require_openvino
 from .predictor import (
     BACKENDS,
+    EXPORTED_SUFFIXES,
     ExportedPredictor,
     OnnxPredictor,
     OpenVinoPredictor,
@@ -25,6 +26,7 @@ from .predictor import (
 
 __all__ = [
     "BACKENDS",
+    "EXPORTED_SUFFIXES",
     "POSTPROCESSED_OUTPUTS",
     "RAW_OUTPUTS",
     "Backend",

@@ -74,6 +74,7 @@ def parse_size(text: str | Sequence[int]) -> tuple[int, int]:
     Raises:
         ValueError: if it is not two positive integers.
     """
+    parts: list[Any]
     if isinstance(text, str):
         parts = text.lower().replace(",", "x").split("x")
     else:
@@ -372,9 +373,12 @@ def _make_call(setup: _Setup, what: str, batch_size: int, image_size: tuple[int,
                 return setup.runner(images)
 
         return forward
-    predictor_class = ExportedPredictor if isinstance(setup.runner, ExportedBackend) else Predictor
-    predictor = predictor_class(setup.runner, min_size=setup.min_size, max_size=setup.max_size,
-                                batch_size=batch_size, resize_backend=resize, keep_image=False)  # fmt: skip
+    options: dict[str, Any] = dict(min_size=setup.min_size, max_size=setup.max_size, batch_size=batch_size,
+                                   resize_backend=resize, keep_image=False)  # fmt: skip
+    runner = setup.runner
+    predictor: Predictor = (
+        ExportedPredictor(runner, **options) if isinstance(runner, ExportedBackend) else Predictor(runner, **options)
+    )
     rng = np.random.default_rng(seed)
     frames = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(batch_size)]
     return lambda: predictor.predict_images(frames)

@@ -152,7 +152,7 @@ def export_onnx(
     _check_options(model, input_dtype, mask_threshold, opset)
     _require_onnx()
     target = output_target(path, ".onnx")
-    cfg = model.pretrained_cfg
+    cfg: Any = model.pretrained_cfg
     wrapper = ExportWrapper(export_copy(model, half), cfg.mean, cfg.std, with_postprocess, mask_threshold, half)
     example = example_input(height, width, EXAMPLE_BATCH, input_dtype)
     names = list(POSTPROCESSED_OUTPUTS if with_postprocess else RAW_OUTPUTS)

@@ -61,7 +61,7 @@ def export_program(
         raise SparseInstError("with_postprocess needs with_preprocess=True (the ONNX-style pixel-input wrapper)")
     module: nn.Module = export_copy(model)
     if with_preprocess:
-        cfg = model.pretrained_cfg
+        cfg: Any = model.pretrained_cfg
         module = ExportWrapper(module, cfg.mean, cfg.std, with_postprocess)
         example = example_input(height, width, EXAMPLE_BATCH, input_dtype)
     else:

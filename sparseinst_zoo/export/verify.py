@@ -96,7 +96,7 @@ def compare_outputs(
     """
     raw = tuple(names) == RAW_OUTPUTS
     size = tuple(input_size) if input_size is not None else tuple(4 * s for s in expected_raw[1].shape[-2:])
-    expected_post = postprocess_graph(*expected_raw, size, mask_threshold)
+    expected_post = postprocess_graph(expected_raw[0], expected_raw[1], expected_raw[2], size, mask_threshold)
     expected = tuple(expected_raw) if raw else expected_post
     got_t = [torch.from_numpy(np.asarray(out)) for out in got]
     for name, out, ref in zip(names, got_t, expected):
@@ -110,10 +110,10 @@ def compare_outputs(
             if differences[name] > tolerance.scale * scale:
                 failures.append(f"{name} by {differences[name]:.3g} (over {tolerance.scale:g} x its scale {scale:.3g})")
         differences["probabilities"] = max(_max_diff(o.sigmoid(), r.sigmoid()) for o, r in zip(got_t, expected))
-        got_post = postprocess_graph(*got_t, size, mask_threshold)
+        got_post = postprocess_graph(got_t[0], got_t[1], got_t[2], size, mask_threshold)
     else:
         differences["probabilities"] = differences["masks"]
-        got_post = tuple(got_t)
+        got_post = (got_t[0], got_t[1], got_t[2])
     if differences["probabilities"] > tolerance.probability:
         failures.append(f"probabilities by {differences['probabilities']:.3g} (over {tolerance.probability:g})")
     failures += _compare_instances(got_post, expected_post, expected_raw[0], tolerance, mask_threshold, differences)

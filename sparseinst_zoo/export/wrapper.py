@@ -84,6 +84,9 @@ class ExportWrapper(nn.Module):
         [10, 10, 10]
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         model: nn.Module,
@@ -99,11 +102,11 @@ class ExportWrapper(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.with_postprocess = with_postprocess
         self.mask_threshold = float(mask_threshold)
-        self.half = half
+        self.fp16 = half  # not ``self.half``: that would shadow nn.Module.half()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = (images.float() - self.mean) / self.std
-        outputs = self.model(x.half() if self.half else x)
+        outputs = self.model(x.half() if self.fp16 else x)
         pred_logits, pred_masks, pred_scores = (outputs[name].float() for name in RAW_OUTPUTS)
         if not self.with_postprocess:
             return pred_logits, pred_masks, pred_scores
@@ -127,10 +130,10 @@ def exportable_pooling(model: nn.Module) -> nn.Module:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.AdaptiveAvgPool2d):
-                size = child.output_size
+                size: Any = child.output_size
                 sizes = (size, size) if isinstance(size, int) else tuple(size)
                 if all(isinstance(s, int) for s in sizes):
-                    setattr(parent, name, MatmulAdaptiveAvgPool2d(sizes))
+                    setattr(parent, name, MatmulAdaptiveAvgPool2d((int(sizes[0]), int(sizes[1]))))
     return model
 
 

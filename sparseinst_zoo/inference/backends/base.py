@@ -53,6 +53,9 @@ class ExportedBackend(nn.Module):
         runtime: a short name of the runtime (``'onnxruntime'``, ``'openvino'``) for messages and benchmarks.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, metadata: ExportMetadata, runtime: str) -> None:
         super().__init__()
         self.metadata = metadata

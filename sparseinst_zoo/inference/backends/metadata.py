@@ -127,7 +127,9 @@ class ExportMetadata:
 
     def pretrained_cfg(self) -> PretrainedCfg:
         """A :class:`PretrainedCfg` with the labels, normalisation and test sizes of the export."""
+        mean, std = self.mean, self.std
         return PretrainedCfg(
             architecture=self.model_name, label_names=self.label_names, num_classes=len(self.label_names),
-            mean=tuple(self.mean), std=tuple(self.std), min_size=self.min_size, max_size=self.max_size,
+            mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]), min_size=self.min_size,
+            max_size=self.max_size,
         )  # fmt: skip

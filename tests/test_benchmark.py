@@ -162,8 +162,10 @@ def test_openvino_backend_runs_the_model_file_and_a_model_name(tiny_onnx, tmp_pa
     assert result["options"]["backend"] == "openvino" and result["options"]["precision"] == "fp32"
     assert result["input_size"] == [64, 96] and result["latency_ms"]["median"] > 0
     out = tmp_path / "ov.json"
-    assert command.main([*TINY, "--backend", "openvino", "--precision", "bf16", "--what", "predict", "--json",
-                         str(out)]) == 0  # fmt: skip: exported to OpenVINO IR at the input size first
+    assert (
+        command.main([*TINY, "--backend", "openvino", "--precision", "bf16", "--what", "predict", "--json", str(out)])
+        == 0
+    )  # fmt: skip: exported to OpenVINO IR at the input size first
     result = json.loads(out.read_text())
     _check_result(result, batch=1)
     assert result["options"]["precision"] == "bf16" and result["options"]["model_file"].endswith("model.xml")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -503,3 +504,22 @@ def test_openvino_export_and_predict_match_pytorch(tmp_path, capsys):
     assert fast.backend.runtime == "openvino" and fast.backend.precision in ("fp32", "bf16")
     result = fast(landscape)[0]
     assert result.image_size == expected.image_size and len(result) > 0
+
+
+def test_backend_errors_are_one_actionable_line(tmp_path, monkeypatch):
+    from sparseinst_zoo.errors import SparseInstError
+    from sparseinst_zoo.inference.backends import load_backend
+
+    with pytest.raises(SparseInstError, match="give an .onnx or OpenVINO .xml file"):
+        load_backend(tmp_path / "model.pt")
+    with pytest.raises(FileNotFoundError, match="sparseinst export"):
+        load_backend(tmp_path / "missing.xml")
+    (tmp_path / "model.xml").write_text("<net/>")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if openvino were not installed
+    with pytest.raises(SparseInstError, match=r"pip install 'sparseinst-zoo\[openvino\]'"):
+        load_backend(tmp_path / "model.xml")
+    with pytest.raises(SparseInstError, match=r"pip install 'sparseinst-zoo\[openvino\]'"):
+        cli_export_openvino = ["sparseinst_tiny_test", "--weights", "random", "--format", "openvino", "--height",
+                               "64", "--width", "64", "--out", str(tmp_path / "ov" / "model.xml")]  # fmt: skip
+        run_cli(cli_export_openvino)
+    assert not (tmp_path / "ov").exists() or not list((tmp_path / "ov").iterdir())

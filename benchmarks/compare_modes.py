@@ -5,9 +5,16 @@ order), so slow periods hit all modes alike, and the per-round ratio to the firs
 median over rounds) stays meaningful even when absolute latencies drift. ``run_matrix.py`` measures absolute
 figures (one fresh process per configuration) on a quiet machine.
 
+Exported runtimes are modes too: ``onnxruntime`` (the exact ONNX graph), ``openvino-fp32`` (OpenVINO, f32 inference
+precision) and ``openvino`` (OpenVINO's default CPU inference precision, bf16 on AVX512-BF16/AMX CPUs); the model is
+exported once at the network input size. The "accuracy" column compares each mode's raw heads with PyTorch fp32 eager
+on the same batch (:func:`sparseinst_zoo.export.compare_outputs`: max |diff| relative to the output's scale, and
+the max probability difference).
+
 Example (the CPU figures of docs/performance.md):
     python benchmarks/compare_modes.py sparseinst_r50_giam --device cpu --threads 2 --size 640x853 \
-        --min-size 640 --modes fp32 fp32-fold fp32-fold-cl bf16-fold bf16-cl --rounds 8 --out cpu_compare.md
+        --min-size 640 --what predict --modes fp32 fp32-fold-cl bf16-cl onnxruntime openvino-fp32 openvino \
+        --rounds 6 --out benchmarks/results/cpu-r50-giam-predict-backends-2threads.md
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,57 +34,73 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_matrix import MODES, write_text  # noqa: E402
 
-ONNXRUNTIME = "onnxruntime"  # export to ONNX, run with onnxruntime's CPU provider (CPU only)
+EXPORTED = {"onnxruntime": ("onnxruntime", None), "openvino-fp32": ("openvino", "fp32"), "openvino": ("openvino", None)}
 
 import sparseinst_zoo  # noqa: E402
 from sparseinst_zoo.benchmark import environment, input_size_for, parse_size  # noqa: E402
+from sparseinst_zoo.export import compare_outputs, convert_onnx_to_openvino, export_onnx  # noqa: E402
+from sparseinst_zoo.inference.backends import RAW_OUTPUTS, ExportedPredictor, load_backend  # noqa: E402
 from sparseinst_zoo.inference.predictor import Predictor  # noqa: E402
 from sparseinst_zoo.optimize import optimize_for_inference  # noqa: E402
 
 
 def build_calls(model: torch.nn.Module, modes: Sequence[str], what: str, batch: int, image_size: tuple[int, int],
-                min_size: int, max_size: int, device: torch.device) -> dict[str, Callable[[], Any]]:  # fmt: skip
-    """One zero-argument callable per mode running the forward or the end-to-end predict path."""
+                min_size: int, max_size: int, device: torch.device,
+                ) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:  # fmt: skip
+    """One zero-argument callable per mode (forward or end-to-end predict), and each mode's accuracy vs fp32."""
     in_size = input_size_for(image_size, min_size, max_size)
     images = torch.randn(batch, 3, *in_size, generator=torch.Generator().manual_seed(0)).to(device)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(batch)]
+    reference = _eager(model, images)
+    files = _export_files(model, modes, in_size, device)
     calls: dict[str, Callable[[], Any]] = {}
+    accuracy: dict[str, str] = {}
     for mode in modes:
-        if mode == ONNXRUNTIME:
-            calls[mode] = _onnxruntime_call(model, what, in_size, images, frames, min_size, max_size, batch)
-            continue
-        options = MODES[mode]
-        net = optimize_for_inference(model, **{"fold_bn": False, **options}) if options else model
-        if what == "forward":
-            calls[mode] = (lambda net=net: net(images)) if options else (lambda: _eager(model, images))
+        if mode in EXPORTED:
+            runtime, precision = EXPORTED[mode]
+            net: Any = load_backend(files[runtime], runtime, num_threads=torch.get_num_threads(), precision=precision)
+            predictor: Predictor = ExportedPredictor(net, min_size=min_size, max_size=max_size, batch_size=batch,
+                                                     keep_image=False)  # fmt: skip
+            mode_label = f"{mode} ({getattr(net, 'precision', 'fp32')})"
         else:
+            options = MODES[mode]
+            net = optimize_for_inference(model, **{"fold_bn": False, **options}) if options else model
             predictor = Predictor(net, min_size=min_size, max_size=max_size, batch_size=batch, keep_image=False)
+            mode_label = mode
+        accuracy[mode] = _accuracy(reference, _eager(net, images)) + f" | {mode_label}"
+        if what == "forward":
+            calls[mode] = lambda net=net: _eager(net, images)
+        else:
             calls[mode] = lambda predictor=predictor: predictor.predict_images(frames)
-    return calls
+    return calls, accuracy
 
 
-def _onnxruntime_call(
-    model: torch.nn.Module, what: str, in_size: tuple[int, int], images: torch.Tensor, frames: list[np.ndarray],
-    min_size: int, max_size: int, batch: int,
-) -> Callable[[], Any]:  # fmt: skip
-    """Export ``model`` (fixed input size) to a temporary ONNX file and run it with onnxruntime, same threads."""
-    import tempfile
-
-    from sparseinst_zoo.export import OnnxPredictor, export_onnx
-
-    path = os.path.join(tempfile.mkdtemp(prefix="sparseinst-compare-"), "model.onnx")
-    if images.device.type != "cpu":
-        raise ValueError("the onnxruntime mode runs on the CPU provider; use --device cpu")
-    export_onnx(model, path, height=in_size[0], width=in_size[1], verify=False)
-    predictor = OnnxPredictor(path, num_threads=torch.get_num_threads(), min_size=min_size, max_size=max_size,
-                              batch_size=batch, keep_image=False)  # fmt: skip
-    if what == "forward":
-        return lambda: predictor.model(images)
-    return lambda: predictor.predict_images(frames)
+def _export_files(model: torch.nn.Module, modes: Sequence[str], in_size: tuple[int, int], device: torch.device,
+                  ) -> dict[str, str]:  # fmt: skip
+    """Export once at the fixed input size: ONNX for onnxruntime, its OpenVINO conversion for openvino."""
+    runtimes = {EXPORTED[mode][0] for mode in modes if mode in EXPORTED}
+    if not runtimes:
+        return {}
+    if device.type != "cpu":
+        raise ValueError("the onnxruntime/openvino modes run on the CPU; use --device cpu")
+    folder = tempfile.mkdtemp(prefix="sparseinst-compare-")
+    files = {"onnxruntime": export_onnx(model, os.path.join(folder, "model.onnx"), *in_size, verify=False)}
+    if "openvino" in runtimes:
+        files["openvino"] = convert_onnx_to_openvino(files["onnxruntime"], os.path.join(folder, "model.xml"))
+    return files
 
 
-def _eager(model: torch.nn.Module, images: torch.Tensor) -> Any:
+def _accuracy(reference: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> str:
+    """``max |diff| / scale`` of the worst head and the max probability difference, vs PyTorch fp32 eager."""
+    expected = [reference[name].float() for name in RAW_OUTPUTS]
+    got = [outputs[name].float().cpu().numpy() for name in RAW_OUTPUTS]
+    differences, _ = compare_outputs(RAW_OUTPUTS, expected, got)
+    relative = max(differences[n] / max(float(e.abs().max()), 1.0) for n, e in zip(RAW_OUTPUTS, expected))
+    return f"{relative:.1e} | {differences['probabilities']:.1e} | {differences['mask_pixels']:.1e}"
+
+
+def _eager(model: Any, images: torch.Tensor) -> Any:
     with torch.inference_mode():
         return model(images)
 
@@ -105,19 +129,20 @@ def interleave(calls: dict[str, Callable[[], Any]], rounds: int, warmup: int, de
     return times
 
 
-def table(times: dict[str, list[float]], batch: int) -> str:
+def table(times: dict[str, list[float]], batch: int, accuracy: dict[str, str]) -> str:
     names = list(times)
     base = times[names[0]]
     lines = [
-        f"| mode | median ms | min ms | p90 ms | images/s (median) | paired speed-up vs {names[0]} |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| mode | median ms | min ms | p90 ms | images/s (median) | paired speed-up vs {names[0]} | "
+        "max abs diff / scale vs fp32 | max prob diff | mask pixels flipped | runs as |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name in names:
         values = times[name]
         median = statistics.median(values)
         paired = statistics.median(b / v for b, v in zip(base, values))
         lines.append(f"| {name} | {median:.1f} | {min(values):.1f} | {np.percentile(values, 90):.1f} | "
-                     f"{batch * 1000 / median:.2f} | {paired:.2f}x |")  # fmt: skip
+                     f"{batch * 1000 / median:.2f} | {paired:.2f}x | {accuracy[name]} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -136,9 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--out", default=None, help="Markdown file to write (default: print only)")
     args = parser.parse_args(argv)
-    unknown = [m for m in args.modes if m not in MODES and m != ONNXRUNTIME]
+    unknown = [m for m in args.modes if m not in MODES and m not in EXPORTED]
     if unknown:
-        parser.error(f"unknown modes {unknown}; known: {[*MODES, ONNXRUNTIME]}")
+        parser.error(f"unknown modes {unknown}; known: {[*MODES, *EXPORTED]}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -147,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     min_size = args.min_size if args.min_size is not None else cfg.min_size
     max_size = args.max_size if args.max_size is not None else cfg.max_size
     image_size = parse_size(args.size)
-    calls = build_calls(model, args.modes, args.what, args.batch_size, image_size, min_size, max_size, device)
+    calls, accuracy = build_calls(model, args.modes, args.what, args.batch_size, image_size, min_size, max_size, device)
     times = interleave(calls, args.rounds, args.warmup, device)
     env = environment(device)
     in_size = input_size_for(image_size, min_size, max_size)
@@ -160,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.rounds} rounds after {args.warmup} warm-up",
         f"- command: `{command}`",
         "",
-        table(times, args.batch_size),
+        table(times, args.batch_size, accuracy),
         "",
     ])  # fmt: skip
     print(text)

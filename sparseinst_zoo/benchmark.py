@@ -23,8 +23,10 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,11 @@ import torch
 from torch import nn
 
 from ._io import atomic_write_json
+from .errors import SparseInstError
+from .export import export_onnx, export_openvino
+from .inference.backends import BACKENDS, ExportedBackend, ExportedPredictor, is_exported_model, load_backend
+from .inference.precision import PrecisionLike, parse_precision
+from .inference.predictor import Predictor
 from .inference.transforms import get_output_shape, padded_shape
 from .optimize import optimize_for_inference, resolve_compile_mode
 
@@ -67,6 +74,7 @@ def parse_size(text: str | Sequence[int]) -> tuple[int, int]:
     Raises:
         ValueError: if it is not two positive integers.
     """
+    parts: list[Any]
     if isinstance(text, str):
         parts = text.lower().replace(",", "x").split("x")
     else:
@@ -266,19 +274,126 @@ def _resolve_device(device: torch.device | str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} asked for, but this PyTorch build sees no CUDA GPU; use --device cpu")
+        raise SparseInstError(
+            f"device {str(device)!r} asked for, but this PyTorch build sees no CUDA GPU; use --device cpu"
+        )
     return device
+
+
+@dataclass
+class _Setup:
+    """What one benchmark configuration runs: the network, its weights, sizes and options."""
+
+    runner: nn.Module
+    torch_model: nn.Module | None  # for the FLOPs count (None for an exported file given by path)
+    weights: str
+    min_size: int
+    max_size: int
+    in_size: tuple[int, int]
+    options: dict[str, Any]
+
+
+def _sizes(cfg: Any, image_size: tuple[int, int], min_size: int | None, max_size: int | None, what: str
+           ) -> tuple[int, int, tuple[int, int]]:  # fmt: skip
+    min_size = int(min_size if min_size is not None else getattr(cfg, "min_size", 640))
+    max_size = int(max_size if max_size is not None else getattr(cfg, "max_size", 853))
+    if min_size < 0 or max_size < 1:
+        raise SparseInstError(f"min_size must be >= 0 and max_size >= 1, got {min_size} and {max_size}")
+    if what == "predict" and min_size == 0:
+        raise SparseInstError("--what predict resizes like the predictor; give --min-size >= 1 (0 is for forward)")
+    return min_size, max_size, input_size_for(image_size, min_size, max_size)
+
+
+def _torch_setup(model: nn.Module | str, device: torch.device, image_size: tuple[int, int], what: str,
+                 sizes: tuple[int | None, int | None], speed: dict[str, Any], weights: tuple[bool, str | None],
+                 ) -> _Setup:  # fmt: skip
+    """The PyTorch backend: the eager model, or an optimised copy when a fast path is asked for."""
+    compile_mode = resolve_compile_mode(speed["compile"])
+    if speed["cuda_graphs"] and device.type != "cuda":
+        raise SparseInstError(
+            f"--cuda-graphs needs a CUDA device, got {device}; drop --cuda-graphs or use --device cuda"
+        )
+    net, weights_name = _load_model(model, *weights)
+    net = net.eval().to(device)
+    min_size, max_size, in_size = _sizes(getattr(net, "pretrained_cfg", None), image_size, *sizes, what)
+    options = {"backend": "torch", **speed, "compile": compile_mode}
+    runner: nn.Module = net
+    if (
+        speed["precision"] != "fp32"
+        or speed["fold_bn"]
+        or speed["channels_last"]
+        or compile_mode
+        or speed["cuda_graphs"]
+    ):
+        runner = optimize_for_inference(net, **{**speed, "compile": compile_mode}, device=device)
+    return _Setup(runner, net, weights_name, min_size, max_size, in_size, options)
+
+
+def _exported_setup(model: nn.Module | str, backend: str, device: torch.device, image_size: tuple[int, int],
+                    what: str, sizes: tuple[int | None, int | None], speed: dict[str, Any],
+                    weights: tuple[bool, str | None], threads: int | None) -> _Setup:  # fmt: skip
+    """onnxruntime/OpenVINO: an exported file as given, or the model exported at the input size first."""
+    if device.type != "cpu":
+        raise SparseInstError(f"--backend {backend} runs on the CPU here; use --device cpu")
+    if speed["fold_bn"] or speed["channels_last"] or speed["compile"] or speed["cuda_graphs"]:
+        raise SparseInstError("--fold-bn/--channels-last/--compile/--cuda-graphs are PyTorch fast paths; "
+                              "drop them with --backend " + backend)  # fmt: skip
+    precision = speed["precision"]
+    if backend == "onnxruntime" and precision != "fp32":
+        raise SparseInstError("onnxruntime runs the graph's precision: use --precision fp32 with --backend onnxruntime")
+    torch_model: nn.Module | None = None
+    if is_exported_model(model):
+        path, weights_name = str(model), "exported"
+    else:
+        torch_model, weights_name = _load_model(model, *weights)
+        torch_model = torch_model.eval()
+        path = _export_for(torch_model, backend, _sizes(torch_model.pretrained_cfg, image_size, *sizes, what)[2])
+    runner = load_backend(path, backend, num_threads=threads, precision=precision)
+    min_size, max_size, in_size = _sizes(runner.pretrained_cfg, image_size, *sizes, what)
+    options = {"backend": backend, "precision": getattr(runner, "precision", "fp32"), "model_file": path}
+    return _Setup(runner, torch_model, weights_name, min_size, max_size, in_size, options)
+
+
+def _export_for(model: nn.Module, backend: str, in_size: tuple[int, int]) -> str:
+    """Export ``model`` at the fixed input size into a temporary folder (ONNX, or OpenVINO IR for openvino)."""
+    folder = tempfile.mkdtemp(prefix="sparseinst-benchmark-")
+    if backend == "openvino":
+        return export_openvino(model, os.path.join(folder, "model.xml"), *in_size, verify=False)
+    return export_onnx(model, os.path.join(folder, "model.onnx"), *in_size, verify=False)
+
+
+def _make_call(setup: _Setup, what: str, batch_size: int, image_size: tuple[int, int], device: torch.device,
+               resize: str, seed: int) -> Callable[[], Any]:  # fmt: skip
+    generator = torch.Generator().manual_seed(seed)
+    if what == "forward":
+        images = torch.randn(batch_size, 3, *setup.in_size, generator=generator).to(device)
+
+        def forward() -> Any:
+            with torch.inference_mode():
+                return setup.runner(images)
+
+        return forward
+    options: dict[str, Any] = dict(min_size=setup.min_size, max_size=setup.max_size, batch_size=batch_size,
+                                   resize_backend=resize, keep_image=False)  # fmt: skip
+    runner = setup.runner
+    predictor: Predictor = (
+        ExportedPredictor(runner, **options) if isinstance(runner, ExportedBackend) else Predictor(runner, **options)
+    )
+    rng = np.random.default_rng(seed)
+    frames = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(batch_size)]
+    return lambda: predictor.predict_images(frames)
 
 
 def run_benchmark(
     model: nn.Module | str,
     *,
+    backend: str = "torch",
     device: torch.device | str | None = None,
     batch_size: int = 1,
     image_size: tuple[int, int] | str = DEFAULT_IMAGE_SIZE,
     min_size: int | None = None,
     max_size: int | None = None,
-    precision: str = "fp32",
+    precision: PrecisionLike = "fp32",
     fold_bn: bool = False,
     channels_last: bool = False,
     compile: bool | str | None = None,
@@ -297,147 +412,95 @@ def run_benchmark(
 
     Args:
         model: a model name for :func:`create_model` (random weights unless ``pretrained``/``checkpoint_path``;
-            speed does not depend on the weights, except in ``predict`` through the number of kept instances) or
-            a model instance.
+            speed does not depend on the weights, except in ``predict`` through the number of kept instances), a
+            model instance, or an exported file (``.onnx``, OpenVINO ``.xml``) for the exported backends.
+        backend: 'torch' (PyTorch), 'onnxruntime' or 'openvino' (CPU); a model given by name or instance is
+            exported at the input size first (into a temporary folder).
         device: 'cuda', 'cpu', ... (default: CUDA when available).
         batch_size: images per call.
         image_size: (height, width) of the decoded image, or 'HxW'.
         min_size / max_size: test resize (default: the model's pretrained cfg); ``min_size=0`` keeps the image
             size (padded to 32) for ``forward``.
-        precision / fold_bn / channels_last / compile / cuda_graphs: fast paths, see
+        precision: a name of :mod:`sparseinst_zoo.inference.precision` ('fp32', 'fp16', 'bf16'); PyTorch runs
+            16-bit under autocast, OpenVINO as its inference precision (its default on AVX512-BF16 CPUs is bf16).
+        fold_bn / channels_last / compile / cuda_graphs: PyTorch fast paths, see
             :func:`sparseinst_zoo.optimize.optimize_for_inference`. With none of them the plain eager model runs.
         iters / warmup: timed and untimed calls (default 50 / 10 on CUDA, 10 / 2 on CPU).
         what: 'forward' (network only) or 'predict' (end to end on uint8 images).
-        threads: ``torch.set_num_threads`` for the run (CPU inference uses that many cores).
-        flops: count GFLOPs (one extra fp32 forward at batch 1).
+        threads: CPU threads for the run (``torch.set_num_threads``; the exported runtimes' intra-op threads).
+        flops: count GFLOPs (one extra fp32 PyTorch forward at batch 1; not for an exported file).
         resize_backend: predict only: 'pil' (reference) or 'torch' (on the device); default 'torch' on CUDA.
         pretrained / checkpoint_path: weights for a model given by name.
         seed: seed of the random input.
 
     Raises:
-        ValueError: for bad options (unknown precision, CUDA-only options on a CPU, ...).
+        SparseInstError: for bad options (unknown precision, CUDA-only options on a CPU, ...).
     """
     if what not in WHAT:
-        raise ValueError(f"what must be one of {WHAT}, got {what!r}")
+        raise SparseInstError(f"what must be one of {WHAT}, got {what!r}")
+    if backend not in BACKENDS:
+        raise SparseInstError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if int(batch_size) < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        raise SparseInstError(f"batch size must be >= 1, got {batch_size}")
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise SparseInstError(f"threads must be >= 1, got {threads}")
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
+    speed = {"precision": parse_precision(precision), "fold_bn": bool(fold_bn), "channels_last": bool(channels_last),
+             "compile": compile, "cuda_graphs": bool(cuda_graphs)}  # fmt: skip
     try:
         return _run(
-            model, device=device, batch_size=batch_size, image_size=image_size, min_size=min_size,
-            max_size=max_size, precision=precision, fold_bn=fold_bn, channels_last=channels_last, compile=compile,
-            cuda_graphs=cuda_graphs, iters=iters, warmup=warmup, what=what, flops=flops,
-            resize_backend=resize_backend, pretrained=pretrained, checkpoint_path=checkpoint_path, seed=seed,
+            model, backend=backend, device=_resolve_device(device), batch_size=int(batch_size),
+            image_size=parse_size(image_size), sizes=(min_size, max_size), speed=speed, iters=iters, warmup=warmup,
+            what=what, flops=flops, threads=threads, resize_backend=resize_backend,
+            weights=(pretrained, checkpoint_path), seed=seed,
         )  # fmt: skip
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _run(
-    model: nn.Module | str, *, device: torch.device | str | None, batch_size: int, image_size: tuple[int, int] | str,
-    min_size: int | None, max_size: int | None, precision: str, fold_bn: bool, channels_last: bool,
-    compile: bool | str | None, cuda_graphs: bool, iters: int | None, warmup: int | None, what: str, flops: bool,
-    resize_backend: str | None, pretrained: bool, checkpoint_path: str | None, seed: int,
+    model: nn.Module | str, *, backend: str, device: torch.device, batch_size: int, image_size: tuple[int, int],
+    sizes: tuple[int | None, int | None], speed: dict[str, Any], iters: int | None, warmup: int | None, what: str,
+    flops: bool, threads: int | None, resize_backend: str | None, weights: tuple[bool, str | None], seed: int,
 ) -> dict[str, Any]:  # fmt: skip
-    device = _resolve_device(device)
     iters = int(iters if iters is not None else (50 if device.type == "cuda" else 10))
     warmup = int(warmup if warmup is not None else (10 if device.type == "cuda" else 2))
     if iters < 1 or warmup < 0:
-        raise ValueError(f"iters must be >= 1 and warmup >= 0, got {iters} and {warmup}")
-    image_size = parse_size(image_size)
-    compile_mode = resolve_compile_mode(compile)
-    if cuda_graphs and device.type != "cuda":
-        raise ValueError(f"--cuda-graphs needs a CUDA device, got {device}; drop --cuda-graphs or use --device cuda")
-
-    net, weights = _load_model(model, pretrained, checkpoint_path)
-    net = net.eval().to(device)
-    cfg = getattr(net, "pretrained_cfg", None)
-    min_size = int(min_size if min_size is not None else getattr(cfg, "min_size", 640))
-    max_size = int(max_size if max_size is not None else getattr(cfg, "max_size", 853))
-    if min_size < 0 or max_size < 1:
-        raise ValueError(f"min_size must be >= 0 and max_size >= 1, got {min_size} and {max_size}")
-    if what == "predict" and min_size == 0:
-        raise ValueError("--what predict resizes like the predictor; give --min-size >= 1 (0 is for forward only)")
-    in_size = input_size_for(image_size, min_size, max_size)
-
-    options = {
-        "precision": precision, "fold_bn": bool(fold_bn), "channels_last": bool(channels_last),
-        "compile": compile_mode, "cuda_graphs": bool(cuda_graphs),
-    }  # fmt: skip
-    optimised = precision != "fp32" or fold_bn or channels_last or compile_mode or cuda_graphs
-    runner: nn.Module = net
-    if optimised:
-        runner = optimize_for_inference(
-            net, fold_bn=fold_bn, channels_last=channels_last, precision=precision, compile=compile_mode,
-            cuda_graphs=cuda_graphs, device=device,
-        )  # fmt: skip
-
-    generator = torch.Generator().manual_seed(seed)
-    gflops = None
-    if flops:
-        probe = torch.randn(1, 3, *in_size, generator=generator).to(device)
-        gflops = round(count_flops(net, probe) / 1e9, 3)
-        del probe
-
-    resize = None
-    if what == "forward":
-        images = torch.randn(batch_size, 3, *in_size, generator=generator).to(device)
-
-        def call() -> Any:
-            with torch.inference_mode():
-                return runner(images)
-
+        raise SparseInstError(f"iters must be >= 1 and warmup >= 0, got {iters} and {warmup}")
+    if backend == "torch":
+        setup = _torch_setup(model, device, image_size, what, sizes, speed, weights)
     else:
-        from .inference.predictor import Predictor
-
-        resize = resize_backend or ("torch" if device.type == "cuda" else "pil")
-        predictor = Predictor(runner, min_size=min_size, max_size=max_size, batch_size=batch_size,
-                              resize_backend=resize, keep_image=False)  # fmt: skip
-        rng = np.random.default_rng(seed)
-        frames = [rng.integers(0, 256, (*image_size, 3), dtype=np.uint8) for _ in range(batch_size)]
-
-        def call() -> Any:
-            return predictor.predict_images(frames)
-
+        setup = _exported_setup(model, backend, device, image_size, what, sizes, speed, weights, threads)
+    gflops = None
+    if flops and setup.torch_model is not None:
+        probe = torch.randn(1, 3, *setup.in_size, generator=torch.Generator().manual_seed(seed)).to(device)
+        gflops = round(count_flops(setup.torch_model, probe) / 1e9, 3)
+    resize = (resize_backend or ("torch" if device.type == "cuda" else "pil")) if what == "predict" else None
+    call = _make_call(setup, what, batch_size, image_size, device, resize or "pil", seed)
     memory = _PeakMemory(device)
     memory.reset()
     host_ms, gpu_ms = _time_calls(call, iters, warmup, device)
     peak = memory.peak_mb()
     latency = _summary(host_ms)
+    name = model if isinstance(model, str) else getattr(setup.runner, "model_name", type(setup.runner).__name__)
     return {
-        "model": getattr(net, "model_name", type(net).__name__) if not isinstance(model, str) else model,
-        "weights": weights,
-        "what": what,
-        "device": str(device),
-        "batch_size": int(batch_size),
-        "image_size": list(image_size),
-        "input_size": list(in_size),
-        "min_size": min_size,
-        "max_size": max_size,
-        "resize_backend": resize,
-        "options": options,
-        "warmup": warmup,
-        "iters": iters,
-        "latency_ms": latency,
-        "images_per_s": round(batch_size * 1000.0 / latency["median"], 3),
+        "model": str(name), "weights": setup.weights, "what": what, "device": str(device), "batch_size": batch_size,
+        "image_size": list(image_size), "input_size": list(setup.in_size), "min_size": setup.min_size,
+        "max_size": setup.max_size, "resize_backend": resize, "options": setup.options, "warmup": warmup,
+        "iters": iters, "latency_ms": latency, "images_per_s": round(batch_size * 1000.0 / latency["median"], 3),
         "gpu_ms_median": round(statistics.median(gpu_ms), 4) if gpu_ms else None,
-        "peak_memory_mb": round(peak, 1) if peak is not None else None,
-        "memory_kind": memory.kind,
+        "peak_memory_mb": round(peak, 1) if peak is not None else None, "memory_kind": memory.kind,
         "memory_baseline_mb": round(memory.baseline_mb, 1) if memory.baseline_mb is not None else None,
-        "gflops_per_image": gflops,
-        "flops_note": FLOPS_NOTE,
-        "env": environment(device),
-    }
+        "gflops_per_image": gflops, "flops_note": FLOPS_NOTE, "env": environment(device),
+    }  # fmt: skip
 
 
 def format_result(result: dict[str, Any]) -> str:
     """A few human-readable lines for a benchmark result."""
     lat = result["latency_ms"]
-    opts = ", ".join(f"{k}={v}" for k, v in result["options"].items() if v not in (False, None))
+    opts = ", ".join(f"{k}={v}" for k, v in result["options"].items() if v not in (False, None) and k != "model_file")
     lines = [
         f"{result['model']} {result['what']} on {result['env']['device_name']} ({result['device']}, "
         f"{result['env']['threads']} threads), batch {result['batch_size']}, image "

@@ -39,8 +39,8 @@ def test_command_writes_json(tmp_path, capsys):
     assert result["what"] == "forward" and result["weights"] == "random" and result["device"] == "cpu"
     assert result["gflops_per_image"] > 0 and result["env"]["threads"] == 1
     assert torch.get_num_threads() == threads  # --threads applies to the run only
-    assert result["options"] == {"precision": "fp32", "fold_bn": False, "channels_last": False, "compile": None,
-                                 "cuda_graphs": False}  # fmt: skip
+    assert result["options"] == {"backend": "torch", "precision": "fp32", "fold_bn": False, "channels_last": False,
+                                 "compile": None, "cuda_graphs": False}  # fmt: skip
     assert not [p for p in os.listdir(out.parent) if p != "result.json"]  # atomic write left no temp file
     printed = capsys.readouterr().out
     assert "latency ms: median" in printed and "images/s" in printed
@@ -64,6 +64,8 @@ def test_command_predict_with_fast_paths(tmp_path):
         (["--batch-size", "0"], "batch size must be >= 1"),
         (["--iters", "0"], "iters must be >= 1"),
         (["--what", "predict", "--min-size", "0"], "min-size >= 1"),
+        (["--backend", "onnxruntime", "--precision", "bf16"], "use --precision fp32 with --backend onnxruntime"),
+        (["--backend", "openvino", "--fold-bn"], "are PyTorch fast paths"),
     ],
 )
 def test_command_errors_are_one_clear_line(flags, message, capsys):
@@ -129,3 +131,42 @@ def test_sparseinst_cli_benchmark(tmp_path, capsys):
     assert json.loads(out.read_text())["options"]["channels_last"] is True
     assert cli.main(["benchmark", *TINY, "--cuda-graphs"]) == 1
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    from sparseinst_zoo.export import export_onnx
+
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny_64x96.onnx", 64, 96)
+
+
+def test_onnx_file_as_model_through_the_cli(tiny_onnx, tmp_path, capsys):
+    """``sparseinst benchmark model.onnx``: onnxruntime by the suffix, end to end, no FLOPs (no PyTorch model)."""
+    from sparseinst_zoo import cli
+
+    out = tmp_path / "onnx.json"
+    argv = ["benchmark", tiny_onnx, "--size", "75x110", "--iters", "2", "--warmup", "1", "--what", "predict",
+            "--threads", "1", "--json", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    result = json.loads(out.read_text())
+    _check_result(result, batch=1)
+    assert result["options"]["backend"] == "onnxruntime" and result["weights"] == "exported"
+    assert result["gflops_per_image"] is None and "backend=onnxruntime" in capsys.readouterr().out
+
+
+def test_openvino_backend_runs_the_model_file_and_a_model_name(tiny_onnx, tmp_path):
+    pytest.importorskip("openvino")
+    result = run_benchmark(tiny_onnx, backend="openvino", image_size=(75, 110), iters=2, warmup=1, threads=1)
+    assert result["options"]["backend"] == "openvino" and result["options"]["precision"] == "fp32"
+    assert result["input_size"] == [64, 96] and result["latency_ms"]["median"] > 0
+    out = tmp_path / "ov.json"
+    assert (
+        command.main([*TINY, "--backend", "openvino", "--precision", "bf16", "--what", "predict", "--json", str(out)])
+        == 0
+    )  # fmt: skip: exported to OpenVINO IR at the input size first
+    result = json.loads(out.read_text())
+    _check_result(result, batch=1)
+    assert result["options"]["precision"] == "bf16" and result["options"]["model_file"].endswith("model.xml")
+    assert result["gflops_per_image"] > 0  # counted on the PyTorch model it was exported from

@@ -1,4 +1,5 @@
-"""ONNX / torch.export / torch.compile of SparseInst: exactness against PyTorch, metadata, OnnxPredictor parity.
+"""ONNX / OpenVINO / torch.export / torch.compile of SparseInst: exactness against PyTorch, metadata, predictor parity,
+verification at the scale of trained outputs.
 
 Each ONNX export of a tiny model takes a few seconds (torch.export + translation), so the exports are module-scoped
 fixtures shared by several tests. The real R-50 variant and inductor compilation are marked ``slow``.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -25,14 +27,19 @@ pytest.importorskip("onnxscript")
 
 from sparseinst_zoo.commands import export as export_command  # noqa: E402
 from sparseinst_zoo.export import (  # noqa: E402
+    ExportMismatch,
     ExportWrapper,
-    OnnxPredictor,
+    compare_outputs,
     export_onnx,
     export_program,
-    fit_max_size,
     postprocess_graph,
-    read_onnx_metadata,
     verify_onnx,
+)
+from sparseinst_zoo.inference.backends import (  # noqa: E402
+    OnnxPredictor,
+    create_predictor,
+    fit_max_size,
+    read_onnx_metadata,
 )
 from sparseinst_zoo.inference.postprocess import postprocess  # noqa: E402
 from sparseinst_zoo.inference.transforms import get_output_shape, normalize_and_pad, resize_images  # noqa: E402
@@ -277,6 +284,19 @@ def test_cli_errors_are_clear(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_create_predictor_runs_an_onnx_file_like_model_predict(giam_dynamic):
+    model, path = giam_dynamic
+    images = [image(75, 110), image(64, 64, seed=4)]
+    predictor = create_predictor(path, num_threads=1, score_threshold=0.01)
+    assert type(predictor).__name__ == "ExportedPredictor" and predictor.backend.runtime == "onnxruntime"
+    for got, expected in zip(predictor(images), model.predict(images, score_threshold=0.01)):
+        assert_same_instances(got, expected)
+    with pytest.raises(sparseinst_zoo.errors.SparseInstError, match="onnxruntime runs .onnx"):
+        create_predictor(path.replace(".onnx", ".xml"), backend="onnxruntime")
+    with pytest.raises(sparseinst_zoo.errors.SparseInstError, match="no 'half' option"):
+        create_predictor(path, half=True)
+
+
 def test_onnx_predictor_rejects_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="sparseinst export"):
         OnnxPredictor(tmp_path / "missing.onnx")
@@ -394,3 +414,112 @@ def test_r50_giam_onnx_matches_pytorch_and_predicts_the_same(tmp_path):
     expected = model.predict(square, min_size=128, max_size=128)[0]
     got = OnnxPredictor(path, min_size=128, max_size=128).predict(square)[0]
     assert_same_instances(got, expected)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# verification at the scale of trained outputs (issue 12 item 11)
+# ---------------------------------------------------------------------------------------------------------------------
+def trained_magnitudes(seed: int = 4) -> torch.nn.Module:
+    """The tiny model with its mask kernels scaled so that mask logits reach hundreds, as trained checkpoints do."""
+    model = tiny("giam", seed=seed)
+    with torch.no_grad():
+        kernel = model.decoder.inst_branch.mask_kernel
+        probe = ExportWrapper(model, model.pretrained_cfg.mean, model.pretrained_cfg.std)(pixels(1, 64, 96))[1]
+        factor = 300.0 / float(probe.abs().max())
+        kernel.weight.mul_(factor)
+        kernel.bias.mul_(factor)
+    return model
+
+
+def test_float32_noise_at_large_magnitudes_passes_and_a_real_difference_fails():
+    """The R-50 case: logits ~300, onnxruntime off by 2.4e-3 on a few values near 0 (the old elementwise rule
+    ``1e-3 + 1e-3 * |value|`` rejected it); judged at the tensor's scale it is float32 noise."""
+    generator = torch.Generator().manual_seed(0)
+    logits, scores = torch.randn(1, 10, 80, generator=generator), torch.randn(1, 10, 1, generator=generator)
+    masks = torch.randn(1, 10, 16, 24, generator=generator) * 100
+    masks[0, 0, 0, 0] = 300.0
+    noisy = masks.clone()
+    near_zero = masks.abs() < 0.5
+    noisy[near_zero] += 2.4e-3
+    assert near_zero.any() and not torch.all((noisy - masks).abs() <= 1e-3 + 1e-3 * masks.abs())  # the old rule
+    names = ("pred_logits", "pred_masks", "pred_scores")
+    differences, failures = compare_outputs(names, (logits, masks, scores), [logits.numpy(), noisy.numpy(),
+                                            scores.numpy()])  # fmt: skip
+    assert failures == [] and differences["pred_masks"] == pytest.approx(2.4e-3, rel=1e-3)
+    broken = masks.clone()
+    broken[0, 3] += 5.0  # one query's mask shifted by 5 logits: 1.7% of the scale, most of its pixels flip
+    _, failures = compare_outputs(names, (logits, masks, scores), [logits.numpy(), broken.numpy(), scores.numpy()])
+    assert any("pred_masks" in f for f in failures)
+    wrong_class = logits.clone()
+    wrong_class[0, 0] = wrong_class[0, 0].flip(-1)  # a query (with a clear top class) gets another one
+    _, failures = compare_outputs(names, (logits, masks, scores), [wrong_class.numpy(), masks.numpy(),
+                                  scores.numpy()])  # fmt: skip
+    assert any("labels" in f for f in failures) and any("pred_logits" in f for f in failures)
+
+
+def test_trained_magnitudes_export_and_a_perturbed_weight_fails(tmp_path):
+    model = trained_magnitudes()
+    path = export_onnx(model, tmp_path / "large.onnx", 64, 96)  # verify=True: raises on a mismatch
+    differences = verify_onnx(model, path)
+    expected = torch_raw(model, pixels(1, 64, 96))
+    assert float(expected[1].abs().max()) > 100 and differences["pred_masks"] < 1e-4 * 300
+    graph = onnx.load(path)
+    weights = next(i for i in graph.graph.initializer if i.name == "model.decoder.mask_branch.projection.weight")
+    array = onnx.numpy_helper.to_array(weights).copy()
+    array[0] *= 1.05  # one mask-feature channel 5% off
+    weights.CopyFrom(onnx.numpy_helper.from_array(array, weights.name))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(graph, broken)
+    with pytest.raises(ExportMismatch, match="differs from PyTorch.*pred_masks"):
+        verify_onnx(model, broken, raise_on_mismatch=True)
+    with pytest.raises(ExportMismatch, match="differs from PyTorch"):  # a wrong wrapper: another model's weights
+        verify_onnx(trained_magnitudes(seed=5), path, raise_on_mismatch=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# OpenVINO
+# ---------------------------------------------------------------------------------------------------------------------
+def test_openvino_export_and_predict_match_pytorch(tmp_path, capsys):
+    """``--format openvino`` writes model.xml/.bin with the metadata in rt_info; fp32 is exact (EXACT_TOLERANCE),
+    OpenVINO's default CPU precision (bf16 on AVX512-BF16/AMX CPUs) within BF16_TOLERANCE."""
+    pytest.importorskip("openvino")
+    from sparseinst_zoo.inference.backends import OpenVinoPredictor, read_openvino_metadata
+
+    model = tiny("giam", seed=6)
+    folder = tmp_path / "giam"
+    model.save_pretrained(folder)
+    out = tmp_path / "ov" / "model.xml"
+    assert cli.main(["export", str(folder), "--format", "openvino", "--height", "64", "--width", "96",
+                     "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "OpenVINO fp32 matches PyTorch at 64x96, exact" in printed
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.bin", "model.xml"]  # no temp files left
+    meta = read_openvino_metadata(out)
+    assert meta.model_name == "sparseinst_tiny_test" and meta.input_size == (64, 96) and len(meta.label_names) == 80
+    landscape = image(75, 110)  # resizes to 64x94, pads to 64x96 as in PyTorch
+    expected = model.predict(landscape, score_threshold=0.01)[0]
+    got = OpenVinoPredictor(out, num_threads=1, precision="fp32", score_threshold=0.01).predict(landscape)[0]
+    assert_same_instances(got, expected)
+    fast = create_predictor(out, num_threads=1, score_threshold=0.01)  # OpenVINO's default precision
+    assert fast.backend.runtime == "openvino" and fast.backend.precision in ("fp32", "bf16")
+    result = fast(landscape)[0]
+    assert result.image_size == expected.image_size and len(result) > 0
+
+
+def test_backend_errors_are_one_actionable_line(tmp_path, monkeypatch):
+    from sparseinst_zoo.errors import SparseInstError
+    from sparseinst_zoo.inference.backends import load_backend
+
+    with pytest.raises(SparseInstError, match="give an .onnx or OpenVINO .xml file"):
+        load_backend(tmp_path / "model.pt")
+    with pytest.raises(FileNotFoundError, match="sparseinst export"):
+        load_backend(tmp_path / "missing.xml")
+    (tmp_path / "model.xml").write_text("<net/>")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if openvino were not installed
+    with pytest.raises(SparseInstError, match=r"pip install 'sparseinst-zoo\[openvino\]'"):
+        load_backend(tmp_path / "model.xml")
+    with pytest.raises(SparseInstError, match=r"pip install 'sparseinst-zoo\[openvino\]'"):
+        cli_export_openvino = ["sparseinst_tiny_test", "--weights", "random", "--format", "openvino", "--height",
+                               "64", "--width", "64", "--out", str(tmp_path / "ov" / "model.xml")]  # fmt: skip
+        run_cli(cli_export_openvino)
+    assert not (tmp_path / "ov").exists() or not list((tmp_path / "ov").iterdir())

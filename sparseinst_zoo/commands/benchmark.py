@@ -3,11 +3,14 @@
 Example:
     $ sparseinst benchmark sparseinst_r50_giam --device cpu --threads 2 --size 640x853 --min-size 640 \
         --fold-bn --channels-last --iters 10 --json r50_cpu.json
+    $ sparseinst benchmark sparseinst_r50_giam --backend openvino --precision bf16 --threads 2 --what predict
+    $ sparseinst benchmark r50_giam_640x864.onnx --threads 2 --what predict
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -43,7 +46,13 @@ def speed_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the benchmark options on ``parser``."""
-    parser.add_argument("model", metavar="MODEL", help="model name (see `sparseinst list`), e.g. sparseinst_r50_giam")
+    parser.add_argument("model", metavar="MODEL",
+                        help="model name (see `sparseinst list`), e.g. sparseinst_r50_giam, or an exported .onnx / "
+                             "OpenVINO .xml file")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default=None,
+                        help="runtime: torch (default for a model name), onnxruntime (default for .onnx) or openvino "
+                             "(default for .xml; --precision bf16 is OpenVINO's default on AVX512-BF16/AMX CPUs); a "
+                             "model name is exported at the input size first")
     parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per call (default: 1)")
     parser.add_argument("--size", default="640x853",
@@ -71,11 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run one benchmark, print a summary and optionally write JSON. Returns 0."""
     from ..benchmark import format_result, run_benchmark, write_json
+    from ..inference.backends import EXPORTED_SUFFIXES
 
+    backend = args.backend or EXPORTED_SUFFIXES.get(os.path.splitext(args.model)[1].lower(), "torch")
     result = run_benchmark(
-        args.model, device=args.device, batch_size=args.batch_size, image_size=args.size, min_size=args.min_size,
-        max_size=args.max_size, **speed_kwargs(args), iters=args.iters, warmup=args.warmup, what=args.what,
-        threads=args.threads, flops=not args.no_flops, resize_backend=args.resize_backend,
+        args.model, backend=backend, device=args.device, batch_size=args.batch_size, image_size=args.size,
+        min_size=args.min_size, max_size=args.max_size, **speed_kwargs(args), iters=args.iters, warmup=args.warmup,
+        what=args.what, threads=args.threads, flops=not args.no_flops, resize_backend=args.resize_backend,
         pretrained=args.weights == "pretrained", checkpoint_path=args.checkpoint, seed=args.seed,
     )  # fmt: skip
     print(format_result(result))

@@ -1,0 +1,171 @@
+"""ONNX export: exact, static or dynamic shapes, DCN as ``DeformConv``, metadata inside the file.
+
+The graph takes an RGB batch ``(B, 3, H, W)`` of 0..255 pixel values (``float32`` or ``uint8``) and normalises it
+with the model's mean/std. It returns the raw heads (``pred_logits``, ``pred_masks``, ``pred_scores``, exactly as
+``model(x)``) or, with ``with_postprocess=True``, per-query ``scores``, ``labels`` and mask probabilities ``masks``
+at the input resolution. The file carries its metadata (model name, labels, mean/std, input size, resize policy)
+so that :class:`~sparseinst_zoo.inference.backends.OnnxPredictor` needs nothing else.
+
+Exactness: the pyramid pooling is exported as two averaging-matrix products built from the run-time size, equal to
+adaptive average pooling for every input size (see :func:`sparseinst_zoo.models.encoder.adaptive_avg_pool2d_matmul`);
+deformable convs become ONNX ``DeformConv`` (opset >= 19), which onnxruntime implements.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._io import atomic_save
+from ..errors import SparseInstError
+from ..inference.backends.metadata import INPUT_NAME, POSTPROCESSED_OUTPUTS, RAW_OUTPUTS, InputDtype, build_metadata
+from .verify import EXACT_TOLERANCE, HALF_TOLERANCE, verify_onnx
+from .wrapper import (
+    EXAMPLE_BATCH,
+    ExportWrapper,
+    check_model,
+    check_size,
+    dynamic_shapes,
+    example_input,
+    export_copy,
+    has_deform_conv,
+    output_target,
+    quiet_export,
+)
+
+__all__ = ["DEFAULT_OPSET", "MIN_DCN_OPSET", "export_onnx"]
+
+_logger = logging.getLogger("sparseinst_zoo")
+
+DEFAULT_OPSET = 19  # first opset with DeformConv
+MIN_DCN_OPSET = 19
+
+
+def _deform_conv_translation() -> dict[Any, Any]:
+    """Map torchvision's ``deform_conv2d`` to ONNX ``DeformConv`` (same offset layout) for the dynamo exporter."""
+    from onnxscript import opset19 as op
+
+    def deform_conv2d(
+        input, weight, offset, mask, bias,
+        stride_h: int, stride_w: int, pad_h: int, pad_w: int, dil_h: int, dil_w: int,
+        n_weight_grps: int, n_offset_grps: int, use_mask: bool,
+    ):  # fmt: skip
+        return op.DeformConv(
+            input, weight, offset, bias, mask if use_mask else None,
+            dilations=[dil_h, dil_w], group=n_weight_grps, offset_group=n_offset_grps,
+            pads=[pad_h, pad_w, pad_h, pad_w], strides=[stride_h, stride_w],
+        )  # fmt: skip
+
+    return {torch.ops.torchvision.deform_conv2d.default: deform_conv2d}
+
+
+def _require_onnx() -> None:
+    missing = []
+    for module in ("onnx", "onnxscript"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise SparseInstError(f"ONNX export needs {' and '.join(missing)}: pip install 'sparseinst-zoo[export]'")
+
+
+def _check_options(model: nn.Module, input_dtype: str, mask_threshold: float, opset: int) -> None:
+    if input_dtype not in ("float32", "uint8"):
+        raise SparseInstError(f"input_dtype must be 'float32' or 'uint8', got {input_dtype!r}")
+    if not 0.0 < mask_threshold < 1.0:
+        raise SparseInstError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
+    if opset < 13:
+        raise SparseInstError(f"opset {opset} is too old; use opset >= 17 (default {DEFAULT_OPSET})")
+    if opset < MIN_DCN_OPSET and has_deform_conv(model):
+        raise SparseInstError(
+            f"{getattr(model, 'model_name', 'this model')} has deformable convolutions (DCN), which ONNX supports "
+            f"from opset {MIN_DCN_OPSET} (DeformConv); export with opset={MIN_DCN_OPSET} or higher, use torch.export "
+            "(sparseinst_zoo.export.save_program / `sparseinst export --format pt2`), or pick a non-DCN variant"
+        )
+
+
+def _onnx_program(wrapper: nn.Module, example: torch.Tensor, opset: int, names: list[str], dynamic: bool) -> Any:
+    """``torch.onnx.export`` (dynamo) of ``wrapper``; exporter failures become one line with what to try."""
+    try:
+        with quiet_export(), torch.no_grad():
+            return torch.onnx.export(
+                wrapper, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=names,
+                dynamic_shapes=dynamic_shapes(dynamic), custom_translation_table=_deform_conv_translation(),
+                optimize=True, verbose=False,
+            )  # fmt: skip
+    except Exception as err:  # the exporters raise many types; say what failed and what to try
+        raise RuntimeError(
+            f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); try "
+            "torch.export instead (`sparseinst export --format pt2`) or report the model and torch version"
+        ) from err
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    height: int = 640,
+    width: int = 640,
+    *,
+    dynamic: bool = False,
+    opset: int = DEFAULT_OPSET,
+    half: bool = False,
+    with_postprocess: bool = False,
+    mask_threshold: float = 0.45,
+    input_dtype: InputDtype = "float32",
+    verify: bool = True,
+) -> str:
+    """Export ``model`` to an ONNX file with normalisation (and optionally postprocessing) inside the graph.
+
+    Args:
+        model: a SparseInst model (any variant; it is copied, the original is left as it is).
+        path: the ``.onnx`` file to write (atomically: a temp file beside it, then renamed).
+        height / width: input size, multiples of 32; with ``dynamic`` only the example size for tracing.
+        dynamic: height and width are dynamic (any multiples of 32); the batch dimension is always dynamic.
+        opset: ONNX opset (>= 19 for the DCN variants, whose deformable convs become ``DeformConv``).
+        half: float16 weights and activations (for GPU runtimes; inputs/outputs stay float32/uint8).
+        with_postprocess: output ``scores`` (B, N), ``labels`` (B, N) int64 and ``masks`` (B, N, H, W) probabilities
+            instead of the raw heads (see :func:`~sparseinst_zoo.export.wrapper.postprocess_graph`).
+        mask_threshold: rescoring threshold baked into a postprocessed graph.
+        input_dtype: ``"float32"`` (default; exact parity with ``model.predict``) or ``"uint8"`` (camera frames).
+        verify: run the file with onnxruntime on a random pixel batch and raise
+            :class:`~sparseinst_zoo.export.verify.ExportMismatch` if it differs from the float32 PyTorch model
+            (:data:`~sparseinst_zoo.export.verify.EXACT_TOLERANCE`, or ``HALF_TOLERANCE`` for float16).
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> import sparseinst_zoo
+        >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test")
+        >>> export_onnx(model, "/tmp/tiny.onnx", height=64, width=96)  # doctest: +SKIP
+        '/tmp/tiny.onnx'
+    """
+    check_model(model)
+    height, width = check_size(height, width)
+    opset = int(opset)
+    _check_options(model, input_dtype, mask_threshold, opset)
+    _require_onnx()
+    target = output_target(path, ".onnx")
+    cfg: Any = model.pretrained_cfg
+    wrapper = ExportWrapper(export_copy(model, half), cfg.mean, cfg.std, with_postprocess, mask_threshold, half)
+    example = example_input(height, width, EXAMPLE_BATCH, input_dtype)
+    names = list(POSTPROCESSED_OUTPUTS if with_postprocess else RAW_OUTPUTS)
+    start = time.perf_counter()
+    program = _onnx_program(wrapper, example, opset, names, dynamic)
+    metadata = build_metadata(
+        model, height, width, dynamic=dynamic, input_dtype=input_dtype, with_postprocess=with_postprocess,
+        mask_threshold=mask_threshold, half=half, opset=opset,
+    )  # fmt: skip
+    program.model.metadata_props.update(metadata)
+    atomic_save(target, lambda tmp: program.save(tmp, external_data=False))
+    _logger.info("exported %s to %s in %.1f s", metadata["model_name"], target, time.perf_counter() - start)
+    if verify:
+        tolerance = HALF_TOLERANCE if half else EXACT_TOLERANCE
+        verify_onnx(model, target, height, width, tolerance=tolerance, raise_on_mismatch=True)
+    return str(target)

@@ -1,0 +1,115 @@
+"""OpenVINO export: the exact ONNX graph converted by OpenVINO's own converter into ``model.xml`` + ``model.bin``.
+
+The ONNX file of :func:`~sparseinst_zoo.export.onnx.export_onnx` goes through ``openvino.convert_model`` and
+``openvino.save_model`` (weights kept in float32: ``compress_to_fp16=False``); the sparseinst-zoo metadata goes into
+the model's ``rt_info`` under ``sparseinst_zoo`` so that the OpenVINO backend needs nothing else. The inference
+precision is picked when the model is compiled, not here (see :mod:`sparseinst_zoo.inference.backends.openvino`).
+
+Example:
+    >>> import sparseinst_zoo
+    >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test")
+    >>> export_openvino(model, "/tmp/tiny/model.xml", height=64, width=96)  # doctest: +SKIP
+    '/tmp/tiny/model.xml'
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..errors import SparseInstError
+from ..inference.backends.onnxruntime import read_onnx_metadata
+from ..inference.backends.openvino import RT_INFO_KEY, OpenVinoBackend, default_precision, require_openvino
+from .onnx import export_onnx
+from .verify import BF16_TOLERANCE, EXACT_TOLERANCE, HALF_TOLERANCE, Tolerance, verify_export
+from .wrapper import output_target
+
+__all__ = ["convert_onnx_to_openvino", "export_openvino", "precision_tolerance", "verify_openvino"]
+
+
+def precision_tolerance(precision: str) -> Tolerance:
+    """The tolerance an OpenVINO model compiled at ``precision`` is held to against float32 PyTorch."""
+    return {"fp32": EXACT_TOLERANCE, "bf16": BF16_TOLERANCE, "fp16": HALF_TOLERANCE}[precision]
+
+
+def _publish_pair(folder: str, target: Path) -> None:
+    """Move ``model.xml``/``.bin`` written in ``folder`` to ``target`` (the ``.bin`` first: the xml names it)."""
+    for suffix in (".bin", ".xml"):
+        os.replace(os.path.join(folder, target.name[: -len(".xml")] + suffix), target.with_suffix(suffix))
+
+
+def convert_onnx_to_openvino(onnx_path: str | os.PathLike[str], path: str | os.PathLike[str]) -> str:
+    """Convert an ``.onnx`` export into an OpenVINO ``.xml``/``.bin`` pair at ``path``, metadata kept.
+
+    Both files appear at once (written in a temporary folder beside them, then renamed).
+    """
+    ov = require_openvino()
+    target = output_target(path, ".xml")
+    if target.suffix != ".xml":
+        raise SparseInstError(f"an OpenVINO model is saved as NAME.xml (+ NAME.bin), got {str(target)!r}")
+    metadata = read_onnx_metadata(onnx_path)
+    try:
+        model = ov.convert_model(os.fspath(onnx_path))
+    except Exception as err:  # OpenVINO's converter raises its own types
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RuntimeError(f"OpenVINO cannot convert {os.fspath(onnx_path)!r}: {message}") from err
+    for key, value in metadata.raw.items():
+        model.set_rt_info(value, [RT_INFO_KEY, key])
+    folder = tempfile.mkdtemp(prefix=".tmp-openvino-", dir=target.parent)
+    try:
+        ov.save_model(model, os.path.join(folder, target.name), compress_to_fp16=False)
+        _publish_pair(folder, target)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return str(target)
+
+
+def verify_openvino(
+    model: nn.Module, path: str | os.PathLike[str], precision: str | None = None, **kwargs: Any
+) -> dict[str, float]:
+    """:func:`~sparseinst_zoo.export.verify.verify_export` of an OpenVINO model compiled at ``precision``
+    (None: OpenVINO's default on this CPU), held to :func:`precision_tolerance` unless ``tolerance`` is given."""
+    backend = OpenVinoBackend.from_path(path, precision=precision)
+    kwargs.setdefault("tolerance", precision_tolerance(backend.precision))
+    source = f"the OpenVINO model {os.fspath(path)!r} ({backend.precision})"
+    return verify_export(model, backend, source=source, **kwargs)
+
+
+def export_openvino(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    height: int = 640,
+    width: int = 640,
+    *,
+    verify: bool = True,
+    **onnx_options: Any,
+) -> str:
+    """Export ``model`` to ONNX (exact), then to OpenVINO ``path`` (``NAME.xml`` + ``NAME.bin``).
+
+    Args:
+        model: a SparseInst model (copied; the original is left as it is).
+        path: the ``.xml`` file to write; the weights go to the ``.bin`` beside it.
+        height / width: input size, multiples of 32 (with ``dynamic=True`` only the tracing size).
+        verify: compile it at fp32 and at OpenVINO's default CPU precision and compare both with float32 PyTorch
+            (raises :class:`~sparseinst_zoo.export.verify.ExportMismatch` outside the tolerance).
+        **onnx_options: :func:`~sparseinst_zoo.export.onnx.export_onnx` options (``dynamic``, ``input_dtype``,
+            ``with_postprocess``, ``mask_threshold``, ``opset``); ``half`` is not one: OpenVINO picks the
+            inference precision when it compiles.
+    """
+    if onnx_options.get("half"):
+        raise SparseInstError("OpenVINO picks the precision when it compiles the model; export without half and "
+                              "load it with precision='fp16' or 'bf16'")  # fmt: skip
+    require_openvino()
+    target = output_target(path, ".xml")
+    with tempfile.TemporaryDirectory(prefix=".tmp-onnx-", dir=target.parent) as folder:
+        onnx_path = export_onnx(model, os.path.join(folder, "model.onnx"), height, width, verify=False, **onnx_options)
+        convert_onnx_to_openvino(onnx_path, target)
+    if verify:
+        for precision in dict.fromkeys(("fp32", default_precision())):
+            verify_openvino(model, target, precision, height=height, width=width, raise_on_mismatch=True)
+    return str(target)

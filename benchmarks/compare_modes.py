@@ -40,8 +40,8 @@ import sparseinst_zoo  # noqa: E402
 from sparseinst_zoo.benchmark import environment, input_size_for, parse_size  # noqa: E402
 from sparseinst_zoo.export import compare_outputs, convert_onnx_to_openvino, export_onnx  # noqa: E402
 from sparseinst_zoo.inference.backends import RAW_OUTPUTS, ExportedPredictor, load_backend  # noqa: E402
+from sparseinst_zoo.inference.optimize import optimize_for_inference  # noqa: E402
 from sparseinst_zoo.inference.predictor import Predictor  # noqa: E402
-from sparseinst_zoo.optimize import optimize_for_inference  # noqa: E402
 
 
 def build_calls(model: torch.nn.Module, modes: Sequence[str], what: str, batch: int, image_size: tuple[int, int],

@@ -178,11 +178,8 @@ def create_model(
         torch.Size([1, 10, 16, 16])
     """
     if optimize:
-        # The inference layer sits above the factory; imported on use so that building a model never loads it.
-        from .optimize import optimize_for_inference
-
         model = create_model(model_name, pretrained, pretrained_cfg_overlay, checkpoint_path, cache_dir, **kwargs)
-        return optimize_for_inference(model.eval(), **({} if optimize is True else dict(optimize)))
+        return model.eval().optimize_for_inference(**({} if optimize is True else dict(optimize)))
     source = parse_model_name(model_name)
     if source.kind == "exported":
         raise SparseInstError(

@@ -28,6 +28,7 @@ from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
 from .data.instances import ImageRecord, InstanceSet, segmentation_area
 from .data.spec import load_instances
 from .errors import DataError, SparseInstError
+from .inference.backends import create_predictor, is_exported_model
 from .inference.precision import PrecisionLike, parse_precision
 from .inference.predictor import Predictor
 
@@ -188,6 +189,22 @@ def _resolve_model(model: nn.Module | str, checkpoint: str | os.PathLike[str] | 
     return create_model(model, pretrained=pretrained, checkpoint_path=checkpoint)
 
 
+def _predictor(
+    model: nn.Module | str,
+    checkpoint: str | os.PathLike[str] | None,
+    device: str | torch.device | None,
+    precision: PrecisionLike,
+    **options: Any,
+) -> Predictor:
+    """The predictor of a model, a model name / folder, or an exported file (run by its own runtime)."""
+    if is_exported_model(model):
+        if checkpoint is not None or device is not None:
+            raise SparseInstError("an exported model carries its weights and runs on its runtime's device: "
+                                  "drop checkpoint= / device= (--checkpoint / --device)")  # fmt: skip
+        return create_predictor(model, precision=precision, **options)
+    return Predictor(_resolve_model(model, checkpoint), device=device, precision=precision, **options)
+
+
 def _check_classes(model: nn.Module, dataset: InstanceSet) -> None:
     num_classes = int(getattr(model, "num_classes", dataset.num_classes))
     if num_classes != dataset.num_classes:
@@ -287,18 +304,16 @@ def evaluate(
         if data is None:
             raise SparseInstError("evaluate needs data= (a COCO JSON with images=, or a data.yaml) or dataset=")
         dataset = load_instances(data, images, split=split, keep_crowd=True)
-    model = _resolve_model(model, checkpoint)
-    _check_classes(model, dataset)
+    predictor = _predictor(model, checkpoint, device, precision, score_threshold=score_threshold,
+                           max_detections=max_detections, min_size=min_size, max_size=max_size,
+                           batch_size=batch_size, keep_image=False)  # fmt: skip
+    _check_classes(predictor.source_model, dataset)
     rank, world = _rank_and_world()
     metrics: dict[str, Any] | None = None
     if not dataset.images:
         _logger.warning("%s has no image: every metric is undefined", dataset.source)
         metrics = undefined_metrics(dataset.label_names)
     else:
-        predictor = Predictor(
-            model, score_threshold=score_threshold, max_detections=max_detections, min_size=min_size,
-            max_size=max_size, device=device, precision=precision, batch_size=batch_size, keep_image=False,
-        )  # fmt: skip
         detections = _predict_shard(predictor, dataset, batch_size, workers, progress)
         if rank == 0:
             metrics = score_detections(dataset, detections, scorer)

@@ -180,10 +180,6 @@ print("IMPORTED", heavy, commands, file=sys.stderr)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sparseinst_zoo/__init__.py imports torch (via _builder and models) until it exports them lazily",
-)
 def test_help_and_version_import_neither_torch_nor_commands():
     import subprocess
     import sys

@@ -137,3 +137,27 @@ def test_precision_and_the_deprecated_half_alias(shapes):
         assert evaluate(model, *shapes, batch_size=6, half=False) == reference
     with pytest.raises(SparseInstError, match="precision must be one of"):
         evaluate(model, *shapes, precision="int8")
+
+
+def test_an_exported_onnx_file_is_evaluated_like_its_model(tmp_path):
+    """A briefly trained tiny model (AP50 > 0, so the comparison means something) scores the same exported."""
+    from sparseinst_zoo.export import export_onnx
+    from sparseinst_zoo.training.config import TrainConfig
+    from sparseinst_zoo.training.engine import Trainer
+
+    json_path = make_shapes_dataset(tmp_path / "shapes", num_images=24, max_shapes=2, radius=(0.2, 0.32), seed=0)
+    images = str(tmp_path / "shapes")
+    torch.manual_seed(0)
+    config = TrainConfig(model="sparseinst_tiny_test", train_json=json_path, train_images=images, batch_size=4,
+                         lr=2e-3, min_sizes=(64,), max_size=96, out=str(tmp_path / "run"), workers=0, progress=False,
+                         tensorboard=False, iters=60)  # fmt: skip
+    Trainer(config).train()
+    model = sparseinst_zoo.create_model(str(tmp_path / "run" / "last")).eval()
+    onnx_path = export_onnx(model, tmp_path / "tiny.onnx", 64, 64, dynamic=True)
+    expected = evaluate(model, json_path, images, batch_size=4, min_size=64, max_size=96)
+    got = evaluate(onnx_path, json_path, images, batch_size=4, min_size=64, max_size=96)
+    assert expected["AP50"] > 0
+    for key in METRIC_KEYS:
+        assert got[key] == pytest.approx(expected[key], abs=1e-3), key
+    with pytest.raises(SparseInstError, match="exported model carries its weights"):
+        evaluate(onnx_path, json_path, images, checkpoint="x.safetensors")

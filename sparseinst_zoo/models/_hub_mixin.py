@@ -56,6 +56,12 @@ class HubMixin:
 
         return track(self, source, **kwargs)  # type: ignore[arg-type]
 
+    def optimize_for_inference(self, **options: Any) -> Any:
+        """An inference-only copy with fast paths; see :func:`sparseinst_zoo.inference.optimize.optimize_for_inference`."""
+        from ..inference.optimize import optimize_for_inference  # the same upward reference as predict
+
+        return optimize_for_inference(self, **options)  # type: ignore[arg-type]
+
     def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Path:
         """Write config.json, model.safetensors and a model card; see :func:`sparseinst_zoo.hub.save_pretrained`."""
         return _hub.save_pretrained(self, save_directory, **kwargs)  # type: ignore[arg-type]

@@ -424,7 +424,8 @@ def run_benchmark(
         precision: a name of :mod:`sparseinst_zoo.inference.precision` ('fp32', 'fp16', 'bf16'); PyTorch runs
             16-bit under autocast, OpenVINO as its inference precision (its default on AVX512-BF16 CPUs is bf16).
         fold_bn / channels_last / compile / cuda_graphs: PyTorch fast paths, see
-            :func:`sparseinst_zoo.inference.optimize.optimize_for_inference`. With none of them the plain eager model runs.
+            :func:`sparseinst_zoo.inference.optimize.optimize_for_inference`. With none of them the plain eager
+            model runs.
         iters / warmup: timed and untimed calls (default 50 / 10 on CUDA, 10 / 2 on CPU).
         what: 'forward' (network only) or 'predict' (end to end on uint8 images).
         threads: CPU threads for the run (``torch.set_num_threads``; the exported runtimes' intra-op threads).

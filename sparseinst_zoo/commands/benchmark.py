@@ -37,7 +37,7 @@ def add_speed_arguments(parser: argparse.ArgumentParser, precision: bool = True)
 
 
 def speed_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of :func:`sparseinst_zoo.inference.optimize.optimize_for_inference` from :func:`add_speed_arguments`."""
+    """Keyword arguments of :func:`~sparseinst_zoo.inference.optimize.optimize_for_inference` from the speed flags."""
     return {
         "precision": getattr(args, "precision", "fp32"), "fold_bn": args.fold_bn, "channels_last": args.channels_last,
         "compile": args.compile, "cuda_graphs": args.cuda_graphs,

@@ -57,7 +57,7 @@ class HubMixin:
         return track(self, source, **kwargs)  # type: ignore[arg-type]
 
     def optimize_for_inference(self, **options: Any) -> Any:
-        """An inference-only copy with fast paths; see :func:`sparseinst_zoo.inference.optimize.optimize_for_inference`."""
+        """An inference-only fast copy; see :func:`~sparseinst_zoo.inference.optimize.optimize_for_inference`."""
         from ..inference.optimize import optimize_for_inference  # the same upward reference as predict
 
         return optimize_for_inference(self, **options)  # type: ignore[arg-type]

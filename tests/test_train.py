@@ -17,6 +17,7 @@ import warnings
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -532,14 +533,25 @@ def twin_shapes(tmp_path_factory):
     return data_yaml, coco
 
 
+def _yaml(path, data_yaml, **splits):
+    """A copy of ``data_yaml`` at ``path`` with some of its splits replaced (its root kept)."""
+    with open(data_yaml, encoding="utf-8") as handle:
+        spec = yaml.safe_load(handle)
+    spec = {**spec, "path": os.path.dirname(data_yaml), **splits}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
 def test_a_yolo_copy_trains_to_the_same_mask_ap_and_weights_as_its_coco_copy(twin_shapes, tmp_path):
     data_yaml, coco = twin_shapes
     common = _tiny(coco, tmp_path, iters=_TWIN_ITERS, seed=3, eval_period=_TWIN_ITERS)
     del common["train_json"], common["train_images"]
     from_yolo = sparseinst_zoo.train(**{**common, "data": data_yaml, "out": str(tmp_path / "yolo")})
     from_coco = sparseinst_zoo.train(**{**common, **coco, "out": str(tmp_path / "coco")})
+    mixed = _yaml(tmp_path / "mixed.yaml", data_yaml, val={"json": coco["val_json"], "images": coco["val_images"]})
+    from_mixed = sparseinst_zoo.train(**{**common, "data": mixed, "out": str(tmp_path / "mixed")})  # YOLO + COCO
     assert from_yolo["last"]["AP50"] > 0  # a model that finds something: equal metrics say more than 0 == 0
-    assert from_yolo["last"] == from_coco["last"]  # identical samples in identical order: bit-identical training
+    assert from_yolo["last"] == from_coco["last"] == from_mixed["last"]  # same samples, same order: same training
     yolo_weights, coco_weights = (load_file(tmp_path / run / "last" / "model.safetensors") for run in ("yolo", "coco"))
     assert yolo_weights.keys() == coco_weights.keys()
     for key, value in yolo_weights.items():
@@ -567,7 +579,7 @@ def test_cli_trains_and_validates_from_a_data_yaml_and_resume_keeps_it(twin_shap
     assert Trainer(resume=True, out=str(out)).config.data == data_yaml  # the checkpoint's settings name the YAML
 
 
-def test_data_yaml_or_coco_json_one_of_them(twin_shapes, shapes, tmp_path, capsys):
+def test_data_yaml_or_coco_json_not_both_and_the_same_classes(twin_shapes, shapes, tmp_path, capsys):
     data_yaml, _ = twin_shapes
     with pytest.raises(SparseInstError, match="give data .* or train_json/train_images .*, not both"):
         TrainConfig(**_tiny(shapes, tmp_path, data=data_yaml))
@@ -577,8 +589,12 @@ def test_data_yaml_or_coco_json_one_of_them(twin_shapes, shapes, tmp_path, capsy
     assert "give either --data DATA.yaml or --val-json, not both" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path)]) == 1
     assert "name the training data: --data DATA.yaml, or --train-json" in capsys.readouterr().err
-    no_train = tmp_path / "val_only.yaml"
-    no_train.write_text(f"path: {os.path.dirname(data_yaml)}\nval: images/val\nnames: [a, b, c]\n")
+    data_only = {"train_json": "", "train_images": "", "iters": 1}
+    no_train = _yaml(tmp_path / "val_only.yaml", data_yaml, train=None)
     with pytest.raises(DataError, match="has no 'train' split"):
-        sparseinst_zoo.train(**{**_tiny(shapes, tmp_path, iters=1, data=str(no_train)), "train_json": "",
-                                "train_images": ""})  # fmt: skip
+        sparseinst_zoo.train(**_tiny(shapes, tmp_path, data=no_train, **data_only))
+    reordered = [SHAPE_CLASSES[1], SHAPE_CLASSES[0], SHAPE_CLASSES[2]]  # YOLO train indices no longer the COCO order
+    coco_val = {"json": os.path.join(os.path.dirname(data_yaml), "images/val/annotations.json"), "images": "images/val"}
+    shuffled = _yaml(tmp_path / "shuffled.yaml", data_yaml, names=reordered, val=coco_val)
+    with pytest.raises(ValueError, match=r"annotations.json and .*shuffled.yaml \(train\) have different classes"):
+        sparseinst_zoo.train(**_tiny(shapes, tmp_path, data=shuffled, **data_only))

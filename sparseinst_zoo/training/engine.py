@@ -280,10 +280,12 @@ class Trainer:
             train_set = CocoInstances(cfg.train_json, cfg.train_images)
             if cfg.val_json and cfg.val_images:
                 val_set = CocoInstances(cfg.val_json, cfg.val_images, keep_crowd=True)
-        if val_set is not None and val_set.category_ids != train_set.category_ids:
+        # label i is the i-th class of each set (a YOLO index or the i-th COCO id): the names must line up
+        if val_set is not None and val_set.label_names != train_set.label_names:
             raise ValueError(
-                f"{val_set.source} and {train_set.source} have different categories "
-                f"({list(val_set.category_ids)} vs {list(train_set.category_ids)}); use the same category list"
+                f"{val_set.source} and {train_set.source} have different classes "
+                f"({list(val_set.label_names)} vs {list(train_set.label_names)}); use the same class list, in the "
+                "same order"
             )
         return train_set, val_set
 

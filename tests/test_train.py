@@ -22,6 +22,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import sparseinst_zoo
+from sparseinst_zoo._device import select_device
 from sparseinst_zoo.cli import main
 from sparseinst_zoo.commands import plot as plot_command
 from sparseinst_zoo.commands import train as train_command
@@ -419,6 +420,17 @@ def test_precision_is_the_one_name_and_amp_a_deprecated_alias(shapes, tmp_path, 
         _parse(train_command, [*coco, "--precision", "fp8"])
 
 
+def test_the_device_is_chosen_and_checked_by_the_shared_chooser(shapes, tmp_path, capsys):
+    assert Trainer(TrainConfig(**_tiny(shapes, tmp_path, device="auto")))._device() == select_device(None, local_rank=0)
+    with pytest.raises(SparseInstError, match=r"'cuda:99' (was requested|does not exist)"):
+        TrainConfig(**_tiny(shapes, tmp_path, device="cuda:99"))  # refused before any work starts
+    coco = ["--train-json", shapes["train_json"], "--train-images", shapes["train_images"], "--out", str(tmp_path)]
+    assert main(["train", *coco, "--device", "tpu"]) == 1
+    assert "unknown device 'tpu'; use 'cpu', 'cuda', 'cuda:N' or 'auto'" in capsys.readouterr().err
+    assert main(["val", "sparseinst_tiny_test", "--json", shapes["val_json"], "--images", "x", "--device", "tpu"]) == 1
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
 def test_defaults_fit_the_machine(shapes, tmp_path):
     config = TrainConfig(**{**_tiny(shapes, tmp_path), "model": None, "min_sizes": None, "max_size": None})
     cpu, gpu = resolve_defaults(config, "cpu"), resolve_defaults(config, "cuda")
@@ -544,7 +556,8 @@ def _yaml(path, data_yaml, **splits):
 
 def test_a_yolo_copy_trains_to_the_same_mask_ap_and_weights_as_its_coco_copy(twin_shapes, tmp_path):
     data_yaml, coco = twin_shapes
-    common = _tiny(coco, tmp_path, iters=_TWIN_ITERS, seed=3, eval_period=_TWIN_ITERS)
+    # on CPU: deterministic kernels, so the same samples give bit-identical runs (CUDA's atomics would not)
+    common = _tiny(coco, tmp_path, iters=_TWIN_ITERS, seed=3, eval_period=_TWIN_ITERS, device="cpu")
     del common["train_json"], common["train_images"]
     from_yolo = sparseinst_zoo.train(**{**common, "data": data_yaml, "out": str(tmp_path / "yolo")})
     from_coco = sparseinst_zoo.train(**{**common, **coco, "out": str(tmp_path / "coco")})

@@ -34,7 +34,10 @@ HELP = "fine-tune or train a model on a COCO-format dataset (mixed precision, EM
 STARTER_RECIPE = """sparseinst train --model sparseinst_giam --backbone resnet18 --pretrained-backbone \\
     --train-json DATA/train.json --train-images DATA/images --val-json DATA/val.json --val-images DATA/images \\
     --min-sizes 256,288,320 --max-size 533 --test-size 320 --batch-size 4 --lr 1e-4 --epochs 12 --out runs/starter"""
-EPILOG = f"""CPU starter recipe (a real model, ImageNet backbone, at sizes a CPU trains):
+EPILOG = f"""The data: --data DATA.yaml (YOLO-format or COCO splits, see docs/datasets.md), or --train-json with
+--train-images (and --val-json with --val-images for evaluation).
+
+CPU starter recipe (a real model, ImageNet backbone, at sizes a CPU trains):
   {STARTER_RECIPE}
 
 Without --model, a CPU run uses this model and these sizes; a GPU run uses sparseinst_r50_giam at 416-640 px.

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import pathlib
 import re
 import shlex
 import shutil
@@ -559,7 +560,7 @@ def test_a_yolo_copy_trains_to_the_same_mask_ap_and_weights_as_its_coco_copy(twi
     # on CPU: deterministic kernels, so the same samples give bit-identical runs (CUDA's atomics would not)
     common = _tiny(coco, tmp_path, iters=_TWIN_ITERS, seed=3, eval_period=_TWIN_ITERS, device="cpu")
     del common["train_json"], common["train_images"]
-    from_yolo = sparseinst_zoo.train(**{**common, "data": data_yaml, "out": str(tmp_path / "yolo")})
+    from_yolo = sparseinst_zoo.train(**{**common, "data": pathlib.Path(data_yaml), "out": tmp_path / "yolo"})
     from_coco = sparseinst_zoo.train(**{**common, **coco, "out": str(tmp_path / "coco")})
     mixed = _yaml(tmp_path / "mixed.yaml", data_yaml, val={"json": coco["val_json"], "images": coco["val_images"]})
     from_mixed = sparseinst_zoo.train(**{**common, "data": mixed, "out": str(tmp_path / "mixed")})  # YOLO + COCO

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ CPU_STARTER: dict[str, Any] = {
 }
 GPU_DEFAULTS: dict[str, Any] = {"model": "sparseinst_r50_giam", "min_sizes": REFERENCE_MIN_SIZES, "max_size": 853}
 _REFERENCE_MAX_SIZE = 853
+_PATH_FIELDS = ("data", "train_json", "train_images", "val_json", "val_images", "checkpoint", "out")
 
 
 def _option(default: Any, help: str, group: str = "run", **cli: Any) -> Any:
@@ -151,6 +153,10 @@ class TrainConfig:
     tensorboard: bool = _option(True, "also log to TensorBoard when it is installed")
 
     def __post_init__(self) -> None:
+        for name in _PATH_FIELDS:  # pathlib.Path values too (the settings are saved as JSON)
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, os.fspath(value))
         if self.amp is not None:
             warnings.warn(
                 "amp is deprecated; use precision ('fp32', 'fp16' or 'bf16')", DeprecationWarning, stacklevel=3

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import pathlib
 import re
 import shlex
 import shutil
@@ -17,20 +18,26 @@ import warnings
 
 import pytest
 import torch
+import yaml
 from PIL import Image
+from safetensors.torch import load_file
 
 import sparseinst_zoo
+from sparseinst_zoo._device import select_device
+from sparseinst_zoo.cli import main
 from sparseinst_zoo.commands import plot as plot_command
 from sparseinst_zoo.commands import train as train_command
 from sparseinst_zoo.commands import val as val_command
-from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
-from sparseinst_zoo.errors import SparseInstError
+from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_dataset, make_shapes_yolo_dataset
+from sparseinst_zoo.errors import DataError, SparseInstError
 from sparseinst_zoo.evaluation import METRIC_KEYS, evaluate
 from sparseinst_zoo.training import plot as training_plot
 from sparseinst_zoo.training.config import TrainConfig, resolve_defaults
 from sparseinst_zoo.training.engine import Trainer, TrainingDiverged
 from sparseinst_zoo.training.losses import SparseInstCriterion
 from sparseinst_zoo.training.metrics_log import ProgressBar, console_above_bar
+
+_TWIN_ITERS = 60
 
 
 def _parse(module, argv):
@@ -277,7 +284,7 @@ def test_bad_settings_are_rejected(shapes, tmp_path):
         sparseinst_zoo.train(**_tiny(shapes, tmp_path, iters=1, num_classes=5))
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
         Trainer(resume=True, out=str(tmp_path / "never"))
-    with pytest.raises(ValueError, match="required"):
+    with pytest.raises(ValueError, match="name the training data: --data DATA.yaml, or --train-json"):
         train_command.run(_parse(train_command, ["--out", str(tmp_path)]))
 
 
@@ -397,16 +404,32 @@ def test_log_lines_and_warnings_go_above_the_progress_bar(capsys):
     assert re.search(r"(^|[\r\n])\S+\.py:\d+: UserWarning: a warning", err), err
 
 
-def test_precision_is_the_one_name_and_amp_a_deprecated_alias(shapes, tmp_path):
+def test_precision_is_the_one_name_and_amp_a_deprecated_alias(shapes, tmp_path, capsys):
     with pytest.warns(DeprecationWarning, match="amp is deprecated"):
         config = TrainConfig(**_tiny(shapes, tmp_path, amp="fp16"))
     assert config.precision == "fp16" and "amp" not in config.to_dict()
     old = {**TrainConfig(**_tiny(shapes, tmp_path)).to_dict(), "amp": "bf16"}  # a checkpoint of an older version
     del old["precision"]
     assert TrainConfig.from_saved(old).precision == "bf16"
-    args = _parse(train_command, ["--train-json", "a", "--train-images", "b", "--amp", "none"])
-    with pytest.warns(DeprecationWarning):
-        assert train_command.config_from_args(args).precision == "fp32"
+    coco = ["--train-json", "a", "--train-images", "b"]
+    assert train_command.config_from_args(_parse(train_command, [*coco, "--amp", "none"])).precision == "fp32"
+    assert "--amp is deprecated and will be removed; use --precision fp32" in capsys.readouterr().err
+    auto = "fp16" if torch.cuda.is_available() else "bf16"
+    assert train_command.config_from_args(_parse(train_command, [*coco, "--amp"])).precision == auto
+    assert train_command.config_from_args(_parse(train_command, [*coco, "--precision", "auto"])).precision == auto
+    with pytest.raises(SystemExit):  # the shared option's check
+        _parse(train_command, [*coco, "--precision", "fp8"])
+
+
+def test_the_device_is_chosen_and_checked_by_the_shared_chooser(shapes, tmp_path, capsys):
+    assert Trainer(TrainConfig(**_tiny(shapes, tmp_path, device="auto")))._device() == select_device(None, local_rank=0)
+    with pytest.raises(SparseInstError, match=r"'cuda:99' (was requested|does not exist)"):
+        TrainConfig(**_tiny(shapes, tmp_path, device="cuda:99"))  # refused before any work starts
+    coco = ["--train-json", shapes["train_json"], "--train-images", shapes["train_images"], "--out", str(tmp_path)]
+    assert main(["train", *coco, "--device", "tpu"]) == 1
+    assert "unknown device 'tpu'; use 'cpu', 'cuda', 'cuda:N' or 'auto'" in capsys.readouterr().err
+    assert main(["val", "sparseinst_tiny_test", "--json", shapes["val_json"], "--images", "x", "--device", "tpu"]) == 1
+    assert "unknown device 'tpu'" in capsys.readouterr().err
 
 
 def test_defaults_fit_the_machine(shapes, tmp_path):
@@ -508,3 +531,84 @@ def test_without_matplotlib_training_warns_once_and_skips_the_figure(tmp_path, m
         plot_command.run(_parse(plot_command, [str(tmp_path)]))
     with pytest.raises(FileNotFoundError, match="give the output folder of a `sparseinst train` run"):
         training_plot.plot_run(str(tmp_path / "nowhere"))
+
+
+@pytest.fixture(scope="module")
+def twin_shapes(tmp_path_factory):
+    """The same shapes twice: a YOLO-format data.yaml and COCO JSON files of exactly the same polygons."""
+    root = tmp_path_factory.mktemp("twin_shapes")
+    make_shapes_yolo_dataset(root, "train", num_images=16, seed=0)
+    data_yaml = make_shapes_yolo_dataset(root, "val", num_images=8, seed=1)
+    coco = {}
+    for split in ("train", "val"):
+        coco[f"{split}_json"] = str(root / "images" / split / "annotations.json")
+        coco[f"{split}_images"] = str(root / "images" / split)
+    return data_yaml, coco
+
+
+def _yaml(path, data_yaml, **splits):
+    """A copy of ``data_yaml`` at ``path`` with some of its splits replaced (its root kept)."""
+    with open(data_yaml, encoding="utf-8") as handle:
+        spec = yaml.safe_load(handle)
+    spec = {**spec, "path": os.path.dirname(data_yaml), **splits}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+def test_a_yolo_copy_trains_to_the_same_mask_ap_and_weights_as_its_coco_copy(twin_shapes, tmp_path):
+    data_yaml, coco = twin_shapes
+    # on CPU: deterministic kernels, so the same samples give bit-identical runs (CUDA's atomics would not)
+    common = _tiny(coco, tmp_path, iters=_TWIN_ITERS, seed=3, eval_period=_TWIN_ITERS, device="cpu")
+    del common["train_json"], common["train_images"]
+    from_yolo = sparseinst_zoo.train(**{**common, "data": pathlib.Path(data_yaml), "out": tmp_path / "yolo"})
+    from_coco = sparseinst_zoo.train(**{**common, **coco, "out": str(tmp_path / "coco")})
+    mixed = _yaml(tmp_path / "mixed.yaml", data_yaml, val={"json": coco["val_json"], "images": coco["val_images"]})
+    from_mixed = sparseinst_zoo.train(**{**common, "data": mixed, "out": str(tmp_path / "mixed")})  # YOLO + COCO
+    assert from_yolo["last"]["AP50"] > 0  # a model that finds something: equal metrics say more than 0 == 0
+    assert from_yolo["last"] == from_coco["last"] == from_mixed["last"]  # same samples, same order: same training
+    yolo_weights, coco_weights = (load_file(tmp_path / run / "last" / "model.safetensors") for run in ("yolo", "coco"))
+    assert yolo_weights.keys() == coco_weights.keys()
+    for key, value in yolo_weights.items():
+        assert torch.equal(value, coco_weights[key]), key
+    card = sparseinst_zoo.create_model(str(tmp_path / "yolo" / "last")).pretrained_cfg
+    assert card.dataset == "data.yaml (train)" and card.label_names == SHAPE_CLASSES
+    assert "mask AP50 (data.yaml (val))" in (tmp_path / "yolo" / "last" / "README.md").read_text()
+
+
+def test_cli_trains_and_validates_from_a_data_yaml_and_resume_keeps_it(twin_shapes, tmp_path, capsys):
+    data_yaml, _ = twin_shapes
+    out = tmp_path / "run"
+    train_argv = ["train", "--data", data_yaml, "--model", "sparseinst_tiny_test", "--iters", "4", "--batch-size", "4",
+                  "--min-sizes", "64", "--max-size", "96", "--workers", "0", "--no-progress", "--no-tensorboard",
+                  "--precision", "fp32", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert main(train_argv) == 0
+    assert "trained 4 iterations" in capsys.readouterr().out
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in logged if r["type"] == "eval"][-1]
+    metrics_path = tmp_path / "metrics.json"
+    assert main(["val", str(out / "last"), "--data", data_yaml, "--workers", "0", "--out", str(metrics_path)]) == 0
+    assert "triangle" in capsys.readouterr().out
+    validated = json.loads(metrics_path.read_text())
+    assert {k: validated[k] for k in METRIC_KEYS} == pytest.approx({k: trained[k] for k in METRIC_KEYS})
+    assert Trainer(resume=True, out=str(out)).config.data == data_yaml  # the checkpoint's settings name the YAML
+
+
+def test_data_yaml_or_coco_json_not_both_and_the_same_classes(twin_shapes, shapes, tmp_path, capsys):
+    data_yaml, _ = twin_shapes
+    with pytest.raises(SparseInstError, match="give data .* or train_json/train_images .*, not both"):
+        TrainConfig(**_tiny(shapes, tmp_path, data=data_yaml))
+    with pytest.raises(SparseInstError, match="name the training data"):
+        TrainConfig(**_tiny(shapes, tmp_path, train_json="", train_images=""))
+    assert main(["train", "--data", data_yaml, "--val-json", shapes["val_json"], "--out", str(tmp_path)]) == 1
+    assert "give either --data DATA.yaml or --val-json, not both" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path)]) == 1
+    assert "name the training data: --data DATA.yaml, or --train-json" in capsys.readouterr().err
+    data_only = {"train_json": "", "train_images": "", "iters": 1}
+    no_train = _yaml(tmp_path / "val_only.yaml", data_yaml, train=None)
+    with pytest.raises(DataError, match="has no 'train' split"):
+        sparseinst_zoo.train(**_tiny(shapes, tmp_path, data=no_train, **data_only))
+    reordered = [SHAPE_CLASSES[1], SHAPE_CLASSES[0], SHAPE_CLASSES[2]]  # YOLO train indices no longer the COCO order
+    coco_val = {"json": os.path.join(os.path.dirname(data_yaml), "images/val/annotations.json"), "images": "images/val"}
+    shuffled = _yaml(tmp_path / "shuffled.yaml", data_yaml, names=reordered, val=coco_val)
+    with pytest.raises(ValueError, match=r"annotations.json and .*shuffled.yaml \(train\) have different classes"):
+        sparseinst_zoo.train(**_tiny(shapes, tmp_path, data=shuffled, **data_only))

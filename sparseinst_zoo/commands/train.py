@@ -1,9 +1,12 @@
-"""``sparseinst train``: fine-tune or train a model on a COCO-format dataset (multi-GPU with ``torchrun``).
+"""``sparseinst train``: fine-tune or train a model on a dataset YAML or COCO JSON (multi-GPU with ``torchrun``).
 
 The options are generated from :class:`~sparseinst_zoo.training.config.TrainConfig`'s fields (name, type, default
-and help text are written once, there).
+and help text are written once, there); ``--device`` and ``--precision`` (with ``--amp``, its deprecated alias) are
+the options every command shares (:mod:`._options`).
 
 Example:
+    $ sparseinst train --model sparseinst_r50_giam --checkpoint coco.safetensors --data data.yaml \
+        --epochs 24 --batch-size 8 --lr 1e-4 --out runs/mydata        # YOLO-format or COCO splits in data.yaml
     $ sparseinst train --model sparseinst_r50_giam --checkpoint coco.safetensors \
         --train-json train.json --train-images images/ --val-json val.json --val-images images/ \
         --epochs 24 --batch-size 8 --lr 1e-4 --out runs/mydata
@@ -21,15 +24,20 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import SparseInstError
 from ..training.config import RESUME_OVERRIDES, TrainConfig
+from ._options import add_device_argument, add_precision_argument
 
-HELP = "fine-tune or train a model on a COCO-format dataset (mixed precision, EMA, resume, DDP via torchrun)"
+HELP = "fine-tune or train a model on a data.yaml or COCO dataset (mixed precision, EMA, resume, DDP via torchrun)"
 
 # A real model that trains on a laptop CPU (ImageNet backbone, small sizes); the docs and a test use the same line.
 STARTER_RECIPE = """sparseinst train --model sparseinst_giam --backbone resnet18 --pretrained-backbone \\
     --train-json DATA/train.json --train-images DATA/images --val-json DATA/val.json --val-images DATA/images \\
     --min-sizes 256,288,320 --max-size 533 --test-size 320 --batch-size 4 --lr 1e-4 --epochs 12 --out runs/starter"""
-EPILOG = f"""CPU starter recipe (a real model, ImageNet backbone, at sizes a CPU trains):
+EPILOG = f"""The data: --data DATA.yaml (YOLO-format or COCO splits, see docs/datasets.md), or --train-json with
+--train-images (and --val-json with --val-images for evaluation).
+
+CPU starter recipe (a real model, ImageNet backbone, at sizes a CPU trains):
   {STARTER_RECIPE}
 
 Without --model, a CPU run uses this model and these sizes; a GPU run uses sparseinst_r50_giam at 416-640 px.
@@ -54,6 +62,9 @@ def _float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+# Fields whose options come from _options (``amp`` is the deprecated ``--amp`` alias filling ``precision``).
+_SHARED_FIELDS = ("precision", "amp", "device")
+_COCO_FIELDS = ("train_json", "train_images", "val_json", "val_images")
 _PARSERS: dict[Any, Any] = {int: int, float: float, str: str, Sequence[int]: _int_list, Sequence[float]: _float_list}
 
 
@@ -82,6 +93,13 @@ def _add_field(group: argparse._ArgumentGroup, spec: dataclasses.Field[Any], ann
     group.add_argument(flag, type=_PARSERS[kind], default=default, help=help_text, **spec.metadata["cli"])
 
 
+def _add_shared_options(groups: dict[str, argparse._ArgumentGroup]) -> None:
+    """The fields whose options all commands share: one flag, help text and validation (``_options``)."""
+    # an argument group takes add_argument like the parser it belongs to
+    add_precision_argument(typing.cast(argparse.ArgumentParser, groups["optimisation"]), aliases=("--amp",))
+    add_device_argument(typing.cast(argparse.ArgumentParser, groups["run"]))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the training options on ``parser`` (one per :class:`TrainConfig` field, plus ``--resume``)."""
     parser.epilog = EPILOG
@@ -89,7 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
     groups = {name: parser.add_argument_group(name) for name in ("model", "data", "optimisation", "run")}
     for spec in dataclasses.fields(TrainConfig):
-        _add_field(groups[spec.metadata["group"]], spec, hints[spec.name])
+        if spec.name not in _SHARED_FIELDS:
+            _add_field(groups[spec.metadata["group"]], spec, hints[spec.name])
+    _add_shared_options(groups)
     groups["run"].add_argument(
         "--resume",
         nargs="?",
@@ -104,11 +124,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig | dict[str, Any]:
     """The :class:`TrainConfig` of a new run, or (with ``--resume``) the settings that may change on resume."""
     if args.resume:
         return {key: getattr(args, key) for key in (*RESUME_OVERRIDES, "out")}
-    if not args.train_json or not args.train_images:
-        raise ValueError("--train-json and --train-images are required (or --resume to continue a run)")
-    if args.amp is not None:
-        logging.getLogger("sparseinst_zoo").warning("--amp is deprecated; use --precision fp16/bf16/fp32")
-    return TrainConfig(**{spec.name: getattr(args, spec.name) for spec in dataclasses.fields(TrainConfig)})
+    coco_flags = ["--" + name.replace("_", "-") for name in _COCO_FIELDS if getattr(args, name)]
+    if args.data and coco_flags:
+        raise SparseInstError(f"give either --data DATA.yaml or {' '.join(coco_flags)}, not both")
+    if not args.data and (not args.train_json or not args.train_images):
+        raise SparseInstError(
+            "name the training data: --data DATA.yaml, or --train-json with --train-images "
+            "(or --resume to continue a run)"
+        )
+    names = [spec.name for spec in dataclasses.fields(TrainConfig) if hasattr(args, spec.name)]
+    return TrainConfig(**{name: getattr(args, name) for name in names})
 
 
 def run(args: argparse.Namespace) -> int:

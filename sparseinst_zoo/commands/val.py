@@ -13,7 +13,17 @@ import argparse
 from typing import Any
 
 from ..errors import SparseInstError
+<<<<<<< HEAD
 from ._model import load_cli_model
+=======
+from ._options import (
+    add_batch_size_argument,
+    add_device_argument,
+    add_precision_argument,
+    add_resize_arguments,
+    add_workers_argument,
+)
+>>>>>>> p2-datawire
 
 HELP = "evaluate COCO mask AP (AP, AP50, AP75, APs, APm, APl, per class) on a COCO JSON or data.yaml dataset"
 
@@ -35,15 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="COCO instances JSON with the ground truth")
     parser.add_argument("--images", default=None, help="image folder of --json")
     parser.add_argument("--out", default=None, metavar="METRICS.json", help="also write the metrics as JSON")
-    parser.add_argument("--test-size", "--min-size", dest="min_size", type=int, default=None,
-                        help="shorter side of the test resize (default: the model's)")  # fmt: skip
-    parser.add_argument("--max-size", type=int, default=None, help="cap of the longer side (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default: 4)")
-    parser.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
-    parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"),
-                        help="autocast precision (default: fp32)")  # fmt: skip
-    parser.add_argument("--half", choices=("fp16", "bf16"), default=None, help=argparse.SUPPRESS)  # deprecated alias
+    add_resize_arguments(parser, test_size_alias=True)
+    add_batch_size_argument(parser, default=4)
+    add_workers_argument(parser, default=2)
+    add_device_argument(parser)
+    add_precision_argument(parser)  # --half: its deprecated alias
     parser.add_argument("--coco-eval", default="auto", choices=("auto", "faster", "pycocotools"),
                         help="scoring library: faster-coco-eval when installed (auto), or force one")  # fmt: skip
 
@@ -74,17 +80,19 @@ def _data_arguments(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, optionally write JSON. Returns 0."""
-    import torch
-
+    from .._device import select_device
     from ..evaluation import evaluate
 
     data, images = _data_arguments(args)
-    if args.half and args.precision:
-        raise SparseInstError("--half is the deprecated spelling of --precision; give --precision only")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     metrics = evaluate(
+<<<<<<< HEAD
         load_cli_model(args.model, checkpoint=args.checkpoint), data, images, split=args.split, min_size=args.min_size,
         max_size=args.max_size, batch_size=args.batch_size, device=device, precision=args.precision or args.half,
+=======
+        args.model, data, images, split=args.split, checkpoint=args.checkpoint, min_size=args.min_size,
+        max_size=args.max_size, batch_size=args.batch_size, device=select_device(args.device),
+        precision=args.precision,
+>>>>>>> p2-datawire
         workers=args.workers, out=args.out, progress=True, backend=args.coco_eval,
     )  # fmt: skip
     print(format_metrics(metrics))

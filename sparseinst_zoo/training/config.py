@@ -4,10 +4,15 @@ The ``sparseinst train`` options are generated from these fields (``commands/tra
 text is written only here. Defaults that depend on the machine (the model and image sizes when no ``model`` is given)
 are filled in by :func:`resolve_defaults` when the run starts.
 
+The training data is a dataset YAML (``data``: Ultralytics ``data.yaml`` with YOLO-format or COCO splits, see
+docs/datasets.md) or a COCO JSON with its image folder (``train_json``/``train_images``, ``val_json``/``val_images``).
+
 Example:
     >>> config = TrainConfig(train_json="train.json", train_images="images", iters=10, precision="bf16")
     >>> config.precision, config.checkpoint_period
     ('bf16', None)
+    >>> TrainConfig(data="data.yaml", device="cpu").data
+    'data.yaml'
     >>> resolve_defaults(config, "cpu").model, resolve_defaults(config, "cpu").backbone
     ('sparseinst_giam', 'resnet18')
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +30,7 @@ from typing import Any
 
 import torch
 
+from .._device import select_device
 from ..data.augment import REFERENCE_MIN_SIZES, AugmentConfig
 from ..errors import SparseInstError
 from ..inference.precision import PRECISIONS, parse_precision
@@ -43,12 +50,13 @@ CPU_STARTER: dict[str, Any] = {
 }
 GPU_DEFAULTS: dict[str, Any] = {"model": "sparseinst_r50_giam", "min_sizes": REFERENCE_MIN_SIZES, "max_size": 853}
 _REFERENCE_MAX_SIZE = 853
+_PATH_FIELDS = ("data", "train_json", "train_images", "val_json", "val_images", "checkpoint", "out")
 
 
 def _option(default: Any, help: str, group: str = "run", **cli: Any) -> Any:
     """A dataclass field carrying its command-line help text, option group and extra argparse settings."""
     kind = "default_factory" if isinstance(default, list) else "default"
-    return field(**{kind: default}, metadata={"help": help, "group": group, "cli": cli})  # type: ignore[call-overload]
+    return field(**{kind: default}, metadata={"help": help, "group": group, "cli": cli})
 
 
 @dataclass
@@ -78,10 +86,17 @@ class TrainConfig:
         None, "start from these weights (safetensors, save_pretrained folder or reference .pth)", "model"
     )
     num_classes: int | None = _option(
-        None, "class count (default: the categories of --train-json; the class head is re-initialised)", "model"
+        None, "class count (default: the classes of the training data; the class head is re-initialised)", "model"
     )
     freeze_backbone: bool = _option(False, "train only the encoder and decoder", "model")
 
+    data: str | None = _option(
+        None,
+        "dataset YAML (Ultralytics data.yaml with YOLO-format or COCO splits; trains on 'train', evaluates on 'val' "
+        "when it has one); instead of --train-json/--train-images/--val-json/--val-images",
+        "data",
+        metavar="DATA.yaml",
+    )
     train_json: str = _option("", "COCO instances JSON to train on", "data")
     train_images: str = _option("", "image folder of --train-json", "data")
     val_json: str | None = _option(None, "COCO instances JSON for evaluation (mask AP)", "data")
@@ -133,18 +148,22 @@ class TrainConfig:
         "write the resumable checkpoint every N iterations (default: min(500, iters/5), so every run can be resumed)",
     )
     log_period: int = _option(20, "log the losses every N iterations")
-    device: str | None = _option(None, "cuda, cuda:1 or cpu (default: cuda when available)")
+    device: str | None = _option(None, "cpu, cuda, cuda:1 or auto (default: auto, cuda when available)")
     progress: bool = _option(True, "show a progress bar (without it: one log line per evaluation and log period)")
     tensorboard: bool = _option(True, "also log to TensorBoard when it is installed")
 
     def __post_init__(self) -> None:
+        for name in _PATH_FIELDS:  # pathlib.Path values too (the settings are saved as JSON)
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, os.fspath(value))
         if self.amp is not None:
             warnings.warn(
                 "amp is deprecated; use precision ('fp32', 'fp16' or 'bf16')", DeprecationWarning, stacklevel=3
             )
             self.precision = parse_precision(self.amp, "cpu", name="amp")
             self.amp = None
-        self.precision = parse_precision(self.precision, _default_device(self.device))
+        self.precision = parse_precision(self.precision, select_device(self.device))
         if self.min_sizes is not None:
             self.min_sizes = tuple(int(s) for s in self.min_sizes)
         self.steps = tuple(float(s) for s in self.steps)
@@ -161,9 +180,15 @@ class TrainConfig:
         )  # validates
 
     def _check_required(self) -> None:
-        if not self.train_json or not self.train_images:
+        coco_fields = [name for name in ("train_json", "train_images", "val_json", "val_images") if getattr(self, name)]
+        if self.data and coco_fields:
             raise SparseInstError(
-                "train_json and train_images are required (a COCO instances file and its image folder)"
+                f"give data (a data.yaml) or {'/'.join(coco_fields)} (COCO JSON and images), not both"
+            )
+        if not self.data and (not self.train_json or not self.train_images):
+            raise SparseInstError(
+                "name the training data: data (a data.yaml), or train_json and train_images are required "
+                "(a COCO instances file and its image folder)"
             )
         if (self.val_json is None) != (self.val_images is None):
             raise SparseInstError("give both val_json and val_images, or neither")
@@ -203,12 +228,6 @@ class TrainConfig:
         saved.pop("amp", None)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in {**saved, **overrides}.items() if k in known})
-
-
-def _default_device(device: str | None) -> str:
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_defaults(config: TrainConfig, device: torch.device | str) -> TrainConfig:

@@ -1,4 +1,4 @@
-"""The training engine: fine-tune or train SparseInst on a COCO-format dataset.
+"""The training engine: fine-tune or train SparseInst on a dataset YAML (YOLO-format or COCO splits) or a COCO JSON.
 
 One :class:`Trainer` runs the reference recipe (AdamW, warm-up + step decay, Hungarian-matched losses, multi-scale
 augmentation) with the practical extras: mixed precision, gradient clipping, EMA, a frozen backbone, periodic COCO
@@ -31,9 +31,14 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
 
+<<<<<<< HEAD
 from .. import _factory
+=======
+from .. import _builder
+from .._device import select_device
+>>>>>>> p2-datawire
 from .._io import atomic_write_json
-from ..data import CocoInstances, Collator, InstanceDataset, TrainSampler
+from ..data import CocoInstances, Collator, InstanceDataset, InstanceSet, TrainSampler, build_dataset, load_dataset_spec
 from ..data.augment import Augmentation, AugmentConfig
 from ..errors import TrainingDiverged
 from ..evaluation import METRIC_KEYS, evaluate
@@ -126,7 +131,7 @@ class _Run:
     opt: _Optimisation
     step_fn: TrainStep
     loader: DataLoader[Any]
-    val_coco: CocoInstances | None
+    val_set: InstanceSet | None
     max_iters: int
     iters_per_epoch: int
     eval_period: int
@@ -146,7 +151,7 @@ class _Run:
 
 
 class Trainer:
-    """Trains a SparseInst model on a COCO-format dataset; see :class:`TrainConfig` for the settings.
+    """Trains a SparseInst model on a dataset YAML or COCO JSON dataset; see :class:`TrainConfig` for the settings.
 
     Args:
         config: a :class:`TrainConfig` (or keyword arguments for one).
@@ -191,21 +196,15 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def _device(self) -> torch.device:
-        local = int(os.environ.get("LOCAL_RANK", "0")) if is_distributed() else 0
-        if self.config.device:
-            device = torch.device(self.config.device)
-        else:
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", local)
-        return device
+        local_rank = int(os.environ.get("LOCAL_RANK", "0")) if is_distributed() else 0
+        return select_device(self.config.device, local_rank=local_rank)
 
-    def _build_model(self, coco: CocoInstances) -> SparseInst:
+    def _build_model(self, train_set: InstanceSet) -> SparseInst:
         cfg = self.config
-        num_classes = cfg.num_classes or coco.num_classes
-        if num_classes != coco.num_classes:  # label i is the i-th category: other counts cannot be trained or scored
+        num_classes = cfg.num_classes or train_set.num_classes
+        if num_classes != train_set.num_classes:  # label i is the i-th category: other counts can't be trained/scored
             raise ValueError(
-                f"num_classes={num_classes} but {coco.json_path} has {coco.num_classes} categories; "
+                f"num_classes={num_classes} but {train_set.source} has {train_set.num_classes} categories; "
                 "leave --num-classes out to use the dataset's count"
             )
         assert cfg.model is not None  # filled in by resolve_defaults
@@ -232,9 +231,9 @@ class Trainer:
         model = cast(SparseInst, built)
         pretrained_cfg = model.pretrained_cfg
         model.pretrained_cfg = pretrained_cfg.replace(
-            label_names=tuple(coco.label_names),
+            label_names=tuple(train_set.label_names),
             num_classes=num_classes,
-            dataset=os.path.basename(coco.json_path),
+            dataset=os.path.basename(train_set.source),
             min_size=int(cfg.test_size or pretrained_cfg.min_size),
             max_size=int(cfg.max_size or 0),
             hf_hub_id=None,
@@ -243,7 +242,7 @@ class Trainer:
             reference_ap=None,
             reference_ap_test_dev=None,
             reference_fps=None,
-            extra={**pretrained_cfg.extra, "category_ids": list(coco.category_ids)},
+            extra={**pretrained_cfg.extra, "category_ids": list(train_set.category_ids)},
         )
         if cfg.freeze_backbone:
             for param in model.backbone.parameters():
@@ -271,18 +270,28 @@ class Trainer:
                 os.path.join(self.config.out, "train_config.json"), self.config.to_dict(), allow_nan=False
             )
 
-    def _datasets(self) -> tuple[CocoInstances, CocoInstances | None]:
+    def _datasets(self) -> tuple[InstanceSet, InstanceSet | None]:
+        """The training set and the validation set (None without one): from ``data`` or the COCO JSON fields."""
         cfg = self.config
-        coco = CocoInstances(cfg.train_json, cfg.train_images)
-        val_coco = None
-        if cfg.val_json and cfg.val_images:
-            val_coco = CocoInstances(cfg.val_json, cfg.val_images, keep_crowd=True)
-        if val_coco is not None and val_coco.category_ids != coco.category_ids:
+        train_set: InstanceSet
+        val_set: InstanceSet | None = None
+        if cfg.data:
+            spec = load_dataset_spec(cfg.data)
+            train_set = build_dataset(spec, "train")
+            if "val" in spec.splits:
+                val_set = build_dataset(spec, "val", keep_crowd=True)
+        else:
+            train_set = CocoInstances(cfg.train_json, cfg.train_images)
+            if cfg.val_json and cfg.val_images:
+                val_set = CocoInstances(cfg.val_json, cfg.val_images, keep_crowd=True)
+        # label i is the i-th class of each set (a YOLO index or the i-th COCO id): the names must line up
+        if val_set is not None and val_set.label_names != train_set.label_names:
             raise ValueError(
-                f"{cfg.val_json} and {cfg.train_json} have different categories "
-                f"({list(val_coco.category_ids)} vs {list(coco.category_ids)}); use the same category list"
+                f"{val_set.source} and {train_set.source} have different classes "
+                f"({list(val_set.label_names)} vs {list(train_set.label_names)}); use the same class list, in the "
+                "same order"
             )
-        return coco, val_coco
+        return train_set, val_set
 
     def _optimisation(self, model: nn.Module, max_iters: int, device: torch.device) -> _Optimisation:
         cfg = self.config
@@ -301,12 +310,12 @@ class Trainer:
         """Data, model, optimiser and schedule (restored from the checkpoint when resuming), loader."""
         cfg, world = self.config, world_size()
         seed_everything(cfg.seed)
-        coco, val_coco = self._datasets()
-        model = self._build_model(coco).to(device)
+        train_set, val_set = self._datasets()
+        model = self._build_model(train_set).to(device)
         crop = cfg.crop if cfg.crop is not None else model.model_name.endswith("_aug")
         assert cfg.min_sizes is not None and cfg.max_size is not None  # filled in by resolve_defaults
         augment = AugmentConfig(min_sizes=cfg.min_sizes, max_size=cfg.max_size, flip_prob=cfg.flip_prob, crop=crop)
-        dataset = InstanceDataset(coco, Augmentation(augment))
+        dataset = InstanceDataset(train_set, Augmentation(augment))
         iters_per_epoch = max(len(dataset) // (cfg.batch_size * world), 1)
         max_iters = int(cfg.iters) if cfg.iters else int(cfg.epochs or 12) * iters_per_epoch
         opt = self._optimisation(model, max_iters, device)
@@ -340,7 +349,7 @@ class Trainer:
             opt=opt,
             step_fn=step_fn,
             loader=loader,
-            val_coco=val_coco,
+            val_set=val_set,
             max_iters=max_iters,
             iters_per_epoch=iters_per_epoch,
             eval_period=cfg.eval_period or max(math.ceil(max_iters / 5), 1),
@@ -398,7 +407,7 @@ class Trainer:
         folder = os.path.join(self.config.out, name)
         card: dict[str, Any] = {"training steps": run.step}
         if metrics:
-            dataset = os.path.basename(self.config.val_json or "")
+            dataset = os.path.basename(run.val_set.source) if run.val_set is not None else ""
             card.update({f"mask {k} ({dataset})": metrics[k] for k in METRIC_KEYS if metrics[k] is not None})
             card.update({f"mask AP {label}": ap for label, ap in metrics["per_class"].items() if ap is not None})
         where = (
@@ -490,7 +499,7 @@ class Trainer:
             last = run.step == run.max_iters
             if run.step % self.config.log_period == 0 or last:
                 self._log_window(run, log, bar)
-            if run.val_coco is not None and (run.step % run.eval_period == 0 or last):
+            if run.val_set is not None and (run.step % run.eval_period == 0 or last):
                 self._evaluate(run, log, bar)
             if run.step % run.checkpoint_period == 0 or last:
                 self._save_checkpoint(run)
@@ -521,12 +530,10 @@ class Trainer:
     def _evaluate(self, run: _Run, log: MetricsLog | None, bar: ProgressBar) -> None:
         """COCO mask AP of the (EMA) model; rank 0 logs it, saves ``best/`` and redraws ``results.png``."""
         cfg = self.config
-        assert run.val_coco is not None
+        assert run.val_set is not None
         metrics = evaluate(
             run.eval_model,
-            run.val_coco.json_path,
-            run.val_coco.image_dir,
-            coco=run.val_coco,
+            dataset=run.val_set,
             min_size=cfg.test_size,
             max_size=cfg.max_size,
             batch_size=cfg.batch_size,
@@ -566,7 +573,7 @@ class Trainer:
 
 
 def train(resume: bool | str = False, **kwargs: Any) -> dict[str, Any]:
-    """Fine-tune / train a SparseInst model on a COCO-format dataset; keyword arguments are :class:`TrainConfig`'s.
+    """Fine-tune or train SparseInst on a data.yaml or COCO dataset; keyword arguments are :class:`TrainConfig`'s.
 
     Returns ``{"step", "best", "last", "out"}``: the final step, the best and last evaluation metrics (COCO mask AP
     in percent, None without a validation set) and the output folder (``best/`` and ``last/`` are
@@ -576,8 +583,7 @@ def train(resume: bool | str = False, **kwargs: Any) -> dict[str, Any]:
     Example:
         >>> import sparseinst_zoo
         >>> summary = sparseinst_zoo.train(model="sparseinst_r50_giam", pretrained=True,  # doctest: +SKIP
-        ...     train_json="train.json", train_images="images/", val_json="val.json", val_images="images/",
-        ...     epochs=24, batch_size=8, lr=1e-4, out="runs/mydata")
+        ...     data="data.yaml", epochs=24, batch_size=8, lr=1e-4, out="runs/mydata")
         >>> summary["best"]["AP"]  # doctest: +SKIP
         41.7
     """

@@ -78,7 +78,7 @@ class TrainStep:
         outputs = self._forward(images)
         losses = self.criterion(outputs, targets)
         loss = sum(losses.values())
-        terms = torch.stack([loss.detach(), *(v.detach() for v in losses.values())])  # type: ignore[union-attr]
+        terms = torch.stack([loss.detach(), *(v.detach() for v in losses.values())])
         self.names = ["loss", *losses]
         if self._any_process(torch.isfinite(terms).all()):
             raise NotFinite("the loss is not finite", ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items()))

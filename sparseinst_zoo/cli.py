@@ -53,7 +53,8 @@ COMMANDS: dict[str, Command] = {
         "convert a reference SparseInst checkpoint (detectron2 or MMDetection .pth) to safetensors + config.json",
     ),
     "train": Command(
-        "train", "fine-tune or train a model on a data.yaml or COCO dataset (mixed precision, EMA, resume, DDP via torchrun)"
+        "train",
+        "fine-tune or train a model on a data.yaml or COCO dataset (mixed precision, EMA, resume, DDP via torchrun)",
     ),
     "val": Command(
         "val", "evaluate COCO mask AP (AP, AP50, AP75, APs, APm, APl, per class) on a COCO JSON or data.yaml dataset"

@@ -13,9 +13,7 @@ import argparse
 from typing import Any
 
 from ..errors import SparseInstError
-<<<<<<< HEAD
 from ._model import load_cli_model
-=======
 from ._options import (
     add_batch_size_argument,
     add_device_argument,
@@ -23,16 +21,18 @@ from ._options import (
     add_resize_arguments,
     add_workers_argument,
 )
->>>>>>> p2-datawire
 
 HELP = "evaluate COCO mask AP (AP, AP50, AP75, APs, APm, APl, per class) on a COCO JSON or data.yaml dataset"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the evaluation options on ``parser``."""
-    parser.add_argument("model", metavar="MODEL",
-                        help="registered name (loads its released weights unless --checkpoint) or a folder "
-                             "written by save_pretrained / sparseinst train")  # fmt: skip
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="registered name (loads its released weights unless --checkpoint), a folder written by save_pretrained "
+        "/ sparseinst train, or an exported .onnx / OpenVINO .xml",
+    )
     parser.add_argument("--checkpoint", default=None, help="weights to load (safetensors, folder or reference .pth)")
     parser.add_argument(
         "--data",
@@ -82,17 +82,14 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, optionally write JSON. Returns 0."""
     from .._device import select_device
     from ..evaluation import evaluate
+    from ..inference.backends import is_exported_model
 
     data, images = _data_arguments(args)
     metrics = evaluate(
-<<<<<<< HEAD
-        load_cli_model(args.model, checkpoint=args.checkpoint), data, images, split=args.split, min_size=args.min_size,
-        max_size=args.max_size, batch_size=args.batch_size, device=device, precision=args.precision or args.half,
-=======
-        args.model, data, images, split=args.split, checkpoint=args.checkpoint, min_size=args.min_size,
-        max_size=args.max_size, batch_size=args.batch_size, device=select_device(args.device),
-        precision=args.precision,
->>>>>>> p2-datawire
+        args.model if is_exported_model(args.model) else load_cli_model(args.model, checkpoint=args.checkpoint),
+        data, images, split=args.split, min_size=args.min_size,
+        max_size=args.max_size, batch_size=args.batch_size,
+        device=None if is_exported_model(args.model) else select_device(args.device), precision=args.precision,
         workers=args.workers, out=args.out, progress=True, backend=args.coco_eval,
     )  # fmt: skip
     print(format_metrics(metrics))

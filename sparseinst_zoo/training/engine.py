@@ -31,12 +31,8 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
 
-<<<<<<< HEAD
 from .. import _factory
-=======
-from .. import _builder
 from .._device import select_device
->>>>>>> p2-datawire
 from .._io import atomic_write_json
 from ..data import CocoInstances, Collator, InstanceDataset, InstanceSet, TrainSampler, build_dataset, load_dataset_spec
 from ..data.augment import Augmentation, AugmentConfig

@@ -23,6 +23,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ._builder import create_model
+from ._distributed import rank as current_rank
+from ._distributed import world_size
 from ._io import atomic_write_json
 from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
 from .data.instances import ImageRecord, InstanceSet, segmentation_area
@@ -174,12 +176,6 @@ class _ImageDataset(Dataset):
         return record.id, self.dataset.load_image(record)
 
 
-def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _resolve_model(model: nn.Module | str, checkpoint: str | os.PathLike[str] | None) -> nn.Module:
     if not isinstance(model, str):
         return model
@@ -202,7 +198,7 @@ def _check_classes(model: nn.Module, dataset: InstanceSet) -> None:
 
 def _predict_shard(predictor: Predictor, dataset: InstanceSet, batch_size: int, workers: int, progress: bool):
     """COCO result dicts of this process's share of the images (all of them without a process group)."""
-    rank, world = _rank_and_world()
+    rank, world = current_rank(), world_size()
     shard = dataset.images[rank::world]
     loader = DataLoader(_ImageDataset(dataset, shard), batch_size=batch_size, num_workers=workers, collate_fn=list)
     detections: list[dict[str, Any]] = []
@@ -289,7 +285,7 @@ def evaluate(
         dataset = load_instances(data, images, split=split, keep_crowd=True)
     model = _resolve_model(model, checkpoint)
     _check_classes(model, dataset)
-    rank, world = _rank_and_world()
+    rank, world = current_rank(), world_size()
     metrics: dict[str, Any] | None = None
     if not dataset.images:
         _logger.warning("%s has no image: every metric is undefined", dataset.source)

@@ -54,15 +54,25 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0")) if is_distributed() else 0
 
 
-def join_process_group() -> bool:
+def _runs_on_cuda(device: str | torch.device | None) -> bool:
+    """Whether work asked for on ``device`` (None or ``'auto'``: CUDA if available) runs on a CUDA GPU."""
+    if not torch.cuda.is_available():
+        return False
+    if device is None or str(device).strip().lower() == "auto":
+        return True
+    return str(device).strip().lower().startswith("cuda")
+
+
+def join_process_group(device: str | torch.device | None = None) -> bool:
     """Join the process group ``torchrun`` describes (env ``WORLD_SIZE`` > 1); True if this call created it.
 
-    NCCL on CUDA (this process's GPU set to ``cuda:LOCAL_RANK`` first), gloo otherwise. Does nothing in a single
-    process or when a group exists already.
+    NCCL when the work runs on CUDA (``device`` None, ``'auto'`` or a CUDA device, and a GPU is there), with this
+    process's GPU set to ``cuda:LOCAL_RANK`` first; gloo otherwise (e.g. ``device='cpu'`` on a GPU machine). Does
+    nothing in a single process or when a group exists already.
     """
     if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "nccl" if _runs_on_cuda(device) else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend)
@@ -70,9 +80,9 @@ def join_process_group() -> bool:
 
 
 @contextlib.contextmanager
-def process_group_from_env() -> Iterator[None]:
-    """Inside: the process group torchrun describes is joined; at exit it is destroyed if this context created it."""
-    created = join_process_group()
+def process_group_from_env(device: str | torch.device | None = None) -> Iterator[None]:
+    """Inside: torchrun's process group is joined (:func:`join_process_group`); destroyed at exit if joined here."""
+    created = join_process_group(device)
     try:
         yield
     finally:
@@ -86,7 +96,7 @@ def broadcast_from_rank0(value: T) -> T:
         return value
     box: list[Any] = [value]
     dist.broadcast_object_list(box, src=0)
-    return box[0]  # type: ignore[no-any-return]
+    return box[0]
 
 
 def gather_to_rank0(value: T) -> list[T] | None:

@@ -114,7 +114,7 @@ def _allow_sources_after_options(parser: argparse.ArgumentParser) -> None:
             namespace.sources = list(namespace.sources or []) + late
         return namespace, [a for a in extras if a not in late]
 
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign, assignment]
 
 
 def _looks_like_source(value: str) -> bool:
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = _options(args)
     flat = flatten_sources(args.sources or [sample_image_path()])  # a typo fails before the model is built
-    with process_group_from_env():
+    with process_group_from_env(args.device):
         return _predict(args, options, flat)
 
 

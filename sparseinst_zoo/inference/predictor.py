@@ -321,7 +321,7 @@ def predict(
         torch.Size([75, 110])
     """
     if distributed:
-        join_process_group()  # before the Predictor: it puts this process on its own GPU
+        join_process_group(options.get("device"))  # before the Predictor: it puts this process on its own GPU
     predictor = Predictor(model, **options)
     flat = flatten_sources(source)
     share = shard_sources(flat, current_rank(), world_size()) if distributed else flat

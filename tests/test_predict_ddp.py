@@ -148,28 +148,47 @@ def _run_files(folder) -> list[str]:
     return sorted(os.listdir(folder))
 
 
+def _write_video(path, frames: int = 3) -> str:
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for i in range(frames):
+            frame = np.zeros((64, 96, 3), np.uint8)
+            frame[10:40, 10 + 10 * i : 40 + 10 * i] = 200
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)
+
+
 @pytest.mark.ddp
 def test_two_processes_write_what_one_process_writes(model_dir, seven_sources, tmp_path):
+    """Eight sources (the last a video, which one rank predicts whole) on two processes, then on one."""
+    sources = [*seven_sources, _write_video(tmp_path / "clip.mp4")]
     runs = tmp_path / "runs"
     (runs / "predict").mkdir(parents=True)
     (runs / "predict" / "keep.txt").write_text("an earlier run")
     options = ["--save-json", "--score-threshold", "0", "--max-detections", "3", "--device", "cpu"]
-    proc = _torchrun(["-m", "sparseinst_zoo", "predict", model_dir, *seven_sources, "--out", str(runs / "predict"),
+    proc = _torchrun(["-m", "sparseinst_zoo", "predict", model_dir, *sources, "--out", str(runs / "predict"),
                       *options])  # fmt: skip
     torch.set_num_threads(1)
-    assert main(["predict", model_dir, *seven_sources, "--out", str(tmp_path / "one"), "--quiet", *options]) == 0
+    assert main(["predict", model_dir, *sources, "--out", str(tmp_path / "one"), "--quiet", *options]) == 0
 
     ddp = runs / "predict2"  # chosen once by rank 0: both ranks wrote here
     assert _run_files(runs) == ["predict", "predict2"]
     assert _run_files(runs / "predict") == ["keep.txt"]
-    expected = ["c.png", "p0.png", "p0_2.png", "p1.png", "p1_2.png", "p2.png", "p2_2.png", "predictions.json"]
+    expected = ["c.png", "clip.mp4", "p0.png", "p0_2.png", "p1.png", "p1_2.png", "p2.png", "p2_2.png",
+                "predictions.json"]  # fmt: skip
     assert _run_files(ddp) == _run_files(tmp_path / "one") == expected  # every overlay once, no collision
-    for name in expected[:-1]:  # the same photo behind each name (a/p0 and b/p0 are different noise)
+    for name in [n for n in expected if n.endswith(".png")]:  # the same photo behind each name (a/p0, b/p0 differ)
         ours, theirs = (np.asarray(Image.open(folder / name), np.float32) for folder in (ddp, tmp_path / "one"))
         assert ours.shape == theirs.shape and np.abs(ours - theirs).mean() < 1.0, name
     merged = json.loads((ddp / "predictions.json").read_text())
     single = json.loads((tmp_path / "one" / "predictions.json").read_text())
     _assert_same_predictions(merged, single)
+    assert [image.get("frame") for image in merged["images"]] == [None] * 7 + [0, 1, 2]  # the video on rank 1, whole
     assert "rank 0/2: " in proc.stdout and "rank 1/2: " in proc.stdout
 
 

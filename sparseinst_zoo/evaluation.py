@@ -22,6 +22,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ._distributed import rank as current_rank
+from ._distributed import world_size
 from ._factory import create_model
 from ._io import atomic_write_json
 from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
@@ -175,12 +177,6 @@ class _ImageDataset(Dataset):
         return record.id, self.dataset.load_image(record)
 
 
-def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _resolve_model(model: nn.Module | str, checkpoint: str | os.PathLike[str] | None) -> nn.Module:
     if not isinstance(model, str):
         return model
@@ -219,7 +215,7 @@ def _check_classes(model: nn.Module, dataset: InstanceSet) -> None:
 
 def _predict_shard(predictor: Predictor, dataset: InstanceSet, batch_size: int, workers: int, progress: bool):
     """COCO result dicts of this process's share of the images (all of them without a process group)."""
-    rank, world = _rank_and_world()
+    rank, world = current_rank(), world_size()
     shard = dataset.images[rank::world]
     loader = DataLoader(_ImageDataset(dataset, shard), batch_size=batch_size, num_workers=workers, collate_fn=list)
     detections: list[dict[str, Any]] = []
@@ -308,7 +304,7 @@ def evaluate(
                            max_detections=max_detections, min_size=min_size, max_size=max_size,
                            batch_size=batch_size, keep_image=False)  # fmt: skip
     _check_classes(predictor.source_model, dataset)
-    rank, world = _rank_and_world()
+    rank, world = current_rank(), world_size()
     metrics: dict[str, Any] | None = None
     if not dataset.images:
         _logger.warning("%s has no image: every metric is undefined", dataset.source)

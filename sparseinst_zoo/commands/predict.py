@@ -114,7 +114,7 @@ def _allow_sources_after_options(parser: argparse.ArgumentParser) -> None:
             namespace.sources = list(namespace.sources or []) + late
         return namespace, [a for a in extras if a not in late]
 
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign, assignment]
 
 
 def _looks_like_source(value: str) -> bool:
@@ -151,38 +151,57 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict every source, write overlays (and JSON) through the library's writer; returns 0."""
+    """Predict every source, write overlays (and JSON) through the library's writer; returns 0.
+
+    Under ``torchrun`` every process predicts its block of the sources into one run folder and rank 0 writes the
+    merged ``predictions.json`` (see :mod:`sparseinst_zoo.inference.sharding`).
+    """
+    from .._distributed import process_group_from_env
+    from ..inference.sources import flatten_sources, sample_image_path
+
+    options = _options(args)
+    flat = flatten_sources(args.sources or [sample_image_path()])  # a typo fails before the model is built
+    with process_group_from_env(args.device):
+        return _predict(args, options, flat)
+
+
+def _predict(args: argparse.Namespace, options: dict[str, Any], flat: list[Any]) -> int:
     import torch
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from .._device import select_device
+    from .._distributed import local_rank, rank, world_size
     from ..inference.predictor import Predictor
-    from ..inference.sources import flatten_sources, has_video, sample_image_path
+    from ..inference.sharding import shard_sources
+    from ..inference.sources import has_video
     from ..inference.writer import ResultsWriter
 
-    options = _options(args)
-    flat = flatten_sources(args.sources or [sample_image_path()])  # a typo fails before the model is built
-    model = load_cli_model(args.model, args.weights, args.checkpoint, args.quiet)
+    share, world = shard_sources(flat, rank(), world_size()), world_size()
+    if world > 1 and args.weights == "random" and not args.checkpoint:
+        torch.manual_seed(0)  # one random model on every rank, so the shares are predicted alike
+    model = load_cli_model(args.model, args.weights, args.checkpoint, args.quiet or rank() > 0)
     skipped: list[str] = []
 
     def on_skip(path: str, error: Exception) -> None:
         skipped.append(path)
         tqdm.write(f"warning: skipped {path}: {error}", file=sys.stderr)
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = select_device(args.device, local_rank=local_rank())
     predictor = Predictor(model, device=device, on_skip=on_skip, **options)
     threshold = options["score_threshold"]
     writer = ResultsWriter(args.out, overlays=not args.no_overlay, save_json=args.save_json, exist_ok=args.exist_ok,
                            names=predictor.names, category_ids=predictor.category_ids, sources=flat,
-                           description=f"sparseinst predict {args.model}",
-                           info={"score_threshold": threshold})  # fmt: skip
-    total = None if has_video(flat) else len(flat)
-    verbose = not args.quiet and total is not None and total <= 20
+                           description=f"sparseinst predict {args.model}", info={"score_threshold": threshold},
+                           distributed=True)  # fmt: skip
+    total = None if has_video(share) else len(share)
+    quiet = args.quiet or rank() > 0  # the other ranks print only their summary line
+    verbose = not quiet and total is not None and total <= 20
     count = images = 0
     logger = logging.getLogger("sparseinst_zoo")
     with writer, logging_redirect_tqdm([logger]), tqdm(total=total, unit="img", file=sys.stderr, leave=False,
-                                                       disable=args.quiet or total == 1) as bar:  # fmt: skip
-        for result in predictor.stream(flat):
+                                                       disable=quiet or total == 1) as bar:  # fmt: skip
+        for result in predictor.stream_items(share):
             # the threshold applies to the final (rescored) score too, as the reference demo's display filter
             result = result[result.scores > threshold]
             writer.write(result)
@@ -193,13 +212,16 @@ def run(args: argparse.Namespace) -> int:
                 tqdm.write(f"{where}: {len(result)} instance(s){': ' + summary if summary else ''}", file=sys.stderr)
             bar.update(1)
     if not args.quiet:
-        _print_summary(writer.written, count, images, threshold, len(skipped))
-        if count == 0 and args.weights == "random" and not args.checkpoint:
+        prefix = f"rank {rank()}/{world}: " if world > 1 else ""
+        _print_summary(prefix, writer.written, count, images, threshold, len(skipped))
+        if count == 0 and args.weights == "random" and not args.checkpoint and rank() == 0:
             print("(random weights score below 0.1: add --score-threshold 0 to draw their meaningless masks anyway)")
     return 0
 
 
-def _print_summary(written: list[str], count: int, images: int, threshold: float, skipped: int) -> None:
+def _print_summary(prefix: str, written: list[str], count: int, images: int, threshold: float, skipped: int) -> None:
     files = ", ".join(written[:3]) + (f" and {len(written) - 3} more" if len(written) > 3 else "")
     unread = f" ({skipped} unreadable file(s) skipped)" if skipped else ""
-    print(f"{count} instance(s) with score > {threshold} in {images} image(s){unread}; wrote {files or 'nothing'}")
+    print(
+        f"{prefix}{count} instance(s) with score > {threshold} in {images} image(s){unread}; wrote {files or 'nothing'}"
+    )

@@ -138,8 +138,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig | dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Train, then print where the models are and the final metrics. Returns 0."""
+    from .._distributed import rank
     from ..evaluation import METRIC_KEYS
-    from ..training.distributed import rank
     from ..training.engine import Trainer
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -22,12 +22,15 @@ import torch
 from torch import nn
 
 from .._constants import DEFAULT_MEAN, DEFAULT_SCORE_THRESHOLD, DEFAULT_STD
+from .._distributed import join_process_group, world_size
+from .._distributed import rank as current_rank
 from ..errors import DataError, SparseInstError
 from .network import OptimizeOption, inference_network, model_device
 from .optimize import OptimizedModel
 from .postprocess import postprocess
 from .precision import PRECISIONS, PrecisionLike, parse_precision
 from .results import Results, model_category_ids
+from .sharding import shard_sources
 from .sources import SourceItem, flatten_sources, has_video, iter_items, prefetch
 from .transforms import ResizeBackend, get_output_shape, normalize_and_pad, padded_shape, resize_images
 from .writer import DEFAULT_RUN_DIR, ResultsWriter
@@ -211,6 +214,14 @@ class Predictor:
         """Yield one Results per image or video frame of ``source``, decoding lazily, ``batch_size`` at a time."""
         return self._stream(flatten_sources(source))
 
+    def stream_items(self, items: list[Any]) -> Iterator[Results]:
+        """:meth:`stream` for sources already flattened (:func:`flatten_sources`); an empty list yields nothing.
+
+        For one process's block of a shared source list (:func:`~sparseinst_zoo.inference.sharding.shard_sources`),
+        which is empty when there are more processes than sources.
+        """
+        return self._stream(list(items))
+
     def _usable(self, items: Iterator[SourceItem]) -> Iterator[SourceItem]:
         """The items that can be resized; a found file that cannot is reported to ``on_skip``, a named one raises."""
         for item in items:
@@ -276,6 +287,7 @@ def predict(
     save_json: bool = False,
     out: str | os.PathLike[str] = DEFAULT_RUN_DIR,
     exist_ok: bool = False,
+    distributed: bool = False,
     **options: Any,
 ) -> list[Results] | Iterator[Results]:
     """Segment the instances in ``source`` with ``model`` (what ``model.predict(source, ...)`` calls).
@@ -295,6 +307,11 @@ def predict(
         save_json: write ``predictions.json`` (COCO results with the model's category ids) there.
         out: the run folder; a new run never touches an old one: ``runs/predict`` is taken, so ``runs/predict2``.
         exist_ok: write into ``out`` even if it exists (files already there are never replaced).
+        distributed: under ``torchrun``, share the sources among the processes (the process group is joined from
+            the environment if needed): this process predicts its contiguous block of them
+            (:mod:`~sparseinst_zoo.inference.sharding`) and returns its Results; with ``save``/``save_json`` all
+            ranks write into one run folder and rank 0 writes the merged ``predictions.json``. Every rank must call
+            this with the same sources (and consume a returned generator). No effect in a single process.
 
     Example:
         >>> import numpy as np, sparseinst_zoo
@@ -303,13 +320,16 @@ def predict(
         >>> results[0].masks.shape[1:]
         torch.Size([75, 110])
     """
+    if distributed:
+        join_process_group(options.get("device"))  # before the Predictor: it puts this process on its own GPU
     predictor = Predictor(model, **options)
-    if not (save or save_json):
-        return predictor(source, stream=stream)
-    writer = ResultsWriter(out, overlays=save, save_json=save_json, exist_ok=exist_ok, names=predictor.names,
-                           category_ids=predictor.category_ids, sources=flatten_sources(source))  # fmt: skip
-    written = writer.write_all(predictor.stream(source))
     flat = flatten_sources(source)
-    if stream or has_video(flat):
-        return written
-    return list(written)
+    share = shard_sources(flat, current_rank(), world_size()) if distributed else flat
+    results = predictor.stream_items(share)
+    if save or save_json:
+        writer = ResultsWriter(out, overlays=save, save_json=save_json, exist_ok=exist_ok, names=predictor.names,
+                               category_ids=predictor.category_ids, sources=flat, distributed=distributed)  # fmt: skip
+        results = writer.write_all(results)
+    if stream or has_video(flat):  # the whole list: every rank returns the same kind
+        return results
+    return list(results)

@@ -6,7 +6,14 @@ Nothing already on disk is ever replaced or lost:
   used (``runs/predict`` -> ``runs/predict2``, as Ultralytics); ``exist_ok=True`` writes into the folder itself;
 - output names cannot collide: an overlay is ``<source stem>.png`` (``.mp4`` for videos), and a name that exists
   already (a source photo in the same folder, a file of an earlier run, another source with the same stem) gets
-  the next free ``_2``, ``_3`` suffix instead; every file is written atomically.
+  the next free ``_2``, ``_3`` suffix instead; every file is written atomically. The names of the ``sources`` given
+  are chosen in source order before anything is written, so they do not depend on which files turn out unreadable,
+  nor on how many processes share the work.
+
+Many processes (``distributed=True`` under ``torchrun``): rank 0 chooses the run folder and tells the others, every
+rank writes the overlays of its own block of sources (see :mod:`~sparseinst_zoo.inference.sharding`) under the names
+planned for them, and at :meth:`~ResultsWriter.close` rank 0 gathers the ranks' annotations and writes one
+``predictions.json`` in source order, as one process would.
 
 Example:
     >>> import numpy as np, sparseinst_zoo, tempfile, os
@@ -21,24 +28,23 @@ Example:
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
 from .._constants import DEFAULT_PREDICT_DIR
+from .._distributed import barrier, broadcast_from_rank0, gather_to_rank0, rank, world_size
 from .._io import atomic_write_json, free_path, next_run_dir
 from .masks import rle_area
 from .results import Results
-from .sources import video_fps
+from .sharding import merge_predictions, shard_bounds
+from .sources import VIDEO_EXTENSIONS, video_fps
 from .visualise import VideoWriter
 
 __all__ = ["DEFAULT_RUN_DIR", "ResultsWriter"]
 
 DEFAULT_RUN_DIR = DEFAULT_PREDICT_DIR
-
-
-
-
 
 
 def _stem(path: str | None, index: int) -> str:
@@ -57,9 +63,12 @@ class ResultsWriter:
         exist_ok: write into ``out`` even if it exists.
         names: the model's class names (for ``categories``).
         category_ids: the dataset id of each label (default: the labels).
-        sources: the source paths of this run (never written to, whatever their folder).
+        sources: the flattened sources of this run (never written to, whatever their folder); their overlay names
+            are chosen up front, in this order. With ``distributed``: all of them, not only this rank's block.
         plot_options: keyword arguments of :meth:`Results.plot` (``alpha``, ``show_boxes``, ...).
         description: the ``info.description`` of ``predictions.json``; ``info``: more ``info`` fields.
+        distributed: this process writes its block of ``sources`` in a process group (``torchrun``), as the module
+            doc says; every rank must create, write to and close its writer. No effect in a single process.
     """
 
     def __init__(
@@ -75,8 +84,13 @@ class ResultsWriter:
         plot_options: dict[str, Any] | None = None,
         description: str = "sparseinst predict",
         info: dict[str, Any] | None = None,
+        distributed: bool = False,
     ) -> None:
-        self.save_dir = next_run_dir(out, exist_ok)
+        sources = list(sources)
+        self._rank, self._world = (rank(), world_size()) if distributed else (0, 1)
+        if self._world > 1 and not sources:
+            raise ValueError("a distributed ResultsWriter needs sources=, the whole source list the ranks share")
+        self.save_dir = self._choose_run_dir(out, exist_ok)
         self.overlays = overlays
         self.save_json = save_json
         self.names = tuple(names)
@@ -87,30 +101,59 @@ class ResultsWriter:
         self._videos: dict[str, VideoWriter] = {}
         self._coco: dict[str, Any] = {"info": {"description": description, **(info or {})}, "images": [],
                                       "annotations": []}  # fmt: skip
-        self._count = 0
+        self._count = self._sources_seen = 0
+        self._first_source = shard_bounds(len(sources), self._rank, self._world)[0]
+        self._closed = False
         os.makedirs(self.save_dir, exist_ok=True)
+        self._planned = self._plan_overlays(sources) if overlays else {}
+        if self._world > 1:
+            barrier()  # every rank planned from the same folder before any rank writes into it
+
+    def _choose_run_dir(self, out: str | os.PathLike[str], exist_ok: bool) -> str:
+        """The run folder; with many processes rank 0 alone chooses it (the others would see it created)."""
+        if self._world == 1:
+            return next_run_dir(out, exist_ok)
+        return broadcast_from_rank0(next_run_dir(out, exist_ok) if self._rank == 0 else "")
+
+    def _plan_overlays(self, sources: list[Any]) -> dict[str, deque[str]]:
+        """The overlay path of every source file, in source order (a file listed twice gets two names)."""
+        planned: dict[str, deque[str]] = {}
+        for index, source in enumerate(sources):
+            if isinstance(source, (str, os.PathLike)):
+                path = os.fspath(source)
+                suffix = ".mp4" if path.lower().endswith(VIDEO_EXTENSIONS) else ".png"
+                planned.setdefault(path, deque()).append(free_path(self.save_dir, _stem(path, index), suffix,
+                                                                   self._taken))  # fmt: skip
+        return planned
+
+    def _overlay_path(self, path: str | None, index: int, suffix: str) -> str:
+        """The planned name of this source file, else (an in-memory image) the next free name of its stem."""
+        planned = self._planned.get(path) if path else None
+        if planned:
+            return planned.popleft()
+        return free_path(self.save_dir, _stem(path, index), suffix, self._taken)
 
     def write(self, result: Results) -> None:
         """Add one image's (or video frame's) results."""
-        index = self._count
+        if result.frame is None or result.frame == 0:
+            self._sources_seen += 1
+        index = self._first_source + self._sources_seen - 1  # the source's place in the run (in-memory names)
         self._count += 1
         result.save_dir = self.save_dir
         if self.save_json:
-            self._add_json(result, image_id=index + 1)
+            self._add_json(result, image_id=self._count, index=index)
         if not self.overlays:
             return
         if result.frame is None:
-            path = free_path(self.save_dir, _stem(result.path, index), ".png", self._taken)
-            self.written.append(result.save(path, **self.plot_options))
+            self.written.append(result.save(self._overlay_path(result.path, index, ".png"), **self.plot_options))
             return
         key = str(result.path)
         if key not in self._videos:
-            path = free_path(self.save_dir, _stem(result.path, index), ".mp4", self._taken)
-            self._videos[key] = VideoWriter(path, fps=video_fps(key))
+            self._videos[key] = VideoWriter(self._overlay_path(result.path, index, ".mp4"), fps=video_fps(key))
         self._videos[key].write(result.plot(**self.plot_options))
 
-    def _add_json(self, result: Results, image_id: int) -> None:
-        entry: dict[str, Any] = {"id": image_id, "file_name": result.path or f"image{image_id - 1}",
+    def _add_json(self, result: Results, image_id: int, index: int) -> None:
+        entry: dict[str, Any] = {"id": image_id, "file_name": result.path or f"image{index}",
                                  "height": result.image_size[0], "width": result.image_size[1]}  # fmt: skip
         if result.frame is not None:
             entry["frame"] = result.frame
@@ -133,16 +176,25 @@ class ResultsWriter:
                 yield result
 
     def close(self) -> list[str]:
-        """Finish the videos and write ``predictions.json``; returns every file written."""
+        """Finish the videos and write ``predictions.json``; returns every file this process wrote.
+
+        With many processes this waits for every rank, and rank 0 writes the merged ``predictions.json``.
+        """
+        if self._closed:
+            return self.written
+        self._closed = True
         for video in self._videos.values():
             self.written.append(video.close())
         self._videos.clear()
         if self.save_json:
-            self._coco["categories"] = self.categories()
-            path = free_path(self.save_dir, "predictions", ".json", self._taken)
-            atomic_write_json(path, self._coco)
-            self.written.append(path)
-            self.save_json = False  # written once
+            parts = gather_to_rank0(self._coco) if self._world > 1 else [self._coco]
+            if parts is not None:
+                coco = merge_predictions(parts)
+                coco["categories"] = self.categories()
+                path = free_path(self.save_dir, "predictions", ".json", self._taken)
+                self.written.append(atomic_write_json(path, coco))
+        elif self._world > 1:
+            barrier()  # rank 0 returns once every rank's overlays are on disk
         return self.written
 
     def __enter__(self) -> ResultsWriter:

@@ -33,6 +33,8 @@ from torch.utils.data import DataLoader
 
 from .. import _factory
 from .._device import select_device
+from .._distributed import broadcast_from_rank0, join_process_group, local_rank, world_size
+from .._distributed import rank as current_rank
 from .._io import atomic_write_json
 from ..data import CocoInstances, Collator, InstanceDataset, InstanceSet, TrainSampler, build_dataset, load_dataset_spec
 from ..data.augment import Augmentation, AugmentConfig
@@ -51,8 +53,6 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import RESUME_OVERRIDES, TrainConfig, resolve_defaults
-from .distributed import is_distributed, world_size
-from .distributed import rank as current_rank
 from .losses import SparseInstCriterion
 from .metrics_log import MetricsLog, ProgressBar, console_above_bar
 from .plot import try_plot_run
@@ -63,17 +63,6 @@ from .step import NotFinite, TrainStep
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "train"]
 
 _logger = logging.getLogger("sparseinst_zoo")
-
-
-def _init_distributed() -> bool:
-    """Join the process group ``torchrun`` describes (env ``WORLD_SIZE`` > 1); True if this call created it."""
-    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend)
-    return True
 
 
 def _unwrap(model: nn.Module) -> SparseInst:
@@ -99,14 +88,6 @@ def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, A
     if plain:
         groups.append({"params": plain, "weight_decay": 0.0})
     return groups
-
-
-def _broadcast_from_rank0(value: str) -> str:
-    if world_size() == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 @dataclass
@@ -192,8 +173,7 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def _device(self) -> torch.device:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0")) if is_distributed() else 0
-        return select_device(self.config.device, local_rank=local_rank)
+        return select_device(self.config.device, local_rank=local_rank())
 
     def _build_model(self, train_set: InstanceSet) -> SparseInst:
         cfg = self.config
@@ -260,7 +240,7 @@ class Trainer:
             else:
                 os.makedirs(out, exist_ok=True)
             remove_stale_temporaries(out)
-        self.config = dataclasses.replace(self.config, out=_broadcast_from_rank0(out))
+        self.config = dataclasses.replace(self.config, out=broadcast_from_rank0(out))
         if current_rank() == 0:
             atomic_write_json(
                 os.path.join(self.config.out, "train_config.json"), self.config.to_dict(), allow_nan=False
@@ -427,7 +407,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Run (or resume) training; returns ``{"step", "best", "last", "out"}`` (metrics dicts or None)."""
-        created_group = _init_distributed()
+        created_group = join_process_group()
         try:
             return self._train()
         finally:

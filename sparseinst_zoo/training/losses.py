@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from .distributed import is_distributed, world_size
+from .._distributed import is_distributed, world_size
 from .matcher import HungarianMatcher, downsample_target_masks
 
 __all__ = ["dice_loss", "mask_iou", "num_instances_across_processes", "SparseInstCriterion", "LOSS_WEIGHTS"]

@@ -191,3 +191,25 @@ def test_each_run_gets_a_new_folder_and_old_flags_still_work(checkpoint, tmp_pat
     assert main([*argv, "--score-threshold", "0.01"]) == 0
     second = json.loads((tmp_path / "runs" / "predict2" / "predictions.json").read_text())
     assert second["annotations"] == first["annotations"]
+
+
+def test_predict_runs_an_exported_onnx_file_like_the_model(tiny_model, tmp_path, rgb_image, capsys):
+    from sparseinst_zoo.export import export_onnx
+
+    image_path = tmp_path / "photo.png"
+    Image.fromarray(rgb_image).save(image_path)
+    onnx_path = export_onnx(tiny_model, tmp_path / "tiny.onnx", 64, 64, dynamic=True)
+    runs = {}
+    for name, model in (("torch", "sparseinst_tiny_test"), ("onnx", onnx_path)):
+        extra = ["--weights", "random"] if name == "torch" else []
+        torch.manual_seed(0)  # the seeded tiny_model's weights for the registered name too
+        argv = ["predict", model, *extra, str(image_path), "--out", str(tmp_path / name), "--save-json",
+                "--score-threshold", "0.02"]  # fmt: skip
+        assert main(argv) == 0
+        runs[name] = json.loads((tmp_path / name / "predictions.json").read_text())["annotations"]
+    assert len(runs["onnx"]) == len(runs["torch"]) > 0
+    assert [a["score"] for a in runs["onnx"]] == pytest.approx([a["score"] for a in runs["torch"]], abs=1e-4)
+    assert [a["category_id"] for a in runs["onnx"]] == [a["category_id"] for a in runs["torch"]]
+    capsys.readouterr()
+    assert main(["predict", onnx_path, "--device", "cpu", str(image_path), "--out", str(tmp_path / "x")]) == 1
+    assert "exported model carries its weights" in capsys.readouterr().err

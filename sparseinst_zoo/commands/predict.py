@@ -18,8 +18,9 @@ from typing import Any
 
 from .._constants import DEFAULT_PREDICT_DIR as DEFAULT_RUN_DIR
 from .._constants import DEFAULT_SCORE_THRESHOLD
+from ..errors import SparseInstError
 from ._model import add_model_arguments, load_cli_model
-from .benchmark import add_speed_arguments, speed_kwargs
+from ._options import add_speed_arguments, speed_kwargs
 
 HELP = "segment instances in images, folders, globs or videos; write overlay images and COCO-style JSON"
 
@@ -91,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the plain eager model (default: the exact fast path, BatchNorm folded)",
     )
     parser.add_argument("--quiet", action="store_true", help="no per-image lines and no progress bar")
-    add_speed_arguments(parser, precision=False)
+    add_speed_arguments(parser)
     _allow_sources_after_options(parser)
 
 
@@ -165,30 +166,45 @@ def run(args: argparse.Namespace) -> int:
         return _predict(args, options, flat)
 
 
-def _predict(args: argparse.Namespace, options: dict[str, Any], flat: list[Any]) -> int:
+def _predictor(args: argparse.Namespace, options: dict[str, Any], on_skip: Any) -> Any:
+    """The predictor of MODEL: an exported file on its own runtime, else the PyTorch model on ``--device``."""
     import torch
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .._device import select_device
     from .._distributed import local_rank, rank, world_size
+    from ..inference.backends import create_predictor, is_exported_model
     from ..inference.predictor import Predictor
+
+    if is_exported_model(args.model):
+        if args.checkpoint or args.device or options["optimize"] is not None:
+            raise SparseInstError("an exported model carries its weights and runs on its own runtime: drop "
+                                  "--checkpoint, --device and the PyTorch speed flags")  # fmt: skip
+        exported = {k: v for k, v in options.items() if k != "optimize"}
+        return create_predictor(args.model, on_skip=on_skip, **exported)
+    if world_size() > 1 and args.weights == "random" and not args.checkpoint:
+        torch.manual_seed(0)  # one random model on every rank, so the shares are predicted alike
+    model = load_cli_model(args.model, args.weights, args.checkpoint, args.quiet or rank() > 0)
+    device = select_device(args.device, local_rank=local_rank())
+    return Predictor(model, device=device, on_skip=on_skip, **options)
+
+
+def _predict(args: argparse.Namespace, options: dict[str, Any], flat: list[Any]) -> int:
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .._distributed import rank, world_size
     from ..inference.sharding import shard_sources
     from ..inference.sources import has_video
     from ..inference.writer import ResultsWriter
 
     share, world = shard_sources(flat, rank(), world_size()), world_size()
-    if world > 1 and args.weights == "random" and not args.checkpoint:
-        torch.manual_seed(0)  # one random model on every rank, so the shares are predicted alike
-    model = load_cli_model(args.model, args.weights, args.checkpoint, args.quiet or rank() > 0)
     skipped: list[str] = []
 
     def on_skip(path: str, error: Exception) -> None:
         skipped.append(path)
         tqdm.write(f"warning: skipped {path}: {error}", file=sys.stderr)
 
-    device = select_device(args.device, local_rank=local_rank())
-    predictor = Predictor(model, device=device, on_skip=on_skip, **options)
+    predictor = _predictor(args, options, on_skip)
     threshold = options["score_threshold"]
     writer = ResultsWriter(args.out, overlays=not args.no_overlay, save_json=args.save_json, exist_ok=args.exist_ok,
                            names=predictor.names, category_ids=predictor.category_ids, sources=flat,

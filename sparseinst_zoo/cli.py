@@ -61,7 +61,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "export": Command(
         "export",
-        "export a model to ONNX (normalisation inside, exact pyramid pooling, DCN as DeformConv) or torch.export .pt2",
+        "export a model to ONNX (normalisation inside, exact pyramid pooling, DCN as DeformConv), OpenVINO (from that "
+        "ONNX graph) or torch.export .pt2",
     ),
     "benchmark": Command(
         "benchmark",

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._constants import EVAL_SCORE_THRESHOLD
 from ._io import atomic_write_json
 from .errors import SparseInstError
 from .export import export_onnx, export_openvino
@@ -373,9 +374,12 @@ def _make_call(setup: _Setup, what: str, batch_size: int, image_size: tuple[int,
                 return setup.runner(images)
 
         return forward
+    # optimize=False: the runner already is the chosen mode; the evaluation threshold keeps the reference's workload
     options: dict[str, Any] = dict(min_size=setup.min_size, max_size=setup.max_size, batch_size=batch_size,
-                                   resize_backend=resize, keep_image=False)  # fmt: skip
-    runner = setup.runner
+                                   resize_backend=resize, keep_image=False,
+                                   score_threshold=EVAL_SCORE_THRESHOLD)  # fmt: skip
+    if not isinstance(runner := setup.runner, ExportedBackend):
+        options["optimize"] = False
     predictor: Predictor = (
         ExportedPredictor(runner, **options) if isinstance(runner, ExportedBackend) else Predictor(runner, **options)
     )

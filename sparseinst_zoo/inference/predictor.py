@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .._constants import DEFAULT_MEAN, DEFAULT_SCORE_THRESHOLD, DEFAULT_STD
+from .._device import select_device
 from .._distributed import join_process_group, world_size
 from .._distributed import rank as current_rank
 from ..errors import DataError, SparseInstError
@@ -270,12 +271,8 @@ def _check_options(
 
 
 def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
-    if device is None:
-        return model_device(model)
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; use device='cpu'")
-    return device
+    """Where the model already is when no device is asked for, else the requested device, checked to exist."""
+    return model_device(model) if device is None else select_device(device)
 
 
 def predict(

@@ -135,9 +135,9 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     threshold = args.score_threshold if args.score_threshold is not None else args.threshold_alias
     threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else threshold
     if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"--score-threshold must be in [0, 1), got {threshold}")
+        raise SparseInstError(f"--score-threshold must be in [0, 1), got {threshold}")
     if args.precision is not None and args.half is not None:
-        raise ValueError("pass --precision only (--half is its deprecated alias)")
+        raise SparseInstError("pass --precision only (--half is its deprecated alias)")
     speed = speed_kwargs(args)
     optimize: bool | dict[str, Any] | None = None  # the default exact fast path already folds BN, channels_last
     if args.no_optimize:

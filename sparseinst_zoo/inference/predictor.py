@@ -126,7 +126,7 @@ class Predictor:
         self.min_size = int(getattr(cfg, "min_size", 640) if min_size is None else min_size)
         self.max_size = int(getattr(cfg, "max_size", 853) if max_size is None else max_size)
         if self.min_size < 1 or self.max_size < 1:
-            raise ValueError(f"min_size and max_size must be >= 1, got {self.min_size} and {self.max_size}")
+            raise SparseInstError(f"min_size and max_size must be >= 1, got {self.min_size} and {self.max_size}")
         self.mean = tuple(getattr(cfg, "mean", DEFAULT_MEAN))
         self.std = tuple(getattr(cfg, "std", DEFAULT_STD))
         self.device = _resolve_device(model, device)
@@ -259,15 +259,15 @@ def _check_options(
     if not isinstance(model, nn.Module):
         raise TypeError(f"Predictor needs a torch model, got {type(model).__name__}")
     if not 0.0 <= score_threshold < 1.0:
-        raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
+        raise SparseInstError(f"score_threshold must be in [0, 1), got {score_threshold}")
     if not 0.0 < mask_threshold < 1.0:
-        raise ValueError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
+        raise SparseInstError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
     if max_detections is not None and max_detections < 1:
-        raise ValueError(f"max_detections must be >= 1 or None, got {max_detections}")
+        raise SparseInstError(f"max_detections must be >= 1 or None, got {max_detections}")
     if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise SparseInstError(f"batch_size must be >= 1, got {batch_size}")
     if resize_backend not in ("pil", "torch"):
-        raise ValueError(f"resize_backend must be 'pil' or 'torch', got {resize_backend!r}")
+        raise SparseInstError(f"resize_backend must be 'pil' or 'torch', got {resize_backend!r}")
 
 
 def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:

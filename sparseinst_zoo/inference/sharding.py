@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from ..errors import SparseInstError
+
 __all__ = ["shard_bounds", "shard_sources", "merge_predictions"]
 
 T = TypeVar("T")
@@ -28,7 +30,7 @@ def shard_bounds(count: int, rank: int, world: int) -> tuple[int, int]:
         [(0, 2), (2, 4), (4, 5)]
     """
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"rank must be in [0, world) and world >= 1, got rank {rank} of {world}")
+        raise SparseInstError(f"rank must be in [0, world) and world >= 1, got rank {rank} of {world}")
     base, extra = divmod(count, world)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)
@@ -55,7 +57,7 @@ def merge_predictions(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ([(1, 1), (2, 1), (3, 2)], [1, 2])
     """
     if not parts:
-        raise ValueError("merge_predictions needs at least one part")
+        raise SparseInstError("merge_predictions needs at least one part")
     merged = {key: value for key, value in parts[0].items() if key not in ("images", "annotations")}
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import SparseInstError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
@@ -112,9 +114,9 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
                               "Convert it to a video (e.g. .mp4) to predict every frame", stacklevel=2)  # fmt: skip
             array = _pil_to_rgb_array(ImageOps.exif_transpose(opened))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot read image {path!r}: not an image or the file is corrupt ({err})") from err
+        raise SparseInstError(f"cannot read image {path!r}: not an image or the file is corrupt ({err})") from err
     if array.size == 0:
-        raise ValueError(f"cannot read image {path!r}: it has no pixels")
+        raise SparseInstError(f"cannot read image {path!r}: it has no pixels")
     return np.ascontiguousarray(array)
 
 
@@ -132,7 +134,7 @@ def _pil_to_rgb_array(image: Image.Image) -> np.ndarray:
 
 def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
     if array.dtype != np.uint8:
-        raise ValueError(
+        raise SparseInstError(
             f"{name}: expected a uint8 array, got dtype {array.dtype}; convert it with e.g. "
             "(x * 255).round().clip(0, 255).astype(np.uint8) for values in [0, 1]"
         )
@@ -141,12 +143,12 @@ def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] not in (3, 4):
-        raise ValueError(
+        raise SparseInstError(
             f"{name}: expected an HxWx3 RGB image (or HxW grayscale, HxWx4 RGBA), got shape {array.shape}; "
             "channels must be last for numpy arrays (use array.transpose(1, 2, 0) for CHW)"
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name}: the image is empty (shape {array.shape})")
+        raise SparseInstError(f"{name}: the image is empty (shape {array.shape})")
     return np.ascontiguousarray(array[..., :3])
 
 
@@ -154,20 +156,20 @@ def _tensor_to_rgb(tensor: torch.Tensor, name: str) -> np.ndarray:
     if tensor.ndim == 2:
         tensor = tensor[None]
     if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
-        raise ValueError(
+        raise SparseInstError(
             f"{name}: expected a CxHxW tensor with C in (1, 3, 4), got shape {tuple(tensor.shape)}; "
             "tensors are channels-first (use t.permute(2, 0, 1) for HWC)"
         )
     tensor = tensor.detach()
     if tensor.is_floating_point():
         if tensor.numel() and (not torch.isfinite(tensor).all() or tensor.min() < 0 or tensor.max() > 1):
-            raise ValueError(
+            raise SparseInstError(
                 f"{name}: float tensors must hold values in [0, 1] (got min {tensor.min().item():.3g}, "
                 f"max {tensor.max().item():.3g}); divide 0..255 values by 255 or pass a uint8 tensor"
             )
         tensor = (tensor * 255).round().to(torch.uint8)
     elif tensor.dtype != torch.uint8:
-        raise ValueError(f"{name}: expected a uint8 or float tensor, got dtype {tensor.dtype}")
+        raise SparseInstError(f"{name}: expected a uint8 or float tensor, got dtype {tensor.dtype}")
     return _array_to_rgb(tensor.permute(1, 2, 0).cpu().numpy(), name)
 
 
@@ -214,7 +216,7 @@ def resolve_paths(source: str | os.PathLike[str]) -> list[str]:
             raise FileNotFoundError(f"no files match the pattern {path!r}")
         return files
     if path.startswith(("http://", "https://")):
-        raise ValueError(f"URLs are not supported as sources ({path!r}); download the file and pass its path")
+        raise SparseInstError(f"URLs are not supported as sources ({path!r}); download the file and pass its path")
     raise FileNotFoundError(f"source not found: {path!r} (not a file, folder or glob pattern)")
 
 
@@ -234,7 +236,7 @@ def flatten_sources(source: Any) -> list[Any]:
         return [FoundFile(path) for path in paths]
     if isinstance(source, (list, tuple)):
         if len(source) == 0:
-            raise ValueError("empty list of sources: pass at least one path, array, tensor or PIL image")
+            raise SparseInstError("empty list of sources: pass at least one path, array, tensor or PIL image")
         return [item for element in source for item in flatten_sources(element)]
     if isinstance(source, torch.Tensor) and source.ndim == 4:
         return list(source)
@@ -260,17 +262,17 @@ def iter_video_frames(path: str) -> Iterator[np.ndarray]:
         try:
             container = av.open(path)
         except Exception as err:  # PyAV raises its own error hierarchy (av.error.*)
-            raise ValueError(f"cannot read video {path!r}: {err}") from err
+            raise SparseInstError(f"cannot read video {path!r}: {err}") from err
         with container:
             if not container.streams.video:
-                raise ValueError(f"cannot read video {path!r}: it has no video stream")
+                raise SparseInstError(f"cannot read video {path!r}: it has no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             try:
                 for frame in container.decode(stream):
                     yield frame.to_ndarray(format="rgb24")
             except av.error.FFmpegError as err:
-                raise ValueError(f"cannot decode video {path!r}: {err}") from err
+                raise SparseInstError(f"cannot decode video {path!r}: {err}") from err
         return
     try:
         import cv2
@@ -280,7 +282,7 @@ def iter_video_frames(path: str) -> Iterator[np.ndarray]:
         ) from None
     capture = cv2.VideoCapture(path)
     if not capture.isOpened():
-        raise ValueError(f"cannot read video {path!r}: OpenCV could not open it")
+        raise SparseInstError(f"cannot read video {path!r}: OpenCV could not open it")
     try:
         while True:
             ok, frame = capture.read()
@@ -402,7 +404,7 @@ def iter_items(items: list[Any], on_skip: Callable[[str, Exception], None] | Non
             decoded += 1
             yield SourceItem(to_rgb_uint8(item, name), name=name)
     if skipped and not decoded:
-        raise ValueError(
+        raise SparseInstError(
             f"none of the {len(skipped)} file(s) found could be read as an image or video (first: {skipped[0]!r}); "
             "check that they are not empty or truncated"
         )

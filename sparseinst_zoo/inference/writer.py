@@ -36,6 +36,7 @@ from typing import Any
 from .._constants import DEFAULT_PREDICT_DIR
 from .._distributed import barrier, broadcast_from_rank0, gather_to_rank0, rank, world_size
 from .._io import atomic_write_json, free_path, next_run_dir
+from ..errors import SparseInstError
 from .masks import rle_area
 from .results import Results
 from .sharding import merge_predictions, shard_bounds
@@ -89,7 +90,7 @@ class ResultsWriter:
         sources = list(sources)
         self._rank, self._world = (rank(), world_size()) if distributed else (0, 1)
         if self._world > 1 and not sources:
-            raise ValueError("a distributed ResultsWriter needs sources=, the whole source list the ranks share")
+            raise SparseInstError("a distributed ResultsWriter needs sources=, the whole source list the ranks share")
         self.save_dir = self._choose_run_dir(out, exist_ok)
         self.overlays = overlays
         self.save_json = save_json

@@ -38,7 +38,7 @@ from .._distributed import rank as current_rank
 from .._io import atomic_write_json
 from ..data import CocoInstances, Collator, InstanceDataset, InstanceSet, TrainSampler, build_dataset, load_dataset_spec
 from ..data.augment import Augmentation, AugmentConfig
-from ..errors import TrainingDiverged
+from ..errors import SparseInstError, TrainingDiverged
 from ..evaluation import METRIC_KEYS, evaluate
 from ..inference.precision import PRECISIONS
 from ..models.sparseinst import SparseInst
@@ -179,7 +179,7 @@ class Trainer:
         cfg = self.config
         num_classes = cfg.num_classes or train_set.num_classes
         if num_classes != train_set.num_classes:  # label i is the i-th category: other counts can't be trained/scored
-            raise ValueError(
+            raise SparseInstError(
                 f"num_classes={num_classes} but {train_set.source} has {train_set.num_classes} categories; "
                 "leave --num-classes out to use the dataset's count"
             )
@@ -262,7 +262,7 @@ class Trainer:
                 val_set = CocoInstances(cfg.val_json, cfg.val_images, keep_crowd=True)
         # label i is the i-th class of each set (a YOLO index or the i-th COCO id): the names must line up
         if val_set is not None and val_set.label_names != train_set.label_names:
-            raise ValueError(
+            raise SparseInstError(
                 f"{val_set.source} and {train_set.source} have different classes "
                 f"({list(val_set.label_names)} vs {list(train_set.label_names)}); use the same class list, in the "
                 "same order"

@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from .._distributed import is_distributed, world_size
+from ..errors import SparseInstError
 from .matcher import HungarianMatcher, downsample_target_masks
 
 __all__ = ["dice_loss", "mask_iou", "num_instances_across_processes", "SparseInstCriterion", "LOSS_WEIGHTS"]
@@ -79,7 +80,7 @@ class SparseInstCriterion(nn.Module):
         self.weights = dict(LOSS_WEIGHTS if weights is None else weights)
         unknown = set(self.weights) - set(LOSS_WEIGHTS)
         if unknown:
-            raise ValueError(f"unknown loss names {sorted(unknown)}; expected some of {sorted(LOSS_WEIGHTS)}")
+            raise SparseInstError(f"unknown loss names {sorted(unknown)}; expected some of {sorted(LOSS_WEIGHTS)}")
         self.matcher = matcher or HungarianMatcher()
 
     def forward(
@@ -99,7 +100,7 @@ class SparseInstCriterion(nn.Module):
         outputs = {k: v.float() for k, v in outputs.items()}  # losses in float32, also under autocast
         pred_logits, pred_masks, pred_scores = outputs["pred_logits"], outputs["pred_masks"], outputs["pred_scores"]
         if pred_logits.shape[-1] != self.num_classes:
-            raise ValueError(f"the model predicts {pred_logits.shape[-1]} classes but the loss expects "
+            raise SparseInstError(f"the model predicts {pred_logits.shape[-1]} classes but the loss expects "
                              f"{self.num_classes}")  # fmt: skip
         mask_size = pred_masks.shape[-2:]
         if input_shape is None:
@@ -107,7 +108,7 @@ class SparseInstCriterion(nn.Module):
         labels = [t["labels"].to(pred_logits.device, torch.long) for t in targets]
         for image_labels in labels:
             if image_labels.numel() and (image_labels.min() < 0 or image_labels.max() >= self.num_classes):
-                raise ValueError(f"target labels must be in [0, {self.num_classes}), got {image_labels.tolist()}")
+                raise SparseInstError(f"target labels must be in [0, {self.num_classes}), got {image_labels.tolist()}")
         with torch.no_grad():
             target_masks = downsample_target_masks(
                 [t["masks"] for t in targets], input_shape, mask_size, pred_masks.device

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from ..errors import SparseInstError
+
 __all__ = ["dice_score", "downsample_target_masks", "HungarianMatcher"]
 
 
@@ -54,7 +56,7 @@ def downsample_target_masks(
             continue
         mask_h, mask_w = image_masks.shape[-2:]
         if mask_h > height or mask_w > width:
-            raise ValueError(f"target masks of size {mask_h}x{mask_w} exceed the padded input {height}x{width}")
+            raise SparseInstError(f"target masks of size {mask_h}x{mask_w} exceed the padded input {height}x{width}")
         image_masks = image_masks.to(device=device, dtype=torch.float32)
         padded.append(F.pad(image_masks, (0, width - mask_w, 0, height - mask_h)))
     if not padded:
@@ -118,9 +120,11 @@ class HungarianMatcher:
         """
         sizes = [int(lab.numel()) for lab in labels]
         if len(sizes) != outputs["pred_logits"].shape[0]:
-            raise ValueError(f"got targets for {len(sizes)} images but outputs for {outputs['pred_logits'].shape[0]}")
+            raise SparseInstError(
+                f"got targets for {len(sizes)} images but outputs for {outputs['pred_logits'].shape[0]}"
+            )
         if sum(sizes) != target_masks.shape[0]:
-            raise ValueError(f"{sum(sizes)} labels but {target_masks.shape[0]} target masks")
+            raise SparseInstError(f"{sum(sizes)} labels but {target_masks.shape[0]} target masks")
         empty = torch.zeros(0, dtype=torch.int64)
         if sum(sizes) == 0:
             return [(empty, empty) for _ in sizes]

@@ -6,6 +6,8 @@ import bisect
 import math
 from collections.abc import Sequence
 
+from ..errors import SparseInstError
+
 __all__ = ["WarmupSchedule", "resolve_milestones"]
 
 
@@ -13,7 +15,7 @@ def resolve_milestones(steps: Sequence[float], max_iters: int) -> tuple[int, ...
     """Decay points as iterations: values below 1 are fractions of ``max_iters``, others iteration numbers."""
     milestones = tuple(sorted(int(round(s * max_iters)) if s < 1 else int(s) for s in steps))
     if any(m <= 0 for m in milestones):
-        raise ValueError(f"lr decay steps must be positive (fractions in (0, 1) or iterations), got {list(steps)}")
+        raise SparseInstError(f"lr decay steps must be positive (fractions in (0, 1) or iterations), got {list(steps)}")
     return milestones
 
 
@@ -33,7 +35,7 @@ class WarmupSchedule:
     def __init__(self, max_iters: int, warmup_iters: int = 1000, warmup_factor: float = 0.001,
                  kind: str = "step", milestones: Sequence[int] = (), gamma: float = 0.1) -> None:  # fmt: skip
         if kind not in ("step", "cosine"):
-            raise ValueError(f"schedule must be 'step' or 'cosine', got {kind!r}")
+            raise SparseInstError(f"schedule must be 'step' or 'cosine', got {kind!r}")
         self.max_iters = int(max_iters)
         self.warmup_iters = int(warmup_iters)
         self.warmup_factor = float(warmup_factor)

@@ -46,8 +46,10 @@ class SyncCounter(TorchFunctionMode):
     """A torch function mode recording would-be GPU synchronisations (``syncs``) and uploads (``uploads``).
 
     Example:
+        >>> import numpy as np, sparseinst_zoo
+        >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
         >>> with SyncCounter(model) as counter:
-        ...     model.predict(image)
+        ...     _ = model.predict(np.zeros((64, 64, 3), np.uint8), optimize=False)
         >>> counter.syncs
         ['cpu']
     """

@@ -85,13 +85,24 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.backends import is_exported_model
 
     data, images = _data_arguments(args)
+    exported = is_exported_model(args.model)
+    device = None if exported else select_device(args.device)  # a bad --device fails before any model is built
+    model = args.model if exported else load_cli_model(args.model, checkpoint=args.checkpoint)
     metrics = evaluate(
-        args.model if is_exported_model(args.model) else load_cli_model(args.model, checkpoint=args.checkpoint),
-        data, images, split=args.split, min_size=args.min_size,
-        max_size=args.max_size, batch_size=args.batch_size,
-        device=None if is_exported_model(args.model) else select_device(args.device), precision=args.precision,
-        workers=args.workers, out=args.out, progress=True, backend=args.coco_eval,
-    )  # fmt: skip
+        model,
+        data,
+        images,
+        split=args.split,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        batch_size=args.batch_size,
+        device=device,
+        precision=args.precision,
+        workers=args.workers,
+        out=args.out,
+        progress=True,
+        backend=args.coco_eval,
+    )
     print(format_metrics(metrics))
     if metrics["AP"] is None:
         print("no ground truth to measure: every metric is undefined (see the warning above)")

@@ -147,8 +147,9 @@ def _silent_hub(repo_id: str, filename: str, revision: str | None, endpoint: str
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     try:
-        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint),
-                             timeout=download_timeout())  # fmt: skip
+        get_hf_file_metadata(
+            hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint), timeout=download_timeout()
+        )
     except Exception as err:  # only a transport failure decides here; HTTP answers are hf_hub_download's to report
         if "Timeout" in type(err).__name__:
             return f"it did not answer within {download_timeout():g} s (SPARSEINST_DOWNLOAD_TIMEOUT sets the limit)"
@@ -214,8 +215,10 @@ def _hub_error(err: BaseException, where: str, endpoint: str, cache: str) -> Dow
             return DownloadError(f"{where} and it is not in the cache ({cache})")
         return DownloadError(f"{where}: the Hub at {endpoint} was tried and {_transport_reason(err)}")
     if isinstance(err, GatedRepoError):
-        return DownloadError(f"{where}: the repository is gated or private (HTTP {_status(err)}); log in with "
-                             "`hf auth login` or set HF_TOKEN")  # fmt: skip
+        return DownloadError(
+            f"{where}: the repository is gated or private (HTTP {_status(err)}); log in with "
+            "`hf auth login` or set HF_TOKEN"
+        )
     if isinstance(err, RepositoryNotFoundError):
         return DownloadError(f"{where}: the repository does not exist at {endpoint} (HTTP {_status(err)})")
     if isinstance(err, RevisionNotFoundError):
@@ -266,10 +269,17 @@ def hub_download(
     for force in (False, True):
         try:
             path = hf_hub_download(
-                repo_id, filename, revision=revision, cache_dir=cache, endpoint=endpoint,
-                local_files_only=offline or unresolved is not None, force_download=force,
-                etag_timeout=download_timeout(), library_name=LIBRARY_NAME, library_version=__version__,
-            )  # fmt: skip
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=cache,
+                endpoint=endpoint,
+                local_files_only=offline or unresolved is not None,
+                force_download=force,
+                etag_timeout=download_timeout(),
+                library_name=LIBRARY_NAME,
+                library_version=__version__,
+            )
         except LocalEntryNotFoundError as err:  # a subclass of EntryNotFoundError: first
             if optional and offline:
                 return None
@@ -443,14 +453,17 @@ def fetch_pretrained(
         f"cannot get the weights of {cfg.name}{offline}; tried "
         + "; ".join(f"({i}) {t}" for i, t in enumerate(tried, 1))
         + ". "
-        + manual_route(cfg)  # fmt: skip
+        + manual_route(cfg)
     )
 
 
 def store_converted(
-    cfg: PretrainedCfg, model: nn.Module, fetched: FetchedWeights, cache_dir: str | os.PathLike[str] | None = None,
+    cfg: PretrainedCfg,
+    model: nn.Module,
+    fetched: FetchedWeights,
+    cache_dir: str | os.PathLike[str] | None = None,
     keep_original: bool = True,
-) -> Path:  # fmt: skip
+) -> Path:
     """Write the converted ``model`` as ``model.safetensors`` + ``config.json`` in the cache (atomically).
 
     Returns:

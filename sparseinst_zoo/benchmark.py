@@ -58,10 +58,29 @@ DEFAULT_IMAGE_SIZE: tuple[int, int] = (640, 853)
 WHAT = ("forward", "predict")
 # Top-level keys of a result (the JSON written by ``sparseinst benchmark --json``); documented in docs/performance.md.
 RESULT_KEYS: tuple[str, ...] = (
-    "model", "weights", "what", "device", "batch_size", "image_size", "input_size", "min_size", "max_size",
-    "resize_backend", "options", "warmup", "iters", "latency_ms", "images_per_s", "gpu_ms_median", "peak_memory_mb",
-    "memory_kind", "memory_baseline_mb", "gflops_per_image", "flops_note", "env",
-)  # fmt: skip
+    "model",
+    "weights",
+    "what",
+    "device",
+    "batch_size",
+    "image_size",
+    "input_size",
+    "min_size",
+    "max_size",
+    "resize_backend",
+    "options",
+    "warmup",
+    "iters",
+    "latency_ms",
+    "images_per_s",
+    "gpu_ms_median",
+    "peak_memory_mb",
+    "memory_kind",
+    "memory_baseline_mb",
+    "gflops_per_image",
+    "flops_note",
+    "env",
+)
 FLOPS_NOTE = (
     "torch.utils.flop_counter, fp32 network forward at the input size, per image; convolutions and matmuls only; "
     "deformable convs counted as their equivalent dense conv (the bilinear sampling of DCN is not counted)"
@@ -293,8 +312,9 @@ class _Setup:
     options: dict[str, Any]
 
 
-def _sizes(cfg: Any, image_size: tuple[int, int], min_size: int | None, max_size: int | None, what: str
-           ) -> tuple[int, int, tuple[int, int]]:  # fmt: skip
+def _sizes(
+    cfg: Any, image_size: tuple[int, int], min_size: int | None, max_size: int | None, what: str
+) -> tuple[int, int, tuple[int, int]]:
     min_size = int(min_size if min_size is not None else getattr(cfg, "min_size", 640))
     max_size = int(max_size if max_size is not None else getattr(cfg, "max_size", 853))
     if min_size < 0 or max_size < 1:
@@ -304,9 +324,15 @@ def _sizes(cfg: Any, image_size: tuple[int, int], min_size: int | None, max_size
     return min_size, max_size, input_size_for(image_size, min_size, max_size)
 
 
-def _torch_setup(model: nn.Module | str, device: torch.device, image_size: tuple[int, int], what: str,
-                 sizes: tuple[int | None, int | None], speed: dict[str, Any], weights: tuple[bool, str | None],
-                 ) -> _Setup:  # fmt: skip
+def _torch_setup(
+    model: nn.Module | str,
+    device: torch.device,
+    image_size: tuple[int, int],
+    what: str,
+    sizes: tuple[int | None, int | None],
+    speed: dict[str, Any],
+    weights: tuple[bool, str | None],
+) -> _Setup:
     """The PyTorch backend: the eager model, or an optimised copy when a fast path is asked for."""
     compile_mode = resolve_compile_mode(speed["compile"])
     if speed["cuda_graphs"] and device.type != "cuda":
@@ -329,15 +355,25 @@ def _torch_setup(model: nn.Module | str, device: torch.device, image_size: tuple
     return _Setup(runner, net, weights_name, min_size, max_size, in_size, options)
 
 
-def _exported_setup(model: nn.Module | str, backend: str, device: torch.device, image_size: tuple[int, int],
-                    what: str, sizes: tuple[int | None, int | None], speed: dict[str, Any],
-                    weights: tuple[bool, str | None], threads: int | None) -> _Setup:  # fmt: skip
+def _exported_setup(
+    model: nn.Module | str,
+    backend: str,
+    device: torch.device,
+    image_size: tuple[int, int],
+    what: str,
+    sizes: tuple[int | None, int | None],
+    speed: dict[str, Any],
+    weights: tuple[bool, str | None],
+    threads: int | None,
+) -> _Setup:
     """onnxruntime/OpenVINO: an exported file as given, or the model exported at the input size first."""
     if device.type != "cpu":
         raise SparseInstError(f"--backend {backend} runs on the CPU here; use --device cpu")
     if speed["fold_bn"] or speed["channels_last"] or speed["compile"] or speed["cuda_graphs"]:
-        raise SparseInstError("--fold-bn/--channels-last/--compile/--cuda-graphs are PyTorch fast paths; "
-                              "drop them with --backend " + backend)  # fmt: skip
+        raise SparseInstError(
+            "--fold-bn/--channels-last/--compile/--cuda-graphs are PyTorch fast paths; "
+            "drop them with --backend " + backend
+        )
     precision = speed["precision"]
     if backend == "onnxruntime" and precision != "fp32":
         raise SparseInstError("onnxruntime runs the graph's precision: use --precision fp32 with --backend onnxruntime")
@@ -362,8 +398,9 @@ def _export_for(model: nn.Module, backend: str, in_size: tuple[int, int]) -> str
     return export_onnx(model, os.path.join(folder, "model.onnx"), *in_size, verify=False)
 
 
-def _make_call(setup: _Setup, what: str, batch_size: int, image_size: tuple[int, int], device: torch.device,
-               resize: str, seed: int) -> Callable[[], Any]:  # fmt: skip
+def _make_call(
+    setup: _Setup, what: str, batch_size: int, image_size: tuple[int, int], device: torch.device, resize: str, seed: int
+) -> Callable[[], Any]:
     generator = torch.Generator().manual_seed(seed)
     if what == "forward":
         images = torch.randn(batch_size, 3, *setup.in_size, generator=generator).to(device)
@@ -373,8 +410,9 @@ def _make_call(setup: _Setup, what: str, batch_size: int, image_size: tuple[int,
                 return setup.runner(images)
 
         return forward
-    options: dict[str, Any] = dict(min_size=setup.min_size, max_size=setup.max_size, batch_size=batch_size,
-                                   resize_backend=resize, keep_image=False)  # fmt: skip
+    options: dict[str, Any] = dict(
+        min_size=setup.min_size, max_size=setup.max_size, batch_size=batch_size, resize_backend=resize, keep_image=False
+    )
     runner = setup.runner
     predictor: Predictor = (
         ExportedPredictor(runner, **options) if isinstance(runner, ExportedBackend) else Predictor(runner, **options)
@@ -448,24 +486,53 @@ def run_benchmark(
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
-    speed = {"precision": parse_precision(precision), "fold_bn": bool(fold_bn), "channels_last": bool(channels_last),
-             "compile": compile, "cuda_graphs": bool(cuda_graphs)}  # fmt: skip
+    speed = {
+        "precision": parse_precision(precision),
+        "fold_bn": bool(fold_bn),
+        "channels_last": bool(channels_last),
+        "compile": compile,
+        "cuda_graphs": bool(cuda_graphs),
+    }
     try:
         return _run(
-            model, backend=backend, device=_resolve_device(device), batch_size=int(batch_size),
-            image_size=parse_size(image_size), sizes=(min_size, max_size), speed=speed, iters=iters, warmup=warmup,
-            what=what, flops=flops, threads=threads, resize_backend=resize_backend,
-            weights=(pretrained, checkpoint_path), seed=seed,
-        )  # fmt: skip
+            model,
+            backend=backend,
+            device=_resolve_device(device),
+            batch_size=int(batch_size),
+            image_size=parse_size(image_size),
+            sizes=(min_size, max_size),
+            speed=speed,
+            iters=iters,
+            warmup=warmup,
+            what=what,
+            flops=flops,
+            threads=threads,
+            resize_backend=resize_backend,
+            weights=(pretrained, checkpoint_path),
+            seed=seed,
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _run(
-    model: nn.Module | str, *, backend: str, device: torch.device, batch_size: int, image_size: tuple[int, int],
-    sizes: tuple[int | None, int | None], speed: dict[str, Any], iters: int | None, warmup: int | None, what: str,
-    flops: bool, threads: int | None, resize_backend: str | None, weights: tuple[bool, str | None], seed: int,
-) -> dict[str, Any]:  # fmt: skip
+    model: nn.Module | str,
+    *,
+    backend: str,
+    device: torch.device,
+    batch_size: int,
+    image_size: tuple[int, int],
+    sizes: tuple[int | None, int | None],
+    speed: dict[str, Any],
+    iters: int | None,
+    warmup: int | None,
+    what: str,
+    flops: bool,
+    threads: int | None,
+    resize_backend: str | None,
+    weights: tuple[bool, str | None],
+    seed: int,
+) -> dict[str, Any]:
     iters = int(iters if iters is not None else (50 if device.type == "cuda" else 10))
     warmup = int(warmup if warmup is not None else (10 if device.type == "cuda" else 2))
     if iters < 1 or warmup < 0:
@@ -487,15 +554,29 @@ def _run(
     latency = _summary(host_ms)
     name = model if isinstance(model, str) else getattr(setup.runner, "model_name", type(setup.runner).__name__)
     return {
-        "model": str(name), "weights": setup.weights, "what": what, "device": str(device), "batch_size": batch_size,
-        "image_size": list(image_size), "input_size": list(setup.in_size), "min_size": setup.min_size,
-        "max_size": setup.max_size, "resize_backend": resize, "options": setup.options, "warmup": warmup,
-        "iters": iters, "latency_ms": latency, "images_per_s": round(batch_size * 1000.0 / latency["median"], 3),
+        "model": str(name),
+        "weights": setup.weights,
+        "what": what,
+        "device": str(device),
+        "batch_size": batch_size,
+        "image_size": list(image_size),
+        "input_size": list(setup.in_size),
+        "min_size": setup.min_size,
+        "max_size": setup.max_size,
+        "resize_backend": resize,
+        "options": setup.options,
+        "warmup": warmup,
+        "iters": iters,
+        "latency_ms": latency,
+        "images_per_s": round(batch_size * 1000.0 / latency["median"], 3),
         "gpu_ms_median": round(statistics.median(gpu_ms), 4) if gpu_ms else None,
-        "peak_memory_mb": round(peak, 1) if peak is not None else None, "memory_kind": memory.kind,
+        "peak_memory_mb": round(peak, 1) if peak is not None else None,
+        "memory_kind": memory.kind,
         "memory_baseline_mb": round(memory.baseline_mb, 1) if memory.baseline_mb is not None else None,
-        "gflops_per_image": gflops, "flops_note": FLOPS_NOTE, "env": environment(device),
-    }  # fmt: skip
+        "gflops_per_image": gflops,
+        "flops_note": FLOPS_NOTE,
+        "env": environment(device),
+    }
 
 
 def format_result(result: dict[str, Any]) -> str:

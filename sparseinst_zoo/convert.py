@@ -121,8 +121,9 @@ def detect_model(
     if filename:
         stem = Path(filename).name
         configs = {name: get_pretrained_cfg(name).reference_config for name in fits}
-        matching = sorted((n for n, config in configs.items() if config and stem.startswith(config)),
-                          key=lambda n: len(configs[n]))  # fmt: skip
+        matching = sorted(
+            (n for n, config in configs.items() if config and stem.startswith(config)), key=lambda n: len(configs[n])
+        )
         if matching:
             return matching[-1]
     raise ConversionError(

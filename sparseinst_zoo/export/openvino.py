@@ -102,8 +102,10 @@ def export_openvino(
             inference precision when it compiles.
     """
     if onnx_options.get("half"):
-        raise SparseInstError("OpenVINO picks the precision when it compiles the model; export without half and "
-                              "load it with precision='fp16' or 'bf16'")  # fmt: skip
+        raise SparseInstError(
+            "OpenVINO picks the precision when it compiles the model; export without half and "
+            "load it with precision='fp16' or 'bf16'"
+        )
     require_openvino()
     target = output_target(path, ".xml")
     with tempfile.TemporaryDirectory(prefix=".tmp-onnx-", dir=target.parent) as folder:

@@ -357,8 +357,13 @@ class OptimizedModel(nn.Module):
     ``model``, and :meth:`predict` runs the normal predictor on this optimised network.
     """
 
-    def __init__(self, model: nn.Module, options: dict[str, Any], network: nn.Module,
-                 runner: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        options: dict[str, Any],
+        network: nn.Module,
+        runner: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    ) -> None:
         super().__init__()
         self.model = model
         self.options = dict(options)
@@ -384,15 +389,19 @@ class OptimizedModel(nn.Module):
         self.check_input(images)
         device = next(self.model.parameters()).device
         if images.device != device:
-            raise ValueError(f"input is on {images.device} but the optimised model is on {device}; "
-                             "move the batch (or optimise the model for that device)")  # fmt: skip
+            raise ValueError(
+                f"input is on {images.device} but the optimised model is on {device}; "
+                "move the batch (or optimise the model for that device)"
+            )
         with torch.inference_mode():
             return self._runner(images)
 
     def train(self, mode: bool = True) -> OptimizedModel:
         if mode:
-            raise RuntimeError("an OptimizedModel is for inference only (BatchNorms are folded, weights frozen); "
-                               "train the original model and call optimize_for_inference again")  # fmt: skip
+            raise RuntimeError(
+                "an OptimizedModel is for inference only (BatchNorms are folded, weights frozen); "
+                "train the original model and call optimize_for_inference again"
+            )
         return super().train(False)
 
     # The model family's lazy predict facade (the one upward edge, owned by models/), reused as is: it runs the
@@ -460,18 +469,26 @@ def optimize_for_inference(
     compile_mode = resolve_compile_mode(compile)
     if cuda_graphs:
         if device.type != "cuda":
-            raise ValueError(f"cuda_graphs=True needs a CUDA device, but the model is on {device}; "
-                             "move it with model.to('cuda') (or pass device='cuda'), or drop cuda_graphs / "
-                             "--cuda-graphs")  # fmt: skip
+            raise ValueError(
+                f"cuda_graphs=True needs a CUDA device, but the model is on {device}; "
+                "move it with model.to('cuda') (or pass device='cuda'), or drop cuda_graphs / "
+                "--cuda-graphs"
+            )
         if compile_mode in _COMPILE_MODES_WITH_CUDA_GRAPHS:
-            raise ValueError(f"compile mode {compile_mode!r} already captures CUDA graphs; with cuda_graphs=True "
-                             "use compile='max-autotune-no-cudagraphs' or 'default' (or drop cuda_graphs)")  # fmt: skip
+            raise ValueError(
+                f"compile mode {compile_mode!r} already captures CUDA graphs; with cuda_graphs=True "
+                "use compile='max-autotune-no-cudagraphs' or 'default' (or drop cuda_graphs)"
+            )
     if cudnn_benchmark and device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     options = {
-        "fold_bn": bool(fold_bn), "channels_last": bool(channels_last), "precision": parse_precision(precision, device),
-        "compile": compile_mode, "cuda_graphs": bool(cuda_graphs), "device": str(device),
-    }  # fmt: skip
+        "fold_bn": bool(fold_bn),
+        "channels_last": bool(channels_last),
+        "precision": parse_precision(precision, device),
+        "compile": compile_mode,
+        "cuda_graphs": bool(cuda_graphs),
+        "device": str(device),
+    }
 
     work = fold_batch_norm(model) if fold_bn else copy.deepcopy(model).eval()
     work = work.to(device)

@@ -39,15 +39,25 @@ class DeformableBottleneck(nn.Module):
         kernel_size = plain.kernel_size[0]
         self.conv1, self.bn1, self.act1 = block.conv1, block.bn1, block.act1
         self.conv2_offset = nn.Conv2d(
-            plain.in_channels, 2 * kernel_size * kernel_size, kernel_size,
-            stride=plain.stride, padding=plain.padding, dilation=plain.dilation, bias=True,
-        )  # fmt: skip
+            plain.in_channels,
+            2 * kernel_size * kernel_size,
+            kernel_size,
+            stride=plain.stride,
+            padding=plain.padding,
+            dilation=plain.dilation,
+            bias=True,
+        )
         nn.init.zeros_(self.conv2_offset.weight)
         nn.init.zeros_(self.conv2_offset.bias)
         self.conv2 = DeformConv2d(
-            plain.in_channels, plain.out_channels, kernel_size,
-            stride=plain.stride, padding=plain.padding, dilation=plain.dilation, bias=False,
-        )  # fmt: skip
+            plain.in_channels,
+            plain.out_channels,
+            kernel_size,
+            stride=plain.stride,
+            padding=plain.padding,
+            dilation=plain.dilation,
+            bias=False,
+        )
         with torch.no_grad():
             self.conv2.weight.copy_(plain.weight)
         self.bn2 = block.bn2

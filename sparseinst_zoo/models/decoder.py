@@ -168,9 +168,15 @@ class SparseInstDecoder(nn.Module):
             raise ValueError(f"groups={groups} must divide inst_channels={inst_channels} (the G-IAM conv is grouped)")
         self.scale_factor = scale_factor
         self.inst_branch = InstanceBranch(
-            in_channels + 2, inst_channels, inst_convs, num_masks, num_classes, kernel_dim,
-            groups=1 if decoder == "iam" else groups, softmax=decoder == "giam_soft",
-        )  # fmt: skip
+            in_channels + 2,
+            inst_channels,
+            inst_convs,
+            num_masks,
+            num_classes,
+            kernel_dim,
+            groups=1 if decoder == "iam" else groups,
+            softmax=decoder == "giam_soft",
+        )
         self.mask_branch = MaskBranch(in_channels + 2, mask_channels, mask_convs, kernel_dim)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:

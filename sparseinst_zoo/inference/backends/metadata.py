@@ -42,9 +42,17 @@ InputDtype = Literal["float32", "uint8"]
 
 
 def build_metadata(
-    model: Any, height: int, width: int, *, dynamic: bool, input_dtype: str, with_postprocess: bool,
-    mask_threshold: float, half: bool, opset: int,
-) -> dict[str, str]:  # fmt: skip
+    model: Any,
+    height: int,
+    width: int,
+    *,
+    dynamic: bool,
+    input_dtype: str,
+    with_postprocess: bool,
+    mask_threshold: float,
+    half: bool,
+    opset: int,
+) -> dict[str, str]:
     """The metadata of an export of ``model`` (a SparseInst model with ``pretrained_cfg``) as string pairs."""
     cfg: PretrainedCfg = model.pretrained_cfg
     label_names = list(getattr(model, "label_names", ()) or ())
@@ -129,7 +137,11 @@ class ExportMetadata:
         """A :class:`PretrainedCfg` with the labels, normalisation and test sizes of the export."""
         mean, std = self.mean, self.std
         return PretrainedCfg(
-            architecture=self.model_name, label_names=self.label_names, num_classes=len(self.label_names),
-            mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]), min_size=self.min_size,
+            architecture=self.model_name,
+            label_names=self.label_names,
+            num_classes=len(self.label_names),
+            mean=(mean[0], mean[1], mean[2]),
+            std=(std[0], std[1], std[2]),
+            min_size=self.min_size,
             max_size=self.max_size,
-        )  # fmt: skip
+        )

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoder import init_msra_fill, init_xavier_fill
+from ._init import init_bias, init_msra_fill, init_xavier_fill
 
 __all__ = ["DECODER_TYPES", "DecoderType", "InstanceBranch", "MaskBranch", "SparseInstDecoder", "coordinate_channels"]
 
@@ -82,7 +82,7 @@ class InstanceBranch(nn.Module):
                 init_msra_fill(module)
         self.reset_classifier()
         nn.init.normal_(self.iam_conv.weight, std=0.01)
-        nn.init.constant_(self.iam_conv.bias, prior_bias())
+        init_bias(self.iam_conv, prior_bias())
         nn.init.normal_(self.mask_kernel.weight, std=0.01)
         nn.init.zeros_(self.mask_kernel.bias)
         if self.fc is not None:

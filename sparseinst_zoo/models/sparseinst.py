@@ -17,7 +17,7 @@ from .._builder import build_model_with_cfg
 from .._constants import SIZE_DIVISIBILITY
 from .._registry import PretrainedCfg, register_model
 from ._hub_mixin import HubMixin
-from .backbones import create_backbone
+from .backbones import create_backbone, feature_info
 from .checkpoint_filter import checkpoint_filter_fn
 from .decoder import DECODER_TYPES, DecoderType, SparseInstDecoder
 from .encoder import InstanceContextEncoder
@@ -96,7 +96,7 @@ class SparseInst(HubMixin, nn.Module):
             dcn_stages=dcn_stages,
             **(backbone_kwargs or {}),
         )
-        self.encoder = InstanceContextEncoder(self.backbone.feature_info.channels(), encoder_channels, pool_sizes)
+        self.encoder = InstanceContextEncoder(feature_info(self.backbone).channels(), encoder_channels, pool_sizes)
         self.decoder = SparseInstDecoder(
             encoder_channels,
             num_classes,

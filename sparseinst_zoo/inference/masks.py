@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils  # type: ignore[import-untyped]
+from pycocotools import mask as mask_utils
 
 __all__ = ["masks_to_boxes", "mask_to_polygons", "encode_rle", "rle_area"]
 

@@ -32,6 +32,7 @@ __all__ = [
     "InputDtype",
     "ExportMetadata",
     "build_metadata",
+    "read_onnx_file_metadata",
 ]
 
 RAW_OUTPUTS: tuple[str, ...] = ("pred_logits", "pred_masks", "pred_scores")
@@ -145,3 +146,21 @@ class ExportMetadata:
             min_size=self.min_size,
             max_size=self.max_size,
         )
+
+
+def read_onnx_file_metadata(path: str) -> ExportMetadata:
+    """The metadata in the ``metadata_props`` of an ``.onnx`` file, read with the ``onnx`` package (no runtime).
+
+    Every runtime that takes ``.onnx`` files (onnxruntime, OpenVINO) reads it the same way, so it lives here.
+
+    Raises:
+        ImportError: if ``onnx`` is not installed.
+        SparseInstError: if ``path`` is not an ONNX file.
+    """
+    import onnx  # the optional export dependency, imported on use
+
+    try:
+        props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    except Exception as err:  # onnx raises DecodeError and others for non-ONNX files
+        raise SparseInstError(f"{path!r} is not a readable ONNX file: {str(err).splitlines()[0]}") from err
+    return ExportMetadata.from_props(props, repr(path))

@@ -25,10 +25,10 @@ from ._hub import (
     cfg_from_config,
     fetch_pretrained,
     read_config,
-    store_converted,
     weights_lock,
 )
 from ._registry import PretrainedCfg, get_pretrained_cfg, split_model_name_tag
+from ._save import store_converted
 from .errors import ConversionError, SparseInstError
 
 __all__ = ["build_model_with_cfg", "resolve_pretrained_cfg", "FilterFn"]

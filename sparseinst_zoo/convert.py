@@ -24,8 +24,9 @@ import torch
 
 from ._checkpoint import read_checkpoint
 from ._factory import create_model
-from ._hub import CARD_NAME, CONFIG_NAME, save_pretrained
+from ._hub import CARD_NAME, CONFIG_NAME
 from ._registry import PretrainedCfg, get_pretrained_cfg
+from ._save import save_pretrained
 from .errors import ConversionError
 from .models.checkpoint_filter import (
     UNUSED_PREFIXES,

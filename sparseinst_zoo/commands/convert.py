@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Convert, write the folder and print a summary. Returns 0."""
     from .._factory import from_pretrained  # torch: only once the command runs (cli.py's convention)
-    from .._hub import save_pretrained
+    from .._save import save_pretrained
     from ..convert import convert_checkpoint
 
     _, report = convert_checkpoint(args.src, model_name=args.model, out_dir=args.out)

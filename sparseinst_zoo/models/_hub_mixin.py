@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import _hub
+from .. import _save
 from .._registry import json_ready
 
 __all__ = ["HubMixin", "PredictMixin"]
@@ -69,8 +69,8 @@ class HubMixin(PredictMixin):
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Path:
         """Write config.json, model.safetensors and a model card; see :func:`sparseinst_zoo.hub.save_pretrained`."""
-        return _hub.save_pretrained(self, save_directory, **kwargs)  # type: ignore[arg-type]
+        return _save.save_pretrained(self, save_directory, **kwargs)  # type: ignore[arg-type]
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         """Upload to the Hugging Face Hub; see :func:`sparseinst_zoo.hub.push_to_hub`."""
-        return _hub.push_to_hub(self, repo_id, **kwargs)  # type: ignore[arg-type]
+        return _save.push_to_hub(self, repo_id, **kwargs)  # type: ignore[arg-type]

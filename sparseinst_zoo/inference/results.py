@@ -75,8 +75,9 @@ class Results:
 
     Example:
         >>> import sparseinst_zoo
+        >>> from sparseinst_zoo.inference.sources import sample_image_path
         >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
-        >>> r = model.predict(sparseinst_zoo.inference.sources.sample_image_path())[0]
+        >>> r = model.predict(sample_image_path())[0]
         >>> r.masks.shape[1:], r.boxes.shape[1]
         (torch.Size([300, 451]), 4)
     """

@@ -45,9 +45,16 @@ from sparseinst_zoo.inference.optimize import optimize_for_inference  # noqa: E4
 from sparseinst_zoo.inference.predictor import Predictor  # noqa: E402
 
 
-def build_calls(model: torch.nn.Module, modes: Sequence[str], what: str, batch: int, image_size: tuple[int, int],
-                min_size: int, max_size: int, device: torch.device,
-                ) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:  # fmt: skip
+def build_calls(
+    model: torch.nn.Module,
+    modes: Sequence[str],
+    what: str,
+    batch: int,
+    image_size: tuple[int, int],
+    min_size: int,
+    max_size: int,
+    device: torch.device,
+) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
     """One zero-argument callable per mode (forward or end-to-end predict), and each mode's accuracy vs fp32."""
     in_size = input_size_for(image_size, min_size, max_size)
     images = torch.randn(batch, 3, *in_size, generator=torch.Generator().manual_seed(0)).to(device)
@@ -83,8 +90,12 @@ def build_calls(model: torch.nn.Module, modes: Sequence[str], what: str, batch: 
     return calls, accuracy
 
 
-def _export_files(model: torch.nn.Module, modes: Sequence[str], in_size: tuple[int, int], device: torch.device,
-                  ) -> dict[str, str]:  # fmt: skip
+def _export_files(
+    model: torch.nn.Module,
+    modes: Sequence[str],
+    in_size: tuple[int, int],
+    device: torch.device,
+) -> dict[str, str]:
     """Export once at the fixed input size: ONNX for onnxruntime, its OpenVINO conversion for openvino."""
     runtimes = {EXPORTED[mode][0] for mode in modes if mode in EXPORTED}
     if not runtimes:
@@ -112,8 +123,12 @@ def _eager(model: Any, images: torch.Tensor) -> Any:
         return model(images)
 
 
-def interleave(calls: dict[str, Callable[[], Any]], rounds: int, warmup: int, device: torch.device,
-               ) -> dict[str, list[float]]:  # fmt: skip
+def interleave(
+    calls: dict[str, Callable[[], Any]],
+    rounds: int,
+    warmup: int,
+    device: torch.device,
+) -> dict[str, list[float]]:
     """Milliseconds per call of each mode over ``rounds`` rounds (order rotated every round)."""
     names = list(calls)
 
@@ -148,8 +163,10 @@ def table(times: dict[str, list[float]], batch: int, accuracy: dict[str, str]) -
         values = times[name]
         median = statistics.median(values)
         paired = statistics.median(b / v for b, v in zip(base, values))
-        lines.append(f"| {name} | {median:.1f} | {min(values):.1f} | {np.percentile(values, 90):.1f} | "
-                     f"{batch * 1000 / median:.2f} | {paired:.2f}x | {accuracy[name]} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {median:.1f} | {min(values):.1f} | {np.percentile(values, 90):.1f} | "
+            f"{batch * 1000 / median:.2f} | {paired:.2f}x | {accuracy[name]} |"
+        )
     return "\n".join(lines)
 
 
@@ -184,17 +201,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment(device)
     in_size = input_size_for(image_size, min_size, max_size)
     command = "python benchmarks/compare_modes.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = "\n".join([
-        f"# {args.model} {args.what}, interleaved modes",
-        "",
-        f"- {env['device_name']} ({device}), {env['threads']} threads, torch {env['torch']}, timm {env['timm']}",
-        f"- batch {args.batch_size}, image {args.size}, network input {in_size[0]}x{in_size[1]}, "
-        f"{args.rounds} rounds after {args.warmup} warm-up",
-        f"- command: `{command}`",
-        "",
-        table(times, args.batch_size, accuracy),
-        "",
-    ])  # fmt: skip
+    text = "\n".join(
+        [
+            f"# {args.model} {args.what}, interleaved modes",
+            "",
+            f"- {env['device_name']} ({device}), {env['threads']} threads, torch {env['torch']}, timm {env['timm']}",
+            f"- batch {args.batch_size}, image {args.size}, network input {in_size[0]}x{in_size[1]}, "
+            f"{args.rounds} rounds after {args.warmup} warm-up",
+            f"- command: `{command}`",
+            "",
+            table(times, args.batch_size, accuracy),
+            "",
+        ]
+    )
     print(text)
     if args.out:
         write_text(args.out, text)

@@ -39,14 +39,26 @@ def make_detections(coco: CocoInstances, junk: int, seed: int = 0) -> list[dict]
         for label, mask in zip(labels, masks):
             mask = np.roll(mask, int(rng.integers(-2, 3)), axis=int(rng.integers(2)))
             label = (label + 1) % coco.num_classes if rng.random() < 0.2 else label
-            detections.append({"image_id": image.id, "category_id": coco.category_ids[label],
-                               "segmentation": _rle(mask), "score": float(rng.uniform(0.3, 1.0))})  # fmt: skip
+            detections.append(
+                {
+                    "image_id": image.id,
+                    "category_id": coco.category_ids[label],
+                    "segmentation": _rle(mask),
+                    "score": float(rng.uniform(0.3, 1.0)),
+                }
+            )
         for _ in range(junk):
             mask = np.zeros((image.height, image.width), np.uint8)
             y, x = rng.integers(0, image.height - 8), rng.integers(0, image.width - 8)
             mask[y : y + int(rng.integers(4, 24)), x : x + int(rng.integers(4, 24))] = 1
-            detections.append({"image_id": image.id, "category_id": int(rng.choice(coco.category_ids)),
-                               "segmentation": _rle(mask), "score": float(rng.uniform(0.0, 0.3))})  # fmt: skip
+            detections.append(
+                {
+                    "image_id": image.id,
+                    "category_id": int(rng.choice(coco.category_ids)),
+                    "segmentation": _rle(mask),
+                    "score": float(rng.uniform(0.0, 0.3)),
+                }
+            )
     return detections
 
 

@@ -68,8 +68,10 @@ def main() -> None:
     figures = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
     mode = "all masks at once" if args.chunk_pixels == 0 else "chunked (default)"
     peak, before, masks = figures["peak_rss_mb"], figures["before_mb"], figures["mask_mb"]
-    print(f"{args.instances} instances at {args.size}, {mode}: peak RSS {peak:.0f} MB "
-          f"(process before upsampling {before:.0f} MB; bool masks {masks:.0f} MB)")  # fmt: skip
+    print(
+        f"{args.instances} instances at {args.size}, {mode}: peak RSS {peak:.0f} MB "
+        f"(process before upsampling {before:.0f} MB; bool masks {masks:.0f} MB)"
+    )
 
 
 if __name__ == "__main__":

@@ -99,8 +99,10 @@ def main() -> None:
         median = statistics.median(times[name])
         speed = 1.0 if name == names[0] else statistics.median(ratios)
         s = stages[name]
-        lines.append(f"| {name} | {median:.0f} | {speed:.2f}x | {s['preprocess']:.0f} | {s['network']:.0f} | "
-                     f"{s['postprocess']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {median:.0f} | {speed:.2f}x | {s['preprocess']:.0f} | {s['network']:.0f} | "
+            f"{s['postprocess']:.0f} |"
+        )
     difference = _max_output_difference(model, modes[names[1]], image)
     lines += ["", f"max |default - eager| over the raw outputs: {difference:.2e}; eager median {eager_ms:.0f} ms"]
     text = "\n".join(lines)

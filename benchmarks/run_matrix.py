@@ -54,8 +54,15 @@ def mode_flags(mode: str) -> list[str]:
     return flags
 
 
-CUDA_MODES = ("fp32", "fp32-fold-cl", "fp32-fold-cl-graphs", "fp16-cl", "bf16-cl", "bf16-cl-compile",
-              "bf16-cl-compile-graphs")  # fmt: skip
+CUDA_MODES = (
+    "fp32",
+    "fp32-fold-cl",
+    "fp32-fold-cl-graphs",
+    "fp16-cl",
+    "bf16-cl",
+    "bf16-cl-compile",
+    "bf16-cl-compile-graphs",
+)
 CPU_MODES = ("fp32", "fp32-fold-cl", "bf16-cl")
 
 
@@ -130,9 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="model name, e.g. sparseinst_r50_giam")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--modes", nargs="+", default=None,
-                        help=f"modes to run (default: all GPU modes on CUDA, {' '.join(CPU_MODES)} on CPU); "
-                             f"known: {' '.join(MODES)}")  # fmt: skip
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=None,
+        help=f"modes to run (default: all GPU modes on CUDA, {' '.join(CPU_MODES)} on CPU); known: {' '.join(MODES)}",
+    )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--what", nargs="+", choices=("forward", "predict"), default=["forward"])
     parser.add_argument("--size", default="640x853")
@@ -154,8 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown modes {unknown}; known: {list(MODES)}")
     common = ["--device", device, "--size", args.size]
-    for flag, value in (("--min-size", args.min_size), ("--max-size", args.max_size), ("--iters", args.iters),
-                        ("--warmup", args.warmup), ("--threads", args.threads)):  # fmt: skip
+    for flag, value in (
+        ("--min-size", args.min_size),
+        ("--max-size", args.max_size),
+        ("--iters", args.iters),
+        ("--warmup", args.warmup),
+        ("--threads", args.threads),
+    ):
         if value is not None:
             common += [flag, str(value)]
 

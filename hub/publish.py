@@ -128,10 +128,19 @@ def convert_one(pth: Path, model_name: str | None, out: Path, args: argparse.Nam
     _, conversion = convert_checkpoint(pth, model_name, out_dir=folder)
     check = verify(pth, folder, model_name, args.image)
     save_pretrained(sparseinst_zoo.from_pretrained(str(folder)), folder, repo_id=repo_id)  # + README.md card
-    entry = {"file": pth.name, "model": model_name, "repo_id": repo_id, "folder": str(folder),
-             "conversion": conversion.to_dict(), "verification": check, "pushed": False}  # fmt: skip
-    print(f"{pth.name} -> {model_name}: {conversion.num_tensors} tensors, {conversion.num_params:,} parameters, "
-          f"outputs identical to the .pth (max score {check['max_score']})")  # fmt: skip
+    entry = {
+        "file": pth.name,
+        "model": model_name,
+        "repo_id": repo_id,
+        "folder": str(folder),
+        "conversion": conversion.to_dict(),
+        "verification": check,
+        "pushed": False,
+    }
+    print(
+        f"{pth.name} -> {model_name}: {conversion.num_tensors} tensors, {conversion.num_params:,} parameters, "
+        f"outputs identical to the .pth (max score {check['max_score']})"
+    )
     if args.push:
         from huggingface_hub import HfApi
 
@@ -143,8 +152,10 @@ def convert_one(pth: Path, model_name: str | None, out: Path, args: argparse.Nam
         print(f"  pushed to {repo_id}")
     else:
         files = ", ".join(sorted(p.name for p in folder.iterdir()))
-        print(f"  dry run: would upload {files} ({(folder / WEIGHTS_NAME).stat().st_size / 2**20:.0f} MiB) "
-              f"to {repo_id}; pass --push to upload")  # fmt: skip
+        print(
+            f"  dry run: would upload {files} ({(folder / WEIGHTS_NAME).stat().st_size / 2**20:.0f} MiB) "
+            f"to {repo_id}; pass --push to upload"
+        )
     return entry
 
 

@@ -25,10 +25,10 @@ from ._hub import (
     cfg_from_config,
     fetch_pretrained,
     read_config,
-    store_converted,
     weights_lock,
 )
 from ._registry import PretrainedCfg, get_pretrained_cfg, split_model_name_tag
+from ._save import store_converted
 from .errors import ConversionError, SparseInstError
 
 __all__ = ["build_model_with_cfg", "resolve_pretrained_cfg", "FilterFn"]
@@ -110,15 +110,24 @@ def _fetch(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None) -> _Wei
         ) from None
     saved = cfg_from_config(fetched.config) if fetched.config else None
     if saved is not None:  # the saved cfg knows the classes; where the weights come from stays the caller's
-        saved = saved.replace(hf_hub_id=cfg.hf_hub_id, revision=cfg.revision, url=cfg.url,
-                              google_drive_id=cfg.google_drive_id, tag=cfg.tag)  # fmt: skip
+        saved = saved.replace(
+            hf_hub_id=cfg.hf_hub_id,
+            revision=cfg.revision,
+            url=cfg.url,
+            google_drive_id=cfg.google_drive_id,
+            tag=cfg.tag,
+        )
     return _Weights(state_dict, saved, fetched if fetched.kind == "original" else None)
 
 
 def _build_and_load(
-    model_cls: type[nn.Module], variant: str, cfg: PretrainedCfg, weights: _Weights | None,
-    pretrained_filter_fn: FilterFn | None, kwargs: dict[str, Any],
-) -> Any:  # fmt: skip
+    model_cls: type[nn.Module],
+    variant: str,
+    cfg: PretrainedCfg,
+    weights: _Weights | None,
+    pretrained_filter_fn: FilterFn | None,
+    kwargs: dict[str, Any],
+) -> Any:
     """The model built with the class count of the weights (or ``num_classes``), weights loaded strictly."""
     num_classes = kwargs.pop("num_classes", None)
     classifier = weights.state_dict.get(cfg.classifier[0] + ".weight") if weights else None
@@ -147,8 +156,12 @@ def _reset_head(model: Any, num_classes: int | None) -> Any:
         loaded = model.num_classes
         model.reset_classifier(num_classes)
         classifier = ", ".join(f"{k}.weight/.bias" for k in model.pretrained_cfg.classifier)
-        _logger.info("num_classes=%d differs from the weights (%d): dropped %s and re-initialised it",
-                     num_classes, loaded, classifier)  # fmt: skip
+        _logger.info(
+            "num_classes=%d differs from the weights (%d): dropped %s and re-initialised it",
+            num_classes,
+            loaded,
+            classifier,
+        )
     return model
 
 

@@ -23,11 +23,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from ._constants import WEIGHTS_NAME
 from .errors import ConversionError
 
 __all__ = ["read_checkpoint", "key_problems", "load_state_dict_strict", "WEIGHTS_NAME"]
 
-WEIGHTS_NAME = "model.safetensors"
 _NUM_SHOWN = 12  # keys listed in an error message before "... and N more"
 
 

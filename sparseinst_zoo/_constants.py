@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_SCORE_THRESHOLD",
     "EVAL_SCORE_THRESHOLD",
     "DEFAULT_PREDICT_DIR",
+    "WEIGHTS_NAME",
 ]
 
 # Inputs are padded bottom/right to a multiple of the backbone's coarsest stride.
@@ -30,3 +31,5 @@ DEFAULT_SCORE_THRESHOLD = 0.25
 EVAL_SCORE_THRESHOLD = 0.005
 # predict's run folder (a new run takes the next free runs/predict2, ...).
 DEFAULT_PREDICT_DIR = "runs/predict"
+# The weights file of a saved model folder, a Hub repository and the converted-weights cache.
+WEIGHTS_NAME = "model.safetensors"

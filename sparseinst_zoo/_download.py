@@ -73,8 +73,9 @@ def _gdown(url: str | None, drive_id: str | None, dest: Path, progress: bool) ->
     timeout = download_timeout()
     where = url or f"Google Drive file {drive_id}"
     try:
-        gdown.download(url=url, id=drive_id, output=str(dest), quiet=not progress, resume=True,
-                       timeout=(timeout, timeout))  # fmt: skip
+        gdown.download(
+            url=url, id=drive_id, output=str(dest), quiet=not progress, resume=True, timeout=(timeout, timeout)
+        )
     except requests.exceptions.Timeout:
         raise DownloadError(f"{where} did not answer within {timeout:g} s ({TIMEOUT_ENV} sets the limit)") from None
     except requests.exceptions.HTTPError as err:

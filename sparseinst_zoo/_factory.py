@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 from torch import nn
 
@@ -25,6 +25,14 @@ from ._registry import get_pretrained_cfg, is_model, model_entrypoint, split_mod
 from .errors import SparseInstError
 
 __all__ = ["HF_HUB_PREFIX", "EXPORTED_SUFFIXES", "ModelSource", "parse_model_name", "create_model", "from_pretrained"]
+
+
+class _Optimizable(Protocol):
+    """The part of the models/ facade (``HubMixin``) that ``create_model(optimize=...)`` calls; the model family sits
+    above this module, so it is named by its shape, not imported."""
+
+    def optimize_for_inference(self, **options: Any) -> nn.Module: ...
+
 
 HF_HUB_PREFIX = "hf-hub:"
 EXPORTED_SUFFIXES = (".onnx", ".xml")
@@ -179,7 +187,8 @@ def create_model(
     """
     if optimize:
         model = create_model(model_name, pretrained, pretrained_cfg_overlay, checkpoint_path, cache_dir, **kwargs)
-        return model.eval().optimize_for_inference(**({} if optimize is True else dict(optimize)))
+        optimizable = cast(_Optimizable, model.eval())  # every registered model carries the models/ facade
+        return optimizable.optimize_for_inference(**({} if optimize is True else dict(optimize)))
     source = parse_model_name(model_name)
     if source.kind == "exported":
         raise SparseInstError(

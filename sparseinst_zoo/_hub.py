@@ -1,4 +1,4 @@
-"""Where weights come from and where they are kept: Hub downloads, original releases, the cache, save and push.
+"""Where weights come from: Hub downloads, original releases and the cache (saving is :mod:`sparseinst_zoo._save`).
 
 Never builds a model. A saved model is a folder (or Hub repository) with ``config.json`` (``model_name``,
 ``model_args``, ``pretrained_cfg``), ``model.safetensors`` (our keys) and a ``README.md`` model card.
@@ -8,7 +8,7 @@ Sources of ``pretrained=True`` weights, tried in order (:func:`fetch_pretrained`
 1. the cache of a previous download: ``<cache>/converted/<arch.tag>/`` (sha256 checked before use);
 2. the Hub repository ``cfg.hf_hub_id`` (safetensors; the blob's sha256, its file name, is checked);
 3. the original release: ``cfg.url`` or the Google Drive file ``cfg.google_drive_id`` (``.pth``, converted once by
-   the builder and stored in the cache with :func:`store_converted`).
+   the builder and stored in the cache with :func:`sparseinst_zoo._save.store_converted`).
 
 The cache folder is ``cache_dir``, else ``SPARSEINST_CACHE``, else ``$HF_HOME/sparseinst-zoo``. ``HF_HUB_OFFLINE=1``
 uses the caches only. ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME`` are read at call time.
@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +36,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from filelock import FileLock
-from safetensors.torch import save_file
-from torch import nn
 
 from ._cache import cache_root, converted_folder, hf_cache_dir, original_path
-from ._checkpoint import WEIGHTS_NAME
+from ._constants import WEIGHTS_NAME
 from ._download import Downloaded, download_original, download_timeout, file_sha256
-from ._io import atomic_save
-from ._model_card import model_card
 from ._registry import PretrainedCfg
 from .errors import DownloadError, SparseInstError
 from .version import __version__
@@ -52,18 +47,20 @@ from .version import __version__
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
+    "LIBRARY_NAME",
+    "FORMAT_VERSION",
+    "REPO_ID",
+    "SOURCE_NAME",
+    "hub_endpoint",
+    "is_offline",
     "CARD_NAME",
     "FetchedWeights",
     "weight_sources",
     "fetch_pretrained",
-    "store_converted",
     "weights_lock",
     "hub_download",
     "read_config",
     "cfg_from_config",
-    "save_pretrained",
-    "push_to_hub",
-    "model_config",
     "cache_root",
     "offline_if_unreachable",
 ]
@@ -93,7 +90,7 @@ def is_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def _endpoint() -> str:
+def hub_endpoint() -> str:
     from huggingface_hub import constants
 
     endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
@@ -147,8 +144,9 @@ def _silent_hub(repo_id: str, filename: str, revision: str | None, endpoint: str
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     try:
-        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint),
-                             timeout=download_timeout())  # fmt: skip
+        get_hf_file_metadata(
+            hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint), timeout=download_timeout()
+        )
     except Exception as err:  # only a transport failure decides here; HTTP answers are hf_hub_download's to report
         if "Timeout" in type(err).__name__:
             return f"it did not answer within {download_timeout():g} s (SPARSEINST_DOWNLOAD_TIMEOUT sets the limit)"
@@ -164,7 +162,7 @@ def offline_if_unreachable() -> Iterator[str | None]:
     """
     from huggingface_hub import constants
 
-    unresolved = None if is_offline() else _unresolvable_host(_endpoint())
+    unresolved = None if is_offline() else _unresolvable_host(hub_endpoint())
     if unresolved is None:
         yield None
         return
@@ -214,8 +212,10 @@ def _hub_error(err: BaseException, where: str, endpoint: str, cache: str) -> Dow
             return DownloadError(f"{where} and it is not in the cache ({cache})")
         return DownloadError(f"{where}: the Hub at {endpoint} was tried and {_transport_reason(err)}")
     if isinstance(err, GatedRepoError):
-        return DownloadError(f"{where}: the repository is gated or private (HTTP {_status(err)}); log in with "
-                             "`hf auth login` or set HF_TOKEN")  # fmt: skip
+        return DownloadError(
+            f"{where}: the repository is gated or private (HTTP {_status(err)}); log in with "
+            "`hf auth login` or set HF_TOKEN"
+        )
     if isinstance(err, RepositoryNotFoundError):
         return DownloadError(f"{where}: the repository does not exist at {endpoint} (HTTP {_status(err)})")
     if isinstance(err, RevisionNotFoundError):
@@ -256,7 +256,7 @@ def hub_download(
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
-    endpoint = _endpoint()
+    endpoint = hub_endpoint()
     offline = is_offline()
     cache = hf_cache_dir(cache_dir)
     unresolved = None if offline else _unreachable(endpoint) or _silent_hub(repo_id, filename, revision, endpoint)
@@ -266,10 +266,17 @@ def hub_download(
     for force in (False, True):
         try:
             path = hf_hub_download(
-                repo_id, filename, revision=revision, cache_dir=cache, endpoint=endpoint,
-                local_files_only=offline or unresolved is not None, force_download=force,
-                etag_timeout=download_timeout(), library_name=LIBRARY_NAME, library_version=__version__,
-            )  # fmt: skip
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=cache,
+                endpoint=endpoint,
+                local_files_only=offline or unresolved is not None,
+                force_download=force,
+                etag_timeout=download_timeout(),
+                library_name=LIBRARY_NAME,
+                library_version=__version__,
+            )
         except LocalEntryNotFoundError as err:  # a subclass of EntryNotFoundError: first
             if optional and offline:
                 return None
@@ -443,147 +450,16 @@ def fetch_pretrained(
         f"cannot get the weights of {cfg.name}{offline}; tried "
         + "; ".join(f"({i}) {t}" for i, t in enumerate(tried, 1))
         + ". "
-        + manual_route(cfg)  # fmt: skip
+        + manual_route(cfg)
     )
-
-
-def store_converted(
-    cfg: PretrainedCfg, model: nn.Module, fetched: FetchedWeights, cache_dir: str | os.PathLike[str] | None = None,
-    keep_original: bool = True,
-) -> Path:  # fmt: skip
-    """Write the converted ``model`` as ``model.safetensors`` + ``config.json`` in the cache (atomically).
-
-    Returns:
-        The cached ``model.safetensors``.
-    """
-    folder = converted_folder(cfg, cache_dir)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{cfg.name}-", dir=folder.parent))
-    try:
-        save_pretrained(model, staging, card=False)
-        download = fetched.download
-        record = {
-            "origin": fetched.origin,
-            "sha256": file_sha256(staging / WEIGHTS_NAME),
-            "original_sha256": download.sha256 if download else None,
-            "original_size": download.size if download else None,
-        }
-        (staging / SOURCE_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    if not keep_original and fetched.download is not None:
-        fetched.download.path.unlink(missing_ok=True)
-    return folder / WEIGHTS_NAME
 
 
 def hub_folder(
     repo_id: str, revision: str | None, cache_dir: str | os.PathLike[str] | None
 ) -> tuple[Path, dict[str, Any]]:
-    """``(local folder, config)`` of a Hub repository written by :func:`push_to_hub`."""
+    """``(local folder, config)`` of a Hub repository written by :func:`sparseinst_zoo._save.push_to_hub`."""
     config_path = hub_download(repo_id, CONFIG_NAME, revision, cache_dir)
     assert config_path is not None
     config = read_config(config_path, f"config.json of Hub repository {repo_id}")
     hub_download(repo_id, WEIGHTS_NAME, revision, cache_dir)
     return Path(config_path).parent, config
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Saving
-# ---------------------------------------------------------------------------------------------------------------------
-def _saved_cfg(model: nn.Module, repo_id: str | None) -> PretrainedCfg:
-    cfg: PretrainedCfg = getattr(model, "pretrained_cfg", None) or PretrainedCfg()
-    num_classes = int(getattr(model, "num_classes", cfg.num_classes))
-    label_names = tuple(getattr(model, "label_names", cfg.label_names))
-    return cfg.replace(
-        architecture=getattr(model, "model_name", cfg.architecture),
-        num_classes=num_classes,
-        label_names=label_names if len(label_names) == num_classes else (),
-        file=None,
-        hf_hub_id=repo_id or cfg.hf_hub_id,
-    )
-
-
-def model_config(model: nn.Module, repo_id: str | None = None) -> dict[str, Any]:
-    """The ``config.json`` content of ``model``."""
-    model_name = getattr(model, "model_name", None)
-    args = getattr(model, "config", None)
-    if not model_name or not isinstance(args, dict):
-        raise SparseInstError(
-            "save_pretrained needs a SparseInst model built by sparseinst_zoo.create_model (with .model_name and "
-            f".config), got {type(model).__name__}"
-        )
-    return {
-        "library_name": LIBRARY_NAME,
-        "library_version": __version__,
-        "format_version": FORMAT_VERSION,
-        "model_name": model_name,
-        "model_args": {**args, "pretrained_backbone": False},
-        "pretrained_cfg": _saved_cfg(model, repo_id).to_dict(),
-    }
-
-
-def save_pretrained(
-    model: nn.Module,
-    save_directory: str | os.PathLike[str],
-    metrics: Mapping[str, Any] | None = None,
-    repo_id: str | None = None,
-    card: bool = True,
-) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and (``card=True``) a ``README.md`` model card to a folder.
-
-    Each file is written atomically. Frozen-BN buffers, DCN offsets and every other state-dict entry are saved.
-
-    Example:
-        >>> import tempfile, sparseinst_zoo
-        >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test")
-        >>> folder = model.save_pretrained(tempfile.mkdtemp())
-        >>> sorted(p.name for p in folder.iterdir())
-        ['README.md', 'config.json', 'model.safetensors']
-    """
-    folder = Path(save_directory).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"save_pretrained needs a folder, but {folder} is a file")
-    folder.mkdir(parents=True, exist_ok=True)
-    config = model_config(model, repo_id)
-    state_dict = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    metadata = {"format": "pt", "library_name": LIBRARY_NAME, "model_name": config["model_name"]}
-    atomic_save(folder / WEIGHTS_NAME, lambda tmp: save_file(state_dict, tmp, metadata=metadata))
-    text = json.dumps(config, indent=2) + "\n"
-    atomic_save(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    if card:
-        readme = model_card(config, sum(p.numel() for p in model.parameters()), repo_id, metrics)
-        atomic_save(folder / CARD_NAME, lambda tmp: Path(tmp).write_text(readme, encoding="utf-8"))
-    return folder
-
-
-def push_to_hub(
-    model: nn.Module,
-    repo_id: str,
-    metrics: Mapping[str, Any] | None = None,
-    token: str | None = None,
-    private: bool | None = None,
-    revision: str | None = None,
-    commit_message: str = "Upload SparseInst weights (sparseinst-zoo)",
-    create_pr: bool = False,
-) -> str:
-    """Upload ``model`` (config.json, model.safetensors, README.md) to a Hub repository, creating it if needed.
-
-    Returns:
-        The URL of the commit (or pull request).
-    """
-    from huggingface_hub import HfApi
-
-    if not REPO_ID.match(repo_id):
-        raise SparseInstError(f"repo_id must look like 'org/name', got {repo_id!r}")
-    if is_offline():
-        raise OSError("push_to_hub needs network access, but HF_HUB_OFFLINE is set; unset it to upload")
-    api = HfApi(endpoint=_endpoint(), token=token, library_name=LIBRARY_NAME, library_version=__version__)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    with tempfile.TemporaryDirectory(prefix="sparseinst-push-") as tmp:
-        save_pretrained(model, tmp, metrics=metrics, repo_id=repo_id)
-        info = api.upload_folder(
-            repo_id=repo_id, folder_path=tmp, commit_message=commit_message, revision=revision, create_pr=create_pr
-        )
-    return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))

@@ -11,6 +11,8 @@ Each iteration is timed on the host with :func:`time.perf_counter` and, on CUDA,
 time between the first and the last kernel, reported as ``gpu_ms_median``). Warm-up iterations (cuDNN autotuning,
 ``torch.compile``, CUDA-graph capture) are not timed.
 
+The measuring instruments (FLOP counter, peak memory, timer, environment) live in :mod:`sparseinst_zoo._measure`.
+
 Example:
     >>> from sparseinst_zoo.benchmark import run_benchmark
     >>> result = run_benchmark("sparseinst_tiny_test", image_size=(75, 110), iters=2, warmup=1)
@@ -21,10 +23,8 @@ Example:
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,7 @@ from torch import nn
 
 from ._constants import EVAL_SCORE_THRESHOLD
 from ._io import atomic_write_json
+from ._measure import PeakMemory, count_flops, environment, latency_summary, time_calls
 from .errors import SparseInstError
 from .export import export_onnx, export_openvino
 from .inference.backends import BACKENDS, ExportedBackend, ExportedPredictor, is_exported_model, load_backend
@@ -59,10 +60,29 @@ DEFAULT_IMAGE_SIZE: tuple[int, int] = (640, 853)
 WHAT = ("forward", "predict")
 # Top-level keys of a result (the JSON written by ``sparseinst benchmark --json``); documented in docs/performance.md.
 RESULT_KEYS: tuple[str, ...] = (
-    "model", "weights", "what", "device", "batch_size", "image_size", "input_size", "min_size", "max_size",
-    "resize_backend", "options", "warmup", "iters", "latency_ms", "images_per_s", "gpu_ms_median", "peak_memory_mb",
-    "memory_kind", "memory_baseline_mb", "gflops_per_image", "flops_note", "env",
-)  # fmt: skip
+    "model",
+    "weights",
+    "what",
+    "device",
+    "batch_size",
+    "image_size",
+    "input_size",
+    "min_size",
+    "max_size",
+    "resize_backend",
+    "options",
+    "warmup",
+    "iters",
+    "latency_ms",
+    "images_per_s",
+    "gpu_ms_median",
+    "peak_memory_mb",
+    "memory_kind",
+    "memory_baseline_mb",
+    "gflops_per_image",
+    "flops_note",
+    "env",
+)
 FLOPS_NOTE = (
     "torch.utils.flop_counter, fp32 network forward at the input size, per image; convolutions and matmuls only; "
     "deformable convs counted as their equivalent dense conv (the bilinear sampling of DCN is not counted)"
@@ -102,163 +122,6 @@ def input_size_for(image_size: tuple[int, int], min_size: int, max_size: int) ->
     return padded_shape(height, width)
 
 
-# ------------------------------------------------------------------------------------------------------- FLOPs
-def _deform_conv2d_flops(input_shape, weight_shape, *args: Any, out_shape=None, **kwargs: Any) -> int:
-    """Multiply-adds of a deformable conv counted as 2 FLOPs each, like a dense conv of the same shape."""
-    _, in_per_group, kernel_h, kernel_w = weight_shape
-    return 2 * int(np.prod(out_shape)) * in_per_group * kernel_h * kernel_w
-
-
-def count_flops(model: nn.Module, images: torch.Tensor) -> int:
-    """FLOPs of one ``model(images)`` call with :class:`torch.utils.flop_counter.FlopCounterMode`.
-
-    Deformable convs (``torchvision::deform_conv2d``) are counted as dense convs (sampling not counted).
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    mapping: dict[Any, Any] = {}
-    deform = getattr(getattr(torch.ops, "torchvision", None), "deform_conv2d", None)
-    if deform is not None:
-        mapping[deform] = _deform_conv2d_flops
-    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        model(images)
-    return int(counter.get_total_flops())
-
-
-# ------------------------------------------------------------------------------------------------- environment
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Versions, device and threading facts that a benchmark figure depends on."""
-    import timm
-    import torchvision
-
-    from .version import __version__
-
-    device = torch.device(device)
-    env: dict[str, Any] = {
-        "sparseinst_zoo": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": _cpu_name(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "interop_threads": torch.get_num_interop_threads(),
-        "device_name": _cpu_name(),
-        "cuda": torch.version.cuda,
-        "cudnn": None,
-    }
-    if device.type == "cuda":
-        env["device_name"] = torch.cuda.get_device_name(device)
-        env["cudnn"] = torch.backends.cudnn.version()
-        env["gpu_memory_gb"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
-    return env
-
-
-# ------------------------------------------------------------------------------------------------------- memory
-class _PeakMemory:
-    """Peak memory over a block: CUDA ``max_memory_allocated``, or the process's peak RSS (Linux VmHWM) on CPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.baseline_mb: float | None = None
-        self.kind = "cuda_max_memory_allocated" if device.type == "cuda" else "cpu_peak_rss"
-
-    def reset(self) -> None:
-        """Start a new peak window and remember the current use as the baseline."""
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.baseline_mb = torch.cuda.memory_allocated(self.device) / 2**20
-            return
-        self.baseline_mb = self._status_mb("VmRSS:")
-        try:  # "5" resets the peak RSS (VmHWM) of this process (Linux >= 4.0)
-            with open("/proc/self/clear_refs", "w", encoding="ascii") as file:
-                file.write("5")
-        except OSError:
-            self.kind = "cpu_peak_rss_since_start"
-
-    @staticmethod
-    def _status_mb(field: str) -> float | None:
-        try:
-            with open("/proc/self/status", encoding="ascii") as file:
-                for line in file:
-                    if line.startswith(field):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return None
-
-    def peak_mb(self) -> float | None:
-        """Peak since :meth:`reset` (MiB)."""
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        peak = self._status_mb("VmHWM:")
-        if peak is not None:
-            return peak
-        try:
-            import resource
-
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        except ImportError:  # pragma: no cover - Windows
-            return None
-
-
-# ------------------------------------------------------------------------------------------------------- timing
-def _time_calls(
-    fn: Callable[[], Any], iters: int, warmup: int, device: torch.device
-) -> tuple[list[float], list[float]]:
-    """Host latencies (ms) of ``iters`` calls after ``warmup`` untimed ones, and CUDA-event GPU times (ms)."""
-    cuda = device.type == "cuda"
-    for _ in range(warmup):
-        fn()
-    if cuda:
-        torch.cuda.synchronize(device)
-    host_ms: list[float] = []
-    gpu_ms: list[float] = []
-    for _ in range(iters):
-        if cuda:
-            start_event = torch.cuda.Event(enable_timing=True)
-            end_event = torch.cuda.Event(enable_timing=True)
-            start_event.record()
-        start = time.perf_counter()
-        fn()
-        if cuda:
-            end_event.record()
-            torch.cuda.synchronize(device)
-        host_ms.append((time.perf_counter() - start) * 1000.0)
-        if cuda:
-            gpu_ms.append(start_event.elapsed_time(end_event))
-    return host_ms, gpu_ms
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
-def _summary(values: Sequence[float]) -> dict[str, float]:
-    return {
-        "median": round(statistics.median(values), 4),
-        "p10": round(_percentile(values, 10), 4),
-        "p90": round(_percentile(values, 90), 4),
-        "mean": round(statistics.fmean(values), 4),
-        "min": round(min(values), 4),
-        "max": round(max(values), 4),
-    }
-
-
 # ------------------------------------------------------------------------------------------------------- driver
 def _load_model(model: nn.Module | str, pretrained: bool, checkpoint_path: str | None) -> tuple[nn.Module, str]:
     if isinstance(model, nn.Module):
@@ -294,8 +157,9 @@ class _Setup:
     options: dict[str, Any]
 
 
-def _sizes(cfg: Any, image_size: tuple[int, int], min_size: int | None, max_size: int | None, what: str
-           ) -> tuple[int, int, tuple[int, int]]:  # fmt: skip
+def _sizes(
+    cfg: Any, image_size: tuple[int, int], min_size: int | None, max_size: int | None, what: str
+) -> tuple[int, int, tuple[int, int]]:
     min_size = int(min_size if min_size is not None else getattr(cfg, "min_size", 640))
     max_size = int(max_size if max_size is not None else getattr(cfg, "max_size", 853))
     if min_size < 0 or max_size < 1:
@@ -305,9 +169,15 @@ def _sizes(cfg: Any, image_size: tuple[int, int], min_size: int | None, max_size
     return min_size, max_size, input_size_for(image_size, min_size, max_size)
 
 
-def _torch_setup(model: nn.Module | str, device: torch.device, image_size: tuple[int, int], what: str,
-                 sizes: tuple[int | None, int | None], speed: dict[str, Any], weights: tuple[bool, str | None],
-                 ) -> _Setup:  # fmt: skip
+def _torch_setup(
+    model: nn.Module | str,
+    device: torch.device,
+    image_size: tuple[int, int],
+    what: str,
+    sizes: tuple[int | None, int | None],
+    speed: dict[str, Any],
+    weights: tuple[bool, str | None],
+) -> _Setup:
     """The PyTorch backend: the eager model, or an optimised copy when a fast path is asked for."""
     compile_mode = resolve_compile_mode(speed["compile"])
     if speed["cuda_graphs"] and device.type != "cuda":
@@ -330,15 +200,25 @@ def _torch_setup(model: nn.Module | str, device: torch.device, image_size: tuple
     return _Setup(runner, net, weights_name, min_size, max_size, in_size, options)
 
 
-def _exported_setup(model: nn.Module | str, backend: str, device: torch.device, image_size: tuple[int, int],
-                    what: str, sizes: tuple[int | None, int | None], speed: dict[str, Any],
-                    weights: tuple[bool, str | None], threads: int | None) -> _Setup:  # fmt: skip
+def _exported_setup(
+    model: nn.Module | str,
+    backend: str,
+    device: torch.device,
+    image_size: tuple[int, int],
+    what: str,
+    sizes: tuple[int | None, int | None],
+    speed: dict[str, Any],
+    weights: tuple[bool, str | None],
+    threads: int | None,
+) -> _Setup:
     """onnxruntime/OpenVINO: an exported file as given, or the model exported at the input size first."""
     if device.type != "cpu":
         raise SparseInstError(f"--backend {backend} runs on the CPU here; use --device cpu")
     if speed["fold_bn"] or speed["channels_last"] or speed["compile"] or speed["cuda_graphs"]:
-        raise SparseInstError("--fold-bn/--channels-last/--compile/--cuda-graphs are PyTorch fast paths; "
-                              "drop them with --backend " + backend)  # fmt: skip
+        raise SparseInstError(
+            "--fold-bn/--channels-last/--compile/--cuda-graphs are PyTorch fast paths; "
+            "drop them with --backend " + backend
+        )
     precision = speed["precision"]
     if backend == "onnxruntime" and precision != "fp32":
         raise SparseInstError("onnxruntime runs the graph's precision: use --precision fp32 with --backend onnxruntime")
@@ -363,8 +243,9 @@ def _export_for(model: nn.Module, backend: str, in_size: tuple[int, int]) -> str
     return export_onnx(model, os.path.join(folder, "model.onnx"), *in_size, verify=False)
 
 
-def _make_call(setup: _Setup, what: str, batch_size: int, image_size: tuple[int, int], device: torch.device,
-               resize: str, seed: int) -> Callable[[], Any]:  # fmt: skip
+def _make_call(
+    setup: _Setup, what: str, batch_size: int, image_size: tuple[int, int], device: torch.device, resize: str, seed: int
+) -> Callable[[], Any]:
     generator = torch.Generator().manual_seed(seed)
     if what == "forward":
         images = torch.randn(batch_size, 3, *setup.in_size, generator=generator).to(device)
@@ -452,24 +333,53 @@ def run_benchmark(
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
-    speed = {"precision": parse_precision(precision), "fold_bn": bool(fold_bn), "channels_last": bool(channels_last),
-             "compile": compile, "cuda_graphs": bool(cuda_graphs)}  # fmt: skip
+    speed = {
+        "precision": parse_precision(precision),
+        "fold_bn": bool(fold_bn),
+        "channels_last": bool(channels_last),
+        "compile": compile,
+        "cuda_graphs": bool(cuda_graphs),
+    }
     try:
         return _run(
-            model, backend=backend, device=_resolve_device(device), batch_size=int(batch_size),
-            image_size=parse_size(image_size), sizes=(min_size, max_size), speed=speed, iters=iters, warmup=warmup,
-            what=what, flops=flops, threads=threads, resize_backend=resize_backend,
-            weights=(pretrained, checkpoint_path), seed=seed,
-        )  # fmt: skip
+            model,
+            backend=backend,
+            device=_resolve_device(device),
+            batch_size=int(batch_size),
+            image_size=parse_size(image_size),
+            sizes=(min_size, max_size),
+            speed=speed,
+            iters=iters,
+            warmup=warmup,
+            what=what,
+            flops=flops,
+            threads=threads,
+            resize_backend=resize_backend,
+            weights=(pretrained, checkpoint_path),
+            seed=seed,
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _run(
-    model: nn.Module | str, *, backend: str, device: torch.device, batch_size: int, image_size: tuple[int, int],
-    sizes: tuple[int | None, int | None], speed: dict[str, Any], iters: int | None, warmup: int | None, what: str,
-    flops: bool, threads: int | None, resize_backend: str | None, weights: tuple[bool, str | None], seed: int,
-) -> dict[str, Any]:  # fmt: skip
+    model: nn.Module | str,
+    *,
+    backend: str,
+    device: torch.device,
+    batch_size: int,
+    image_size: tuple[int, int],
+    sizes: tuple[int | None, int | None],
+    speed: dict[str, Any],
+    iters: int | None,
+    warmup: int | None,
+    what: str,
+    flops: bool,
+    threads: int | None,
+    resize_backend: str | None,
+    weights: tuple[bool, str | None],
+    seed: int,
+) -> dict[str, Any]:
     iters = int(iters if iters is not None else (50 if device.type == "cuda" else 10))
     warmup = int(warmup if warmup is not None else (10 if device.type == "cuda" else 2))
     if iters < 1 or warmup < 0:
@@ -484,22 +394,36 @@ def _run(
         gflops = round(count_flops(setup.torch_model, probe) / 1e9, 3)
     resize = (resize_backend or ("torch" if device.type == "cuda" else "pil")) if what == "predict" else None
     call = _make_call(setup, what, batch_size, image_size, device, resize or "pil", seed)
-    memory = _PeakMemory(device)
+    memory = PeakMemory(device)
     memory.reset()
-    host_ms, gpu_ms = _time_calls(call, iters, warmup, device)
+    host_ms, gpu_ms = time_calls(call, iters, warmup, device)
     peak = memory.peak_mb()
-    latency = _summary(host_ms)
+    latency = latency_summary(host_ms)
     name = model if isinstance(model, str) else getattr(setup.runner, "model_name", type(setup.runner).__name__)
     return {
-        "model": str(name), "weights": setup.weights, "what": what, "device": str(device), "batch_size": batch_size,
-        "image_size": list(image_size), "input_size": list(setup.in_size), "min_size": setup.min_size,
-        "max_size": setup.max_size, "resize_backend": resize, "options": setup.options, "warmup": warmup,
-        "iters": iters, "latency_ms": latency, "images_per_s": round(batch_size * 1000.0 / latency["median"], 3),
+        "model": str(name),
+        "weights": setup.weights,
+        "what": what,
+        "device": str(device),
+        "batch_size": batch_size,
+        "image_size": list(image_size),
+        "input_size": list(setup.in_size),
+        "min_size": setup.min_size,
+        "max_size": setup.max_size,
+        "resize_backend": resize,
+        "options": setup.options,
+        "warmup": warmup,
+        "iters": iters,
+        "latency_ms": latency,
+        "images_per_s": round(batch_size * 1000.0 / latency["median"], 3),
         "gpu_ms_median": round(statistics.median(gpu_ms), 4) if gpu_ms else None,
-        "peak_memory_mb": round(peak, 1) if peak is not None else None, "memory_kind": memory.kind,
+        "peak_memory_mb": round(peak, 1) if peak is not None else None,
+        "memory_kind": memory.kind,
         "memory_baseline_mb": round(memory.baseline_mb, 1) if memory.baseline_mb is not None else None,
-        "gflops_per_image": gflops, "flops_note": FLOPS_NOTE, "env": environment(device),
-    }  # fmt: skip
+        "gflops_per_image": gflops,
+        "flops_note": FLOPS_NOTE,
+        "env": environment(device),
+    }
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -24,8 +24,9 @@ import torch
 
 from ._checkpoint import read_checkpoint
 from ._factory import create_model
-from ._hub import CARD_NAME, CONFIG_NAME, save_pretrained
+from ._hub import CARD_NAME, CONFIG_NAME
 from ._registry import PretrainedCfg, get_pretrained_cfg
+from ._save import save_pretrained
 from .errors import ConversionError
 from .models.checkpoint_filter import (
     UNUSED_PREFIXES,
@@ -121,8 +122,9 @@ def detect_model(
     if filename:
         stem = Path(filename).name
         configs = {name: get_pretrained_cfg(name).reference_config for name in fits}
-        matching = sorted((n for n, config in configs.items() if config and stem.startswith(config)),
-                          key=lambda n: len(configs[n]))  # fmt: skip
+        matching = sorted(
+            (n for n, config in configs.items() if config and stem.startswith(config)), key=lambda n: len(configs[n])
+        )
         if matching:
             return matching[-1]
     raise ConversionError(

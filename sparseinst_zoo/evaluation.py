@@ -87,10 +87,16 @@ def coco_ground_truth(dataset: InstanceSet, backend: str = "pycocotools") -> Any
             area = ann.get("area")
             if area is None:
                 area = segmentation_area(ann["segmentation"], image.height, image.width)
-            annotations.append({
-                "id": ann["id"], "image_id": image.id, "category_id": dataset.category_ids[ann["label"]],
-                "segmentation": ann["segmentation"], "iscrowd": ann["iscrowd"], "area": float(area),
-            })  # fmt: skip
+            annotations.append(
+                {
+                    "id": ann["id"],
+                    "image_id": image.id,
+                    "category_id": dataset.category_ids[ann["label"]],
+                    "segmentation": ann["segmentation"],
+                    "iscrowd": ann["iscrowd"],
+                    "area": float(area),
+                }
+            )
     coco_class, _ = _coco_api(resolve_backend(backend))
     gt = coco_class()
     images = [{"id": i.id, "file_name": i.file_name, "height": i.height, "width": i.width} for i in dataset.images]
@@ -195,8 +201,10 @@ def _predictor(
     """The predictor of a model, a model name / folder, or an exported file (run by its own runtime)."""
     if is_exported_model(model):
         if checkpoint is not None or device is not None:
-            raise SparseInstError("an exported model carries its weights and runs on its runtime's device: "
-                                  "drop checkpoint= / device= (--checkpoint / --device)")  # fmt: skip
+            raise SparseInstError(
+                "an exported model carries its weights and runs on its runtime's device: "
+                "drop checkpoint= / device= (--checkpoint / --device)"
+            )
         return create_predictor(model, precision=precision, **options)
     return Predictor(_resolve_model(model, checkpoint), device=device, precision=precision, **options)
 
@@ -204,13 +212,19 @@ def _predictor(
 def _check_classes(model: nn.Module, dataset: InstanceSet) -> None:
     num_classes = int(getattr(model, "num_classes", dataset.num_classes))
     if num_classes != dataset.num_classes:
-        raise DataError(f"the model predicts {num_classes} classes but {dataset.source} has {dataset.num_classes} "
-                        "categories; evaluate a model fine-tuned on this dataset (sparseinst train ...)")  # fmt: skip
+        raise DataError(
+            f"the model predicts {num_classes} classes but {dataset.source} has {dataset.num_classes} "
+            "categories; evaluate a model fine-tuned on this dataset (sparseinst train ...)"
+        )
     model_names = tuple(getattr(model, "label_names", ()) or ())
     if model_names and model_names != dataset.label_names:
-        _logger.warning("the model's classes %s differ from the categories of %s %s; predicted label i is scored "
-                        "as the dataset's i-th category", list(model_names), dataset.source,
-                        list(dataset.label_names))  # fmt: skip
+        _logger.warning(
+            "the model's classes %s differ from the categories of %s %s; predicted label i is scored "
+            "as the dataset's i-th category",
+            list(model_names),
+            dataset.source,
+            list(dataset.label_names),
+        )
 
 
 def _predict_shard(predictor: Predictor, dataset: InstanceSet, batch_size: int, workers: int, progress: bool):
@@ -300,9 +314,18 @@ def evaluate(
         if data is None:
             raise SparseInstError("evaluate needs data= (a COCO JSON with images=, or a data.yaml) or dataset=")
         dataset = load_instances(data, images, split=split, keep_crowd=True)
-    predictor = _predictor(model, checkpoint, device, precision, score_threshold=score_threshold,
-                           max_detections=max_detections, min_size=min_size, max_size=max_size,
-                           batch_size=batch_size, keep_image=False)  # fmt: skip
+    predictor = _predictor(
+        model,
+        checkpoint,
+        device,
+        precision,
+        score_threshold=score_threshold,
+        max_detections=max_detections,
+        min_size=min_size,
+        max_size=max_size,
+        batch_size=batch_size,
+        keep_image=False,
+    )
     _check_classes(predictor.source_model, dataset)
     rank, world = current_rank(), world_size()
     metrics: dict[str, Any] | None = None

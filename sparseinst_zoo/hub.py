@@ -1,7 +1,8 @@
 """Public API for weights on disk and on the Hugging Face Hub: load, save, publish.
 
-Re-exports the pieces users call; the work is done in :mod:`sparseinst_zoo._hub` (downloads, cache, save/push),
-:mod:`sparseinst_zoo._factory` (from_pretrained) and :mod:`sparseinst_zoo._checkpoint` (reading, strict loading).
+Re-exports the pieces users call; the work is done in :mod:`sparseinst_zoo._hub` (downloads, cache),
+:mod:`sparseinst_zoo._save` (save/push), :mod:`sparseinst_zoo._factory` (from_pretrained) and
+:mod:`sparseinst_zoo._checkpoint` (reading, strict loading).
 
 Example:
     >>> import tempfile, torch, sparseinst_zoo
@@ -23,11 +24,9 @@ from ._hub import (
     cache_root,
     fetch_pretrained,
     hub_download,
-    model_config,
-    push_to_hub,
-    save_pretrained,
     weight_sources,
 )
+from ._save import model_config, push_to_hub, save_pretrained
 
 __all__ = [
     "CARD_NAME",

@@ -212,8 +212,9 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                     self._error(404, "RepoNotFound", "Repository not found")
                     return
                 sha = server.add_files(repo_id, files, branch)
-                self._json({"commitUrl": f"{server.url}/{repo_id}/commit/{sha}", "commitOid": sha,
-                            "pullRequestUrl": None})  # fmt: skip
+                self._json(
+                    {"commitUrl": f"{server.url}/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
+                )
             else:
                 self._error(404, "NotFound", f"no route for POST {path}")
 

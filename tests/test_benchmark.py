@@ -39,8 +39,14 @@ def test_command_writes_json(tmp_path, capsys):
     assert result["what"] == "forward" and result["weights"] == "random" and result["device"] == "cpu"
     assert result["gflops_per_image"] > 0 and result["env"]["threads"] == 1
     assert torch.get_num_threads() == threads  # --threads applies to the run only
-    assert result["options"] == {"backend": "torch", "precision": "fp32", "fold_bn": False, "channels_last": False,
-                                 "compile": None, "cuda_graphs": False}  # fmt: skip
+    assert result["options"] == {
+        "backend": "torch",
+        "precision": "fp32",
+        "fold_bn": False,
+        "channels_last": False,
+        "compile": None,
+        "cuda_graphs": False,
+    }
     assert not [p for p in os.listdir(out.parent) if p != "result.json"]  # atomic write left no temp file
     printed = capsys.readouterr().out
     assert "latency ms: median" in printed and "images/s" in printed
@@ -112,9 +118,26 @@ def test_matrix_script_table(tmp_path):
     matrix = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(matrix)
     out, json_out = tmp_path / "table.md", tmp_path / "rows.json"
-    argv = ["sparseinst_tiny_test", "--device", "cpu", "--size", "75x110", "--iters", "1", "--warmup", "0",
-            "--batch-sizes", "1", "--modes", "fp32", "fp32-fold-cl-graphs", "--out", str(out),
-            "--json-out", str(json_out)]  # fmt: skip
+    argv = [
+        "sparseinst_tiny_test",
+        "--device",
+        "cpu",
+        "--size",
+        "75x110",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--batch-sizes",
+        "1",
+        "--modes",
+        "fp32",
+        "fp32-fold-cl-graphs",
+        "--out",
+        str(out),
+        "--json-out",
+        str(json_out),
+    ]
     assert matrix.main(argv) == 1  # the CUDA-graphs row fails on a CPU
     text = out.read_text()
     assert "| fp32 | forward | 1 |" in text and "needs a CUDA device" in text and "GFLOPs per image" in text
@@ -147,8 +170,22 @@ def test_onnx_file_as_model_through_the_cli(tiny_onnx, tmp_path, capsys):
     from sparseinst_zoo import cli
 
     out = tmp_path / "onnx.json"
-    argv = ["benchmark", tiny_onnx, "--size", "75x110", "--iters", "2", "--warmup", "1", "--what", "predict",
-            "--threads", "1", "--json", str(out)]  # fmt: skip
+    argv = [
+        "benchmark",
+        tiny_onnx,
+        "--size",
+        "75x110",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--what",
+        "predict",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+    ]
     assert cli.main(argv) == 0
     result = json.loads(out.read_text())
     _check_result(result, batch=1)
@@ -162,10 +199,8 @@ def test_openvino_backend_runs_the_model_file_and_a_model_name(tiny_onnx, tmp_pa
     assert result["options"]["backend"] == "openvino" and result["options"]["precision"] == "fp32"
     assert result["input_size"] == [64, 96] and result["latency_ms"]["median"] > 0
     out = tmp_path / "ov.json"
-    assert (
-        command.main([*TINY, "--backend", "openvino", "--precision", "bf16", "--what", "predict", "--json", str(out)])
-        == 0
-    )  # fmt: skip: exported to OpenVINO IR at the input size first
+    argv = [*TINY, "--backend", "openvino", "--precision", "bf16", "--what", "predict", "--json", str(out)]
+    assert command.main(argv) == 0  # exported to OpenVINO IR at the input size first
     result = json.loads(out.read_text())
     _check_result(result, batch=1)
     assert result["options"]["precision"] == "bf16" and result["options"]["model_file"].endswith("model.xml")

@@ -41,8 +41,18 @@ def test_predict_with_local_checkpoint_matches_python_api(tiny_model, checkpoint
     Image.fromarray(rgb_image).save(image_path)
     out = tmp_path / "out"
     # sources after options work too
-    argv = ["predict", "sparseinst_tiny_test", "--checkpoint", str(checkpoint), str(image_path), "--out", str(out),
-            "--save-json", "--threshold", "0.02"]  # fmt: skip
+    argv = [
+        "predict",
+        "sparseinst_tiny_test",
+        "--checkpoint",
+        str(checkpoint),
+        str(image_path),
+        "--out",
+        str(out),
+        "--save-json",
+        "--threshold",
+        "0.02",
+    ]
     assert main(argv) == 0
     data = json.loads((out / "predictions.json").read_text())
     expected = tiny_model.predict(str(image_path), score_threshold=0.02, sort_by_score=True)[0]
@@ -76,8 +86,20 @@ def test_predict_folder_video_and_name_clashes(checkpoint, tmp_path, rgb_image):
         for packet in stream.encode():
             container.mux(packet)
     out = tmp_path / "out"
-    argv = ["predict", "sparseinst_tiny_test", str(data), str(data / "more" / "*.jpg"), "--checkpoint",
-            str(checkpoint), "--out", str(out), "--save-json", "--quiet", "--batch-size", "2"]  # fmt: skip
+    argv = [
+        "predict",
+        "sparseinst_tiny_test",
+        str(data),
+        str(data / "more" / "*.jpg"),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--save-json",
+        "--quiet",
+        "--batch-size",
+        "2",
+    ]
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_2.png", "clip.mp4", "predictions.json"]
     frames = [f.to_ndarray(format="rgb24") for f in av.open(str(out / "clip.mp4")).decode(video=0)]
@@ -159,8 +181,23 @@ def test_list_table(capsys):
 def test_device_option_keeps_cpu(checkpoint, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("checks the explicit cpu path only")
-    argv = ["predict", "sparseinst_tiny_test", "--checkpoint", str(checkpoint), "--device", "cpu", "--half", "bf16",
-            "--out", str(tmp_path), "--quiet", "--min-size", "96", "--max-size", "128"]  # fmt: skip
+    argv = [
+        "predict",
+        "sparseinst_tiny_test",
+        "--checkpoint",
+        str(checkpoint),
+        "--device",
+        "cpu",
+        "--half",
+        "bf16",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--min-size",
+        "96",
+        "--max-size",
+        "128",
+    ]
     assert main(argv) == 0
 
 
@@ -182,8 +219,16 @@ def test_a_source_folder_as_out_is_never_overwritten(checkpoint, tmp_path, rgb_i
 def test_each_run_gets_a_new_folder_and_old_flags_still_work(checkpoint, tmp_path, rgb_image, capsys):
     Image.fromarray(rgb_image).save(tmp_path / "p.png")
     out = tmp_path / "runs" / "predict"
-    argv = ["predict", "sparseinst_tiny_test", "--checkpoint", str(checkpoint), str(tmp_path / "p.png"),
-            "--out", str(out), "--save-json"]  # fmt: skip
+    argv = [
+        "predict",
+        "sparseinst_tiny_test",
+        "--checkpoint",
+        str(checkpoint),
+        str(tmp_path / "p.png"),
+        "--out",
+        str(out),
+        "--save-json",
+    ]
     assert main([*argv, "--threshold", "0.01"]) == 0
     assert "--threshold is deprecated" in capsys.readouterr().err
     first = json.loads((out / "predictions.json").read_text())

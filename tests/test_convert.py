@@ -47,8 +47,16 @@ def detectron2_resnet_features(state: dict[str, torch.Tensor], x: torch.Tensor) 
         else:
             y = deform_conv2d(x, offset, weight, stride=stride, padding=padding)
         norm = prefix + ".norm."
-        y = F.batch_norm(y, state[norm + "running_mean"], state[norm + "running_var"], state[norm + "weight"],
-                         state[norm + "bias"], False, 0.0, 1e-5)  # fmt: skip
+        y = F.batch_norm(
+            y,
+            state[norm + "running_mean"],
+            state[norm + "running_var"],
+            state[norm + "weight"],
+            state[norm + "bias"],
+            False,
+            0.0,
+            1e-5,
+        )
         return F.relu(y) if relu else y
 
     x = F.max_pool2d(conv_bn(x, "backbone.stem.conv1", stride=2, padding=3), 3, 2, 1)
@@ -64,8 +72,13 @@ def detectron2_resnet_features(state: dict[str, torch.Tensor], x: torch.Tensor) 
             y = conv_bn(x, prefix + ".conv1")
             offset = None
             if prefix + ".conv2_offset.weight" in state:
-                offset = F.conv2d(y, state[prefix + ".conv2_offset.weight"], state[prefix + ".conv2_offset.bias"],
-                                  stride=stride, padding=1)  # fmt: skip
+                offset = F.conv2d(
+                    y,
+                    state[prefix + ".conv2_offset.weight"],
+                    state[prefix + ".conv2_offset.bias"],
+                    stride=stride,
+                    padding=1,
+                )
             y = conv_bn(y, prefix + ".conv2", stride=stride, padding=1, offset=offset)
             x = F.relu(conv_bn(y, prefix + ".conv3", relu=False) + shortcut)
             block += 1
@@ -188,8 +201,11 @@ def _mmdet_r50_iam() -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
     state = {}
     for key, shape in target_shapes("sparseinst_r50_iam").items():
-        state[key] = torch.rand(shape, generator=gen) + 0.5 if key.endswith("running_var") else torch.randn(
-            shape, generator=gen) * 0.05  # fmt: skip
+        state[key] = (
+            torch.rand(shape, generator=gen) + 0.5
+            if key.endswith("running_var")
+            else torch.randn(shape, generator=gen) * 0.05
+        )
         if key.endswith("running_var"):
             state[key.replace("running_var", "num_batches_tracked")] = torch.tensor(270000)
     return state
@@ -310,8 +326,12 @@ def test_files_that_are_not_checkpoints_or_are_truncated_say_so(tmp_path):
 
 def test_converting_our_own_folder_keeps_labels_category_ids_and_test_size(tmp_path):
     torch.manual_seed(0)
-    overlay = {"label_names": ("cat", "dog", "fox"), "min_size": 96, "max_size": 128,
-               "extra": {"category_ids": [1, 2, 3]}}  # fmt: skip
+    overlay = {
+        "label_names": ("cat", "dog", "fox"),
+        "min_size": 96,
+        "max_size": 128,
+        "extra": {"category_ids": [1, 2, 3]},
+    }
     model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3, pretrained_cfg_overlay=overlay)
     source = model.save_pretrained(tmp_path / "best")
     convert_checkpoint(source, out_dir=tmp_path / "y")

@@ -24,8 +24,11 @@ def _write(tmp_path, data, images=((1, 20, 30),)):
 
 
 def _base(annotations, categories=({"id": 5, "name": "a"}, {"id": 2, "name": "b"})):
-    return {"images": [{"id": 1, "file_name": "1.png", "height": 20, "width": 30}],
-            "annotations": list(annotations), "categories": list(categories)}  # fmt: skip
+    return {
+        "images": [{"id": 1, "file_name": "1.png", "height": 20, "width": 30}],
+        "annotations": list(annotations),
+        "categories": list(categories),
+    }
 
 
 def test_all_mask_formats_crowd_and_contiguous_labels(tmp_path):
@@ -129,8 +132,15 @@ def test_augmentation_sizes_flip_and_crop():
     flip = Augmentation(AugmentConfig(min_sizes=(60,), max_size=200, flip_prob=1.0))
     out_image, out_masks = flip(image, masks, np.random.default_rng(0))
     assert out_image.shape == (60, 90, 3) and out_masks[0, :, -10:].all() and not out_masks[0, :, :-10].any()
-    cfg = AugmentConfig(min_sizes=(32, 64), max_size=100, flip_prob=0.0, crop=True, crop_prob=1.0,
-                        crop_resize_sizes=(50,), crop_size=(20, 30))  # fmt: skip
+    cfg = AugmentConfig(
+        min_sizes=(32, 64),
+        max_size=100,
+        flip_prob=0.0,
+        crop=True,
+        crop_prob=1.0,
+        crop_resize_sizes=(50,),
+        crop_size=(20, 30),
+    )
     seen = set()
     for seed in range(8):
         out_image, out_masks = Augmentation(cfg)(image, masks, np.random.default_rng(seed))

@@ -51,8 +51,9 @@ def test_ground_truth_as_detections_scores_100(shapes):
         for label, mask in zip(labels, masks):
             rle = mask_utils.encode(mask[:, :, None].copy(order="F"))[0]
             rle["counts"] = rle["counts"].decode()
-            detections.append({"image_id": image.id, "category_id": coco.category_ids[label], "segmentation": rle,
-                               "score": 1.0})  # fmt: skip
+            detections.append(
+                {"image_id": image.id, "category_id": coco.category_ids[label], "segmentation": rle, "score": 1.0}
+            )
     metrics = _score(coco, detections)
     assert set(metrics) == {*METRIC_KEYS, "per_class"}
     assert metrics["AP"] == pytest.approx(100.0) and metrics["AP50"] == pytest.approx(100.0)
@@ -60,8 +61,15 @@ def test_ground_truth_as_detections_scores_100(shapes):
     assert all(metrics["per_class"][name] == pytest.approx(100.0) for name in present)
     # the same masks labelled with the wrong class score 0
     shifted = {c: coco.category_ids[(i + 1) % 3] for i, c in enumerate(coco.category_ids)}
-    wrong = [{"image_id": d["image_id"], "category_id": shifted[d["category_id"]], "score": 1.0,
-              "segmentation": d["segmentation"]} for d in detections]  # fmt: skip
+    wrong = [
+        {
+            "image_id": d["image_id"],
+            "category_id": shifted[d["category_id"]],
+            "score": 1.0,
+            "segmentation": d["segmentation"],
+        }
+        for d in detections
+    ]
     assert _score(coco, wrong)["AP"] == pytest.approx(0.0)
 
 
@@ -103,8 +111,14 @@ def _noisy_detections(coco, seed=0):
             label = (label + 1) % coco.num_classes if rng.random() < 0.2 else label
             rle = mask_utils.encode(np.asfortranarray(mask))
             rle["counts"] = rle["counts"].decode()
-            detections.append({"image_id": image.id, "category_id": coco.category_ids[label], "segmentation": rle,
-                               "score": float(rng.random())})  # fmt: skip
+            detections.append(
+                {
+                    "image_id": image.id,
+                    "category_id": coco.category_ids[label],
+                    "segmentation": rle,
+                    "score": float(rng.random()),
+                }
+            )
     return detections
 
 
@@ -148,9 +162,20 @@ def test_an_exported_onnx_file_is_evaluated_like_its_model(tmp_path):
     json_path = make_shapes_dataset(tmp_path / "shapes", num_images=24, max_shapes=2, radius=(0.2, 0.32), seed=0)
     images = str(tmp_path / "shapes")
     torch.manual_seed(0)
-    config = TrainConfig(model="sparseinst_tiny_test", train_json=json_path, train_images=images, batch_size=4,
-                         lr=2e-3, min_sizes=(64,), max_size=96, out=str(tmp_path / "run"), workers=0, progress=False,
-                         tensorboard=False, iters=60)  # fmt: skip
+    config = TrainConfig(
+        model="sparseinst_tiny_test",
+        train_json=json_path,
+        train_images=images,
+        batch_size=4,
+        lr=2e-3,
+        min_sizes=(64,),
+        max_size=96,
+        out=str(tmp_path / "run"),
+        workers=0,
+        progress=False,
+        tensorboard=False,
+        iters=60,
+    )
     Trainer(config).train()
     model = sparseinst_zoo.create_model(str(tmp_path / "run" / "last")).eval()
     onnx_path = export_onnx(model, tmp_path / "tiny.onnx", 64, 64, dynamic=True)

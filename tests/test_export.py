@@ -264,8 +264,24 @@ def test_cli_exports_a_save_pretrained_folder_with_uint8_input(tmp_path, capsys)
 
 def test_half_export_runs_in_onnxruntime(tmp_path, capsys):
     out = tmp_path / "half.onnx"
-    assert run_cli(["sparseinst_tiny_test", "--weights", "random", "--half", "--height", "64", "--width", "64",
-                    "--out", str(out), "--with-postprocess"]) == 0  # fmt: skip
+    assert (
+        run_cli(
+            [
+                "sparseinst_tiny_test",
+                "--weights",
+                "random",
+                "--half",
+                "--height",
+                "64",
+                "--width",
+                "64",
+                "--out",
+                str(out),
+                "--with-postprocess",
+            ]
+        )
+        == 0
+    )
     assert "matches float32 PyTorch (float16 graph)" in capsys.readouterr().out
     graph = onnx.load(out)
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.graph.initializer)
@@ -368,8 +384,24 @@ def test_cli_pt2_roundtrip_with_pixel_input(tmp_path):
     model = tiny("iam")
     model.save_pretrained(tmp_path / "iam")
     path = tmp_path / "iam.pt2"
-    assert cli.main(["export", str(tmp_path / "iam"), "--format", "pt2", "--uint8", "--height", "64", "--width", "64",
-                     "--out", str(path)]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "export",
+                str(tmp_path / "iam"),
+                "--format",
+                "pt2",
+                "--uint8",
+                "--height",
+                "64",
+                "--width",
+                "64",
+                "--out",
+                str(path),
+            ]
+        )
+        == 0
+    )
     loaded = torch.export.load(path).module()
     images = pixels(1, 64, 64, dtype=torch.uint8)
     for got, ref in zip(loaded(images), torch_raw(model, images)):
@@ -443,8 +475,9 @@ def test_float32_noise_at_large_magnitudes_passes_and_a_real_difference_fails():
     noisy[near_zero] += 2.4e-3
     assert near_zero.any() and not torch.all((noisy - masks).abs() <= 1e-3 + 1e-3 * masks.abs())  # the old rule
     names = ("pred_logits", "pred_masks", "pred_scores")
-    differences, failures = compare_outputs(names, (logits, masks, scores), [logits.numpy(), noisy.numpy(),
-                                            scores.numpy()])  # fmt: skip
+    differences, failures = compare_outputs(
+        names, (logits, masks, scores), [logits.numpy(), noisy.numpy(), scores.numpy()]
+    )
     assert failures == [] and differences["pred_masks"] == pytest.approx(2.4e-3, rel=1e-3)
     broken = masks.clone()
     broken[0, 3] += 5.0  # one query's mask shifted by 5 logits: 1.7% of the scale, most of its pixels flip
@@ -452,8 +485,7 @@ def test_float32_noise_at_large_magnitudes_passes_and_a_real_difference_fails():
     assert any("pred_masks" in f for f in failures)
     wrong_class = logits.clone()
     wrong_class[0, 0] = wrong_class[0, 0].flip(-1)  # a query (with a clear top class) gets another one
-    _, failures = compare_outputs(names, (logits, masks, scores), [wrong_class.numpy(), masks.numpy(),
-                                  scores.numpy()])  # fmt: skip
+    _, failures = compare_outputs(names, (logits, masks, scores), [wrong_class.numpy(), masks.numpy(), scores.numpy()])
     assert any("labels" in f for f in failures) and any("pred_logits" in f for f in failures)
 
 
@@ -489,8 +521,10 @@ def test_openvino_export_and_predict_match_pytorch(tmp_path, capsys):
     folder = tmp_path / "giam"
     model.save_pretrained(folder)
     out = tmp_path / "ov" / "model.xml"
-    assert cli.main(["export", str(folder), "--format", "openvino", "--height", "64", "--width", "96",
-                     "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        cli.main(["export", str(folder), "--format", "openvino", "--height", "64", "--width", "96", "--out", str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "OpenVINO fp32 matches PyTorch at 64x96, exact" in printed
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.bin", "model.xml"]  # no temp files left
@@ -519,7 +553,18 @@ def test_backend_errors_are_one_actionable_line(tmp_path, monkeypatch):
     with pytest.raises(SparseInstError, match=r"pip install 'sparseinst-zoo\[openvino\]'"):
         load_backend(tmp_path / "model.xml")
     with pytest.raises(SparseInstError, match=r"pip install 'sparseinst-zoo\[openvino\]'"):
-        cli_export_openvino = ["sparseinst_tiny_test", "--weights", "random", "--format", "openvino", "--height",
-                               "64", "--width", "64", "--out", str(tmp_path / "ov" / "model.xml")]  # fmt: skip
+        cli_export_openvino = [
+            "sparseinst_tiny_test",
+            "--weights",
+            "random",
+            "--format",
+            "openvino",
+            "--height",
+            "64",
+            "--width",
+            "64",
+            "--out",
+            str(tmp_path / "ov" / "model.xml"),
+        ]
         run_cli(cli_export_openvino)
     assert not (tmp_path / "ov").exists() or not list((tmp_path / "ov").iterdir())

@@ -234,9 +234,19 @@ def test_reference_pth_loads_directly(tmp_path, tiny_model):
 def test_frozen_bn_and_dcn_offsets_round_trip(tmp_path):
     torch.manual_seed(0)
     model = sparseinst_zoo.create_model(
-        "sparseinst_giam", backbone="resnet26", frozen_bn=True, dcn_stages=(4,), encoder_channels=32, inst_channels=32,
-        mask_channels=32, kernel_dim=16, inst_convs=1, mask_convs=1, num_masks=5, num_classes=4,
-    ).eval()  # fmt: skip
+        "sparseinst_giam",
+        backbone="resnet26",
+        frozen_bn=True,
+        dcn_stages=(4,),
+        encoder_channels=32,
+        inst_channels=32,
+        mask_channels=32,
+        kernel_dim=16,
+        inst_convs=1,
+        mask_convs=1,
+        num_masks=5,
+        num_classes=4,
+    ).eval()
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             if "conv2_offset" in name or "running" in name:
@@ -319,8 +329,9 @@ def test_publish_dry_run_converts_verifies_and_writes_cards(tmp_path, tiny_model
     originals.mkdir()
     torch.save({"model": tiny_model.state_dict()}, originals / "tiny_final.pth")
     publish_tool = _publish_module()
-    code = publish_tool.main(["convert", str(originals), "--out", str(tmp_path / "out"),
-                              "--map", "tiny_final.pth=sparseinst_tiny_test"])  # fmt: skip
+    code = publish_tool.main(
+        ["convert", str(originals), "--out", str(tmp_path / "out"), "--map", "tiny_final.pth=sparseinst_tiny_test"]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "outputs identical to the .pth" in printed and "dry run: would upload" in printed
@@ -336,8 +347,9 @@ def test_publish_reports_a_bad_file_in_one_line_and_converts_the_others(tmp_path
     originals.mkdir()
     torch.save({"model": tiny_model.state_dict()}, originals / "tiny_final.pth")
     (originals / "a_broken.pth").write_text("not a checkpoint")
-    code = _publish_module().main(["convert", str(originals), "--out", str(tmp_path / "out"),
-                                   "--map", "tiny_final.pth=sparseinst_tiny_test"])  # fmt: skip
+    code = _publish_module().main(
+        ["convert", str(originals), "--out", str(tmp_path / "out"), "--map", "tiny_final.pth=sparseinst_tiny_test"]
+    )
     assert code == 1
     captured = capsys.readouterr()
     assert "a_broken.pth: error:" in captured.err and "not a PyTorch checkpoint" in captured.err

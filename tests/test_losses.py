@@ -111,8 +111,11 @@ def test_losses_are_differentiable_and_zero_instance_safe():
 
 
 def test_bad_labels_and_weights_are_rejected():
-    outputs = {"pred_logits": torch.zeros(1, 2, 2), "pred_masks": torch.zeros(1, 2, 2, 2),
-               "pred_scores": torch.zeros(1, 2, 1)}  # fmt: skip
+    outputs = {
+        "pred_logits": torch.zeros(1, 2, 2),
+        "pred_masks": torch.zeros(1, 2, 2, 2),
+        "pred_scores": torch.zeros(1, 2, 1),
+    }
     with pytest.raises(ValueError, match=r"labels must be in \[0, 2\)"):
         SparseInstCriterion(2)(outputs, [{"labels": torch.tensor([2]), "masks": torch.ones(1, 8, 8)}])
     with pytest.raises(ValueError, match="unknown loss"):

@@ -136,8 +136,9 @@ def test_zero_offset_dcn_equals_plain_bottleneck():
         assert not torch.allclose(plain(x)[-1], deformable(x)[-1], atol=1e-3)
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_b0", "mobilenetv3_large_100", "regnety_002",
-                                      "convnext_atto"])
+@pytest.mark.parametrize(
+    "backbone", ["resnet18", "efficientnet_b0", "mobilenetv3_large_100", "regnety_002", "convnext_atto"]
+)
 def test_generic_architectures_take_any_hierarchical_backbone(backbone):
     model = sparseinst_zoo.create_model("sparseinst_giam", backbone=backbone, num_classes=3).eval()
     assert model.backbone.feature_info.reduction() == [8, 16, 32]
@@ -221,14 +222,20 @@ def test_coordinates_and_ppm_match_the_spec():
     ppm = PyramidPoolingModule(8, 2)
     x = torch.randn(1, 8, 10, 7)
     expected_prior = nn.functional.interpolate(
-        torch.relu(ppm.stages[2][1](nn.functional.adaptive_avg_pool2d(x, 3))), size=(10, 7), mode="bilinear",
+        torch.relu(ppm.stages[2][1](nn.functional.adaptive_avg_pool2d(x, 3))),
+        size=(10, 7),
+        mode="bilinear",
         align_corners=False,
-    )  # fmt: skip
+    )
     priors = [
-        nn.functional.interpolate(torch.relu(s[1](nn.functional.adaptive_avg_pool2d(x, size))), size=(10, 7),
-                                  mode="bilinear", align_corners=False)
+        nn.functional.interpolate(
+            torch.relu(s[1](nn.functional.adaptive_avg_pool2d(x, size))),
+            size=(10, 7),
+            mode="bilinear",
+            align_corners=False,
+        )
         for s, size in zip(ppm.stages, (1, 2, 3, 6))
-    ]  # fmt: skip
+    ]
     torch.testing.assert_close(priors[2], expected_prior)
     expected = torch.relu(ppm.bottleneck(torch.cat([*priors, x], 1)))
     torch.testing.assert_close(ppm(x), expected)

@@ -302,8 +302,20 @@ def test_predict_optimize_option_and_cli_flags(tiny_model, rgb_image, tmp_path):
     from PIL import Image
 
     Image.fromarray(rgb_image).save(image)
-    args = ["predict", "sparseinst_tiny_test", str(image), "--weights", "random", "--out", str(tmp_path / "out"),
-            "--fold-bn", "--channels-last", "--half", "bf16", "--quiet"]  # fmt: skip
+    args = [
+        "predict",
+        "sparseinst_tiny_test",
+        str(image),
+        "--weights",
+        "random",
+        "--out",
+        str(tmp_path / "out"),
+        "--fold-bn",
+        "--channels-last",
+        "--half",
+        "bf16",
+        "--quiet",
+    ]
     assert main(args) == 0
     assert (tmp_path / "out" / "image.png").is_file()
 

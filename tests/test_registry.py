@@ -11,11 +11,20 @@ from sparseinst_zoo._coco import COCO_CLASSES
 from sparseinst_zoo._registry import PretrainedCfg, split_model_name_tag
 
 REFERENCE_VARIANTS = [
-    "sparseinst_r50_iam", "sparseinst_r50vd_iam", "sparseinst_r50_giam", "sparseinst_r50_giam_soft",
-    "sparseinst_r50_giam_aug", "sparseinst_r50_dcn_giam_aug", "sparseinst_r50vd_giam_aug",
-    "sparseinst_r50vd_dcn_giam_aug", "sparseinst_r101_giam", "sparseinst_r101_dcn_giam",
-    "sparseinst_cspdarknet53_giam", "sparseinst_pvt_v2_b1_giam", "sparseinst_pvt_v2_b2_li_giam",
-]  # fmt: skip
+    "sparseinst_r50_iam",
+    "sparseinst_r50vd_iam",
+    "sparseinst_r50_giam",
+    "sparseinst_r50_giam_soft",
+    "sparseinst_r50_giam_aug",
+    "sparseinst_r50_dcn_giam_aug",
+    "sparseinst_r50vd_giam_aug",
+    "sparseinst_r50vd_dcn_giam_aug",
+    "sparseinst_r101_giam",
+    "sparseinst_r101_dcn_giam",
+    "sparseinst_cspdarknet53_giam",
+    "sparseinst_pvt_v2_b1_giam",
+    "sparseinst_pvt_v2_b2_li_giam",
+]
 
 
 def test_all_reference_variants_are_listed():
@@ -27,11 +36,16 @@ def test_all_reference_variants_are_listed():
 
 def test_list_models_filters():
     assert sparseinst_zoo.list_models("sparseinst_r50_giam*") == [
-        "sparseinst_r50_giam", "sparseinst_r50_giam_aug", "sparseinst_r50_giam_soft",
-    ]  # fmt: skip
+        "sparseinst_r50_giam",
+        "sparseinst_r50_giam_aug",
+        "sparseinst_r50_giam_soft",
+    ]
     assert sparseinst_zoo.list_models(["*r101*", "*pvt*"]) == [
-        "sparseinst_pvt_v2_b1_giam", "sparseinst_pvt_v2_b2_li_giam", "sparseinst_r101_dcn_giam", "sparseinst_r101_giam",
-    ]  # fmt: skip
+        "sparseinst_pvt_v2_b1_giam",
+        "sparseinst_pvt_v2_b2_li_giam",
+        "sparseinst_r101_dcn_giam",
+        "sparseinst_r101_giam",
+    ]
     assert "sparseinst_r50_dcn_giam_aug" not in sparseinst_zoo.list_models("sparseinst_r50*", exclude_filters="*dcn*")
     assert sparseinst_zoo.list_models("no_such_*") == []
     assert sparseinst_zoo.list_models(module="sparseinst") == sparseinst_zoo.list_models()

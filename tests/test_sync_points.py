@@ -48,9 +48,17 @@ def test_predict_syncs_once_per_batch_and_uploads_only_the_images(
 ):
     torch.manual_seed(0)
     model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
-    predictor = Predictor(model, batch_size=2, min_size=64, max_size=96, resize_backend=resize_backend,
-                          optimize=optimize, sort_by_score=sort_by_score, score_threshold=score_threshold,
-                          keep_image=False)  # fmt: skip
+    predictor = Predictor(
+        model,
+        batch_size=2,
+        min_size=64,
+        max_size=96,
+        resize_backend=resize_backend,
+        optimize=optimize,
+        sort_by_score=sort_by_score,
+        score_threshold=score_threshold,
+        keep_image=False,
+    )
     images = _images()
     expected = predictor.predict_images(images)  # the first call may set up constants on the device
     with SyncCounter(predictor.model) as counter:

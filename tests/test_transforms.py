@@ -65,8 +65,10 @@ def test_preprocess_normalises_and_pads(rgb_image):
     assert original == [(75, 110), (40, 50)]
     assert resized == [(64, 94), (64, 80)]
     assert batch.shape == (2, 3, 64, 96) and batch.dtype == torch.float32
-    expected = (torch.from_numpy(resize_shortest_edge(rgb_image, 64, 96)).permute(2, 0, 1).float()
-                - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)  # fmt: skip
+    expected = (
+        torch.from_numpy(resize_shortest_edge(rgb_image, 64, 96)).permute(2, 0, 1).float()
+        - torch.tensor(MEAN).view(3, 1, 1)
+    ) / torch.tensor(STD).view(3, 1, 1)
     torch.testing.assert_close(batch[0, :, :64, :94], expected, rtol=0, atol=0)
     assert torch.all(batch[0, :, :, 94:] == 0) and torch.all(batch[1, :, :, 80:] == 0)
 

@@ -80,8 +80,9 @@ def same(a, b):
 
 
 def fetch(release, cache, **extra):
-    return sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay=overlay(release, **extra),
-                                       cache_dir=cache)  # fmt: skip
+    return sparseinst_zoo.create_model(
+        TINY, pretrained=True, pretrained_cfg_overlay=overlay(release, **extra), cache_dir=cache
+    )
 
 
 def test_fallback_to_the_original_then_offline_from_the_cache(hub, release, reference, tmp_path, monkeypatch):
@@ -280,8 +281,9 @@ def test_a_hub_that_accepts_and_never_answers_is_given_up_fast(online, tmp_path,
         sparseinst_zoo.create_model(TINY)  # import and build once, so the timing below is the network's
         start = time.monotonic()
         with pytest.raises(DownloadError, match="did not answer within 1 s"):
-            sparseinst_zoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay={"hf_hub_id": REPO},
-                                        cache_dir=tmp_path)  # fmt: skip
+            sparseinst_zoo.create_model(
+                TINY, pretrained=True, pretrained_cfg_overlay={"hf_hub_id": REPO}, cache_dir=tmp_path
+            )
         assert time.monotonic() - start < 8  # huggingface_hub alone retries for minutes
 
 
@@ -293,7 +295,11 @@ def test_r50_giam_release_keys_through_the_fallback(hub, tmp_path):
     data = reference_pth_bytes(synthetic_reference("sparseinst_r50_giam"))
     (tmp_path / name).write_bytes(data)
     with ReleaseServer({name: data}) as server:
-        model = sparseinst_zoo.create_model("sparseinst_r50_giam", pretrained=True, cache_dir=tmp_path / "cache",
-                                            pretrained_cfg_overlay={"url": f"{server.url}/{name}"})  # fmt: skip
+        model = sparseinst_zoo.create_model(
+            "sparseinst_r50_giam",
+            pretrained=True,
+            cache_dir=tmp_path / "cache",
+            pretrained_cfg_overlay={"url": f"{server.url}/{name}"},
+        )
     direct = sparseinst_zoo.create_model("sparseinst_r50_giam", checkpoint_path=tmp_path / name)
     assert same(model, direct) and model.label_names[0] == "person" and model.pretrained_cfg.min_size == 608

@@ -51,8 +51,14 @@ def _perturbed_detections(dataset, seed=0):
                 label = (label + 1) % dataset.num_classes
             rle = mask_utils.encode(np.asfortranarray(mask))
             rle["counts"] = rle["counts"].decode()
-            detections.append({"image_id": image.id, "category_id": dataset.category_ids[label],
-                               "segmentation": rle, "score": float(rng.random())})  # fmt: skip
+            detections.append(
+                {
+                    "image_id": image.id,
+                    "category_id": dataset.category_ids[label],
+                    "segmentation": rle,
+                    "score": float(rng.random()),
+                }
+            )
     return detections
 
 
@@ -76,9 +82,14 @@ def test_yolo_and_coco_give_the_same_mask_ap(shapes):
     by_name = {i.file_name: i.id for i in coco.images}
     yolo_detections = _perturbed_detections(yolo)
     to_coco_id = {y.id: by_name[y.file_name.split("/")[-1]] for y in yolo.images}
-    coco_detections = [{**d, "image_id": to_coco_id[d["image_id"]],
-                        "category_id": coco.category_ids[yolo.category_to_label[d["category_id"]]]}
-                       for d in yolo_detections]  # fmt: skip
+    coco_detections = [
+        {
+            **d,
+            "image_id": to_coco_id[d["image_id"]],
+            "category_id": coco.category_ids[yolo.category_to_label[d["category_id"]]],
+        }
+        for d in yolo_detections
+    ]
     for backend in ("pycocotools", "faster"):
         from_yolo = score_detections(yolo, yolo_detections, backend)
         assert 5.0 < from_yolo["AP"] < 95.0
@@ -86,8 +97,9 @@ def test_yolo_and_coco_give_the_same_mask_ap(shapes):
     torch.manual_seed(0)
     model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3).eval()
     kwargs = {"batch_size": 3, "backend": "pycocotools"}
-    assert evaluate(model, data_yaml, **kwargs) == evaluate(model, root / "images/val/annotations.json",
-                                                            root / "images/val", **kwargs)  # fmt: skip
+    assert evaluate(model, data_yaml, **kwargs) == evaluate(
+        model, root / "images/val/annotations.json", root / "images/val", **kwargs
+    )
 
 
 def test_cli_val_takes_a_data_yaml(shapes, tmp_path, capsys):
@@ -148,14 +160,24 @@ def test_image_lists_name_dicts_and_coco_splits_in_one_yaml(tmp_path):
     path = _layout(tmp_path, "1 0 0 1 0 1 1\n")
     (tmp_path / "val.txt").write_text("./images/val/x.png\n")
     Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(tmp_path / "solo.png")
-    coco = {"images": [{"id": 4, "file_name": "x.png", "height": 16, "width": 32}], "annotations": [],
-            "categories": [{"id": 1, "name": "a"}, {"id": 9, "name": "b"}]}  # fmt: skip
+    coco = {
+        "images": [{"id": 4, "file_name": "x.png", "height": 16, "width": 32}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "a"}, {"id": 9, "name": "b"}],
+    }
     (tmp_path / "test.json").write_text(json.dumps(coco))
-    spec = {"path": ".", "train": ["val.txt", "solo.png"], "val": "val.txt",
-            "test": {"json": "test.json", "images": "images/val"}, "names": {0: "a", 1: "b"}}  # fmt: skip
+    spec = {
+        "path": ".",
+        "train": ["val.txt", "solo.png"],
+        "val": "val.txt",
+        "test": {"json": "test.json", "images": "images/val"},
+        "names": {0: "a", 1: "b"},
+    }
     path.write_text(yaml.safe_dump(spec))
     assert [i.path for i in load_instances(path, split="train").images] == [
-        str(tmp_path / "images/val/x.png"), str(tmp_path / "solo.png")]  # fmt: skip
+        str(tmp_path / "images/val/x.png"),
+        str(tmp_path / "solo.png"),
+    ]
     assert load_instances(path, split="val").images[0].annotations[0]["label"] == 1
     test = load_instances(path, split="test")
     assert isinstance(test, CocoInstances) and test.category_ids == (1, 9)

@@ -24,54 +24,87 @@ def add_speed_arguments(parser: argparse.ArgumentParser, precision: bool = True)
     ``precision=False`` leaves out ``--precision`` for commands that already have their own (``predict --half``).
     """
     if precision:
-        parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
-                            help="fp32 (default) or fp16/bf16 autocast")
+        parser.add_argument(
+            "--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="fp32 (default) or fp16/bf16 autocast"
+        )
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorms into the convolutions")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
-    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-                        help="torch.compile the network (MODE: default, reduce-overhead, max-autotune, "
-                             "max-autotune-no-cudagraphs)")
-    parser.add_argument("--cuda-graphs", action="store_true",
-                        help="capture and replay CUDA graphs per input shape (CUDA only)")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="MODE",
+        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        help="torch.compile the network (MODE: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs)",
+    )
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="capture and replay CUDA graphs per input shape (CUDA only)"
+    )
 
 
 def speed_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of :func:`~sparseinst_zoo.inference.optimize.optimize_for_inference` from the speed flags."""
     return {
-        "precision": getattr(args, "precision", "fp32"), "fold_bn": args.fold_bn, "channels_last": args.channels_last,
-        "compile": args.compile, "cuda_graphs": args.cuda_graphs,
-    }  # fmt: skip
+        "precision": getattr(args, "precision", "fp32"),
+        "fold_bn": args.fold_bn,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "cuda_graphs": args.cuda_graphs,
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the benchmark options on ``parser``."""
-    parser.add_argument("model", metavar="MODEL",
-                        help="model name (see `sparseinst list`), e.g. sparseinst_r50_giam, or an exported .onnx / "
-                             "OpenVINO .xml file")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default=None,
-                        help="runtime: torch (default for a model name), onnxruntime (default for .onnx) or openvino "
-                             "(default for .xml; --precision bf16 is OpenVINO's default on AVX512-BF16/AMX CPUs); a "
-                             "model name is exported at the input size first")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="model name (see `sparseinst list`), e.g. sparseinst_r50_giam, or an exported .onnx / OpenVINO .xml file",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime", "openvino"),
+        default=None,
+        help="runtime: torch (default for a model name), onnxruntime (default for .onnx) or openvino "
+        "(default for .xml; --precision bf16 is OpenVINO's default on AVX512-BF16/AMX CPUs); a "
+        "model name is exported at the input size first",
+    )
     parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per call (default: 1)")
-    parser.add_argument("--size", default="640x853",
-                        help="HEIGHTxWIDTH of the decoded image (default: 640x853, a COCO-like photo)")
-    parser.add_argument("--min-size", type=int, default=None,
-                        help="test resize: shorter side (default: the model's; 0 = no resize, forward only)")
+    parser.add_argument(
+        "--size", default="640x853", help="HEIGHTxWIDTH of the decoded image (default: 640x853, a COCO-like photo)"
+    )
+    parser.add_argument(
+        "--min-size",
+        type=int,
+        default=None,
+        help="test resize: shorter side (default: the model's; 0 = no resize, forward only)",
+    )
     parser.add_argument("--max-size", type=int, default=None, help="test resize: cap of the longer side")
     add_speed_arguments(parser)
-    parser.add_argument("--what", choices=("forward", "predict"), default="forward",
-                        help="forward: network on a padded float batch; predict: end to end on uint8 images")
-    parser.add_argument("--resize-backend", choices=("pil", "torch"), default=None,
-                        help="predict only: resize with PIL (reference) or torch on the device (default on CUDA)")
+    parser.add_argument(
+        "--what",
+        choices=("forward", "predict"),
+        default="forward",
+        help="forward: network on a padded float batch; predict: end to end on uint8 images",
+    )
+    parser.add_argument(
+        "--resize-backend",
+        choices=("pil", "torch"),
+        default=None,
+        help="predict only: resize with PIL (reference) or torch on the device (default on CUDA)",
+    )
     parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: 50 on CUDA, 10 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up iterations (default: 10 / 2)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--no-flops", action="store_true", help="skip the GFLOPs count (one extra forward)")
-    parser.add_argument("--weights", choices=("random", "pretrained"), default="random",
-                        help="random (default: speed does not depend on the weights, but predict keeps every query) "
-                             "or the released weights (needs the Hub or its cache)")
+    parser.add_argument(
+        "--weights",
+        choices=("random", "pretrained"),
+        default="random",
+        help="random (default: speed does not depend on the weights, but predict keeps every query) "
+        "or the released weights (needs the Hub or its cache)",
+    )
     parser.add_argument("--checkpoint", default=None, metavar="PATH", help="weights file or folder to load instead")
     parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the full result as JSON")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -84,11 +117,24 @@ def run(args: argparse.Namespace) -> int:
 
     backend = args.backend or EXPORTED_SUFFIXES.get(os.path.splitext(args.model)[1].lower(), "torch")
     result = run_benchmark(
-        args.model, backend=backend, device=args.device, batch_size=args.batch_size, image_size=args.size,
-        min_size=args.min_size, max_size=args.max_size, **speed_kwargs(args), iters=args.iters, warmup=args.warmup,
-        what=args.what, threads=args.threads, flops=not args.no_flops, resize_backend=args.resize_backend,
-        pretrained=args.weights == "pretrained", checkpoint_path=args.checkpoint, seed=args.seed,
-    )  # fmt: skip
+        args.model,
+        backend=backend,
+        device=args.device,
+        batch_size=args.batch_size,
+        image_size=args.size,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        **speed_kwargs(args),
+        iters=args.iters,
+        warmup=args.warmup,
+        what=args.what,
+        threads=args.threads,
+        flops=not args.no_flops,
+        resize_backend=args.resize_backend,
+        pretrained=args.weights == "pretrained",
+        checkpoint_path=args.checkpoint,
+        seed=args.seed,
+    )
     print(format_result(result))
     if args.json:
         write_json(result, args.json)

@@ -18,10 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the convert options on ``parser``."""
     parser.add_argument("src", metavar="SRC", help="reference .pth checkpoint (or our model.safetensors / folder)")
     parser.add_argument(
-        "--model", default=None, metavar="NAME",
+        "--model",
+        default=None,
+        metavar="NAME",
         help="architecture the checkpoint was trained as, e.g. sparseinst_r50_giam_aug (see `sparseinst list`); "
         "detected from the keys and the file name when omitted",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write model.safetensors, config.json")
     parser.add_argument("--card", action="store_true", help="also write a README.md model card")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -30,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Convert, write the folder and print a summary. Returns 0."""
     from .._factory import from_pretrained  # torch: only once the command runs (cli.py's convention)
-    from .._hub import save_pretrained
+    from .._save import save_pretrained
     from ..convert import convert_checkpoint
 
     _, report = convert_checkpoint(args.src, model_name=args.model, out_dir=args.out)

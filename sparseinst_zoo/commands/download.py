@@ -53,11 +53,17 @@ def download_one(name: str, source: str | None, cache_dir: str | None, keep_orig
     cfg = get_pretrained_cfg(name).replace(**overlay)
     if not cfg.has_weights:
         raise SparseInstError(f"{name!r} has no released weights (see `sparseinst list --pretrained`)")
-    create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=cache_dir,
-                 keep_original=keep_original)  # fmt: skip
+    create_model(
+        cfg.name, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=cache_dir, keep_original=keep_original
+    )
     fetched = fetch_pretrained(cfg, cache_dir, progress=False)
-    info: dict[str, Any] = {"model": cfg.name, "origin": fetched.origin, "path": str(fetched.path),
-                            "size": fetched.path.stat().st_size, "sha256": file_sha256(fetched.path)}  # fmt: skip
+    info: dict[str, Any] = {
+        "model": cfg.name,
+        "origin": fetched.origin,
+        "path": str(fetched.path),
+        "size": fetched.path.stat().st_size,
+        "sha256": file_sha256(fetched.path),
+    }
     record = fetched.path.parent / SOURCE_NAME
     if fetched.kind == "cache" and record.is_file():
         original = json.loads(record.read_text(encoding="utf-8"))

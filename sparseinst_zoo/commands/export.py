@@ -88,9 +88,15 @@ def _export_pt2(args: argparse.Namespace, model: Any, out: str) -> None:
 
     start = time.perf_counter()
     path = save_program(
-        model, out, args.height, args.width, dynamic=args.dynamic, with_preprocess=True,
-        with_postprocess=args.with_postprocess, input_dtype="uint8" if args.uint8 else "float32",
-    )  # fmt: skip
+        model,
+        out,
+        args.height,
+        args.width,
+        dynamic=args.dynamic,
+        with_preprocess=True,
+        with_postprocess=args.with_postprocess,
+        input_dtype="uint8" if args.uint8 else "float32",
+    )
     print(
         f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s; "
         "load it with torch.export.load(path).module()"
@@ -109,8 +115,9 @@ def _export_openvino(args: argparse.Namespace, model: Any, out: str, options: di
     if args.no_verify:
         return
     for precision in dict.fromkeys(("fp32", default_precision())):
-        differences = verify_openvino(model, path, precision, height=args.height, width=args.width,
-                                      raise_on_mismatch=True)  # fmt: skip
+        differences = verify_openvino(
+            model, path, precision, height=args.height, width=args.width, raise_on_mismatch=True
+        )
         exact = "exact" if precision == "fp32" else "within the bf16/fp16 tolerance"
         print(
             f"OpenVINO {precision} matches PyTorch at {args.height}x{args.width}, {exact} "
@@ -130,15 +137,18 @@ def run(args: argparse.Namespace) -> int:
         _export_pt2(args, model, out)
         return 0
     options: dict[str, Any] = dict(
-        dynamic=args.dynamic, with_postprocess=args.with_postprocess, mask_threshold=args.mask_threshold,
+        dynamic=args.dynamic,
+        with_postprocess=args.with_postprocess,
+        mask_threshold=args.mask_threshold,
         input_dtype="uint8" if args.uint8 else "float32",
-    )  # fmt: skip
+    )
     if args.format == "openvino":
         _export_openvino(args, model, out, options)
         return 0
     start = time.perf_counter()
-    path = export_onnx(model, out, args.height, args.width, opset=args.opset or DEFAULT_OPSET, half=args.half,
-                       verify=False, **options)  # fmt: skip
+    path = export_onnx(
+        model, out, args.height, args.width, opset=args.opset or DEFAULT_OPSET, half=args.half, verify=False, **options
+    )
     seconds = time.perf_counter() - start
     size = "dynamic HxW (multiples of 32)" if args.dynamic else f"{args.height}x{args.width}"
     print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB, input {size}) in {seconds:.1f} s")

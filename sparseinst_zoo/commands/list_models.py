@@ -16,8 +16,13 @@ HELP = "list the models (name pattern, e.g. 'r50' or 'sparseinst_*giam*') with r
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the list options on ``parser``."""
-    parser.add_argument("pattern", nargs="?", default="", metavar="PATTERN",
-                        help="fnmatch pattern; without wildcards, a substring of the name")  # fmt: skip
+    parser.add_argument(
+        "pattern",
+        nargs="?",
+        default="",
+        metavar="PATTERN",
+        help="fnmatch pattern; without wildcards, a substring of the name",
+    )
     parser.add_argument(
         "--pretrained",
         action="store_true",
@@ -63,13 +68,21 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         cfg = get_pretrained_cfg(name)
         cached = cached_where(cfg) if cfg.has_weights else None
-        rows.append([
-            name, _fmt(cfg.reference_ap), _fmt(cfg.reference_ap_test_dev), _fmt(cfg.reference_fps),
-            f"{cfg.min_size}/{cfg.max_size}", weights_from(cfg), {"converted": "yes", "hub": "yes (Hub)"}.get(
-                cached or "", "no" if cfg.has_weights else "-"),
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                _fmt(cfg.reference_ap),
+                _fmt(cfg.reference_ap_test_dev),
+                _fmt(cfg.reference_fps),
+                f"{cfg.min_size}/{cfg.max_size}",
+                weights_from(cfg),
+                {"converted": "yes", "hub": "yes (Hub)"}.get(cached or "", "no" if cfg.has_weights else "-"),
+            ]
+        )
     print(format_table(rows, header))
-    print(f"\n{len(rows)} model(s). AP: COCO mask AP of the reference checkpoints; test size: shorter side / "
-          "longest side cap. Weights are tried from the cache, then the Hub, then the original release "
-          "(`sparseinst download MODEL` fills the cache).")  # fmt: skip
+    print(
+        f"\n{len(rows)} model(s). AP: COCO mask AP of the reference checkpoints; test size: shorter side / "
+        "longest side cap. Weights are tried from the cache, then the Hub, then the original release "
+        "(`sparseinst download MODEL` fills the cache)."
+    )
     return 0

@@ -46,7 +46,7 @@ def crop(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut the window ``[top:top+height, left:left+width]``."""
     window = (slice(top, top + height), slice(left, left + width))
-    return np.ascontiguousarray(image[window]), np.ascontiguousarray(masks[(slice(None), *window)])
+    return np.ascontiguousarray(image[window]), np.ascontiguousarray(masks[:, window[0], window[1]])
 
 
 @dataclass

@@ -63,14 +63,17 @@ def _check_rle(segm: dict[str, Any], image: ImageRecord, where: str) -> dict[str
     if not isinstance(size, (list, tuple)) or len(size) != 2 or any(parse_integer(s) is None for s in size):
         raise DataError(f"{where}: RLE 'size' must be [height, width], got {size!r}")
     if [int(s) for s in size] != [image.height, image.width]:
-        raise DataError(f"{where}: RLE size {list(size)} differs from the image size "
-                        f"[{image.height}, {image.width}] (height, width)")  # fmt: skip
+        raise DataError(
+            f"{where}: RLE size {list(size)} differs from the image size "
+            f"[{image.height}, {image.width}] (height, width)"
+        )
     counts = segm["counts"]
     pixels = image.height * image.width
     if isinstance(counts, list):  # uncompressed: the run lengths cover the image exactly
         if not all(parse_integer(c) is not None and c >= 0 for c in counts) or sum(counts) != pixels:
-            raise DataError(f"{where}: uncompressed RLE 'counts' must be non-negative integers summing to "
-                            f"height x width = {pixels}")  # fmt: skip
+            raise DataError(
+                f"{where}: uncompressed RLE 'counts' must be non-negative integers summing to height x width = {pixels}"
+            )
     elif isinstance(counts, (str, bytes)):
         runs = compressed_rle_counts(counts)
         if runs is None or sum(runs) != pixels:
@@ -224,8 +227,10 @@ class CocoInstances(InstanceSet):
                 raise DataError(f"{path}: annotation id {ann_id} refers to unknown image id {ann['image_id']}")
             category_id = _int_field(ann, "category_id", "annotation", path)
             if category_id not in self.category_to_label:
-                raise DataError(f"{path}: annotation id {ann_id} has category id {category_id}, which is not in "
-                                f"'categories' (known ids: {list(self.category_ids)})")  # fmt: skip
+                raise DataError(
+                    f"{path}: annotation id {ann_id} has category id {category_id}, which is not in "
+                    f"'categories' (known ids: {list(self.category_ids)})"
+                )
             where = f"{path}: annotation id {ann_id} (image id {image.id})"
             crowd, area = _check_crowd(ann, where), _check_area(ann, where)
             if crowd:
@@ -233,18 +238,31 @@ class CocoInstances(InstanceSet):
                 if not keep_crowd:
                     continue
             if "segmentation" not in ann:
-                raise DataError(f"{path}: annotation id {ann_id} has no 'segmentation'; instance segmentation "
-                                "needs a polygon or RLE mask for every annotation")  # fmt: skip
+                raise DataError(
+                    f"{path}: annotation id {ann_id} has no 'segmentation'; instance segmentation "
+                    "needs a polygon or RLE mask for every annotation"
+                )
             segm = _check_segmentation(ann["segmentation"], image, where)
             if segm is None:
                 dropped.append(ann_id)
                 continue
-            image.annotations.append({"id": ann_id, "label": self.category_to_label[category_id],
-                                      "segmentation": segm, "iscrowd": crowd, "area": area})  # fmt: skip
+            image.annotations.append(
+                {
+                    "id": ann_id,
+                    "label": self.category_to_label[category_id],
+                    "segmentation": segm,
+                    "iscrowd": crowd,
+                    "area": area,
+                }
+            )
         if dropped:
             shown = ", ".join(str(i) for i in dropped[:10]) + (" ..." if len(dropped) > 10 else "")
-            _logger.warning("%s: dropped %d annotation(s) without a valid polygon (fewer than 3 points): ids %s",
-                            path, len(dropped), shown)  # fmt: skip
+            _logger.warning(
+                "%s: dropped %d annotation(s) without a valid polygon (fewer than 3 points): ids %s",
+                path,
+                len(dropped),
+                shown,
+            )
         self.num_dropped = len(dropped)
 
     def _check_files(self) -> None:

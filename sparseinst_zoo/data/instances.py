@@ -94,8 +94,10 @@ class InstanceSet:
         """The image as ``(H, W, 3)`` uint8 RGB, checked against the size the dataset gives."""
         array = read_image(image.path)
         if array.shape[:2] != (image.height, image.width):
-            raise DataError(f"{image.path} is {array.shape[0]}x{array.shape[1]} (HxW) but "
-                            f"{self.source} says {image.height}x{image.width} for image id {image.id}")  # fmt: skip
+            raise DataError(
+                f"{image.path} is {array.shape[0]}x{array.shape[1]} (HxW) but "
+                f"{self.source} says {image.height}x{image.width} for image id {image.id}"
+            )
         return array
 
     def load_targets(self, image: ImageRecord) -> tuple[np.ndarray, np.ndarray]:

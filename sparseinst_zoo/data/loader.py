@@ -73,8 +73,12 @@ class Collator:
             {"labels": s["labels"], "masks": F.pad(s["masks"], (0, width - w, 0, height - h))}
             for s, (h, w) in zip(samples, sizes)
         ]
-        return {"images": images, "targets": targets, "image_sizes": sizes,
-                "image_ids": [s["image_id"] for s in samples]}  # fmt: skip
+        return {
+            "images": images,
+            "targets": targets,
+            "image_sizes": sizes,
+            "image_ids": [s["image_id"] for s in samples],
+        }
 
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:
@@ -92,8 +96,16 @@ class TrainSampler(Sampler):
     ``world_size`` times larger batch.
     """
 
-    def __init__(self, size: int, batch_size: int, max_iters: int, start_iter: int = 0, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        max_iters: int,
+        start_iter: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if size < 1 or batch_size < 1:
             raise ValueError(f"need a non-empty dataset and batch_size >= 1, got {size} and {batch_size}")
         self.size, self.batch_size, self.max_iters = size, batch_size, max_iters

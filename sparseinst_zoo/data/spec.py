@@ -28,8 +28,15 @@ from .coco import CocoInstances, parse_integer
 from .instances import InstanceSet
 from .yolo import YoloInstances
 
-__all__ = ["SPLITS", "DatasetSpec", "SplitSpec", "is_dataset_yaml", "load_dataset_spec", "build_dataset",
-           "load_instances"]  # fmt: skip
+__all__ = [
+    "SPLITS",
+    "DatasetSpec",
+    "SplitSpec",
+    "is_dataset_yaml",
+    "load_dataset_spec",
+    "build_dataset",
+    "load_instances",
+]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -128,8 +135,10 @@ def _parse_split(name: str, value: Any, root: str, path: str) -> SplitSpec:
         return SplitSpec(name, "coco", json=json_path, images=image_dir)
     entries = [value] if isinstance(value, str) else value
     if not isinstance(entries, list) or not entries or not all(isinstance(e, str) for e in entries):
-        raise DataError(f"{where}: expected an image folder, a .txt image list, a list of them, or "
-                        f"{{json: ..., images: ...}} for COCO, got {value!r}")  # fmt: skip
+        raise DataError(
+            f"{where}: expected an image folder, a .txt image list, a list of them, or "
+            f"{{json: ..., images: ...}} for COCO, got {value!r}"
+        )
     return SplitSpec(name, "yolo", sources=tuple(os.path.join(root, os.path.expanduser(e)) for e in entries))
 
 
@@ -164,8 +173,10 @@ def build_dataset(spec: DatasetSpec, split: str, keep_crowd: bool = False) -> In
         return YoloInstances(entry.sources, spec.names, f"{spec.path} ({split})", root=spec.root)
     dataset = CocoInstances(entry.json, entry.images, keep_crowd=keep_crowd)
     if spec.names is not None and sorted(spec.names.values()) != sorted(dataset.label_names):
-        raise DataError(f"{spec.path}: 'names' {sorted(spec.names.values())} differ from the categories of "
-                        f"{entry.json} {sorted(dataset.label_names)}; remove 'names' or make them agree")  # fmt: skip
+        raise DataError(
+            f"{spec.path}: 'names' {sorted(spec.names.values())} differ from the categories of "
+            f"{entry.json} {sorted(dataset.label_names)}; remove 'names' or make them agree"
+        )
     return dataset
 
 

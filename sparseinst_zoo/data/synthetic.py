@@ -102,10 +102,17 @@ def make_shapes_dataset(
             else:
                 segmentation = [[round(v, 2) for v in polygon]]
             x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": _CATEGORY_IDS[label],
-                "segmentation": segmentation, "area": float(mask.sum()), "bbox": [x, y, w, h], "iscrowd": 0,
-            })  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": _CATEGORY_IDS[label],
+                    "segmentation": segmentation,
+                    "area": float(mask.sum()),
+                    "bbox": [x, y, w, h],
+                    "iscrowd": 0,
+                }
+            )
         file_name = f"{image_id:05d}.png"
         canvas.save(os.path.join(out_dir, file_name))
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})

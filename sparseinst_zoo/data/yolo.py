@@ -96,8 +96,10 @@ def _parse_line(fields: list[str], where: str, category_to_label: dict[int, int]
     except ValueError:
         raise DataError(f"{where}: class {fields[0]!r} is not an integer") from None
     if not class_value.is_integer() or int(class_value) not in category_to_label:
-        raise DataError(f"{where}: class {fields[0]} is not one of the dataset's class indices "
-                        f"{sorted(category_to_label)} (see 'names' in the YAML file)")  # fmt: skip
+        raise DataError(
+            f"{where}: class {fields[0]} is not one of the dataset's class indices "
+            f"{sorted(category_to_label)} (see 'names' in the YAML file)"
+        )
     try:
         coords = [float(v) for v in fields[1:]]
     except ValueError:
@@ -165,12 +167,17 @@ class YoloInstances(InstanceSet):
             instances, bad_lines = parse_label_file(label_file, height, width, self.category_to_label)
             dropped.extend(f"{label_file}:{number}" for number in bad_lines)
             for label, polygon in instances:
-                record.annotations.append({"id": next_id, "label": label, "segmentation": [polygon], "iscrowd": 0,
-                                           "area": None})  # fmt: skip
+                record.annotations.append(
+                    {"id": next_id, "label": label, "segmentation": [polygon], "iscrowd": 0, "area": None}
+                )
                 next_id += 1
             self.images.append(record)
         if dropped:
             shown = ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else "")
-            _logger.warning("%s: dropped %d polygon(s) with fewer than 3 points (a 'class x y w h' box has no mask): "
-                            "%s", source, len(dropped), shown)  # fmt: skip
+            _logger.warning(
+                "%s: dropped %d polygon(s) with fewer than 3 points (a 'class x y w h' box has no mask): %s",
+                source,
+                len(dropped),
+                shown,
+            )
         self.num_dropped = len(dropped)

@@ -51,15 +51,33 @@ def _deform_conv_translation() -> dict[Any, Any]:
     from onnxscript import opset19 as op
 
     def deform_conv2d(
-        input, weight, offset, mask, bias,
-        stride_h: int, stride_w: int, pad_h: int, pad_w: int, dil_h: int, dil_w: int,
-        n_weight_grps: int, n_offset_grps: int, use_mask: bool,
-    ):  # fmt: skip
+        input,
+        weight,
+        offset,
+        mask,
+        bias,
+        stride_h: int,
+        stride_w: int,
+        pad_h: int,
+        pad_w: int,
+        dil_h: int,
+        dil_w: int,
+        n_weight_grps: int,
+        n_offset_grps: int,
+        use_mask: bool,
+    ):
         return op.DeformConv(
-            input, weight, offset, bias, mask if use_mask else None,
-            dilations=[dil_h, dil_w], group=n_weight_grps, offset_group=n_offset_grps,
-            pads=[pad_h, pad_w, pad_h, pad_w], strides=[stride_h, stride_w],
-        )  # fmt: skip
+            input,
+            weight,
+            offset,
+            bias,
+            mask if use_mask else None,
+            dilations=[dil_h, dil_w],
+            group=n_weight_grps,
+            offset_group=n_offset_grps,
+            pads=[pad_h, pad_w, pad_h, pad_w],
+            strides=[stride_h, stride_w],
+        )
 
     return {torch.ops.torchvision.deform_conv2d.default: deform_conv2d}
 
@@ -95,10 +113,17 @@ def _onnx_program(wrapper: nn.Module, example: torch.Tensor, opset: int, names: 
     try:
         with quiet_export(), torch.no_grad():
             return torch.onnx.export(
-                wrapper, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME], output_names=names,
-                dynamic_shapes=dynamic_shapes(dynamic), custom_translation_table=_deform_conv_translation(),
-                optimize=True, verbose=False,
-            )  # fmt: skip
+                wrapper,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=names,
+                dynamic_shapes=dynamic_shapes(dynamic),
+                custom_translation_table=_deform_conv_translation(),
+                optimize=True,
+                verbose=False,
+            )
     except Exception as err:  # the exporters raise many types; say what failed and what to try
         raise RuntimeError(
             f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); try "
@@ -159,9 +184,16 @@ def export_onnx(
     start = time.perf_counter()
     program = _onnx_program(wrapper, example, opset, names, dynamic)
     metadata = build_metadata(
-        model, height, width, dynamic=dynamic, input_dtype=input_dtype, with_postprocess=with_postprocess,
-        mask_threshold=mask_threshold, half=half, opset=opset,
-    )  # fmt: skip
+        model,
+        height,
+        width,
+        dynamic=dynamic,
+        input_dtype=input_dtype,
+        with_postprocess=with_postprocess,
+        mask_threshold=mask_threshold,
+        half=half,
+        opset=opset,
+    )
     program.model.metadata_props.update(metadata)
     atomic_save(target, lambda tmp: program.save(tmp, external_data=False))
     _logger.info("exported %s to %s in %.1f s", metadata["model_name"], target, time.perf_counter() - start)

@@ -23,7 +23,8 @@ from typing import Any
 from torch import nn
 
 from ..errors import SparseInstError
-from ..inference.backends.onnxruntime import read_onnx_metadata
+from ..inference.backends.base import check_model_file
+from ..inference.backends.metadata import read_onnx_file_metadata
 from ..inference.backends.openvino import RT_INFO_KEY, OpenVinoBackend, default_precision, require_openvino
 from .onnx import export_onnx
 from .verify import BF16_TOLERANCE, EXACT_TOLERANCE, HALF_TOLERANCE, Tolerance, verify_export
@@ -52,7 +53,7 @@ def convert_onnx_to_openvino(onnx_path: str | os.PathLike[str], path: str | os.P
     target = output_target(path, ".xml")
     if target.suffix != ".xml":
         raise SparseInstError(f"an OpenVINO model is saved as NAME.xml (+ NAME.bin), got {str(target)!r}")
-    metadata = read_onnx_metadata(onnx_path)
+    metadata = read_onnx_file_metadata(check_model_file(onnx_path, "ONNX"))
     try:
         model = ov.convert_model(os.fspath(onnx_path))
     except Exception as err:  # OpenVINO's converter raises its own types
@@ -102,8 +103,10 @@ def export_openvino(
             inference precision when it compiles.
     """
     if onnx_options.get("half"):
-        raise SparseInstError("OpenVINO picks the precision when it compiles the model; export without half and "
-                              "load it with precision='fp16' or 'bf16'")  # fmt: skip
+        raise SparseInstError(
+            "OpenVINO picks the precision when it compiles the model; export without half and "
+            "load it with precision='fp16' or 'bf16'"
+        )
     require_openvino()
     target = output_target(path, ".xml")
     with tempfile.TemporaryDirectory(prefix=".tmp-onnx-", dir=target.parent) as folder:

@@ -121,9 +121,13 @@ def compare_outputs(
 
 
 def _compare_instances(
-    got: Sequence[torch.Tensor], expected: Sequence[torch.Tensor], pred_logits: torch.Tensor, tolerance: Tolerance,
-    mask_threshold: float, differences: dict[str, float],
-) -> list[str]:  # fmt: skip
+    got: Sequence[torch.Tensor],
+    expected: Sequence[torch.Tensor],
+    pred_logits: torch.Tensor,
+    tolerance: Tolerance,
+    mask_threshold: float,
+    differences: dict[str, float],
+) -> list[str]:
     """Final scores, clear labels and thresholded masks of every query (what postprocessing keeps and draws)."""
     failures: list[str] = []
     differences["scores"] = _max_diff(got[0], expected[0])

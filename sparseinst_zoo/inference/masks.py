@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils  # type: ignore[import-untyped]
+from pycocotools import mask as mask_utils
 
 __all__ = ["masks_to_boxes", "mask_to_polygons", "encode_rle", "rle_area"]
 
@@ -42,8 +42,12 @@ def masks_to_boxes(masks: ArrayLike) -> ArrayLike:
         boxes = torch.stack([x1, y1, x2, y2], 1).float()
     else:
         rows_np, cols_np = np.arange(height), np.arange(width)
-        edges = [np.where(cols, cols_np, width).min(1), np.where(rows, rows_np, height).min(1),
-                 np.where(cols, cols_np + 1, 0).max(1), np.where(rows, rows_np + 1, 0).max(1)]  # fmt: skip
+        edges = [
+            np.where(cols, cols_np, width).min(1),
+            np.where(rows, rows_np, height).min(1),
+            np.where(cols, cols_np + 1, 0).max(1),
+            np.where(rows, rows_np + 1, 0).max(1),
+        ]
         boxes = np.stack(edges, 1).astype(np.float32)
     empty = ~rows.any(1)
     boxes[empty] = 0

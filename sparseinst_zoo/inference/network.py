@@ -102,8 +102,13 @@ def inference_network(
     device = torch.device(device) if device is not None else model_device(model)
     precision = parse_precision(precision, device)
     options = _options(model, optimize, precision, device)
-    key = (repr(sorted((options or {}).items())), options is None, str(device), model.training,
-           weights_fingerprint(model))  # fmt: skip
+    key = (
+        repr(sorted((options or {}).items())),
+        options is None,
+        str(device),
+        model.training,
+        weights_fingerprint(model),
+    )
     with _lock:  # one build per model and key, also when several threads predict at once
         cached = _cache.get(model)
         if cached is not None and cached[0] == key:

@@ -29,7 +29,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeAlias, cast
 
 import torch
 import torch.fx
@@ -37,7 +37,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBN
 
-from ..models.sparseinst import SparseInst
+from ..models._hub_mixin import PredictMixin
 from .precision import autocast_dtype, parse_precision
 
 __all__ = [
@@ -75,7 +75,20 @@ class _ConvBnTracer(torch.fx.Tracer):
         return isinstance(m, _CONV_TYPES + _BN_TYPES) or super().is_leaf_module(m, module_qualified_name)
 
 
-def _bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+class _BatchNormLike(Protocol):
+    """What folding reads from every BatchNorm flavour of :data:`_BN_TYPES` (torch, torchvision and timm)."""
+
+    eps: float
+    running_mean: torch.Tensor | None
+    running_var: torch.Tensor | None
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+
+
+_Conv: TypeAlias = nn.Conv2d | DeformConv2d  # the convolutions a BatchNorm folds into
+
+
+def _bn_scale_shift(bn: _BatchNormLike) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(scale, shift) in float64 with ``bn(x) == x * scale + shift`` in eval mode, or None if it is not affine-able."""
     running_mean = getattr(bn, "running_mean", None)
     running_var = getattr(bn, "running_var", None)
@@ -93,14 +106,16 @@ def _bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     return scale, shift
 
 
-def _is_foldable_conv(conv: nn.Module, bn: nn.Module) -> bool:
+def _foldable_conv(conv: nn.Module, scale: torch.Tensor) -> _Conv | None:
+    """``conv`` if ``scale`` (one entry per BatchNorm channel) can be folded into it, else None."""
     # exact types only: subclasses such as timm's StdConv2d / Conv2dSame transform the weight in forward
     if type(conv) not in _CONV_TYPES:
-        return False
-    return conv.out_channels == bn.num_features and conv.weight.ndim == 4
+        return None
+    plain = cast(_Conv, conv)
+    return plain if plain.out_channels == scale.numel() and plain.weight.ndim == 4 else None
 
 
-def _fold_into_conv(conv: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
+def _fold_into_conv(conv: _Conv, scale: torch.Tensor, shift: torch.Tensor) -> None:
     """Rescale ``conv``'s output channels by ``scale`` and add ``shift`` (computed in float64, stored as before)."""
     weight = conv.weight
     folded_weight = weight.detach().double() * scale.to(weight.device).reshape(-1, 1, 1, 1)
@@ -112,8 +127,9 @@ def _fold_into_conv(conv: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -
 
 def _bn_replacement(bn: nn.Module) -> nn.Module:
     """What a folded BatchNorm becomes: nothing, or the dropout + activation that timm's ``*NormAct2d`` applied."""
-    if hasattr(bn, "act") and hasattr(bn, "drop"):  # timm BatchNormAct2d / FrozenBatchNormAct2d
-        return nn.Sequential(bn.drop, bn.act)
+    drop, act = getattr(bn, "drop", None), getattr(bn, "act", None)
+    if isinstance(drop, nn.Module) and isinstance(act, nn.Module):  # timm BatchNormAct2d / FrozenBatchNormAct2d
+        return nn.Sequential(drop, act)
     return nn.Identity()
 
 
@@ -123,30 +139,37 @@ def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+def _module_target(node: object) -> str | None:
+    """The submodule path an fx node calls, or None for any other node (for ``call_module`` it is always a str)."""
+    if isinstance(node, torch.fx.Node) and node.op == "call_module" and isinstance(node.target, str):
+        return node.target
+    return None
+
+
 def _fold_in_traced(root: nn.Module) -> int:
     """Fold every ``conv -> BN`` pair that fx finds in ``root`` (BN the conv output's only user). Returns the count."""
     graph = _ConvBnTracer().trace(root)
     calls: dict[str, int] = {}
     for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+        if (target := _module_target(node)) is not None:
+            calls[target] = calls.get(target, 0) + 1
     folded = 0
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(root.get_submodule(node.target), _BN_TYPES):
+        bn_target = _module_target(node)
+        if bn_target is None or not isinstance(bn := root.get_submodule(bn_target), _BN_TYPES):
             continue
         source = node.args[0] if node.args else None
-        if not isinstance(source, torch.fx.Node) or source.op != "call_module" or len(source.users) != 1:
+        conv_target = _module_target(source)
+        if conv_target is None or len(cast(torch.fx.Node, source).users) != 1:
             continue
-        if calls[node.target] != 1 or calls[source.target] != 1:  # a shared module cannot be folded for one use
+        if calls[bn_target] != 1 or calls[conv_target] != 1:  # a shared module cannot be folded for one use
             continue
-        conv, bn = root.get_submodule(source.target), root.get_submodule(node.target)
-        if not _is_foldable_conv(conv, bn):
-            continue
-        scale_shift = _bn_scale_shift(bn)
-        if scale_shift is None:
+        scale_shift = _bn_scale_shift(cast(_BatchNormLike, bn))
+        conv = None if scale_shift is None else _foldable_conv(root.get_submodule(conv_target), scale_shift[0])
+        if conv is None or scale_shift is None:
             continue
         _fold_into_conv(conv, *scale_shift)
-        _set_submodule(root, node.target, _bn_replacement(bn))
+        _set_submodule(root, bn_target, _bn_replacement(bn))
         folded += 1
     return folded
 
@@ -348,7 +371,7 @@ class _Network(nn.Module):
         return {k: v.float() for k, v in outputs.items()}
 
 
-class OptimizedModel(nn.Module):
+class OptimizedModel(PredictMixin, nn.Module):
     """An inference-only SparseInst: same inputs and float32 outputs, faster. Build it with
     :func:`optimize_for_inference`.
 
@@ -357,8 +380,13 @@ class OptimizedModel(nn.Module):
     ``model``, and :meth:`predict` runs the normal predictor on this optimised network.
     """
 
-    def __init__(self, model: nn.Module, options: dict[str, Any], network: nn.Module,
-                 runner: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        options: dict[str, Any],
+        network: nn.Module,
+        runner: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    ) -> None:
         super().__init__()
         self.model = model
         self.options = dict(options)
@@ -384,20 +412,20 @@ class OptimizedModel(nn.Module):
         self.check_input(images)
         device = next(self.model.parameters()).device
         if images.device != device:
-            raise ValueError(f"input is on {images.device} but the optimised model is on {device}; "
-                             "move the batch (or optimise the model for that device)")  # fmt: skip
+            raise ValueError(
+                f"input is on {images.device} but the optimised model is on {device}; "
+                "move the batch (or optimise the model for that device)"
+            )
         with torch.inference_mode():
             return self._runner(images)
 
     def train(self, mode: bool = True) -> OptimizedModel:
         if mode:
-            raise RuntimeError("an OptimizedModel is for inference only (BatchNorms are folded, weights frozen); "
-                               "train the original model and call optimize_for_inference again")  # fmt: skip
+            raise RuntimeError(
+                "an OptimizedModel is for inference only (BatchNorms are folded, weights frozen); "
+                "train the original model and call optimize_for_inference again"
+            )
         return super().train(False)
-
-    # The model family's lazy predict facade (the one upward edge, owned by models/), reused as is: it runs the
-    # normal predictor on this optimised network, and this module never imports the predictor.
-    predict = SparseInst.predict
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
@@ -460,18 +488,26 @@ def optimize_for_inference(
     compile_mode = resolve_compile_mode(compile)
     if cuda_graphs:
         if device.type != "cuda":
-            raise ValueError(f"cuda_graphs=True needs a CUDA device, but the model is on {device}; "
-                             "move it with model.to('cuda') (or pass device='cuda'), or drop cuda_graphs / "
-                             "--cuda-graphs")  # fmt: skip
+            raise ValueError(
+                f"cuda_graphs=True needs a CUDA device, but the model is on {device}; "
+                "move it with model.to('cuda') (or pass device='cuda'), or drop cuda_graphs / "
+                "--cuda-graphs"
+            )
         if compile_mode in _COMPILE_MODES_WITH_CUDA_GRAPHS:
-            raise ValueError(f"compile mode {compile_mode!r} already captures CUDA graphs; with cuda_graphs=True "
-                             "use compile='max-autotune-no-cudagraphs' or 'default' (or drop cuda_graphs)")  # fmt: skip
+            raise ValueError(
+                f"compile mode {compile_mode!r} already captures CUDA graphs; with cuda_graphs=True "
+                "use compile='max-autotune-no-cudagraphs' or 'default' (or drop cuda_graphs)"
+            )
     if cudnn_benchmark and device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     options = {
-        "fold_bn": bool(fold_bn), "channels_last": bool(channels_last), "precision": parse_precision(precision, device),
-        "compile": compile_mode, "cuda_graphs": bool(cuda_graphs), "device": str(device),
-    }  # fmt: skip
+        "fold_bn": bool(fold_bn),
+        "channels_last": bool(channels_last),
+        "precision": parse_precision(precision, device),
+        "compile": compile_mode,
+        "cuda_graphs": bool(cuda_graphs),
+        "device": str(device),
+    }
 
     work = fold_batch_norm(model) if fold_bn else copy.deepcopy(model).eval()
     work = work.to(device)

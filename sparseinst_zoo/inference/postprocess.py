@@ -123,9 +123,13 @@ def postprocess(
 
 
 def upsample_masks(
-    probs: torch.Tensor, padded: tuple[int, int], resized: tuple[int, int], original: tuple[int, int],
-    mask_threshold: float, chunk_pixels: int = UPSAMPLE_CHUNK_PIXELS,
-) -> torch.Tensor:  # fmt: skip
+    probs: torch.Tensor,
+    padded: tuple[int, int],
+    resized: tuple[int, int],
+    original: tuple[int, int],
+    mask_threshold: float,
+    chunk_pixels: int = UPSAMPLE_CHUNK_PIXELS,
+) -> torch.Tensor:
     """Stride-4 probabilities (K, h, w) -> (K, H, W) bool masks at the original size, as the reference.
 
     Bilinear to the padded input size, crop to the resized image, bilinear to the original size, ``> threshold``;

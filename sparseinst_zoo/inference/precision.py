@@ -59,8 +59,9 @@ def parse_precision(value: PrecisionLike, device: torch.device | str = "cpu", na
         return "fp16" if torch.device(device).type == "cuda" else "bf16"
     if isinstance(value, str) and value.lower() in _ALIASES:
         return _ALIASES[value.lower()]
-    raise SparseInstError(f"{name} must be one of {tuple(PRECISIONS)} (or True/'auto' for the device's 16-bit type), "
-                          f"got {value!r}")  # fmt: skip
+    raise SparseInstError(
+        f"{name} must be one of {tuple(PRECISIONS)} (or True/'auto' for the device's 16-bit type), got {value!r}"
+    )
 
 
 def cpu_supports(dtype: torch.dtype) -> bool:
@@ -91,8 +92,10 @@ def autocast_dtype(precision: PrecisionLike, device: torch.device | str) -> torc
     if device.type not in ("cuda", "cpu"):
         raise SparseInstError(f"precision={name!r} is supported on 'cuda' and 'cpu' devices, got {device.type!r}")
     if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise SparseInstError(f"precision='bf16' needs a GPU with bfloat16 support "
-                              f"({torch.cuda.get_device_name(device)} has none); use precision='fp16'")  # fmt: skip
+        raise SparseInstError(
+            f"precision='bf16' needs a GPU with bfloat16 support "
+            f"({torch.cuda.get_device_name(device)} has none); use precision='fp16'"
+        )
     if device.type == "cpu" and not cpu_supports(dtype):
         warnings.warn(
             f"this CPU has no native {name} matrix instructions; {name} runs emulated and is usually slower than "

@@ -75,8 +75,9 @@ class Results:
 
     Example:
         >>> import sparseinst_zoo
+        >>> from sparseinst_zoo.inference.sources import sample_image_path
         >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
-        >>> r = model.predict(sparseinst_zoo.inference.sources.sample_image_path())[0]
+        >>> r = model.predict(sample_image_path())[0]
         >>> r.masks.shape[1:], r.boxes.shape[1]
         (torch.Size([300, 451]), 4)
     """
@@ -134,7 +135,15 @@ class Results:
 
     def _new(self, masks: ArrayLike, scores: ArrayLike, labels: ArrayLike, track_ids: ArrayLike | None) -> Results:
         return Results(
-            masks, scores, labels, self.names, self.image_size, self.path, self.orig_img, self.frame, track_ids,
+            masks,
+            scores,
+            labels,
+            self.names,
+            self.image_size,
+            self.path,
+            self.orig_img,
+            self.frame,
+            track_ids,
             category_ids=self.category_id_map,
         )
 
@@ -247,10 +256,13 @@ class Results:
         instances = [
             {"label": int(label), "name": name, "score": float(score), "box": [float(v) for v in box], "mask": rle}
             for label, name, score, box, rle in zip(
-                _to_numpy(self.labels).tolist(), self.classes, _to_numpy(self.scores).tolist(),
-                _to_numpy(self.boxes), rles,
+                _to_numpy(self.labels).tolist(),
+                self.classes,
+                _to_numpy(self.scores).tolist(),
+                _to_numpy(self.boxes),
+                rles,
             )
-        ]  # fmt: skip
+        ]
         if self.track_ids is not None:
             for instance, track_id in zip(instances, self.track_ids.tolist()):
                 instance["track_id"] = track_id

@@ -235,10 +235,6 @@ def track(
     return tracked if stream else list(tracked)
 
 
-
-
-
-
 class TrackWriter:
     """Writes tracked frames into a run folder: an overlay video per video source (``<name>.mp4``), an overlay
     image per image (``<name>.png``; ``frame000012.png`` for in-memory frames) and, with ``save_json``,

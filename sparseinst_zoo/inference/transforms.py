@@ -66,8 +66,10 @@ def get_output_shape(height: int, width: int, min_size: int, max_size: int) -> t
         new_h, new_w = new_h * scale, new_w * scale
     out_h, out_w = int(new_h + 0.5), int(new_w + 0.5)
     if out_h < 1 or out_w < 1:
-        raise DataError(f"a {height}x{width} image is too elongated to resize (min_size {min_size}, max_size "
-                        f"{max_size} give {out_h}x{out_w} pixels); crop it, or raise max_size")  # fmt: skip
+        raise DataError(
+            f"a {height}x{width} image is too elongated to resize (min_size {min_size}, max_size "
+            f"{max_size} give {out_h}x{out_w} pixels); crop it, or raise max_size"
+        )
     return out_h, out_w
 
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import colorsys
 import os
 from collections.abc import Sequence
+from fractions import Fraction
 from functools import lru_cache
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .._io import atomic_write, publish, temporary_path
 from .masks import masks_to_boxes
+
+if TYPE_CHECKING:  # PyAV is optional: imported when a video is written
+    from av.video.stream import VideoStream
 
 __all__ = ["instance_colors", "track_colors", "draw_instances", "save_image", "VideoWriter"]
 
@@ -159,19 +164,20 @@ class VideoWriter:
         self.fps = fps
         self._tmp = temporary_path(self.path)
         self._container = av.open(self._tmp, "w")
-        self._stream = None
+        self._stream: VideoStream | None = None
 
     def write(self, frame: np.ndarray) -> None:
         """Append one uint8 HxWx3 RGB frame (the first frame fixes the size)."""
         if self._stream is None:
             codec = "h264" if "h264" in self._av.codecs_available else "mpeg4"
-            from fractions import Fraction
-
-            self._stream = self._container.add_stream(codec, rate=Fraction(self.fps).limit_denominator(1001))
-            self._stream.height, self._stream.width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2
-            self._stream.pix_fmt = "yuv420p"
-        frame = np.ascontiguousarray(frame[: self._stream.height, : self._stream.width])
-        for packet in self._stream.encode(self._av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            rate = Fraction(self.fps).limit_denominator(1001)
+            stream = cast("VideoStream", self._container.add_stream(codec, rate=rate))  # a video codec's stream
+            stream.height, stream.width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2
+            stream.pix_fmt = "yuv420p"
+            self._stream = stream
+        stream = self._stream
+        frame = np.ascontiguousarray(frame[: stream.height, : stream.width])
+        for packet in stream.encode(self._av.VideoFrame.from_ndarray(frame, format="rgb24")):
             self._container.mux(packet)
 
     def close(self) -> str:

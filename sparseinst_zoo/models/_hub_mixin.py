@@ -15,13 +15,31 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import _hub
+from .. import _save
 from .._registry import json_ready
 
-__all__ = ["HubMixin"]
+__all__ = ["HubMixin", "PredictMixin"]
 
 
-class HubMixin:
+class PredictMixin:
+    """The lazy ``predict`` / ``track`` facade of a network taking a normalised batch (the model and its optimised
+    copies alike): the inference layer sits above the model family, so it is imported on use, the facade's only
+    upward reference."""
+
+    def predict(self, source: Any = None, **kwargs: Any) -> Any:
+        """Predict instances on images; see :func:`sparseinst_zoo.inference.predictor.predict`."""
+        from ..inference.predictor import predict
+
+        return predict(self, source, **kwargs)  # type: ignore[arg-type]
+
+    def track(self, source: Any = None, **kwargs: Any) -> Any:
+        """Predict and track instances over video frames; see :func:`sparseinst_zoo.inference.tracking.track`."""
+        from ..inference.tracking import track  # the same upward reference as predict
+
+        return track(self, source, **kwargs)  # type: ignore[arg-type]
+
+
+class HubMixin(PredictMixin):
     """Mixed into an ``nn.Module`` whose constructor arguments are all JSON-serialisable.
 
     ``__new__`` records the arguments the constructor is called with (defaults filled in from its signature), so the
@@ -43,19 +61,6 @@ class HubMixin:
         """The constructor arguments as JSON-ready values, ``normalised`` ones (e.g. coerced ints) replacing them."""
         return json_ready({**self._init_args, **normalised})
 
-    def predict(self, source: Any = None, **kwargs: Any) -> Any:
-        """Predict instances on images; see :func:`sparseinst_zoo.inference.predictor.predict`."""
-        # The inference layer sits above the model family: imported on use, as the facade's only upward reference.
-        from ..inference.predictor import predict
-
-        return predict(self, source, **kwargs)  # type: ignore[arg-type]
-
-    def track(self, source: Any = None, **kwargs: Any) -> Any:
-        """Predict and track instances over video frames; see :func:`sparseinst_zoo.inference.tracking.track`."""
-        from ..inference.tracking import track  # the same upward reference as predict
-
-        return track(self, source, **kwargs)  # type: ignore[arg-type]
-
     def optimize_for_inference(self, **options: Any) -> Any:
         """An inference-only fast copy; see :func:`~sparseinst_zoo.inference.optimize.optimize_for_inference`."""
         from ..inference.optimize import optimize_for_inference  # the same upward reference as predict
@@ -64,8 +69,8 @@ class HubMixin:
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Path:
         """Write config.json, model.safetensors and a model card; see :func:`sparseinst_zoo.hub.save_pretrained`."""
-        return _hub.save_pretrained(self, save_directory, **kwargs)  # type: ignore[arg-type]
+        return _save.save_pretrained(self, save_directory, **kwargs)  # type: ignore[arg-type]
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         """Upload to the Hugging Face Hub; see :func:`sparseinst_zoo.hub.push_to_hub`."""
-        return _hub.push_to_hub(self, repo_id, **kwargs)  # type: ignore[arg-type]
+        return _save.push_to_hub(self, repo_id, **kwargs)  # type: ignore[arg-type]

@@ -8,19 +8,41 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import timm
 import torch
 from timm.layers import freeze_batch_norm_2d
+from timm.models import FeatureInfo
 from torch import nn
 from torchvision.ops import DeformConv2d
 
 from .._hub import offline_if_unreachable
 
-__all__ = ["DeformableBottleneck", "create_backbone", "select_feature_levels", "make_deformable"]
+__all__ = ["DeformableBottleneck", "create_backbone", "feature_info", "select_feature_levels", "make_deformable"]
 
 DEFAULT_STRIDES: tuple[int, ...] = (8, 16, 32)
+
+
+@overload
+def _child(block: nn.Module, name: str) -> nn.Module: ...
+@overload
+def _child(block: nn.Module, name: str, optional: Literal[True]) -> nn.Module | None: ...
+
+
+def _child(block: nn.Module, name: str, optional: bool = False) -> nn.Module | None:
+    """The submodule ``name`` of a timm bottleneck (``None`` where an optional one is absent or ``None``)."""
+    child = getattr(block, name, None)
+    if child is None and optional:
+        return None
+    if not isinstance(child, nn.Module):
+        raise ValueError(f"{type(block).__name__} has no submodule {name!r}; DCN needs a timm ResNet bottleneck")
+    return child
+
+
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A conv's (height, width) stride/padding/dilation."""
+    return values[0], values[1]
 
 
 class DeformableBottleneck(nn.Module):
@@ -33,32 +55,44 @@ class DeformableBottleneck(nn.Module):
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
-        plain: nn.Conv2d = block.conv2
-        if plain.groups != 1:
-            raise ValueError("deformable bottlenecks support groups=1 only (ResNet, ResNet-D)")
+        plain = _child(block, "conv2")
+        if not isinstance(plain, nn.Conv2d) or plain.groups != 1:
+            raise ValueError("deformable bottlenecks support a plain 3x3 conv2 with groups=1 only (ResNet, ResNet-D)")
         kernel_size = plain.kernel_size[0]
-        self.conv1, self.bn1, self.act1 = block.conv1, block.bn1, block.act1
+        stride, dilation = _pair(plain.stride), _pair(plain.dilation)
+        padding = plain.padding if isinstance(plain.padding, str) else _pair(plain.padding)
+        self.conv1, self.bn1, self.act1 = _child(block, "conv1"), _child(block, "bn1"), _child(block, "act1")
         self.conv2_offset = nn.Conv2d(
-            plain.in_channels, 2 * kernel_size * kernel_size, kernel_size,
-            stride=plain.stride, padding=plain.padding, dilation=plain.dilation, bias=True,
-        )  # fmt: skip
-        nn.init.zeros_(self.conv2_offset.weight)
-        nn.init.zeros_(self.conv2_offset.bias)
+            plain.in_channels,
+            2 * kernel_size * kernel_size,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            bias=True,
+        )
+        for parameter in self.conv2_offset.parameters():  # weight and bias
+            nn.init.zeros_(parameter)
         self.conv2 = DeformConv2d(
-            plain.in_channels, plain.out_channels, kernel_size,
-            stride=plain.stride, padding=plain.padding, dilation=plain.dilation, bias=False,
-        )  # fmt: skip
+            plain.in_channels,
+            plain.out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            bias=False,
+        )
         with torch.no_grad():
             self.conv2.weight.copy_(plain.weight)
-        self.bn2 = block.bn2
-        self.drop_block = getattr(block, "drop_block", None)
-        self.act2 = block.act2
-        self.aa = getattr(block, "aa", None)
-        self.conv3, self.bn3 = block.conv3, block.bn3
-        self.se = getattr(block, "se", None)
-        self.act3 = block.act3
-        self.downsample = block.downsample
-        self.drop_path = getattr(block, "drop_path", None)
+        self.bn2 = _child(block, "bn2")
+        self.drop_block = _child(block, "drop_block", optional=True)
+        self.act2 = _child(block, "act2")
+        self.aa = _child(block, "aa", optional=True)
+        self.conv3, self.bn3 = _child(block, "conv3"), _child(block, "bn3")
+        self.se = _child(block, "se", optional=True)
+        self.act3 = _child(block, "act3")
+        self.downsample = _child(block, "downsample", optional=True)
+        self.drop_path = _child(block, "drop_path", optional=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -93,6 +127,19 @@ def make_deformable(backbone: nn.Module, stages: Sequence[int]) -> None:
             if not hasattr(block, "conv3"):
                 raise ValueError(f"layer{stage}.{index} is not a bottleneck block; DCN needs ResNet-50 or deeper")
             layer[index] = DeformableBottleneck(block)
+
+
+def feature_info(backbone: nn.Module) -> FeatureInfo:
+    """The timm ``feature_info`` of a ``features_only`` backbone: the channels and stride of each returned level.
+
+    Example:
+        >>> feature_info(create_backbone("resnet18")).channels()
+        [128, 256, 512]
+    """
+    info = backbone.__dict__.get("feature_info")
+    if not isinstance(info, FeatureInfo):
+        raise ValueError(f"{type(backbone).__name__} is not a timm features_only backbone (it has no feature_info)")
+    return info
 
 
 def select_feature_levels(reductions: Sequence[int], strides: Sequence[int] = DEFAULT_STRIDES) -> tuple[int, ...]:
@@ -149,8 +196,9 @@ def create_backbone(
         if "features_only" in str(err) or "feature" in str(err).lower():
             raise ValueError(f"timm backbone {name!r} does not support features_only=True: {err}") from err
         raise
-    out_indices = select_feature_levels(probe.feature_info.reduction(), strides)
-    all_indices = tuple(probe.feature_info.out_indices)
+    probe_info = feature_info(probe)
+    out_indices = select_feature_levels(probe_info.reduction(), strides)
+    all_indices = tuple(probe_info.out_indices)
     out_indices = tuple(all_indices[i] for i in out_indices)
     with offline_if_unreachable() if pretrained else contextlib.nullcontext() as unresolved:
         try:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoder import init_msra_fill, init_xavier_fill
+from ._init import init_bias, init_msra_fill, init_xavier_fill
 
 __all__ = ["DECODER_TYPES", "DecoderType", "InstanceBranch", "MaskBranch", "SparseInstDecoder", "coordinate_channels"]
 
@@ -82,7 +82,7 @@ class InstanceBranch(nn.Module):
                 init_msra_fill(module)
         self.reset_classifier()
         nn.init.normal_(self.iam_conv.weight, std=0.01)
-        nn.init.constant_(self.iam_conv.bias, prior_bias())
+        init_bias(self.iam_conv, prior_bias())
         nn.init.normal_(self.mask_kernel.weight, std=0.01)
         nn.init.zeros_(self.mask_kernel.bias)
         if self.fc is not None:
@@ -168,9 +168,15 @@ class SparseInstDecoder(nn.Module):
             raise ValueError(f"groups={groups} must divide inst_channels={inst_channels} (the G-IAM conv is grouped)")
         self.scale_factor = scale_factor
         self.inst_branch = InstanceBranch(
-            in_channels + 2, inst_channels, inst_convs, num_masks, num_classes, kernel_dim,
-            groups=1 if decoder == "iam" else groups, softmax=decoder == "giam_soft",
-        )  # fmt: skip
+            in_channels + 2,
+            inst_channels,
+            inst_convs,
+            num_masks,
+            num_classes,
+            kernel_dim,
+            groups=1 if decoder == "iam" else groups,
+            softmax=decoder == "giam_soft",
+        )
         self.mask_branch = MaskBranch(in_channels + 2, mask_channels, mask_convs, kernel_dim)
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:

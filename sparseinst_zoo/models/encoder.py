@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._init import init_msra_fill, init_xavier_fill
 
 __all__ = [
     "PyramidPoolingModule",
     "InstanceContextEncoder",
     "adaptive_avg_pool2d_matmul",
     "adaptive_pooling_matrix",
-    "init_xavier_fill",
-    "init_msra_fill",
 ]
-
-
-def init_xavier_fill(module: nn.Conv2d | nn.Linear) -> None:
-    """detectron2's ``c2_xavier_fill``: kaiming_uniform(a=1), zero bias."""
-    nn.init.kaiming_uniform_(module.weight, a=1)
-    if module.bias is not None:
-        nn.init.zeros_(module.bias)
-
-
-def init_msra_fill(module: nn.Conv2d | nn.Linear) -> None:
-    """detectron2's ``c2_msra_fill``: kaiming_normal(fan_out, relu), zero bias."""
-    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-    if module.bias is not None:
-        nn.init.zeros_(module.bias)
 
 
 def adaptive_pooling_matrix(
@@ -42,8 +29,8 @@ def adaptive_pooling_matrix(
     matrix follows the input size at run time.
     """
     index = torch.arange(out_size, device=device)
-    start = torch.div(index * in_size, out_size, rounding_mode="floor")
-    end = torch.div((index + 1) * in_size + (out_size - 1), out_size, rounding_mode="floor")
+    start = torch.div(index.mul(in_size), out_size, rounding_mode="floor")
+    end = torch.div((index + 1).mul(in_size) + (out_size - 1), out_size, rounding_mode="floor")
     position = torch.arange(in_size, device=device)
     inside = (position[None, :] >= start[:, None]) & (position[None, :] < end[:, None])
     return inside.to(dtype) / (end - start).to(dtype)[:, None]
@@ -83,7 +70,7 @@ class PyramidPoolingModule(nn.Module):
         size = x.shape[-2:]
         exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
         priors = []
-        for pool_size, stage in zip(self.pool_sizes, self.stages):
+        for pool_size, stage in zip(self.pool_sizes, cast(Sequence[nn.Sequential], self.stages)):
             pooled = adaptive_avg_pool2d_matmul(x, pool_size) if exporting else stage[0](x)
             prior = F.relu(stage[1](pooled))
             priors.append(F.interpolate(prior, size=size, mode="bilinear", align_corners=False))

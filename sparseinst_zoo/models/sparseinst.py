@@ -17,7 +17,7 @@ from .._builder import build_model_with_cfg
 from .._constants import SIZE_DIVISIBILITY
 from .._registry import PretrainedCfg, register_model
 from ._hub_mixin import HubMixin
-from .backbones import create_backbone
+from .backbones import create_backbone, feature_info
 from .checkpoint_filter import checkpoint_filter_fn
 from .decoder import DECODER_TYPES, DecoderType, SparseInstDecoder
 from .encoder import InstanceContextEncoder
@@ -79,9 +79,9 @@ class SparseInst(HubMixin, nn.Module):
         if decoder not in DECODER_TYPES:
             raise ValueError(f"decoder must be one of {DECODER_TYPES}, got {decoder!r}")
         num_classes, num_masks, groups = (
-            _as_int(name, value) for name, value in (("num_classes", num_classes), ("num_masks", num_masks),
-                                                     ("groups", groups))
-        )  # fmt: skip
+            _as_int(name, value)
+            for name, value in (("num_classes", num_classes), ("num_masks", num_masks), ("groups", groups))
+        )
         if num_classes < 1 or num_masks < 1:
             raise ValueError(f"num_classes and num_masks must be >= 1, got {num_classes} and {num_masks}")
         self.config: dict[str, Any] = self.captured_config(
@@ -90,14 +90,25 @@ class SparseInst(HubMixin, nn.Module):
         self.num_classes = num_classes
         self.num_masks = num_masks
         self.backbone = create_backbone(
-            backbone, pretrained=pretrained_backbone, frozen_bn=frozen_bn, dcn_stages=dcn_stages,
+            backbone,
+            pretrained=pretrained_backbone,
+            frozen_bn=frozen_bn,
+            dcn_stages=dcn_stages,
             **(backbone_kwargs or {}),
-        )  # fmt: skip
-        self.encoder = InstanceContextEncoder(self.backbone.feature_info.channels(), encoder_channels, pool_sizes)
+        )
+        self.encoder = InstanceContextEncoder(feature_info(self.backbone).channels(), encoder_channels, pool_sizes)
         self.decoder = SparseInstDecoder(
-            encoder_channels, num_classes, num_masks, decoder, groups,
-            inst_channels, inst_convs, mask_channels, mask_convs, kernel_dim,
-        )  # fmt: skip
+            encoder_channels,
+            num_classes,
+            num_masks,
+            decoder,
+            groups,
+            inst_channels,
+            inst_convs,
+            mask_channels,
+            mask_convs,
+            kernel_dim,
+        )
         self.model_name: str = "sparseinst"
         self.pretrained_cfg: PretrainedCfg = PretrainedCfg(num_classes=num_classes)
 
@@ -134,8 +145,10 @@ class SparseInst(HubMixin, nn.Module):
             )
         height, width = images.shape[-2:]
         if images.shape[0] == 0 or height == 0 or width == 0:
-            raise ValueError(f"SparseInst.forward got an empty batch of shape {tuple(images.shape)}; pass at least "
-                             "one image of at least 32x32 pixels")  # fmt: skip
+            raise ValueError(
+                f"SparseInst.forward got an empty batch of shape {tuple(images.shape)}; pass at least "
+                "one image of at least 32x32 pixels"
+            )
         if height % SIZE_DIVISIBILITY or width % SIZE_DIVISIBILITY:
             raise ValueError(
                 f"SparseInst.forward needs height and width divisible by {SIZE_DIVISIBILITY}, got {height}x{width}; "
@@ -295,7 +308,15 @@ def sparseinst_giam_soft(pretrained: bool = False, **kwargs: Any) -> SparseInst:
 def sparseinst_tiny_test(pretrained: bool = False, **kwargs: Any) -> SparseInst:
     """A tiny G-IAM model on timm's ``test_resnet`` for fast CPU tests (~0.5 M parameters); not for real use."""
     args = dict(
-        backbone="test_resnet", decoder="giam", num_masks=10, encoder_channels=32, inst_channels=32,
-        mask_channels=32, kernel_dim=16, inst_convs=2, mask_convs=2, frozen_bn=True,
-    )  # fmt: skip
+        backbone="test_resnet",
+        decoder="giam",
+        num_masks=10,
+        encoder_channels=32,
+        inst_channels=32,
+        mask_channels=32,
+        kernel_dim=16,
+        inst_convs=2,
+        mask_convs=2,
+        frozen_bn=True,
+    )
     return _create_sparseinst("sparseinst_tiny_test", pretrained, **dict(args, **kwargs))

@@ -32,6 +32,7 @@ __all__ = [
     "InputDtype",
     "ExportMetadata",
     "build_metadata",
+    "read_onnx_file_metadata",
 ]
 
 RAW_OUTPUTS: tuple[str, ...] = ("pred_logits", "pred_masks", "pred_scores")
@@ -42,9 +43,17 @@ InputDtype = Literal["float32", "uint8"]
 
 
 def build_metadata(
-    model: Any, height: int, width: int, *, dynamic: bool, input_dtype: str, with_postprocess: bool,
-    mask_threshold: float, half: bool, opset: int,
-) -> dict[str, str]:  # fmt: skip
+    model: Any,
+    height: int,
+    width: int,
+    *,
+    dynamic: bool,
+    input_dtype: str,
+    with_postprocess: bool,
+    mask_threshold: float,
+    half: bool,
+    opset: int,
+) -> dict[str, str]:
     """The metadata of an export of ``model`` (a SparseInst model with ``pretrained_cfg``) as string pairs."""
     cfg: PretrainedCfg = model.pretrained_cfg
     label_names = list(getattr(model, "label_names", ()) or ())
@@ -129,7 +138,29 @@ class ExportMetadata:
         """A :class:`PretrainedCfg` with the labels, normalisation and test sizes of the export."""
         mean, std = self.mean, self.std
         return PretrainedCfg(
-            architecture=self.model_name, label_names=self.label_names, num_classes=len(self.label_names),
-            mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]), min_size=self.min_size,
+            architecture=self.model_name,
+            label_names=self.label_names,
+            num_classes=len(self.label_names),
+            mean=(mean[0], mean[1], mean[2]),
+            std=(std[0], std[1], std[2]),
+            min_size=self.min_size,
             max_size=self.max_size,
-        )  # fmt: skip
+        )
+
+
+def read_onnx_file_metadata(path: str) -> ExportMetadata:
+    """The metadata in the ``metadata_props`` of an ``.onnx`` file, read with the ``onnx`` package (no runtime).
+
+    Every runtime that takes ``.onnx`` files (onnxruntime, OpenVINO) reads it the same way, so it lives here.
+
+    Raises:
+        ImportError: if ``onnx`` is not installed.
+        SparseInstError: if ``path`` is not an ONNX file.
+    """
+    import onnx  # the optional export dependency, imported on use
+
+    try:
+        props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    except Exception as err:  # onnx raises DecodeError and others for non-ONNX files
+        raise SparseInstError(f"{path!r} is not a readable ONNX file: {str(err).splitlines()[0]}") from err
+    return ExportMetadata.from_props(props, repr(path))

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import SparseInstError
 from .base import ExportedBackend, check_model_file
-from .metadata import ExportMetadata
+from .metadata import ExportMetadata, read_onnx_file_metadata
 
 __all__ = ["OnnxRuntimeBackend", "OnnxMetadata", "create_session", "read_onnx_metadata"]
 
@@ -57,14 +57,10 @@ def read_onnx_metadata(path_or_session: str | os.PathLike[str] | Any) -> ExportM
         return ExportMetadata.from_props(dict(path_or_session.get_modelmeta().custom_metadata_map))
     path = check_model_file(path_or_session, "ONNX")
     try:
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-    except ImportError:
+        return read_onnx_file_metadata(path)
+    except ImportError:  # no onnx package: the session reads the same properties
         props = dict(create_session(path).get_modelmeta().custom_metadata_map)
-    except Exception as err:  # onnx raises DecodeError and others for non-ONNX files
-        raise SparseInstError(f"{path!r} is not a readable ONNX file: {str(err).splitlines()[0]}") from err
-    return ExportMetadata.from_props(props, repr(path))
+        return ExportMetadata.from_props(props, repr(path))
 
 
 class OnnxRuntimeBackend(ExportedBackend):

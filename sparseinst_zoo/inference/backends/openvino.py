@@ -21,8 +21,7 @@ import numpy as np
 from ...errors import SparseInstError
 from ..precision import PrecisionLike, parse_precision
 from .base import ExportedBackend, check_model_file
-from .metadata import ExportMetadata
-from .onnxruntime import read_onnx_metadata
+from .metadata import ExportMetadata, read_onnx_file_metadata
 
 __all__ = ["OpenVinoBackend", "RT_INFO_KEY", "default_precision", "read_openvino_metadata", "require_openvino"]
 
@@ -59,7 +58,7 @@ def read_openvino_metadata(model_or_path: Any) -> ExportMetadata:
     if isinstance(model_or_path, (str, os.PathLike)):
         path = check_model_file(model_or_path, "OpenVINO model")
         if path.endswith(".onnx"):
-            return read_onnx_metadata(path)
+            return read_onnx_file_metadata(path)
         model_or_path = _read_model(require_openvino().Core(), path)
     source = f"the OpenVINO model {model_or_path.get_friendly_name()!r}"
     if not model_or_path.has_rt_info([RT_INFO_KEY]):
@@ -104,7 +103,7 @@ class OpenVinoBackend(ExportedBackend):
         path = check_model_file(path, "OpenVINO model")
         core = ov.Core()
         model = _read_model(core, path)
-        metadata = read_onnx_metadata(path) if path.endswith(".onnx") else read_openvino_metadata(model)
+        metadata = read_onnx_file_metadata(path) if path.endswith(".onnx") else read_openvino_metadata(model)
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if num_threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)

@@ -116,8 +116,10 @@ def load_backend(
             raise SparseInstError("providers are onnxruntime execution providers; the OpenVINO backend has none")
         return OpenVinoBackend.from_path(path, num_threads=num_threads, precision=precision)
     if backend != "onnxruntime" or suffix != ".onnx":
-        raise SparseInstError(f"backend {backend!r} cannot run {os.fspath(path)!r}; onnxruntime runs .onnx files, "
-                              "openvino runs .onnx and .xml files")  # fmt: skip
+        raise SparseInstError(
+            f"backend {backend!r} cannot run {os.fspath(path)!r}; onnxruntime runs .onnx files, "
+            "openvino runs .onnx and .xml files"
+        )
     if precision not in (None, "fp32", False):
         raise SparseInstError("onnxruntime runs the precision of the graph; export with --half for float16")
     return OnnxRuntimeBackend.from_path(path, providers, num_threads)
@@ -227,9 +229,13 @@ class OpenVinoPredictor(ExportedPredictor):
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, num_threads: int | None = None, precision: PrecisionLike = None,
+        self,
+        path: str | os.PathLike[str],
+        *,
+        num_threads: int | None = None,
+        precision: PrecisionLike = None,
         **kwargs: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.path = check_model_file(path, "OpenVINO model")
         super().__init__(OpenVinoBackend.from_path(self.path, num_threads=num_threads, precision=precision), **kwargs)
 
@@ -259,8 +265,10 @@ def create_predictor(
     """
     if isinstance(model, nn.Module):
         if backend not in (None, "torch"):
-            raise SparseInstError(f"backend {backend!r} runs exported files; export the model first "
-                                  "(`sparseinst export MODEL`) or use backend='torch'")  # fmt: skip
+            raise SparseInstError(
+                f"backend {backend!r} runs exported files; export the model first "
+                "(`sparseinst export MODEL`) or use backend='torch'"
+            )
         return Predictor(model, **kwargs)
     if backend == "torch":
         raise SparseInstError(f"{os.fspath(model)!r} is an exported file; pick backend 'onnxruntime' or 'openvino'")

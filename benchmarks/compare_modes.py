@@ -65,8 +65,9 @@ def build_calls(
     calls: dict[str, Callable[[], Any]] = {}
     accuracy: dict[str, str] = {}
     # the reference's workload: every query above the evaluation threshold is postprocessed at full size
-    common: dict[str, Any] = dict(min_size=min_size, max_size=max_size, batch_size=batch, keep_image=False,
-                                  score_threshold=EVAL_SCORE_THRESHOLD)  # fmt: skip
+    common: dict[str, Any] = dict(
+        min_size=min_size, max_size=max_size, batch_size=batch, keep_image=False, score_threshold=EVAL_SCORE_THRESHOLD
+    )
     for mode in modes:
         if mode in EXPORTED:
             runtime, precision = EXPORTED[mode]

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ._constants import EVAL_SCORE_THRESHOLD
+from ._device import select_device
 from ._io import atomic_write_json
 from ._measure import PeakMemory, count_flops, environment, latency_summary, time_calls
 from .errors import SparseInstError
@@ -131,17 +132,6 @@ def _load_model(model: nn.Module | str, pretrained: bool, checkpoint_path: str |
     built = create_model(model, pretrained=pretrained, checkpoint_path=checkpoint_path)
     weights = checkpoint_path or ("pretrained" if pretrained else "random")
     return built, str(weights)
-
-
-def _resolve_device(device: torch.device | str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SparseInstError(
-            f"device {str(device)!r} asked for, but this PyTorch build sees no CUDA GPU; use --device cpu"
-        )
-    return device
 
 
 @dataclass
@@ -256,9 +246,14 @@ def _make_call(
 
         return forward
     # optimize=False: the runner already is the chosen mode; the evaluation threshold keeps the reference's workload
-    options: dict[str, Any] = dict(min_size=setup.min_size, max_size=setup.max_size, batch_size=batch_size,
-                                   resize_backend=resize, keep_image=False,
-                                   score_threshold=EVAL_SCORE_THRESHOLD)  # fmt: skip
+    options: dict[str, Any] = dict(
+        min_size=setup.min_size,
+        max_size=setup.max_size,
+        batch_size=batch_size,
+        resize_backend=resize,
+        keep_image=False,
+        score_threshold=EVAL_SCORE_THRESHOLD,
+    )
     if not isinstance(runner := setup.runner, ExportedBackend):
         options["optimize"] = False
     predictor: Predictor = (
@@ -344,7 +339,7 @@ def run_benchmark(
         return _run(
             model,
             backend=backend,
-            device=_resolve_device(device),
+            device=select_device(device),
             batch_size=int(batch_size),
             image_size=parse_size(image_size),
             sizes=(min_size, max_size),

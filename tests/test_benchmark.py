@@ -83,7 +83,7 @@ def test_command_errors_are_one_clear_line(flags, message, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
 def test_cuda_device_without_gpu(capsys):
     assert command.main(["sparseinst_tiny_test", "--device", "cuda", "--iters", "1"]) == 1
-    assert "no CUDA GPU" in capsys.readouterr().err
+    assert "no usable CUDA GPU" in capsys.readouterr().err
 
 
 def test_sizes():

@@ -248,8 +248,17 @@ def test_predict_runs_an_exported_onnx_file_like_the_model(tiny_model, tmp_path,
     for name, model in (("torch", "sparseinst_tiny_test"), ("onnx", onnx_path)):
         extra = ["--weights", "random"] if name == "torch" else []
         torch.manual_seed(0)  # the seeded tiny_model's weights for the registered name too
-        argv = ["predict", model, *extra, str(image_path), "--out", str(tmp_path / name), "--save-json",
-                "--score-threshold", "0.02"]  # fmt: skip
+        argv = [
+            "predict",
+            model,
+            *extra,
+            str(image_path),
+            "--out",
+            str(tmp_path / name),
+            "--save-json",
+            "--score-threshold",
+            "0.02",
+        ]
         assert main(argv) == 0
         runs[name] = json.loads((tmp_path / name / "predictions.json").read_text())["annotations"]
     assert len(runs["onnx"]) == len(runs["torch"]) > 0

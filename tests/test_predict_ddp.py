@@ -59,16 +59,22 @@ def test_an_impossible_rank_is_refused(rank, world):
 
 
 def test_merge_renumbers_images_and_annotations_in_part_order():
-    part0 = {"info": {"description": "d"}, "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b"}],
-             "annotations": [{"id": 1, "image_id": 2, "score": 0.5}]}  # fmt: skip
+    part0 = {
+        "info": {"description": "d"},
+        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b"}],
+        "annotations": [{"id": 1, "image_id": 2, "score": 0.5}],
+    }
     scores = [{"id": 1, "image_id": 1, "score": 0.7}, {"id": 2, "image_id": 1, "score": 0.6}]
     part1 = {"info": {"description": "other"}, "images": [{"id": 1, "file_name": "c.jpg"}], "annotations": scores}
     empty = {"info": {}, "images": [], "annotations": []}
     merged = merge_predictions([part0, empty, part1])
     assert merged["info"] == {"description": "d"}
     assert [(i["id"], i["file_name"]) for i in merged["images"]] == [(1, "a.jpg"), (2, "b"), (3, "c.jpg")]
-    assert [(a["id"], a["image_id"], a["score"]) for a in merged["annotations"]] == [(1, 2, 0.5), (2, 3, 0.7),
-                                                                                      (3, 3, 0.6)]  # fmt: skip
+    assert [(a["id"], a["image_id"], a["score"]) for a in merged["annotations"]] == [
+        (1, 2, 0.5),
+        (2, 3, 0.7),
+        (3, 3, 0.6),
+    ]
     assert part1["annotations"][0]["id"] == 1  # the parts are not modified
     with pytest.raises(ValueError, match="at least one part"):
         merge_predictions([])
@@ -105,8 +111,15 @@ def _free_port() -> int:
 
 def _torchrun(args: list[str]) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
-           f"--master-port={_free_port()}", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--master-addr=127.0.0.1",
+        f"--master-port={_free_port()}",
+        *args,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -171,16 +184,24 @@ def test_two_processes_write_what_one_process_writes(model_dir, seven_sources, t
     (runs / "predict").mkdir(parents=True)
     (runs / "predict" / "keep.txt").write_text("an earlier run")
     options = ["--save-json", "--score-threshold", "0", "--max-detections", "3", "--device", "cpu"]
-    proc = _torchrun(["-m", "sparseinst_zoo", "predict", model_dir, *sources, "--out", str(runs / "predict"),
-                      *options])  # fmt: skip
+    proc = _torchrun(["-m", "sparseinst_zoo", "predict", model_dir, *sources, "--out", str(runs / "predict"), *options])
     torch.set_num_threads(1)
     assert main(["predict", model_dir, *sources, "--out", str(tmp_path / "one"), "--quiet", *options]) == 0
 
     ddp = runs / "predict2"  # chosen once by rank 0: both ranks wrote here
     assert _run_files(runs) == ["predict", "predict2"]
     assert _run_files(runs / "predict") == ["keep.txt"]
-    expected = ["c.png", "clip.mp4", "p0.png", "p0_2.png", "p1.png", "p1_2.png", "p2.png", "p2_2.png",
-                "predictions.json"]  # fmt: skip
+    expected = [
+        "c.png",
+        "clip.mp4",
+        "p0.png",
+        "p0_2.png",
+        "p1.png",
+        "p1_2.png",
+        "p2.png",
+        "p2_2.png",
+        "predictions.json",
+    ]
     assert _run_files(ddp) == _run_files(tmp_path / "one") == expected  # every overlay once, no collision
     for name in [n for n in expected if n.endswith(".png")]:  # the same photo behind each name (a/p0, b/p0 differ)
         ours, theirs = (np.asarray(Image.open(folder / name), np.float32) for folder in (ddp, tmp_path / "one"))
@@ -204,8 +225,16 @@ def test_python_api_shares_the_sources_the_same_way(model_dir, seven_sources, tm
     import sparseinst_zoo
 
     model = sparseinst_zoo.create_model(model_dir)
-    model.predict(seven_sources, save=True, save_json=True, out=tmp_path / "one", score_threshold=0.0,
-                  max_detections=3, sort_by_score=True, device="cpu")  # fmt: skip
+    model.predict(
+        seven_sources,
+        save=True,
+        save_json=True,
+        out=tmp_path / "one",
+        score_threshold=0.0,
+        max_detections=3,
+        sort_by_score=True,
+        device="cpu",
+    )
     assert _run_files(tmp_path / "api") == _run_files(tmp_path / "one")
     merged = json.loads((tmp_path / "api" / "predictions.json").read_text())
     _assert_same_predictions(merged, json.loads((tmp_path / "one" / "predictions.json").read_text()))

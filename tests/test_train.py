@@ -578,9 +578,31 @@ def test_a_yolo_copy_trains_to_the_same_mask_ap_and_weights_as_its_coco_copy(twi
 def test_cli_trains_and_validates_from_a_data_yaml_and_resume_keeps_it(twin_shapes, tmp_path, capsys):
     data_yaml, _ = twin_shapes
     out = tmp_path / "run"
-    train_argv = ["train", "--data", data_yaml, "--model", "sparseinst_tiny_test", "--iters", "4", "--batch-size", "4",
-                  "--min-sizes", "64", "--max-size", "96", "--workers", "0", "--no-progress", "--no-tensorboard",
-                  "--precision", "fp32", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    train_argv = [
+        "train",
+        "--data",
+        data_yaml,
+        "--model",
+        "sparseinst_tiny_test",
+        "--iters",
+        "4",
+        "--batch-size",
+        "4",
+        "--min-sizes",
+        "64",
+        "--max-size",
+        "96",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--no-tensorboard",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert main(train_argv) == 0
     assert "trained 4 iterations" in capsys.readouterr().out
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -13,45 +13,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+
+from ._options import add_precision_argument, add_speed_arguments, speed_kwargs
 
 HELP = "measure latency (median/p10/p90), images/s, peak memory and GFLOPs of a model and its fast inference paths"
-
-
-def add_speed_arguments(parser: argparse.ArgumentParser, precision: bool = True) -> None:
-    """The fast-path options (shared with other commands such as ``predict``); see :func:`speed_kwargs`.
-
-    ``precision=False`` leaves out ``--precision`` for commands that already have their own (``predict --half``).
-    """
-    if precision:
-        parser.add_argument(
-            "--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="fp32 (default) or fp16/bf16 autocast"
-        )
-    parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorms into the convolutions")
-    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
-    parser.add_argument(
-        "--compile",
-        nargs="?",
-        const="default",
-        default=None,
-        metavar="MODE",
-        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-        help="torch.compile the network (MODE: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs)",
-    )
-    parser.add_argument(
-        "--cuda-graphs", action="store_true", help="capture and replay CUDA graphs per input shape (CUDA only)"
-    )
-
-
-def speed_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of :func:`~sparseinst_zoo.inference.optimize.optimize_for_inference` from the speed flags."""
-    return {
-        "precision": getattr(args, "precision", "fp32"),
-        "fold_bn": args.fold_bn,
-        "channels_last": args.channels_last,
-        "compile": args.compile,
-        "cuda_graphs": args.cuda_graphs,
-    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="test resize: shorter side (default: the model's; 0 = no resize, forward only)",
     )
     parser.add_argument("--max-size", type=int, default=None, help="test resize: cap of the longer side")
+    add_precision_argument(parser, default="fp32", aliases=())
     add_speed_arguments(parser)
     parser.add_argument(
         "--what",

@@ -145,10 +145,16 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     elif speed["compile"] or speed["cuda_graphs"]:
         optimize = {"channels_last": True, "compile": speed["compile"], "cuda_graphs": speed["cuda_graphs"]}
     return {
-        "score_threshold": threshold, "mask_threshold": args.mask_threshold, "max_detections": args.max_detections,
-        "min_size": args.min_size, "max_size": args.max_size, "precision": args.precision or args.half,
-        "sort_by_score": True, "batch_size": args.batch_size, "optimize": optimize,
-    }  # fmt: skip
+        "score_threshold": threshold,
+        "mask_threshold": args.mask_threshold,
+        "max_detections": args.max_detections,
+        "min_size": args.min_size,
+        "max_size": args.max_size,
+        "precision": args.precision or args.half,
+        "sort_by_score": True,
+        "batch_size": args.batch_size,
+        "optimize": optimize,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,8 +183,10 @@ def _predictor(args: argparse.Namespace, options: dict[str, Any], on_skip: Any) 
 
     if is_exported_model(args.model):
         if args.checkpoint or args.device or options["optimize"] is not None:
-            raise SparseInstError("an exported model carries its weights and runs on its own runtime: drop "
-                                  "--checkpoint, --device and the PyTorch speed flags")  # fmt: skip
+            raise SparseInstError(
+                "an exported model carries its weights and runs on its own runtime: drop "
+                "--checkpoint, --device and the PyTorch speed flags"
+            )
         exported = {k: v for k, v in options.items() if k != "optimize"}
         return create_predictor(args.model, on_skip=on_skip, **exported)
     if world_size() > 1 and args.weights == "random" and not args.checkpoint:
@@ -206,17 +214,28 @@ def _predict(args: argparse.Namespace, options: dict[str, Any], flat: list[Any])
 
     predictor = _predictor(args, options, on_skip)
     threshold = options["score_threshold"]
-    writer = ResultsWriter(args.out, overlays=not args.no_overlay, save_json=args.save_json, exist_ok=args.exist_ok,
-                           names=predictor.names, category_ids=predictor.category_ids, sources=flat,
-                           description=f"sparseinst predict {args.model}", info={"score_threshold": threshold},
-                           distributed=True)  # fmt: skip
+    writer = ResultsWriter(
+        args.out,
+        overlays=not args.no_overlay,
+        save_json=args.save_json,
+        exist_ok=args.exist_ok,
+        names=predictor.names,
+        category_ids=predictor.category_ids,
+        sources=flat,
+        description=f"sparseinst predict {args.model}",
+        info={"score_threshold": threshold},
+        distributed=True,
+    )
     total = None if has_video(share) else len(share)
     quiet = args.quiet or rank() > 0  # the other ranks print only their summary line
     verbose = not quiet and total is not None and total <= 20
     count = images = 0
     logger = logging.getLogger("sparseinst_zoo")
-    with writer, logging_redirect_tqdm([logger]), tqdm(total=total, unit="img", file=sys.stderr, leave=False,
-                                                       disable=quiet or total == 1) as bar:  # fmt: skip
+    with (
+        writer,
+        logging_redirect_tqdm([logger]),
+        tqdm(total=total, unit="img", file=sys.stderr, leave=False, disable=quiet or total == 1) as bar,
+    ):
         for result in predictor.stream_items(share):
             # the threshold applies to the final (rescored) score too, as the reference demo's display filter
             result = result[result.scores > threshold]

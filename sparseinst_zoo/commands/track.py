@@ -87,9 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Track every source, write the run folder; returns 0."""
-    import torch
     from tqdm import tqdm
 
+    from .._device import select_device
     from ..errors import SparseInstError
     from ..inference.sources import flatten_sources
     from ..inference.tracking import TrackWriter, require_byte_track, track
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise SparseInstError(str(err)) from None
     flat = flatten_sources(args.sources)  # a typo in a path fails before the model is built
     model = load_cli_model(args.model, args.weights, args.checkpoint, args.quiet)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = select_device(args.device)
     frames = track(
         model,
         flat,

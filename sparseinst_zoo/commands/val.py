@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DATA.yaml",
         help="dataset YAML (Ultralytics form: YOLO-format or COCO splits); instead of --json/--images",
     )
-    parser.add_argument("--split", default="val", choices=("train", "val", "test"),
-                        help="split of --data to evaluate (default: val)")  # fmt: skip
+    parser.add_argument(
+        "--split", default="val", choices=("train", "val", "test"), help="split of --data to evaluate (default: val)"
+    )
     parser.add_argument("--json", default=None, help="COCO instances JSON with the ground truth")
     parser.add_argument("--images", default=None, help="image folder of --json")
     parser.add_argument("--out", default=None, metavar="METRICS.json", help="also write the metrics as JSON")
@@ -50,8 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_workers_argument(parser, default=2)
     add_device_argument(parser)
     add_precision_argument(parser)  # --half: its deprecated alias
-    parser.add_argument("--coco-eval", default="auto", choices=("auto", "faster", "pycocotools"),
-                        help="scoring library: faster-coco-eval when installed (auto), or force one")  # fmt: skip
+    parser.add_argument(
+        "--coco-eval",
+        default="auto",
+        choices=("auto", "faster", "pycocotools"),
+        help="scoring library: faster-coco-eval when installed (auto), or force one",
+    )
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

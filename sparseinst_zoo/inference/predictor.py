@@ -167,14 +167,21 @@ class Predictor:
             return network(batch)
 
     def postprocess(
-        self, outputs: dict[str, torch.Tensor], resized_sizes: Sequence[tuple[int, int]],
+        self,
+        outputs: dict[str, torch.Tensor],
+        resized_sizes: Sequence[tuple[int, int]],
         original_sizes: Sequence[tuple[int, int]],
-    ) -> list[dict[str, torch.Tensor]]:  # fmt: skip
+    ) -> list[dict[str, torch.Tensor]]:
         """:func:`~sparseinst_zoo.inference.postprocess.postprocess` with this predictor's options."""
         return postprocess(
-            outputs, resized_sizes, original_sizes, self.score_threshold, self.mask_threshold,
-            self.max_detections, self.sort_by_score,
-        )  # fmt: skip
+            outputs,
+            resized_sizes,
+            original_sizes,
+            self.score_threshold,
+            self.mask_threshold,
+            self.max_detections,
+            self.sort_by_score,
+        )
 
     def predict_images(
         self, images: Sequence[np.ndarray], items: Sequence[SourceItem] | None = None, *, max_size: int | None = None
@@ -206,9 +213,16 @@ class Predictor:
 
     def _results(self, inst: dict[str, torch.Tensor], size: tuple[int, int], item: SourceItem) -> Results:
         return Results(
-            inst["masks"], inst["scores"], inst["labels"], self.names, size, item.path,
-            item.image if self.keep_image else None, item.frame, category_ids=self.category_ids,
-        )  # fmt: skip
+            inst["masks"],
+            inst["scores"],
+            inst["labels"],
+            self.names,
+            size,
+            item.path,
+            item.image if self.keep_image else None,
+            item.frame,
+            category_ids=self.category_ids,
+        )
 
     # -- sources ---------------------------------------------------------------------------------------------
     def stream(self, source: Any = None) -> Iterator[Results]:
@@ -253,9 +267,13 @@ class Predictor:
 
 
 def _check_options(
-    model: Any, score_threshold: float, mask_threshold: float, max_detections: int | None, batch_size: int,
+    model: Any,
+    score_threshold: float,
+    mask_threshold: float,
+    max_detections: int | None,
+    batch_size: int,
     resize_backend: str,
-) -> None:  # fmt: skip
+) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"Predictor needs a torch model, got {type(model).__name__}")
     if not 0.0 <= score_threshold < 1.0:
@@ -324,8 +342,16 @@ def predict(
     share = shard_sources(flat, current_rank(), world_size()) if distributed else flat
     results = predictor.stream_items(share)
     if save or save_json:
-        writer = ResultsWriter(out, overlays=save, save_json=save_json, exist_ok=exist_ok, names=predictor.names,
-                               category_ids=predictor.category_ids, sources=flat, distributed=distributed)  # fmt: skip
+        writer = ResultsWriter(
+            out,
+            overlays=save,
+            save_json=save_json,
+            exist_ok=exist_ok,
+            names=predictor.names,
+            category_ids=predictor.category_ids,
+            sources=flat,
+            distributed=distributed,
+        )
         results = writer.write_all(results)
     if stream or has_video(flat):  # the whole list: every rank returns the same kind
         return results

@@ -89,7 +89,7 @@ def sample_image_path() -> str:
         >>> sample_image_path().endswith("chelsea.jpg")
         True
     """
-    return str(resources.files("sparseinst_zoo").joinpath("assets", "chelsea.jpg"))
+    return str(resources.files("sparseinst_zoo").joinpath("assets").joinpath("chelsea.jpg"))
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -110,8 +110,11 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         with Image.open(path) as opened:
             frames = int(getattr(opened, "n_frames", 1))
             if frames > 1:
-                warnings.warn(f"{path} has {frames} frames (an animation); only the first is used. "
-                              "Convert it to a video (e.g. .mp4) to predict every frame", stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    f"{path} has {frames} frames (an animation); only the first is used. "
+                    "Convert it to a video (e.g. .mp4) to predict every frame",
+                    stacklevel=2,
+                )
             array = _pil_to_rgb_array(ImageOps.exif_transpose(opened))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise SparseInstError(f"cannot read image {path!r}: not an image or the file is corrupt ({err})") from err
@@ -257,23 +260,26 @@ def iter_video_frames(path: str) -> Iterator[np.ndarray]:
     try:
         import av
     except ImportError:
-        av = None
-    if av is not None:
-        try:
-            container = av.open(path)
-        except Exception as err:  # PyAV raises its own error hierarchy (av.error.*)
-            raise SparseInstError(f"cannot read video {path!r}: {err}") from err
-        with container:
-            if not container.streams.video:
-                raise SparseInstError(f"cannot read video {path!r}: it has no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            try:
-                for frame in container.decode(stream):
-                    yield frame.to_ndarray(format="rgb24")
-            except av.error.FFmpegError as err:
-                raise SparseInstError(f"cannot decode video {path!r}: {err}") from err
+        yield from _opencv_frames(path)
         return
+    try:
+        container = av.open(path)
+    except Exception as err:  # PyAV raises its own error hierarchy (av.error.*)
+        raise SparseInstError(f"cannot read video {path!r}: {err}") from err
+    with container:
+        if not container.streams.video:
+            raise SparseInstError(f"cannot read video {path!r}: it has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError as err:
+            raise SparseInstError(f"cannot decode video {path!r}: {err}") from err
+
+
+def _opencv_frames(path: str) -> Iterator[np.ndarray]:
+    """The OpenCV fallback of :func:`iter_video_frames` (RGB frames)."""
     try:
         import cv2
     except ImportError:

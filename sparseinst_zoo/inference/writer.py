@@ -100,8 +100,11 @@ class ResultsWriter:
         self.written: list[str] = []
         self._taken = {os.path.realpath(s) for s in sources if isinstance(s, (str, os.PathLike))}
         self._videos: dict[str, VideoWriter] = {}
-        self._coco: dict[str, Any] = {"info": {"description": description, **(info or {})}, "images": [],
-                                      "annotations": []}  # fmt: skip
+        self._coco: dict[str, Any] = {
+            "info": {"description": description, **(info or {})},
+            "images": [],
+            "annotations": [],
+        }
         self._count = self._sources_seen = 0
         self._first_source = shard_bounds(len(sources), self._rank, self._world)[0]
         self._closed = False
@@ -123,8 +126,9 @@ class ResultsWriter:
             if isinstance(source, (str, os.PathLike)):
                 path = os.fspath(source)
                 suffix = ".mp4" if path.lower().endswith(VIDEO_EXTENSIONS) else ".png"
-                planned.setdefault(path, deque()).append(free_path(self.save_dir, _stem(path, index), suffix,
-                                                                   self._taken))  # fmt: skip
+                planned.setdefault(path, deque()).append(
+                    free_path(self.save_dir, _stem(path, index), suffix, self._taken)
+                )
         return planned
 
     def _overlay_path(self, path: str | None, index: int, suffix: str) -> str:
@@ -154,8 +158,12 @@ class ResultsWriter:
         self._videos[key].write(result.plot(**self.plot_options))
 
     def _add_json(self, result: Results, image_id: int, index: int) -> None:
-        entry: dict[str, Any] = {"id": image_id, "file_name": result.path or f"image{index}",
-                                 "height": result.image_size[0], "width": result.image_size[1]}  # fmt: skip
+        entry: dict[str, Any] = {
+            "id": image_id,
+            "file_name": result.path or f"image{index}",
+            "height": result.image_size[0],
+            "width": result.image_size[1],
+        }
         if result.frame is not None:
             entry["frame"] = result.frame
         self._coco["images"].append(entry)

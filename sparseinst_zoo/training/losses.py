@@ -100,8 +100,9 @@ class SparseInstCriterion(nn.Module):
         outputs = {k: v.float() for k, v in outputs.items()}  # losses in float32, also under autocast
         pred_logits, pred_masks, pred_scores = outputs["pred_logits"], outputs["pred_masks"], outputs["pred_scores"]
         if pred_logits.shape[-1] != self.num_classes:
-            raise SparseInstError(f"the model predicts {pred_logits.shape[-1]} classes but the loss expects "
-                             f"{self.num_classes}")  # fmt: skip
+            raise SparseInstError(
+                f"the model predicts {pred_logits.shape[-1]} classes but the loss expects {self.num_classes}"
+            )
         mask_size = pred_masks.shape[-2:]
         if input_shape is None:
             input_shape = (mask_size[0] * 4, mask_size[1] * 4)
@@ -125,8 +126,9 @@ class SparseInstCriterion(nn.Module):
         if src_idx.numel():
             matched_labels = torch.cat([lab[tgt.to(lab.device)] for lab, (_, tgt) in zip(labels, indices)])
             one_hot[batch_idx, src_idx, matched_labels] = 1.0
-        losses = {"loss_ce": sigmoid_focal_loss(pred_logits, one_hot, alpha=0.25, gamma=2.0, reduction="sum")
-                  / num_instances}  # fmt: skip
+        losses = {
+            "loss_ce": sigmoid_focal_loss(pred_logits, one_hot, alpha=0.25, gamma=2.0, reduction="sum") / num_instances
+        }
 
         if src_idx.numel() == 0:
             zero_masks = pred_masks.sum() * 0.0

@@ -33,8 +33,6 @@ def holds_run(folder: str) -> bool:
     return any(os.path.exists(os.path.join(folder, marker)) for marker in RUN_MARKERS)
 
 
-
-
 def _clear_previous_outputs(folder: str) -> None:
     """With ``exist_ok``: drop the earlier run's models and checkpoint so none is mistaken for the new run's."""
     for name in ("best", "last"):

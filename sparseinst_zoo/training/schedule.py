@@ -32,8 +32,15 @@ class WarmupSchedule:
         [0.001, 0.5005, 1.0, 0.1, 0.01]
     """
 
-    def __init__(self, max_iters: int, warmup_iters: int = 1000, warmup_factor: float = 0.001,
-                 kind: str = "step", milestones: Sequence[int] = (), gamma: float = 0.1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        max_iters: int,
+        warmup_iters: int = 1000,
+        warmup_factor: float = 0.001,
+        kind: str = "step",
+        milestones: Sequence[int] = (),
+        gamma: float = 0.1,
+    ) -> None:
         if kind not in ("step", "cosine"):
             raise SparseInstError(f"schedule must be 'step' or 'cosine', got {kind!r}")
         self.max_iters = int(max_iters)

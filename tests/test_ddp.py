@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 
 import pytest
+from torchrun import TORCHRUN_ENV, free_port, run_torchrun
 
 import sparseinst_zoo
 from sparseinst_zoo.data.synthetic import make_shapes_dataset
@@ -37,12 +36,6 @@ else:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _train_records(out) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -53,23 +46,7 @@ def _one_node_two_processes_match_one_process(tmp_path) -> None:
     ann = make_shapes_dataset(data, num_images=8, max_shapes=2, radius=(0.2, 0.3), seed=2)
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node=2",
-        "--master-addr=127.0.0.1",
-        f"--master-port={_free_port()}",
-        str(script),
-        ann,
-        str(data),
-        str(tmp_path / "ddp"),
-        "0",
-        "0",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_torchrun(str(script), ann, str(data), str(tmp_path / "ddp"), "0", "0")
 
     sparseinst_zoo.train(
         model="sparseinst_tiny_test",
@@ -103,7 +80,7 @@ def _one_node_two_processes_match_one_process(tmp_path) -> None:
 
 def _two_nodes(script, args: list[str], env: dict[str, str]) -> None:
     """Run ``script`` as two torchrun "machines" (one process each) meeting through a c10d rendezvous on 127.0.0.1."""
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_port()}"
     nodes = [
         subprocess.Popen(
             [
@@ -137,7 +114,7 @@ def test_ddp_matches_one_process_and_two_machines_resume_exactly(tmp_path):
     _one_node_two_processes_match_one_process(tmp_path)
     data, script = tmp_path / "data", tmp_path / "ddp_train.py"
     ann = str(data / "annotations.json")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env = TORCHRUN_ENV
     _two_nodes(script, [ann, str(data), str(tmp_path / "two"), "3", "0"], env)
     assert [r["step"] for r in _train_records(tmp_path / "two")] == [1, 2]  # stopped in step 3
     _two_nodes(script, [ann, str(data), str(tmp_path / "two"), "0", "1"], env)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
+from torchrun import run_torchrun
 
 from sparseinst_zoo.cli import main
 from sparseinst_zoo.inference.sharding import merge_predictions, shard_bounds, shard_sources
@@ -103,26 +102,8 @@ def test_in_memory_images_are_named_by_their_place_among_the_sources(tiny_model,
 
 
 # -- two processes -----------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _torchrun(args: list[str]) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node=2",
-        "--master-addr=127.0.0.1",
-        f"--master-port={_free_port()}",
-        *args,
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return run_torchrun(*args, timeout=180)
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import contextlib
 import io
 import json
 
-import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 import torch
+from detections import perturbed_detections
 from pycocotools.cocoeval import COCOeval
 
 import sparseinst_zoo
@@ -100,32 +100,10 @@ def test_evaluate_warns_when_the_model_was_trained_on_other_classes(shapes, capl
     assert "the model's classes ['cat', 'dog', 'bird'] differ from the categories of" in caplog.text
 
 
-def _noisy_detections(coco, seed=0):
-    """Ground-truth masks shifted by up to 2 px, some relabelled, random scores: AP well inside (0, 100)."""
-    rng = np.random.default_rng(seed)
-    detections = []
-    for image in coco.images:
-        labels, masks = coco.load_targets(image)
-        for label, mask in zip(labels, masks):
-            mask = np.roll(mask, int(rng.integers(-2, 3)), axis=int(rng.integers(2)))
-            label = (label + 1) % coco.num_classes if rng.random() < 0.2 else label
-            rle = mask_utils.encode(np.asfortranarray(mask))
-            rle["counts"] = rle["counts"].decode()
-            detections.append(
-                {
-                    "image_id": image.id,
-                    "category_id": coco.category_ids[label],
-                    "segmentation": rle,
-                    "score": float(rng.random()),
-                }
-            )
-    return detections
-
-
 def test_faster_coco_eval_and_pycocotools_agree(tmp_path):
     path = make_shapes_dataset(tmp_path, num_images=40, size=(64, 80), max_shapes=4, seed=9)
     coco = CocoInstances(path, tmp_path, keep_crowd=True)
-    detections = _noisy_detections(coco)
+    detections = perturbed_detections(coco)
     slow = score_detections(coco, detections, "pycocotools")
     fast = score_detections(coco, detections, "faster")
     assert 5.0 < slow["AP"] < 95.0 and resolve_backend("auto") == "faster"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pycocotools.mask as mask_utils
 import pytest
 import torch
 import yaml
+from detections import perturbed_detections
 from PIL import Image
 
 import sparseinst_zoo
@@ -39,29 +39,6 @@ def _coco_twin(root):
     return CocoInstances(root / "images/val/annotations.json", root / "images/val", keep_crowd=True)
 
 
-def _perturbed_detections(dataset, seed=0):
-    """Ground-truth masks shifted by a pixel, some relabelled, with random scores: metrics well inside (0, 100)."""
-    rng = np.random.default_rng(seed)
-    detections = []
-    for image in dataset.images:
-        labels, masks = dataset.load_targets(image)
-        for label, mask in zip(labels, masks):
-            mask = np.roll(mask, int(rng.integers(-2, 3)), axis=int(rng.integers(2)))
-            if rng.random() < 0.2:
-                label = (label + 1) % dataset.num_classes
-            rle = mask_utils.encode(np.asfortranarray(mask))
-            rle["counts"] = rle["counts"].decode()
-            detections.append(
-                {
-                    "image_id": image.id,
-                    "category_id": dataset.category_ids[label],
-                    "segmentation": rle,
-                    "score": float(rng.random()),
-                }
-            )
-    return detections
-
-
 def test_yolo_split_reads_the_same_instances_as_its_coco_twin(shapes):
     root, data_yaml = shapes
     yolo, coco = load_instances(data_yaml, split="val"), _coco_twin(root)
@@ -80,7 +57,7 @@ def test_yolo_and_coco_give_the_same_mask_ap(shapes):
     root, data_yaml = shapes
     yolo, coco = load_instances(data_yaml), _coco_twin(root)
     by_name = {i.file_name: i.id for i in coco.images}
-    yolo_detections = _perturbed_detections(yolo)
+    yolo_detections = perturbed_detections(yolo)
     to_coco_id = {y.id: by_name[y.file_name.split("/")[-1]] for y in yolo.images}
     coco_detections = [
         {

@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 
-def _measure(height: int, width: int, instances: int, chunk_pixels: int) -> dict[str, float]:
+def _measure(height: int, width: int, instances: int, chunk_pixels: int | None) -> dict[str, float]:
     import torch
 
     from sparseinst_zoo.inference import postprocess as module
@@ -34,7 +34,7 @@ def _measure(height: int, width: int, instances: int, chunk_pixels: int) -> dict
         "pred_masks": torch.randn(1, instances, padded[0] // 4, padded[1] // 4, generator=generator),
     }
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if chunk_pixels == module.UPSAMPLE_CHUNK_PIXELS:  # the library's own path, end to end
+    if chunk_pixels is None:  # the library's own path, end to end
         masks = module.postprocess(outputs, [resized], [(height, width)], 0.005, 0.45, instances)[0]["masks"]
     else:
         probs = outputs["pred_masks"][0].sigmoid()
@@ -57,10 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
     if args.child:
-        from sparseinst_zoo.inference.postprocess import UPSAMPLE_CHUNK_PIXELS
-
-        chunk = UPSAMPLE_CHUNK_PIXELS if args.chunk_pixels is None else args.chunk_pixels
-        print(json.dumps(_measure(height, width, args.instances, chunk)))
+        print(json.dumps(_measure(height, width, args.instances, args.chunk_pixels)))
         return
     argv = [sys.executable, __file__, "--child", "--size", args.size, "--instances", str(args.instances)]
     if args.chunk_pixels is not None:

@@ -155,3 +155,33 @@ def test_chunked_upsampling_gives_the_same_masks():
     chunked = upsample_masks(probs, padded, resized, original, 0.45, chunk_pixels=2 * 123 * 181)
     assert chunked.dtype == torch.bool and torch.equal(chunked, whole)
     assert torch.equal(upsample_masks(probs, padded, resized, original, 0.45, chunk_pixels=1), whole)
+
+
+def test_masks_that_cannot_cross_the_threshold_are_skipped_exactly():
+    """Skipping the masks whose probabilities all stay below the threshold gives exactly the masks of upsampling all."""
+    from sparseinst_zoo.inference.postprocess import VISIBLE_MARGIN, upsample_masks
+
+    torch.manual_seed(0)
+    probs = torch.rand(6, 16, 24) * 0.45  # all below the threshold ...
+    probs[1, 3:9, 4:12] = 0.9  # ... but two masks
+    probs[4, 0, 0] = 0.45 - VISIBLE_MARGIN / 2  # within the margin: upsampled, and still empty
+    padded, resized, original = (64, 96), (60, 90), (123, 181)
+    everything = upsample_masks(probs, padded, resized, original, 0.45)
+    skipped = upsample_masks(probs, padded, resized, original, 0.45, visible=torch.tensor([1, 4]), chunk_pixels=1)
+    assert torch.equal(skipped, everything) and everything[1].any() and not everything[[0, 2, 3, 4, 5]].any()
+
+
+@pytest.mark.parametrize("sort_by_score", [False, True])
+def test_postprocess_with_empty_masks_matches_upsampling_every_kept_mask(sort_by_score):
+    """Through postprocess: the kept queries with empty masks keep their place, scores and (all False) masks."""
+    from sparseinst_zoo.inference.postprocess import upsample_masks
+
+    torch.manual_seed(1)
+    outputs = random_outputs()
+    outputs["pred_masks"][:, ::2] -= 40.0  # every other query: no pixel anywhere near 0.45
+    results = postprocess(outputs, [(40, 56)] * 3, [(37, 61)] * 3, score_threshold=0.0, sort_by_score=sort_by_score)
+    padded = (outputs["pred_masks"].shape[-2] * 4, outputs["pred_masks"].shape[-1] * 4)
+    for image, result in enumerate(results):
+        probs = outputs["pred_masks"][image, result["queries"]].sigmoid()
+        assert torch.equal(result["masks"], upsample_masks(probs, padded, (40, 56), (37, 61), 0.45))
+        assert not result["masks"][result["queries"] % 2 == 0].any()

@@ -167,7 +167,7 @@ def test_masks_that_cannot_cross_the_threshold_are_skipped_exactly():
     probs[4, 0, 0] = 0.45 - VISIBLE_MARGIN / 2  # within the margin: upsampled, and still empty
     padded, resized, original = (64, 96), (60, 90), (123, 181)
     everything = upsample_masks(probs, padded, resized, original, 0.45)
-    skipped = upsample_masks(probs, padded, resized, original, 0.45, visible=torch.tensor([1, 4]), chunk_pixels=1)
+    skipped = upsample_masks(probs, padded, resized, original, 0.45, visible=[1, 4], chunk_pixels=1)
     assert torch.equal(skipped, everything) and everything[1].any() and not everything[[0, 2, 3, 4, 5]].any()
 
 

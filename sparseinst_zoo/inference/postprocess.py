@@ -15,7 +15,7 @@ threshold most of the 100 queries are such empty masks, and the upsampling is mo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -112,13 +112,13 @@ def postprocess(
     scores, labels = instance_scores(outputs["pred_logits"], outputs["pred_scores"])
     mask_prob = pred_masks.float().sigmoid()
     final = scores * mask_quality(mask_prob, mask_threshold)
-    queries_by_image, visible_first, counts = _select_queries(
+    queries_by_image, selected = _select_queries(
         scores > score_threshold, final, mask_prob, mask_threshold, max_detections, sort_by_score
     )
     results: list[dict[str, torch.Tensor]] = []
     for i, ((h, w), original) in enumerate(zip(resized_sizes, original_sizes)):
-        queries = queries_by_image[i, : counts[i][0]]
-        visible = visible_first[i, : counts[i][1]]
+        kept, visible = selected[i]
+        queries = queries_by_image[i, :kept]
         masks = upsample_masks(mask_prob[i, queries], padded, (h, w), original, mask_threshold, visible=visible)
         results.append({"scores": final[i, queries], "labels": labels[i, queries], "masks": masks, "queries": queries})
     return results
@@ -131,17 +131,16 @@ def _select_queries(
     mask_threshold: float,
     max_detections: int | None,
     sort_by_score: bool,
-) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+) -> tuple[torch.Tensor, list[tuple[int, list[int]]]]:
     """Which queries each image keeps, in output order, and which of them can have a visible mask.
 
-    Everything is computed for the whole batch on the outputs' device; the host then reads, in one transfer (the
-    only synchronisation, and nothing is copied back to the device), how many queries each image keeps and how many
-    of those may have pixels above the threshold.
+    Everything is computed for the whole batch on the outputs' device; the host then reads, in one small transfer
+    (the only synchronisation, and nothing is copied back to the device), how many queries each image keeps and
+    which of those may have pixels above the threshold.
 
     Returns:
-        ``queries_by_image`` (B, N): each image's kept queries first, in output order; ``visible_first`` (B, N): the
-        positions within that prefix of the kept queries whose masks may be visible, first and in increasing order;
-        ``counts``: per image ``[kept, visible]``.
+        ``queries_by_image`` (B, N): each image's kept queries first, in output order; and per image, the number of
+        kept queries and the positions (increasing, within that prefix) of those whose masks may be visible.
     """
     ranking = torch.where(keep, final, torch.full_like(final, -1.0))  # final scores are >= 0
     order = torch.sort(ranking, dim=-1, descending=True, stable=True).indices
@@ -159,8 +158,9 @@ def _select_queries(
     kept = torch.gather(kept_in_order, 1, kept_first)
     visible = torch.gather(mask_prob.amax(dim=(-2, -1)) > mask_threshold - VISIBLE_MARGIN, 1, queries_by_image) & kept
     visible_first = torch.sort((~visible).to(torch.uint8), dim=1, stable=True).indices
-    counts = torch.stack([kept.sum(dim=1), visible.sum(dim=1)], dim=1).cpu().tolist()
-    return queries_by_image, visible_first, counts
+    counts = torch.stack([kept.sum(dim=1), visible.sum(dim=1)], dim=1)
+    host = torch.cat([counts, visible_first], dim=1).cpu().tolist()
+    return queries_by_image, [(row[0], row[2 : 2 + row[1]]) for row in host]
 
 
 def upsample_masks(
@@ -170,7 +170,7 @@ def upsample_masks(
     original: tuple[int, int],
     mask_threshold: float,
     chunk_pixels: int | None = None,
-    visible: torch.Tensor | None = None,
+    visible: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Stride-4 probabilities (K, h, w) -> (K, H, W) bool masks at the original size, as the reference.
 
@@ -180,15 +180,14 @@ def upsample_masks(
     mask is computed alone, so the chunking changes nothing.
 
     Args:
-        visible: the positions (1-D int64, on ``probs``' device) of the masks to upsample; the others are returned
-            all False. Only for masks whose probabilities are all ``<= mask_threshold - VISIBLE_MARGIN``: bilinear
-            resizing takes convex combinations, so such a mask has no pixel above the threshold at any size.
-            None: upsample every mask.
+        visible: the increasing positions of the masks to upsample; the others are returned all False. Only for
+            masks whose probabilities are all ``<= mask_threshold - VISIBLE_MARGIN``: bilinear resizing takes convex
+            combinations, so such a mask has no pixel above the threshold at any size. None: upsample every mask.
 
     Example:
         >>> probs = torch.zeros(2, 4, 4)
         >>> probs[1, 1:3, 1:3] = 0.9
-        >>> masks = upsample_masks(probs, (16, 16), (16, 16), (8, 8), 0.45, visible=torch.tensor([1]))
+        >>> masks = upsample_masks(probs, (16, 16), (16, 16), (8, 8), 0.45, visible=[1])
         >>> masks.shape, masks[0].any().item(), masks[1].sum().item()
         (torch.Size([2, 8, 8]), False, 16)
     """
@@ -196,18 +195,31 @@ def upsample_masks(
     if chunk_pixels is None:
         chunk_pixels = CPU_UPSAMPLE_CHUNK_PIXELS if probs.device.type == "cpu" else UPSAMPLE_CHUNK_PIXELS
     step = max(1, chunk_pixels // max(1, height * width, padded[0] * padded[1]))
-    if visible is None:
-        masks = torch.empty((probs.shape[0], height, width), dtype=torch.bool, device=probs.device)
-        for start in range(0, probs.shape[0], step):
-            chunk = _upsample(probs[start : start + step], padded, resized, original)
-            torch.gt(chunk, mask_threshold, out=masks[start : start + step])
-        return masks
-    masks = torch.zeros((probs.shape[0], height, width), dtype=torch.bool, device=probs.device)
-    for start in range(0, visible.shape[0], step):
-        index = visible[start : start + step]
-        chunk = _upsample(torch.index_select(probs, 0, index), padded, resized, original)
-        masks.index_copy_(0, index, chunk > mask_threshold)
+    empty = torch.empty if visible is None else torch.zeros
+    masks = empty((probs.shape[0], height, width), dtype=torch.bool, device=probs.device)
+    for start, stop in _runs(range(probs.shape[0]) if visible is None else visible, step):
+        chunk = _upsample(probs[start:stop], padded, resized, original)
+        torch.gt(chunk, mask_threshold, out=masks[start:stop])
     return masks
+
+
+def _runs(positions: Iterable[int], longest: int) -> Iterator[tuple[int, int]]:
+    """``[start, stop)`` stretches of consecutive ``positions`` (increasing), each at most ``longest`` long.
+
+    Example:
+        >>> list(_runs([0, 1, 2, 5, 6, 9], longest=2))
+        [(0, 2), (2, 3), (5, 7), (9, 10)]
+    """
+    start, length = 0, 0
+    for position in positions:
+        if length and position == start + length and length < longest:
+            length += 1
+            continue
+        if length:
+            yield start, start + length
+        start, length = position, 1
+    if length:
+        yield start, start + length
 
 
 def _upsample(

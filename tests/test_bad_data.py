@@ -18,9 +18,11 @@ from PIL import Image
 import sparseinst_zoo
 from sparseinst_zoo.cli import main
 from sparseinst_zoo.data import CocoInstances
+from sparseinst_zoo.data.yolo import image_size
 from sparseinst_zoo.errors import DataError, SparseInstError
 from sparseinst_zoo.evaluation import METRIC_KEYS, evaluate
 from sparseinst_zoo.inference.backends.metadata import ExportMetadata
+from sparseinst_zoo.inference.sources import load_image
 
 _MASK = np.zeros((20, 30), np.uint8)
 _MASK[4:9, 2:12] = 1
@@ -185,3 +187,17 @@ def test_damaged_export_metadata_is_one_line(change, message):
     with pytest.raises(SparseInstError, match=message) as err:
         ExportMetadata.from_props(props, "'model.onnx'")
     assert "'model.onnx'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_image_too_large_to_decode_is_one_line(tmp_path, monkeypatch, capsys):
+    """Pillow's DecompressionBombError is no OSError: where an image file is read it becomes one line too."""
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 600 pixels: over twice the limit, refused
+    with pytest.raises(SparseInstError, match=r"big\.png.*too large to decode"):
+        load_image(tmp_path / "big.png")
+    with pytest.raises(DataError, match=r"big\.png cannot be read as an image"):
+        image_size(str(tmp_path / "big.png"))
+    argv = ["predict", "sparseinst_tiny_test", str(tmp_path / "big.png"), "--weights", "random", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if "RANDOM weights" not in line]
+    assert len(lines) == 2 and "error: " in lines[0] and "too large to decode" in lines[0], lines

@@ -116,6 +116,11 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
                     stacklevel=2,
                 )
             array = _pil_to_rgb_array(ImageOps.exif_transpose(opened))
+    except Image.DecompressionBombError as err:  # not an OSError: Pillow refuses > 2 * MAX_IMAGE_PIXELS pixels
+        raise SparseInstError(
+            f"cannot read image {path!r}: it is too large to decode ({err}); downscale it, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise SparseInstError(f"cannot read image {path!r}: not an image or the file is corrupt ({err})") from err
     if array.size == 0:

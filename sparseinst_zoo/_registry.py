@@ -303,19 +303,19 @@ def is_model(model_name: str) -> bool:
     return arch in _model_default_cfgs
 
 
-def unknown_model_error(model_name: str) -> ValueError:
-    """A ValueError for an unknown name that suggests the closest registered ones."""
+def unknown_model_error(model_name: str) -> SparseInstError:
+    """A :class:`SparseInstError` (a ``ValueError``) for an unknown name that suggests the closest registered ones."""
     _load_families()
     candidates = list(dict.fromkeys([*_model_default_cfgs, *_model_pretrained_cfgs]))  # untagged archs appear in both
     close = difflib.get_close_matches(model_name, candidates, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return ValueError(
+    return SparseInstError(
         f"Unknown model {model_name!r}.{hint} See sparseinst_zoo.list_models() or `sparseinst list` for all names."
     )
 
 
 def model_entrypoint(model_name: str) -> Callable[..., Any]:
-    """The registered function building ``model_name`` (tag ignored); raises a helpful ValueError if unknown."""
+    """The registered function building ``model_name`` (tag ignored); raises a helpful SparseInstError if unknown."""
     arch, _ = split_model_name_tag(model_name)
     if arch not in _model_entrypoints and is_model(arch):
         family = _BUILTIN_FAMILIES.get(_model_to_module[arch])
@@ -337,7 +337,7 @@ def get_pretrained_cfg(model_name: str, allow_unregistered: bool) -> PretrainedC
 def get_pretrained_cfg(model_name: str, allow_unregistered: bool = False) -> PretrainedCfg | None:
     """The pretrained cfg of ``arch`` (its default tag) or ``arch.tag``.
 
-    Raises a ValueError for an unknown architecture or tag unless ``allow_unregistered`` (then returns None).
+    Raises a SparseInstError for an unknown architecture or tag unless ``allow_unregistered`` (then returns None).
 
     Example:
         >>> import sparseinst_zoo
@@ -357,5 +357,5 @@ def get_pretrained_cfg(model_name: str, allow_unregistered: bool = False) -> Pre
         if allow_unregistered:
             return None
         tags = ", ".join(repr(t) for t in default_cfg.tags if t) or "none"
-        raise ValueError(f"Model {arch!r} has no pretrained tag {tag!r}; its tags are: {tags}.")
+        raise SparseInstError(f"Model {arch!r} has no pretrained tag {tag!r}; its tags are: {tags}.")
     return default_cfg.cfgs[tag]

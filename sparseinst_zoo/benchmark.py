@@ -94,7 +94,7 @@ def parse_size(text: str | Sequence[int]) -> tuple[int, int]:
     """``'640x853'`` (or ``'640,853'``, or a pair) -> ``(640, 853)`` as (height, width).
 
     Raises:
-        ValueError: if it is not two positive integers.
+        SparseInstError: if it is not two positive integers.
     """
     parts: list[Any]
     if isinstance(text, str):
@@ -104,9 +104,9 @@ def parse_size(text: str | Sequence[int]) -> tuple[int, int]:
     try:
         height, width = (int(p) for p in parts)
     except (TypeError, ValueError):
-        raise ValueError(f"size must be HEIGHTxWIDTH such as 640x853, got {text!r}") from None
+        raise SparseInstError(f"size must be HEIGHTxWIDTH such as 640x853, got {text!r}") from None
     if height < 1 or width < 1:
-        raise ValueError(f"size must be positive, got {height}x{width}")
+        raise SparseInstError(f"size must be positive, got {height}x{width}")
     return height, width
 
 

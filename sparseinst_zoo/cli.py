@@ -78,9 +78,10 @@ COMMANDS: dict[str, Command] = {
     "plot": Command("plot", "draw the training curves of a run (losses, learning rate, mask AP) into RUN/results.png"),
 }
 
-# Errors a user (or the machine) causes: shown as one line, not a traceback. Plain ValueError stays here until every
-# user-facing ValueError in the library is a SparseInstError; RuntimeError, KeyError & co. are bugs.
-USER_ERRORS: tuple[type[Exception], ...] = (SparseInstError, OSError, ValueError)
+# Errors a user (or the machine) causes: shown as one line, not a traceback. Every mistake the library can blame on
+# its input raises a SparseInstError (third-party parse errors of a user's file are turned into DataError where the
+# file is read); anything else, a plain ValueError, RuntimeError or KeyError included, is a bug.
+USER_ERRORS: tuple[type[Exception], ...] = (SparseInstError, OSError)
 
 
 def import_command(name: str) -> ModuleType:

@@ -1,8 +1,10 @@
 """The exceptions a user of sparseinst-zoo can cause and may want to catch.
 
 Every error the package raises for bad input derives from :class:`SparseInstError` (itself a ``ValueError``, so
-existing ``except ValueError`` code keeps working). The CLI prints these, and ``OSError``, as one line; anything else
-is a bug and is shown with its traceback.
+existing ``except ValueError`` code keeps working): a bad name, size or argument, and also a user's file that a
+third-party parser rejects (JSON, YAML, export metadata), which is re-raised as a :class:`DataError` or
+:class:`SparseInstError` naming the file. The CLI prints these, and ``OSError``, as one line; anything else, a plain
+``ValueError`` included, is a bug and is shown with its traceback and where to report it.
 
 Example:
     >>> from sparseinst_zoo.errors import DownloadError, SparseInstError

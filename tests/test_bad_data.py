@@ -1,8 +1,14 @@
-"""Bad dataset files give one DataError line naming the file and the entry, at load time (issue 12 rows 10, 14)."""
+"""Bad inputs give one line, never a traceback.
+
+Bad dataset files give one DataError line naming the file and the entry, at load time (issue 12 rows 10, 14); a
+file a third-party parser rejects (JSON, YAML, export metadata), a bad size or an unknown name is one ``error:`` line
+through the CLI.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -12,8 +18,11 @@ from PIL import Image
 import sparseinst_zoo
 from sparseinst_zoo.cli import main
 from sparseinst_zoo.data import CocoInstances
-from sparseinst_zoo.errors import DataError
+from sparseinst_zoo.data.yolo import image_size
+from sparseinst_zoo.errors import DataError, SparseInstError
 from sparseinst_zoo.evaluation import METRIC_KEYS, evaluate
+from sparseinst_zoo.inference.backends.metadata import ExportMetadata
+from sparseinst_zoo.inference.sources import load_image
 
 _MASK = np.zeros((20, 30), np.uint8)
 _MASK[4:9, 2:12] = 1
@@ -103,3 +112,92 @@ def test_images_without_annotations_have_undefined_metrics(tmp_path):
     model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=1)
     metrics = evaluate(model, path, tmp_path)
     assert all(metrics[key] is None for key in METRIC_KEYS)
+
+
+def _write(name, text):
+    """A row's input file: ``text`` written to ``name`` in the test's folder (bytes as they are)."""
+
+    def make(folder):
+        path = folder / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return path
+
+    return make
+
+
+def _val(make):
+    """``sparseinst val MODEL`` on the file ``make`` writes: --data for a YAML file, else --json with --images."""
+
+    def argv(folder, model):
+        path = make(folder)
+        data = ["--data", str(path)] if path.suffix == ".yaml" else ["--json", str(path), "--images", str(folder)]
+        return ["val", str(model), *data, "--workers", "0"]
+
+    return argv
+
+
+_COCO = '{"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}'
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (_val(_write("ann.json", '{"images": [')), r"ann\.json is not valid JSON: Expecting value"),
+        (_val(_write("ann.json", _COCO[:-1] + ', "x": ' + "9" * 5000 + "}")), r"ann\.json cannot be read as COCO JSON"),
+        (_val(_write("ann.json", b"\xff\xfe{}")), r"ann\.json is not UTF-8 text"),
+        (_val(_write("ann.json", "[]")), r"ann\.json: a COCO instances file is a JSON object, got list"),
+        (_val(_write("data.yaml", "val: [images\n")), r"data\.yaml is not valid YAML"),
+        (_val(_write("data.yaml", "val: 2024-13-01\nnames: [a]\n")), r"data\.yaml holds a value YAML cannot read"),
+        (_val(_write("data.yaml", "val: !!int many\nnames: [a]\n")), r"data\.yaml holds a value YAML cannot read"),
+        (lambda folder, model: ["benchmark", str(model), "--size", "640"], "size must be HEIGHTxWIDTH"),
+        (lambda folder, model: ["benchmark", str(model), "--size", "0x64"], "size must be positive, got 0x64"),
+        (lambda folder, model: ["val", "no_such_model", "--data", "d.yaml"], "Unknown model 'no_such_model'"),
+        (lambda folder, model: ["benchmark", "sparseinst_r50_giam.nope"], "has no pretrained tag 'nope'"),
+    ],
+)
+def test_bad_inputs_through_the_cli_are_one_line(tmp_path, capsys, argv, message):
+    """Each bad input ends as one ``error:`` line and the --debug hint: a SparseInstError, never a traceback."""
+    model = tmp_path / "model"
+    sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=1).save_pretrained(model)
+    assert main(argv(tmp_path, model)) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[1] == "(run with --debug for the full traceback)", lines
+    assert lines[0].startswith("sparseinst ") and ": error: " in lines[0] and re.search(message, lines[0]), lines
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mean": "[1, 2"}, r"damaged sparseinst-zoo metadata \(JSONDecodeError"),
+        ({"input_height": "tall"}, r"damaged sparseinst-zoo metadata \(ValueError"),
+        ({"input_width": None}, r"damaged sparseinst-zoo metadata \(KeyError"),
+        ({"std": "[1, 2]"}, r"damaged sparseinst-zoo metadata \(mean/std are not 3 numbers each\)"),
+    ],
+)
+def test_damaged_export_metadata_is_one_line(change, message):
+    props = {
+        "model_name": "sparseinst_tiny_test",
+        "mean": "[1, 2, 3]",
+        "std": "[1, 2, 3]",
+        "input_dtype": "float32",
+        "input_height": "64",
+        "input_width": "64",
+    }
+    props = {k: v for k, v in {**props, **change}.items() if v is not None}
+    with pytest.raises(SparseInstError, match=message) as err:
+        ExportMetadata.from_props(props, "'model.onnx'")
+    assert "'model.onnx'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_image_too_large_to_decode_is_one_line(tmp_path, monkeypatch, capsys):
+    """Pillow's DecompressionBombError is no OSError: where an image file is read it becomes one line too."""
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 600 pixels: over twice the limit, refused
+    with pytest.raises(SparseInstError, match=r"big\.png.*too large to decode"):
+        load_image(tmp_path / "big.png")
+    with pytest.raises(DataError, match=r"big\.png cannot be read as an image"):
+        image_size(str(tmp_path / "big.png"))
+    argv = ["predict", "sparseinst_tiny_test", str(tmp_path / "big.png"), "--weights", "random", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if "RANDOM weights" not in line]
+    assert len(lines) == 2 and "error: " in lines[0] and "too large to decode" in lines[0], lines

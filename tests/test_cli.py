@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import types
 
 import pytest
@@ -101,7 +102,6 @@ def raising_command(monkeypatch):
         DataError("train.json: annotation 7 has no segmentation"),
         FileNotFoundError(2, "No such file or directory", "photo.jpg"),
         PermissionError(13, "Permission denied", "/root/out"),
-        ValueError("--threshold must be in [0, 1), got 2.0"),  # plain ValueError: user error until all are converted
     ],
 )
 def test_user_errors_are_one_line(raising_command, capsys, error):
@@ -115,6 +115,8 @@ def test_user_errors_are_one_line(raising_command, capsys, error):
     "error",
     [
         RuntimeError("shape mismatch in decoder"),
+        ValueError("math domain error"),  # a plain ValueError is a bug: every user error is a SparseInstError
+        json.JSONDecodeError("Expecting value", "", 0),  # so is a parse error not turned into DataError where read
         KeyError("pred_masks"),
         TypeError("unsupported operand"),
         ZeroDivisionError(),

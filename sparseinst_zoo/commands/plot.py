@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import SparseInstError
+
 HELP = "draw the training curves of a run (losses, learning rate, mask AP) into RUN/results.png"
 
 
@@ -25,6 +27,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         path = plot_run(args.run, args.out)
     except ImportError:
-        raise ValueError("drawing curves needs matplotlib: pip install 'sparseinst-zoo[plot]'") from None
+        raise SparseInstError("drawing curves needs matplotlib: pip install 'sparseinst-zoo[plot]'") from None
     print(path)
     return 0

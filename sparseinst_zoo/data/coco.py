@@ -127,13 +127,17 @@ def _check_crowd(ann: dict[str, Any], where: str) -> int:
 
 
 def _read_json(path: str) -> Any:
+    """The parsed JSON file; whatever the parser rejects (syntax, encoding, limits) is a DataError naming ``path``."""
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
+    except UnicodeDecodeError as err:  # a ValueError too: first
+        raise DataError(f"{path} is not UTF-8 text (byte {err.start}); save the JSON file as UTF-8") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path} is not valid JSON: {err}") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 text (byte {err.start}); save the JSON file as UTF-8") from None
+    except (ValueError, RecursionError) as err:  # e.g. an integer of more than 4300 digits, nesting too deep
+        reason = str(err).split(";")[0] or type(err).__name__
+        raise DataError(f"{path} cannot be read as COCO JSON ({reason}); check how the file was written") from None
 
 
 class CocoInstances(InstanceSet):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from .._constants import SIZE_DIVISIBILITY
-from ..errors import DataError
+from ..errors import DataError, SparseInstError
 from ..inference.transforms import normalize_and_pad
 from .augment import Augmentation
 from .instances import InstanceSet
@@ -107,7 +107,7 @@ class TrainSampler(Sampler):
         world_size: int = 1,
     ) -> None:
         if size < 1 or batch_size < 1:
-            raise ValueError(f"need a non-empty dataset and batch_size >= 1, got {size} and {batch_size}")
+            raise SparseInstError(f"need a non-empty dataset and batch_size >= 1, got {size} and {batch_size}")
         self.size, self.batch_size, self.max_iters = size, batch_size, max_iters
         self.start_iter, self.seed, self.rank, self.world_size = start_iter, seed, rank, world_size
         self.global_batch = batch_size * world_size

@@ -84,6 +84,9 @@ def _read_yaml(path: str) -> dict[str, Any]:
         raise DataError(f"{path} is not UTF-8 text; save the YAML file as UTF-8") from None
     except yaml.YAMLError as err:
         raise DataError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    except (ValueError, RecursionError) as err:  # a value YAML cannot build, e.g. the date 2024-13-01 or !!int x
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise DataError(f"{path} holds a value YAML cannot read ({reason}); quote it to make it a string") from None
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise DataError(f"{path}: a dataset YAML file is a mapping with train/val/names keys, got {kind}")

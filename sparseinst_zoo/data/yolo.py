@@ -84,7 +84,7 @@ def image_size(path: str) -> tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
             orientation = image.getexif().get(_EXIF_ORIENTATION)
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path} cannot be read as an image ({err}); remove it or replace it") from None
     return (width, height) if orientation in _TRANSPOSED_ORIENTATIONS else (height, width)
 

@@ -37,6 +37,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBN
 
+from ..errors import SparseInstError
 from ..models._hub_mixin import PredictMixin
 from .precision import autocast_dtype, parse_precision
 
@@ -234,7 +235,7 @@ def resolve_compile_mode(compile: bool | str | None) -> str | None:
     if compile is True:
         return "default"
     if compile not in COMPILE_MODES:
-        raise ValueError(f"compile must be a bool or one of {COMPILE_MODES}, got {compile!r}")
+        raise SparseInstError(f"compile must be a bool or one of {COMPILE_MODES}, got {compile!r}")
     return compile
 
 
@@ -272,7 +273,7 @@ class CUDAGraphRunner:
         clone_outputs: bool = True,
     ) -> None:
         if max_graphs < 1:
-            raise ValueError(f"max_graphs must be >= 1, got {max_graphs}")
+            raise SparseInstError(f"max_graphs must be >= 1, got {max_graphs}")
         self.fn = fn
         self.batch_buckets = tuple(sorted(int(b) for b in batch_buckets))
         self.max_graphs = max_graphs
@@ -305,7 +306,7 @@ class CUDAGraphRunner:
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if not images.is_cuda:
-            raise ValueError(f"CUDA graphs need the input on a CUDA device, got a tensor on {images.device}")
+            raise SparseInstError(f"CUDA graphs need the input on a CUDA device, got a tensor on {images.device}")
         batch = images.shape[0]
         bucket = self.bucket(batch)
         channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)
@@ -412,7 +413,7 @@ class OptimizedModel(PredictMixin, nn.Module):
         self.check_input(images)
         device = next(self.model.parameters()).device
         if images.device != device:
-            raise ValueError(
+            raise SparseInstError(
                 f"input is on {images.device} but the optimised model is on {device}; "
                 "move the batch (or optimise the model for that device)"
             )
@@ -467,7 +468,7 @@ def optimize_for_inference(
         An :class:`OptimizedModel` in eval mode.
 
     Raises:
-        ValueError: for unknown options, or options the device cannot run (e.g. ``cuda_graphs`` on a CPU).
+        SparseInstError: for unknown options, or options the device cannot run (e.g. ``cuda_graphs`` on a CPU).
 
     Example:
         >>> import torch, sparseinst_zoo
@@ -477,9 +478,9 @@ def optimize_for_inference(
         torch.float32
     """
     if isinstance(model, OptimizedModel):
-        raise ValueError("the model is already optimised; call optimize_for_inference on the original model")
+        raise SparseInstError("the model is already optimised; call optimize_for_inference on the original model")
     if not isinstance(model, nn.Module):
-        raise ValueError(f"optimize_for_inference expects a torch.nn.Module, got {type(model).__name__}")
+        raise SparseInstError(f"optimize_for_inference expects a torch.nn.Module, got {type(model).__name__}")
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
@@ -488,13 +489,13 @@ def optimize_for_inference(
     compile_mode = resolve_compile_mode(compile)
     if cuda_graphs:
         if device.type != "cuda":
-            raise ValueError(
+            raise SparseInstError(
                 f"cuda_graphs=True needs a CUDA device, but the model is on {device}; "
                 "move it with model.to('cuda') (or pass device='cuda'), or drop cuda_graphs / "
                 "--cuda-graphs"
             )
         if compile_mode in _COMPILE_MODES_WITH_CUDA_GRAPHS:
-            raise ValueError(
+            raise SparseInstError(
                 f"compile mode {compile_mode!r} already captures CUDA graphs; with cuda_graphs=True "
                 "use compile='max-autotune-no-cudagraphs' or 'default' (or drop cuda_graphs)"
             )

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .._coco import COCO_CATEGORY_IDS, COCO_CLASSES
+from ..errors import SparseInstError
 from .masks import encode_rle, mask_to_polygons, masks_to_boxes
 from .visualise import draw_instances, save_image
 
@@ -97,7 +98,7 @@ class Results:
         category_ids: Sequence[int] | None = None,
     ) -> None:
         if masks.ndim != 3 or not (len(masks) == len(scores) == len(labels)):
-            raise ValueError(
+            raise SparseInstError(
                 f"Results: masks must be (N, H, W) with N scores and labels, got masks {tuple(masks.shape)}, "
                 f"{len(scores)} scores, {len(labels)} labels"
             )
@@ -114,7 +115,7 @@ class Results:
         self.save_dir: str | None = None
         self.track_ids = None if track_ids is None else _to_numpy(track_ids).astype(np.int64).reshape(-1)
         if self.track_ids is not None and len(self.track_ids) != len(scores):
-            raise ValueError(f"Results: {len(self.track_ids)} track_ids for {len(scores)} instances")
+            raise SparseInstError(f"Results: {len(self.track_ids)} track_ids for {len(scores)} instances")
         self._boxes: ArrayLike | None = None
 
     # -- containers ------------------------------------------------------------------------------------------
@@ -193,7 +194,7 @@ class Results:
         if category_ids is None:
             return [int(label) for label in labels]
         if labels and max(labels) >= len(category_ids):
-            raise ValueError(f"category_ids has {len(category_ids)} entries but a label is {max(labels)}")
+            raise SparseInstError(f"category_ids has {len(category_ids)} entries but a label is {max(labels)}")
         return [int(category_ids[label]) for label in labels]
 
     def to_coco(self, image_id: int | str, category_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
@@ -283,10 +284,12 @@ class Results:
         if image is None:
             image = self.orig_img
         if image is None:
-            raise ValueError("Results.plot needs the image: this Results has no orig_img, pass plot(image=...)")
+            raise SparseInstError("Results.plot needs the image: this Results has no orig_img, pass plot(image=...)")
         image = np.asarray(image)  # a PIL image works too
         if tuple(image.shape[:2]) != self.image_size:
-            raise ValueError(f"Results.plot: image size {image.shape[:2]} differs from the results' {self.image_size}")
+            raise SparseInstError(
+                f"Results.plot: image size {image.shape[:2]} differs from the results' {self.image_size}"
+            )
         return draw_instances(
             image,
             _to_numpy(self.masks),

@@ -95,7 +95,7 @@ def sample_image_path() -> str:
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode an image file into a uint8 HxWx3 RGB array (EXIF orientation applied).
 
-    Raises FileNotFoundError if the file does not exist and ValueError if it is not a readable image.
+    Raises FileNotFoundError if the file does not exist and SparseInstError if it is not a readable image.
 
     Example:
         >>> load_image(sample_image_path()).shape
@@ -116,6 +116,11 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
                     stacklevel=2,
                 )
             array = _pil_to_rgb_array(ImageOps.exif_transpose(opened))
+    except Image.DecompressionBombError as err:  # not an OSError: Pillow refuses > 2 * MAX_IMAGE_PIXELS pixels
+        raise SparseInstError(
+            f"cannot read image {path!r}: it is too large to decode ({err}); downscale it, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise SparseInstError(f"cannot read image {path!r}: not an image or the file is corrupt ({err})") from err
     if array.size == 0:
@@ -400,7 +405,7 @@ def iter_items(items: list[Any], on_skip: Callable[[str, Exception], None] | Non
                 for found in _iter_file(item):
                     decoded += 1
                     yield found
-            except (ValueError, OSError) as err:
+            except (SparseInstError, OSError) as err:  # an unreadable file; anything else is a bug, never skipped
                 if not isinstance(item, FoundFile):  # a file the user named: never skipped
                     raise
                 skipped.append(item.path)

@@ -27,6 +27,7 @@ import numpy as np
 from torch import nn
 
 from .._io import free_path, next_run_dir, publish, temporary_path
+from ..errors import SparseInstError
 from .predictor import Predictor
 from .results import Results
 from .sources import VIDEO_EXTENSIONS, video_fps
@@ -72,11 +73,11 @@ def _check_options(
     minimum_consecutive_frames: int,
 ) -> None:
     if not 0.0 <= track_activation_threshold <= 1.0:
-        raise ValueError(f"track_activation_threshold must be in [0, 1], got {track_activation_threshold}")
+        raise SparseInstError(f"track_activation_threshold must be in [0, 1], got {track_activation_threshold}")
     if not 0.0 < minimum_matching_threshold <= 1.0:
-        raise ValueError(f"minimum_matching_threshold must be in (0, 1], got {minimum_matching_threshold}")
+        raise SparseInstError(f"minimum_matching_threshold must be in (0, 1], got {minimum_matching_threshold}")
     if lost_track_buffer < 0 or minimum_consecutive_frames < 1 or frame_rate <= 0:
-        raise ValueError(
+        raise SparseInstError(
             "lost_track_buffer must be >= 0, minimum_consecutive_frames >= 1 and frame_rate > 0, got "
             f"{lost_track_buffer}, {minimum_consecutive_frames} and {frame_rate}"
         )
@@ -206,7 +207,7 @@ def track(
         ['int64', 'int64', 'int64']
     """
     if not 0.0 <= score_threshold < 1.0:
-        raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
+        raise SparseInstError(f"score_threshold must be in [0, 1), got {score_threshold}")
     require_byte_track()  # a missing extra or a bad option fails here, before the first frame is decoded
     _check_options(
         track_activation_threshold,

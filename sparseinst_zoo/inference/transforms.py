@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .._constants import DEFAULT_MEAN, DEFAULT_STD, SIZE_DIVISIBILITY
-from ..errors import DataError
+from ..errors import DataError, SparseInstError
 
 __all__ = [
     "SIZE_DIVISIBILITY",
@@ -53,9 +53,9 @@ def get_output_shape(height: int, width: int, min_size: int, max_size: int) -> t
         (640, 853)
     """
     if height < 1 or width < 1:
-        raise ValueError(f"image size must be positive, got {height}x{width}")
+        raise SparseInstError(f"image size must be positive, got {height}x{width}")
     if min_size < 1 or max_size < 1:
-        raise ValueError(f"min_size and max_size must be >= 1, got {min_size} and {max_size}")
+        raise SparseInstError(f"min_size and max_size must be >= 1, got {min_size} and {max_size}")
     scale = min_size * 1.0 / min(height, width)
     if height < width:
         new_h, new_w = float(min_size), scale * width
@@ -82,12 +82,12 @@ def _as_hwc_uint8(image: np.ndarray | torch.Tensor, index: int) -> np.ndarray | 
     if not isinstance(image, (np.ndarray, torch.Tensor)):
         raise TypeError(f"image {index}: expected a numpy array or torch tensor, got {type(image).__name__}")
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype not in (np.uint8, torch.uint8):
-        raise ValueError(
+        raise SparseInstError(
             f"image {index}: expected a uint8 HxWx3 RGB array, got shape {tuple(image.shape)} and dtype {image.dtype}; "
             "use sparseinst_zoo.inference.sources.to_rgb_uint8() to convert other layouts"
         )
     if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"image {index}: empty image of shape {tuple(image.shape)}")
+        raise SparseInstError(f"image {index}: empty image of shape {tuple(image.shape)}")
     return image
 
 
@@ -134,7 +134,7 @@ def resize_images(
     as uint8 first and resized on ``device`` (float tensors holding rounded uint8 levels).
     """
     if resize_backend not in ("pil", "torch"):
-        raise ValueError(f"resize_backend must be 'pil' or 'torch', got {resize_backend!r}")
+        raise SparseInstError(f"resize_backend must be 'pil' or 'torch', got {resize_backend!r}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     resized: list[torch.Tensor] = []
     original_sizes: list[tuple[int, int]] = []
@@ -177,7 +177,7 @@ def normalize_and_pad(
     The batch has the largest height and width rounded up to ``divisibility``. Returns (batch, resized sizes).
     """
     if not images:
-        raise ValueError("normalize_and_pad needs at least one image")
+        raise SparseInstError("normalize_and_pad needs at least one image")
     device = images[0].device
     sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
     height, width = padded_shape(max(h for h, _ in sizes), max(w for _, w in sizes), divisibility)
@@ -220,7 +220,7 @@ def preprocess(
         ((1, 3, 64, 96), [(64, 94)])
     """
     if len(images) == 0:
-        raise ValueError("preprocess needs at least one image")
+        raise SparseInstError("preprocess needs at least one image")
     resized, original_sizes = resize_images(images, min_size, max_size, device, resize_backend)
     batch, resized_sizes = normalize_and_pad(resized, mean, std)
     return batch, resized_sizes, original_sizes

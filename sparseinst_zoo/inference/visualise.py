@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .._io import atomic_write, publish, temporary_path
+from ..errors import SparseInstError
 from .masks import masks_to_boxes
 
 if TYPE_CHECKING:  # PyAV is optional: imported when a video is written
@@ -94,10 +95,10 @@ def draw_instances(
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"draw_instances expects a uint8 HxWx3 RGB image, got {image.shape} {image.dtype}")
+        raise SparseInstError(f"draw_instances expects a uint8 HxWx3 RGB image, got {image.shape} {image.dtype}")
     masks = np.asarray(masks, dtype=bool)
     if masks.shape[1:] != image.shape[:2]:
-        raise ValueError(f"mask size {masks.shape[1:]} differs from the image size {image.shape[:2]}")
+        raise SparseInstError(f"mask size {masks.shape[1:]} differs from the image size {image.shape[:2]}")
     if boxes is None:
         boxes = masks_to_boxes(masks)
     height, width = image.shape[:2]
@@ -141,7 +142,7 @@ def save_image(image: np.ndarray, path: str | os.PathLike[str]) -> str:
     suffix = os.path.splitext(path)[1]
     image_format = Image.registered_extensions().get(suffix.lower())
     if image_format is None:
-        raise ValueError(f"cannot save {path!r}: unknown image extension {suffix!r} (use .png or .jpg)")
+        raise SparseInstError(f"cannot save {path!r}: unknown image extension {suffix!r} (use .png or .jpg)")
     pil_image = Image.fromarray(np.asarray(image, dtype=np.uint8))
     return atomic_write(path, lambda handle: pil_image.save(handle, format=image_format))
 

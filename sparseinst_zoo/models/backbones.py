@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 
 from .._hub import offline_if_unreachable
+from ..errors import SparseInstError
 
 __all__ = ["DeformableBottleneck", "create_backbone", "feature_info", "select_feature_levels", "make_deformable"]
 
@@ -36,7 +37,7 @@ def _child(block: nn.Module, name: str, optional: bool = False) -> nn.Module | N
     if child is None and optional:
         return None
     if not isinstance(child, nn.Module):
-        raise ValueError(f"{type(block).__name__} has no submodule {name!r}; DCN needs a timm ResNet bottleneck")
+        raise SparseInstError(f"{type(block).__name__} has no submodule {name!r}; DCN needs a timm ResNet bottleneck")
     return child
 
 
@@ -57,7 +58,9 @@ class DeformableBottleneck(nn.Module):
         super().__init__()
         plain = _child(block, "conv2")
         if not isinstance(plain, nn.Conv2d) or plain.groups != 1:
-            raise ValueError("deformable bottlenecks support a plain 3x3 conv2 with groups=1 only (ResNet, ResNet-D)")
+            raise SparseInstError(
+                "deformable bottlenecks support a plain 3x3 conv2 with groups=1 only (ResNet, ResNet-D)"
+            )
         kernel_size = plain.kernel_size[0]
         stride, dilation = _pair(plain.stride), _pair(plain.dilation)
         padding = plain.padding if isinstance(plain.padding, str) else _pair(plain.padding)
@@ -119,13 +122,13 @@ def make_deformable(backbone: nn.Module, stages: Sequence[int]) -> None:
     for stage in stages:
         layer = getattr(backbone, f"layer{stage}", None)
         if not isinstance(layer, nn.Sequential):
-            raise ValueError(
+            raise SparseInstError(
                 f"dcn_stages={tuple(stages)} needs a timm ResNet backbone with 'layer{stage}'; "
                 f"got {type(backbone).__name__}. Use dcn_stages=() for other backbones."
             )
         for index, block in enumerate(layer):
             if not hasattr(block, "conv3"):
-                raise ValueError(f"layer{stage}.{index} is not a bottleneck block; DCN needs ResNet-50 or deeper")
+                raise SparseInstError(f"layer{stage}.{index} is not a bottleneck block; DCN needs ResNet-50 or deeper")
             layer[index] = DeformableBottleneck(block)
 
 
@@ -138,7 +141,9 @@ def feature_info(backbone: nn.Module) -> FeatureInfo:
     """
     info = backbone.__dict__.get("feature_info")
     if not isinstance(info, FeatureInfo):
-        raise ValueError(f"{type(backbone).__name__} is not a timm features_only backbone (it has no feature_info)")
+        raise SparseInstError(
+            f"{type(backbone).__name__} is not a timm features_only backbone (it has no feature_info)"
+        )
     return info
 
 
@@ -146,13 +151,13 @@ def select_feature_levels(reductions: Sequence[int], strides: Sequence[int] = DE
     """Indices of the feature levels with the given strides (the last level at each stride wins).
 
     Raises:
-        ValueError: if a stride is missing, naming the strides the backbone does offer.
+        SparseInstError: if a stride is missing, naming the strides the backbone does offer.
     """
     picked = []
     for stride in strides:
         matches = [i for i, r in enumerate(reductions) if r == stride]
         if not matches:
-            raise ValueError(
+            raise SparseInstError(
                 f"the backbone has no feature level at stride {stride} (it offers strides {list(reductions)}); "
                 f"SparseInst needs levels at strides {list(strides)}. Pick a hierarchical timm backbone "
                 "(ResNet, ConvNeXt, EfficientNet, RegNet, MobileNetV3, PVTv2, ...)."
@@ -188,13 +193,13 @@ def create_backbone(
         [8, 16, 32]
     """
     if not timm.is_model(name):
-        raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models() for the available names")
+        raise SparseInstError(f"unknown timm backbone {name!r}; see timm.list_models() for the available names")
     try:
         with torch.device("meta"):
             probe = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
     except (RuntimeError, TypeError) as err:
         if "features_only" in str(err) or "feature" in str(err).lower():
-            raise ValueError(f"timm backbone {name!r} does not support features_only=True: {err}") from err
+            raise SparseInstError(f"timm backbone {name!r} does not support features_only=True: {err}") from err
         raise
     probe_info = feature_info(probe)
     out_indices = select_feature_levels(probe_info.reduction(), strides)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import SparseInstError
 from ._init import init_bias, init_msra_fill, init_xavier_fill
 
 __all__ = ["DECODER_TYPES", "DecoderType", "InstanceBranch", "MaskBranch", "SparseInstDecoder", "coordinate_channels"]
@@ -161,11 +162,13 @@ class SparseInstDecoder(nn.Module):
     ) -> None:
         super().__init__()
         if decoder not in DECODER_TYPES:
-            raise ValueError(f"decoder must be one of {DECODER_TYPES}, got {decoder!r}")
+            raise SparseInstError(f"decoder must be one of {DECODER_TYPES}, got {decoder!r}")
         if decoder != "iam" and groups < 2:
-            raise ValueError(f"decoder {decoder!r} needs groups >= 2, got {groups}")
+            raise SparseInstError(f"decoder {decoder!r} needs groups >= 2, got {groups}")
         if decoder != "iam" and inst_channels % groups:
-            raise ValueError(f"groups={groups} must divide inst_channels={inst_channels} (the G-IAM conv is grouped)")
+            raise SparseInstError(
+                f"groups={groups} must divide inst_channels={inst_channels} (the G-IAM conv is grouped)"
+            )
         self.scale_factor = scale_factor
         self.inst_branch = InstanceBranch(
             in_channels + 2,

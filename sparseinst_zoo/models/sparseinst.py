@@ -16,6 +16,7 @@ from torch import nn
 from .._builder import build_model_with_cfg
 from .._constants import SIZE_DIVISIBILITY
 from .._registry import PretrainedCfg, register_model
+from ..errors import SparseInstError
 from ._hub_mixin import HubMixin
 from .backbones import create_backbone, feature_info
 from .checkpoint_filter import checkpoint_filter_fn
@@ -77,13 +78,13 @@ class SparseInst(HubMixin, nn.Module):
     ) -> None:
         super().__init__()
         if decoder not in DECODER_TYPES:
-            raise ValueError(f"decoder must be one of {DECODER_TYPES}, got {decoder!r}")
+            raise SparseInstError(f"decoder must be one of {DECODER_TYPES}, got {decoder!r}")
         num_classes, num_masks, groups = (
             _as_int(name, value)
             for name, value in (("num_classes", num_classes), ("num_masks", num_masks), ("groups", groups))
         )
         if num_classes < 1 or num_masks < 1:
-            raise ValueError(f"num_classes and num_masks must be >= 1, got {num_classes} and {num_masks}")
+            raise SparseInstError(f"num_classes and num_masks must be >= 1, got {num_classes} and {num_masks}")
         self.config: dict[str, Any] = self.captured_config(
             num_classes=num_classes, num_masks=num_masks, groups=groups, backbone_kwargs=dict(backbone_kwargs or {})
         )
@@ -121,36 +122,36 @@ class SparseInst(HubMixin, nn.Module):
         return tuple(f"class_{i}" for i in range(self.num_classes))
 
     def check_input(self, images: torch.Tensor) -> None:
-        """Raise a ValueError that says what to do if ``images`` is not a (B, 3, H, W) float batch, H, W % 32 == 0."""
+        """Raise a SparseInstError saying what to do unless ``images`` is a (B, 3, H, W) float batch, H, W % 32 == 0."""
         if not isinstance(images, torch.Tensor):
-            raise ValueError(
+            raise SparseInstError(
                 f"SparseInst.forward expects a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}; "
                 "use model.predict(...) for images, paths and arrays"
             )
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(
+            raise SparseInstError(
                 f"SparseInst.forward expects a batch of shape (B, 3, H, W), got {tuple(images.shape)}; "
                 "add a batch dimension with x[None] or convert the images to 3-channel RGB"
             )
         if not images.is_floating_point():
-            raise ValueError(
+            raise SparseInstError(
                 f"SparseInst.forward expects normalised floating-point images, got dtype {images.dtype}; "
                 "normalise with the model's mean/std or use model.predict(...) which does it for you"
             )
         weight = next(self.parameters())
         if images.dtype != weight.dtype:
-            raise ValueError(
+            raise SparseInstError(
                 f"SparseInst.forward expects {weight.dtype} images like its weights, got {images.dtype}; convert with "
                 f"x.to({weight.dtype}) (use torch.autocast or model.predict(..., precision='fp16') for 16-bit math)"
             )
         height, width = images.shape[-2:]
         if images.shape[0] == 0 or height == 0 or width == 0:
-            raise ValueError(
+            raise SparseInstError(
                 f"SparseInst.forward got an empty batch of shape {tuple(images.shape)}; pass at least "
                 "one image of at least 32x32 pixels"
             )
         if height % SIZE_DIVISIBILITY or width % SIZE_DIVISIBILITY:
-            raise ValueError(
+            raise SparseInstError(
                 f"SparseInst.forward needs height and width divisible by {SIZE_DIVISIBILITY}, got {height}x{width}; "
                 f"pad the batch (bottom/right, with zeros) to a multiple of {SIZE_DIVISIBILITY}"
             )
@@ -174,13 +175,13 @@ class SparseInst(HubMixin, nn.Module):
 
 
 def _as_int(name: str, value: Any) -> int:
-    """``value`` as a plain int (numpy / torch integers accepted), or a ValueError naming the argument."""
+    """``value`` as a plain int (numpy / torch integers accepted), or a SparseInstError naming the argument."""
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be an int, got {value!r}")
+        raise SparseInstError(f"{name} must be an int, got {value!r}")
     try:
         return int(operator.index(value))
     except TypeError:
-        raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
+        raise SparseInstError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
 
 
 def _create_sparseinst(variant: str, pretrained: bool = False, **kwargs: Any) -> SparseInst:

@@ -114,25 +114,33 @@ class ExportMetadata:
                 f"{source} has no sparseinst-zoo metadata (model name, mean/std, sizes); export it with "
                 "sparseinst_zoo.export.export_onnx(...) or `sparseinst export`"
             )
-        dynamic = json.loads(props.get("dynamic", "false"))
-        size = None if dynamic else (int(props["input_height"]), int(props["input_width"]))
-        return cls(
-            model_name=props["model_name"],
-            label_names=tuple(json.loads(props.get("label_names", "[]"))),
-            mean=tuple(json.loads(props["mean"])),
-            std=tuple(json.loads(props["std"])),
-            input_name=props.get("input_name", INPUT_NAME),
-            input_dtype=props["input_dtype"],  # type: ignore[arg-type]
-            input_size=size,
-            min_size=int(props.get("min_size", 640)),
-            max_size=int(props.get("max_size", 853)),
-            size_divisibility=int(props.get("size_divisibility", SIZE_DIVISIBILITY)),
-            outputs=props.get("outputs", "raw"),
-            output_names=tuple(json.loads(props.get("output_names", json.dumps(list(RAW_OUTPUTS))))),
-            mask_threshold=float(json.loads(props.get("mask_threshold", "0.45"))),
-            half=bool(json.loads(props.get("half", "false"))),
-            raw=dict(props),
-        )
+        try:
+            dynamic = json.loads(props.get("dynamic", "false"))
+            size = None if dynamic else (int(props["input_height"]), int(props["input_width"]))
+            metadata = cls(
+                model_name=props["model_name"],
+                label_names=tuple(json.loads(props.get("label_names", "[]"))),
+                mean=tuple(json.loads(props["mean"])),
+                std=tuple(json.loads(props["std"])),
+                input_name=props.get("input_name", INPUT_NAME),
+                input_dtype=props["input_dtype"],  # type: ignore[arg-type]
+                input_size=size,
+                min_size=int(props.get("min_size", 640)),
+                max_size=int(props.get("max_size", 853)),
+                size_divisibility=int(props.get("size_divisibility", SIZE_DIVISIBILITY)),
+                outputs=props.get("outputs", "raw"),
+                output_names=tuple(json.loads(props.get("output_names", json.dumps(list(RAW_OUTPUTS))))),
+                mask_threshold=float(json.loads(props.get("mask_threshold", "0.45"))),
+                half=bool(json.loads(props.get("half", "false"))),
+                raw=dict(props),
+            )
+        except (ValueError, TypeError, KeyError) as err:  # json and int() reject a value edited by hand or cut off
+            raise SparseInstError(
+                f"{source} has damaged sparseinst-zoo metadata ({type(err).__name__}: {err}); export the model again"
+            ) from None
+        if len(metadata.mean) != 3 or len(metadata.std) != 3:
+            raise SparseInstError(f"{source} has damaged sparseinst-zoo metadata (mean/std are not 3 numbers each)")
+        return metadata
 
     def pretrained_cfg(self) -> PretrainedCfg:
         """A :class:`PretrainedCfg` with the labels, normalisation and test sizes of the export."""

@@ -69,8 +69,10 @@ def main() -> None:
     for visible in args.visible:
         outputs = synthetic_outputs(resized, args.queries, visible)
         paths = {
-            "before": lambda: before(outputs, resized, original),
-            "now": lambda: module.postprocess(outputs, [resized], [original], EVAL_SCORE_THRESHOLD)[0]["masks"],
+            "before": lambda outputs=outputs: before(outputs, resized, original),
+            "now": lambda outputs=outputs: module.postprocess(outputs, [resized], [original], EVAL_SCORE_THRESHOLD)[0][
+                "masks"
+            ],
         }
         identical = torch.equal(paths["before"](), paths["now"]())
         times: dict[str, list[float]] = {name: [] for name in paths}

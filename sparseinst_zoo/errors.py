@@ -20,6 +20,7 @@ __all__ = [
     "DownloadError",
     "DataError",
     "TrainingDiverged",
+    "MissingDependency",
 ]
 
 
@@ -41,3 +42,10 @@ class DataError(SparseInstError):
 
 class TrainingDiverged(SparseInstError):
     """The loss became NaN or infinite; lower the learning rate or check the data."""
+
+
+class MissingDependency(SparseInstError, ImportError):
+    """An optional package a feature needs is not installed; the message says what to ``pip install``.
+
+    Also an ``ImportError``, so ``except ImportError`` around optional features keeps working.
+    """

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sparseinst_zoo.errors import SparseInstError
 from sparseinst_zoo.inference.postprocess import postprocess
 
 
@@ -125,8 +126,8 @@ def test_half_precision_outputs_are_accepted():
 @pytest.mark.parametrize(
     ("change", "error", "match"),
     [
-        (lambda o: o.pop("pred_scores"), KeyError, "pred_scores"),
-        (lambda o: o.__setitem__("pred_logits", o["pred_logits"][:2]), ValueError, "batch sizes differ"),
+        (lambda o: o.pop("pred_scores"), SparseInstError, "pred_scores"),
+        (lambda o: o.__setitem__("pred_logits", o["pred_logits"][:2]), SparseInstError, "batch sizes differ"),
     ],
 )
 def test_bad_outputs(change, error, match):
@@ -137,7 +138,7 @@ def test_bad_outputs(change, error, match):
 
 
 def test_resized_larger_than_padded_is_rejected():
-    with pytest.raises(ValueError, match="exceeds the padded"):
+    with pytest.raises(SparseInstError, match="exceeds the padded"):
         postprocess(random_outputs(), [(41, 56)] * 3, [(40, 56)] * 3)
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from sparseinst_zoo._coco import COCO_CATEGORY_IDS, COCO_CLASSES
+from sparseinst_zoo.errors import MissingDependency
 from sparseinst_zoo.inference.results import Results, mask_to_polygons, masks_to_boxes
 from sparseinst_zoo.inference.visualise import draw_instances, instance_colors
 
@@ -187,3 +188,13 @@ def test_to_coco_and_predictions_json_use_the_model_category_ids(tmp_path, rgb_i
     assert data["categories"] == [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 5, "name": "c"}]
     assert {a["category_id"] for a in data["annotations"]} <= {1, 2, 5}
     assert len(data["annotations"]) == len(results[0]) and results[0].save_dir == str(tmp_path / "run")
+
+
+def test_a_missing_optional_package_is_a_user_error_that_says_what_to_install(monkeypatch):
+    """MissingDependency is both a SparseInstError (one CLI line) and an ImportError (``except ImportError`` works)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "supervision", None)
+    with pytest.raises(MissingDependency, match="pip install supervision") as error:
+        make_results().to_supervision()
+    assert isinstance(error.value, ImportError) and isinstance(error.value, ValueError)

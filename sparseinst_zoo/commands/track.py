@@ -90,14 +90,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .._device import select_device
-    from ..errors import SparseInstError
     from ..inference.sources import flatten_sources
     from ..inference.tracking import TrackWriter, require_byte_track, track
 
-    try:
-        require_byte_track()  # before the model is built; a missing extra is the user's to install: one line
-    except ImportError as err:
-        raise SparseInstError(str(err)) from None
+    require_byte_track()  # before the model is built (a MissingDependency: one line)
     flat = flatten_sources(args.sources)  # a typo in a path fails before the model is built
     model = load_cli_model(args.model, args.weights, args.checkpoint, args.quiet)
     device = select_device(args.device)

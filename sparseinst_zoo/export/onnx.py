@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_save
-from ..errors import SparseInstError
+from ..errors import MissingDependency, SparseInstError
 from ..inference.backends.metadata import INPUT_NAME, POSTPROCESSED_OUTPUTS, RAW_OUTPUTS, InputDtype, build_metadata
 from .verify import EXACT_TOLERANCE, HALF_TOLERANCE, verify_onnx
 from .wrapper import (
@@ -90,7 +90,7 @@ def _require_onnx() -> None:
         except ImportError:
             missing.append(module)
     if missing:
-        raise SparseInstError(f"ONNX export needs {' and '.join(missing)}: pip install 'sparseinst-zoo[export]'")
+        raise MissingDependency(f"ONNX export needs {' and '.join(missing)}: pip install 'sparseinst-zoo[export]'")
 
 
 def _check_options(model: nn.Module, input_dtype: str, mask_threshold: float, opset: int) -> None:

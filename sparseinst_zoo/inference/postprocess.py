@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .._constants import MASK_STRIDE
+from ..errors import SparseInstError
 
 __all__ = [
     "postprocess",
@@ -57,15 +58,17 @@ def mask_quality(mask_prob: torch.Tensor, mask_threshold: float = 0.45) -> torch
 def _check_outputs(outputs: Mapping[str, torch.Tensor], num_images: int, original_sizes: Sequence) -> None:
     missing = [k for k in ("pred_logits", "pred_masks", "pred_scores") if k not in outputs]
     if missing:
-        raise KeyError(f"postprocess: model outputs lack {missing}; expected pred_logits, pred_masks, pred_scores")
+        raise SparseInstError(
+            f"postprocess: model outputs lack {missing}; expected pred_logits, pred_masks, pred_scores"
+        )
     batch = outputs["pred_logits"].shape[0]
     if not (batch == outputs["pred_masks"].shape[0] == outputs["pred_scores"].shape[0] == num_images):
-        raise ValueError(
+        raise SparseInstError(
             f"postprocess: batch sizes differ: pred_logits {batch}, pred_masks {outputs['pred_masks'].shape[0]}, "
             f"pred_scores {outputs['pred_scores'].shape[0]}, resized_sizes {num_images}"
         )
     if len(original_sizes) != num_images:
-        raise ValueError(f"postprocess: {num_images} resized sizes but {len(original_sizes)} original sizes")
+        raise SparseInstError(f"postprocess: {num_images} resized sizes but {len(original_sizes)} original sizes")
 
 
 def postprocess(
@@ -107,7 +110,7 @@ def postprocess(
     padded = (pred_masks.shape[-2] * MASK_STRIDE, pred_masks.shape[-1] * MASK_STRIDE)
     for h, w in resized_sizes:
         if h > padded[0] or w > padded[1]:
-            raise ValueError(f"postprocess: resized size {(h, w)} exceeds the padded input size {padded}")
+            raise SparseInstError(f"postprocess: resized size {(h, w)} exceeds the padded input size {padded}")
 
     scores, labels = instance_scores(outputs["pred_logits"], outputs["pred_scores"])
     mask_prob = pred_masks.float().sigmoid()

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .._coco import COCO_CATEGORY_IDS, COCO_CLASSES
-from ..errors import SparseInstError
+from ..errors import MissingDependency, SparseInstError
 from .masks import encode_rle, mask_to_polygons, masks_to_boxes
 from .visualise import draw_instances, save_image
 
@@ -236,7 +236,7 @@ class Results:
         try:
             import supervision
         except ImportError:
-            raise ImportError(
+            raise MissingDependency(
                 "Results.to_supervision needs the supervision package: pip install supervision  "
                 "(or: pip install 'sparseinst-zoo[supervision]')"
             ) from None

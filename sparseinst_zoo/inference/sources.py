@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import SparseInstError
+from ..errors import MissingDependency, SparseInstError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -288,7 +288,7 @@ def _opencv_frames(path: str) -> Iterator[np.ndarray]:
     try:
         import cv2
     except ImportError:
-        raise ImportError(
+        raise MissingDependency(
             f"reading the video {path!r} needs PyAV or OpenCV: pip install av  (or: pip install opencv-python-headless)"
         ) from None
     capture = cv2.VideoCapture(path)

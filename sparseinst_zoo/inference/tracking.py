@@ -27,7 +27,7 @@ import numpy as np
 from torch import nn
 
 from .._io import free_path, next_run_dir, publish, temporary_path
-from ..errors import SparseInstError
+from ..errors import MissingDependency, SparseInstError
 from .predictor import Predictor
 from .results import Results
 from .sources import VIDEO_EXTENSIONS, video_fps
@@ -48,17 +48,17 @@ DEFAULT_FRAME_RATE = 30.0  # for image sequences, whose frame rate nobody told u
 def require_byte_track() -> Any:
     """``supervision.ByteTrack``, imported only when tracking (supervision is an optional extra).
 
-    Raises ImportError, saying what to install, if supervision is missing or has no ByteTrack.
+    Raises MissingDependency (an ImportError), saying what to install, if supervision is missing or has no ByteTrack.
     """
     try:
         with warnings.catch_warnings():  # ByteTrack needs no OpenCV; its fallback notice is noise here
             warnings.filterwarnings("ignore", message=".*OpenCV", category=UserWarning)
             import supervision
     except ImportError:
-        raise ImportError(f"tracking needs the supervision package: {INSTALL_HINT}") from None
+        raise MissingDependency(f"tracking needs the supervision package: {INSTALL_HINT}") from None
     byte_track = getattr(supervision, "ByteTrack", None)
     if byte_track is None:  # supervision 0.31 removed it; the extra pins a version that has it
-        raise ImportError(
+        raise MissingDependency(
             f"tracking needs supervision.ByteTrack, which supervision {supervision.__version__} no longer has: "
             f"{INSTALL_HINT} (installs supervision<0.31)"
         )

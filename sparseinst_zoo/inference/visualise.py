@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .._io import atomic_write, publish, temporary_path
-from ..errors import SparseInstError
+from ..errors import MissingDependency, SparseInstError
 from .masks import masks_to_boxes
 
 if TYPE_CHECKING:  # PyAV is optional: imported when a video is written
@@ -159,7 +159,7 @@ class VideoWriter:
         try:
             import av
         except ImportError:
-            raise ImportError("writing overlay videos needs PyAV: pip install av") from None
+            raise MissingDependency("writing overlay videos needs PyAV: pip install av") from None
         self._av = av
         self.path = os.fspath(path)
         self.fps = fps

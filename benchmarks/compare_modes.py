@@ -54,6 +54,7 @@ def build_calls(
     min_size: int,
     max_size: int,
     device: torch.device,
+    score_threshold: float = EVAL_SCORE_THRESHOLD,
 ) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
     """One zero-argument callable per mode (forward or end-to-end predict), and each mode's accuracy vs fp32."""
     in_size = input_size_for(image_size, min_size, max_size)
@@ -64,9 +65,9 @@ def build_calls(
     files = _export_files(model, modes, in_size, device)
     calls: dict[str, Callable[[], Any]] = {}
     accuracy: dict[str, str] = {}
-    # the reference's workload: every query above the evaluation threshold is postprocessed at full size
+    # by default the reference's workload: every query above the evaluation threshold is postprocessed at full size
     common: dict[str, Any] = dict(
-        min_size=min_size, max_size=max_size, batch_size=batch, keep_image=False, score_threshold=EVAL_SCORE_THRESHOLD
+        min_size=min_size, max_size=max_size, batch_size=batch, keep_image=False, score_threshold=score_threshold
     )
     for mode in modes:
         if mode in EXPORTED:
@@ -184,6 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=EVAL_SCORE_THRESHOLD,
+        help="predict rows keep instances above this (default: the evaluation's 0.005, the reference's workload)",
+    )
     parser.add_argument("--out", default=None, help="Markdown file to write (default: print only)")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modes if m not in MODES and m not in EXPORTED and m != "default"]
@@ -197,7 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     min_size = args.min_size if args.min_size is not None else cfg.min_size
     max_size = args.max_size if args.max_size is not None else cfg.max_size
     image_size = parse_size(args.size)
-    calls, accuracy = build_calls(model, args.modes, args.what, args.batch_size, image_size, min_size, max_size, device)
+    calls, accuracy = build_calls(
+        model, args.modes, args.what, args.batch_size, image_size, min_size, max_size, device, args.score_threshold
+    )
+    kept = ""
+    if args.what == "predict":
+        kept = f", score threshold {args.score_threshold}: {len(calls[args.modes[0]]()[0])} instances kept"
     times = interleave(calls, args.rounds, args.warmup, device)
     env = environment(device)
     in_size = input_size_for(image_size, min_size, max_size)
@@ -208,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             f"- {env['device_name']} ({device}), {env['threads']} threads, torch {env['torch']}, timm {env['timm']}",
             f"- batch {args.batch_size}, image {args.size}, network input {in_size[0]}x{in_size[1]}, "
-            f"{args.rounds} rounds after {args.warmup} warm-up",
+            f"{args.rounds} rounds after {args.warmup} warm-up{kept}",
             f"- command: `{command}`",
             "",
             table(times, args.batch_size, accuracy),

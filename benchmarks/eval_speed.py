@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -22,6 +23,9 @@ import pycocotools.mask as mask_utils
 from sparseinst_zoo.data import CocoInstances
 from sparseinst_zoo.data.synthetic import make_shapes_dataset
 from sparseinst_zoo.evaluation import METRIC_KEYS, coco_ground_truth, score_detections
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_matrix import write_text  # noqa: E402
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -108,8 +112,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        write_text(args.out, text)
 
 
 if __name__ == "__main__":

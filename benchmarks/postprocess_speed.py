@@ -16,7 +16,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import torch
@@ -24,6 +26,9 @@ import torch
 from sparseinst_zoo._constants import EVAL_SCORE_THRESHOLD
 from sparseinst_zoo.inference import postprocess as module
 from sparseinst_zoo.inference.transforms import get_output_shape, padded_shape
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_matrix import write_text  # noqa: E402
 
 
 def synthetic_outputs(resized: tuple[int, int], queries: int, visible: int) -> dict[str, torch.Tensor]:
@@ -87,8 +92,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        write_text(args.out, text)
 
 
 if __name__ == "__main__":

@@ -192,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="predict rows keep instances above this (default: the evaluation's 0.005, the reference's workload)",
     )
     parser.add_argument("--out", default=None, help="Markdown file to write (default: print only)")
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="COCO weights (cache -> Hub -> original release) instead of random ones: trained masks, mostly empty",
+    )
     args = parser.parse_args(argv)
     unknown = [m for m in args.modes if m not in MODES and m not in EXPORTED and m != "default"]
     if unknown:
@@ -199,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model = sparseinst_zoo.create_model(args.model).eval().to(device)
+    model = sparseinst_zoo.create_model(args.model, pretrained=args.pretrained).eval().to(device)
     cfg = model.pretrained_cfg
     min_size = args.min_size if args.min_size is not None else cfg.min_size
     max_size = args.max_size if args.max_size is not None else cfg.max_size

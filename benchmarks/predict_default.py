@@ -67,12 +67,17 @@ def main() -> None:
         help="0.005 keeps every query (the reference's workload); predict's default is 0.25",
     )
     parser.add_argument("--out", default=None, help="also write the Markdown table here")
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="COCO weights (cache -> Hub -> original release) instead of random ones: trained masks, mostly empty",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     height, width = (int(v) for v in args.size.split("x"))
     image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    model = sparseinst_zoo.create_model(args.model).eval()
+    model = sparseinst_zoo.create_model(args.model, pretrained=args.pretrained).eval()
     modes = {
         "eager (optimize=False)": Predictor(model, score_threshold=args.score_threshold, optimize=False),
         "default predict": Predictor(model, score_threshold=args.score_threshold),

@@ -186,3 +186,15 @@ def test_postprocess_with_empty_masks_matches_upsampling_every_kept_mask(sort_by
         probs = outputs["pred_masks"][image, result["queries"]].sigmoid()
         assert torch.equal(result["masks"], upsample_masks(probs, padded, (40, 56), (37, 61), 0.45))
         assert not result["masks"][result["queries"] % 2 == 0].any()
+
+
+@pytest.mark.parametrize("longest", [1, 2, 3, 100])
+def test_runs_cover_each_position_once_in_order(longest):
+    """The stretches upsampled together: consecutive positions only, never longer than a chunk, none left out."""
+    from sparseinst_zoo.inference.postprocess import _runs
+
+    positions = [0, 1, 2, 3, 7, 8, 10, 11, 12, 13, 14, 20]
+    runs = list(_runs(positions, longest))
+    assert [p for start, stop in runs for p in range(start, stop)] == positions
+    assert all(0 < stop - start <= longest for start, stop in runs)
+    assert list(_runs([], longest)) == []

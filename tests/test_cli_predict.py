@@ -67,7 +67,10 @@ def test_predict_with_local_checkpoint_matches_python_api(tiny_model, checkpoint
     assert len({a["id"] for a in annotations}) == len(annotations)
     overlay = np.asarray(Image.open(out / "photo.png"))
     np.testing.assert_array_equal(overlay, expected.plot())
-    assert "instance(s) with score > 0.02" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "instance(s) with score > 0.02" in printed.out
+    # per image: the classes with their counts and best scores, not one entry per instance
+    assert f"photo.png: {len(expected)} instance(s): {expected.summary()}" in printed.err
 
 
 def test_predict_folder_video_and_name_clashes(checkpoint, tmp_path, rgb_image):

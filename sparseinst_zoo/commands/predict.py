@@ -242,7 +242,7 @@ def _predict(args: argparse.Namespace, options: dict[str, Any], flat: list[Any])
             writer.write(result)
             images, count = images + 1, count + len(result)
             if verbose:
-                summary = ", ".join(f"{n} {c:.2f}" for n, c in zip(result.classes, result.scores.tolist()))
+                summary = result.summary()
                 where = result.path or f"image {images - 1}"
                 tqdm.write(f"{where}: {len(result)} instance(s){': ' + summary if summary else ''}", file=sys.stderr)
             bar.update(1)

@@ -179,6 +179,26 @@ class Results:
         """Class name of each instance."""
         return [self.names[i] if 0 <= i < len(self.names) else str(i) for i in _to_numpy(self.labels).tolist()]
 
+    def summary(self, scores_per_class: int = 3) -> str:
+        """One line: each class with its count and best scores, the most confident class first ('' when empty).
+
+        Example:
+            >>> import torch
+            >>> masks = torch.ones(4, 2, 2, dtype=torch.bool)
+            >>> r = Results(masks, torch.tensor([0.9, 0.5, 0.8, 0.3]), torch.tensor([1, 0, 1, 1]), ["cat", "dog"])
+            >>> r.summary(scores_per_class=2)
+            '3 dog (0.90, 0.80, ...), 1 cat (0.50)'
+        """
+        by_class: dict[str, list[float]] = {}
+        for name, score in zip(self.classes, _to_numpy(self.scores).tolist()):
+            by_class.setdefault(name, []).append(score)
+        parts = []
+        for name, scores in sorted(by_class.items(), key=lambda item: -max(item[1])):
+            scores.sort(reverse=True)
+            shown = ", ".join(f"{score:.2f}" for score in scores[:scores_per_class])
+            parts.append(f"{len(scores)} {name} ({shown}{', ...' if len(scores) > scores_per_class else ''})")
+        return ", ".join(parts)
+
     def polygons(self, include_holes: bool = False) -> list[list[np.ndarray]]:
         """Per instance, its outline polygons as (P, 2) ``x, y`` arrays (see :func:`mask_to_polygons`)."""
         return [mask_to_polygons(m, include_holes) for m in _to_numpy(self.masks)]

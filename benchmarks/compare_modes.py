@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_matrix import MODES, write_text  # noqa: E402
+from run_matrix import MODES, report  # noqa: E402
 
 EXPORTED = {"onnxruntime": ("onnxruntime", None), "openvino-fp32": ("openvino", "fp32"), "openvino": ("openvino", None)}
 
@@ -219,22 +219,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment(device)
     in_size = input_size_for(image_size, min_size, max_size)
     command = "python benchmarks/compare_modes.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = "\n".join(
-        [
-            f"# {args.model} {args.what}, interleaved modes",
-            "",
-            f"- {env['device_name']} ({device}), {env['threads']} threads, torch {env['torch']}, timm {env['timm']}",
-            f"- batch {args.batch_size}, image {args.size}, network input {in_size[0]}x{in_size[1]}, "
-            f"{args.rounds} rounds after {args.warmup} warm-up{kept}",
-            f"- command: `{command}`",
-            "",
-            table(times, args.batch_size, accuracy),
-            "",
-        ]
-    )
-    print(text)
-    if args.out:
-        write_text(args.out, text)
+    lines = [
+        f"# {args.model} {args.what}, interleaved modes",
+        "",
+        f"- {env['device_name']} ({device}), {env['threads']} threads, torch {env['torch']}, timm {env['timm']}",
+        f"- batch {args.batch_size}, image {args.size}, network input {in_size[0]}x{in_size[1]}, "
+        f"{args.rounds} rounds after {args.warmup} warm-up{kept}",
+        f"- command: `{command}`",
+        "",
+        table(times, args.batch_size, accuracy),
+    ]
+    report(lines, args.out)
     return 0
 
 

@@ -25,7 +25,7 @@ from sparseinst_zoo.data.synthetic import make_shapes_dataset
 from sparseinst_zoo.evaluation import METRIC_KEYS, coco_ground_truth, score_detections
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_matrix import write_text  # noqa: E402
+from run_matrix import report  # noqa: E402
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -109,10 +109,7 @@ def main() -> None:
         f"Command: `python benchmarks/eval_speed.py --images {args.images} --size {args.size} --junk {args.junk} "
         f"--repeats {args.repeats}`",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        write_text(args.out, text)
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from sparseinst_zoo.inference import postprocess as module
 from sparseinst_zoo.inference.transforms import get_output_shape, padded_shape
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_matrix import write_text  # noqa: E402
+from run_matrix import report  # noqa: E402
 
 
 def synthetic_outputs(resized: tuple[int, int], queries: int, visible: int) -> dict[str, torch.Tensor]:
@@ -89,10 +89,7 @@ def main() -> None:
         old, new = statistics.median(times["before"]), statistics.median(times["now"])
         lines.append(f"| {visible} | {old:.0f} | {new:.0f} | {old / new:.2f}x | {'yes' if identical else 'NO'} |")
         print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        write_text(args.out, text)
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,14 @@ def header(model: str, rows: Sequence[dict[str, Any]], command: str) -> str:
     return "\n".join(lines)
 
 
+def report(lines: list[str], path: str | None) -> None:
+    """Print a Markdown report and, when ``path`` is given, write it there too."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if path:
+        write_text(path, text)
+
+
 def write_text(path: str, text: str) -> None:
     """Write ``text`` atomically."""
     folder = os.path.dirname(os.path.abspath(path))

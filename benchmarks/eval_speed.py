@@ -18,20 +18,14 @@ import tempfile
 import time
 
 import numpy as np
-import pycocotools.mask as mask_utils
 
 from sparseinst_zoo.data import CocoInstances
 from sparseinst_zoo.data.synthetic import make_shapes_dataset
 from sparseinst_zoo.evaluation import METRIC_KEYS, coco_ground_truth, score_detections
+from sparseinst_zoo.inference.masks import encode_rle
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_matrix import report  # noqa: E402
-
-
-def _rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask))
-    rle["counts"] = rle["counts"].decode()
-    return rle
 
 
 def make_detections(coco: CocoInstances, junk: int, seed: int = 0) -> list[dict]:
@@ -47,7 +41,7 @@ def make_detections(coco: CocoInstances, junk: int, seed: int = 0) -> list[dict]
                 {
                     "image_id": image.id,
                     "category_id": coco.category_ids[label],
-                    "segmentation": _rle(mask),
+                    "segmentation": encode_rle(mask[None])[0],
                     "score": float(rng.uniform(0.3, 1.0)),
                 }
             )
@@ -59,7 +53,7 @@ def make_detections(coco: CocoInstances, junk: int, seed: int = 0) -> list[dict]
                 {
                     "image_id": image.id,
                     "category_id": int(rng.choice(coco.category_ids)),
-                    "segmentation": _rle(mask),
+                    "segmentation": encode_rle(mask[None])[0],
                     "score": float(rng.uniform(0.0, 0.3)),
                 }
             )

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from sparseinst_zoo._constants import EVAL_SCORE_THRESHOLD
+from sparseinst_zoo._constants import EVAL_SCORE_THRESHOLD, MASK_STRIDE
 from sparseinst_zoo.inference import postprocess as module
 from sparseinst_zoo.inference.transforms import get_output_shape, padded_shape
 
@@ -35,7 +35,7 @@ def synthetic_outputs(resized: tuple[int, int], queries: int, visible: int) -> d
     """Raw heads for one image: every query kept, the first ``visible`` with masks that cross the threshold."""
     padded = padded_shape(*resized)
     generator = torch.Generator().manual_seed(0)
-    masks = torch.randn(1, queries, padded[0] // 4, padded[1] // 4, generator=generator) * 3
+    masks = torch.randn(1, queries, padded[0] // MASK_STRIDE, padded[1] // MASK_STRIDE, generator=generator) * 3
     masks[:, visible:] = masks[:, visible:].clamp(max=-1.0)  # sigmoid(-1) = 0.27: no pixel near 0.45
     return {
         "pred_logits": torch.full((1, queries, 80), 2.0),
@@ -46,7 +46,7 @@ def synthetic_outputs(resized: tuple[int, int], queries: int, visible: int) -> d
 
 def before(outputs: dict[str, torch.Tensor], resized: tuple[int, int], original: tuple[int, int]) -> torch.Tensor:
     """The earlier path: every kept mask upsampled, 64 MiB of float32 at a time."""
-    padded = (outputs["pred_masks"].shape[-2] * 4, outputs["pred_masks"].shape[-1] * 4)
+    padded = (outputs["pred_masks"].shape[-2] * MASK_STRIDE, outputs["pred_masks"].shape[-1] * MASK_STRIDE)
     probs = outputs["pred_masks"][0].sigmoid()
     return module.upsample_masks(probs, padded, resized, original, 0.45, chunk_pixels=module.UPSAMPLE_CHUNK_PIXELS)
 

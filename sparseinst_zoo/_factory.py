@@ -24,7 +24,15 @@ from ._hub import CONFIG_NAME, REPO_ID, cfg_from_config, hub_folder, read_config
 from ._registry import get_pretrained_cfg, is_model, model_entrypoint, split_model_name_tag, unknown_model_error
 from .errors import SparseInstError
 
-__all__ = ["HF_HUB_PREFIX", "EXPORTED_SUFFIXES", "ModelSource", "parse_model_name", "create_model", "from_pretrained"]
+__all__ = [
+    "HF_HUB_PREFIX",
+    "EXPORTED_SUFFIXES",
+    "ModelSource",
+    "parse_model_name",
+    "check_weight_options",
+    "create_model",
+    "from_pretrained",
+]
 
 
 class _Optimizable(Protocol):
@@ -154,6 +162,34 @@ def from_pretrained(
     return model
 
 
+def check_weight_options(model_name: str, source: ModelSource, given: str | None, runner: str) -> None:
+    """Refuse weights options that cannot apply to ``source``, in the caller's own words.
+
+    One rule for :func:`create_model` and the CLI: an exported file is not built here, and a folder or Hub
+    repository already carries its weights.
+
+    Args:
+        model_name: the name as the user wrote it.
+        source: ``parse_model_name(model_name)``.
+        given: the weights options the user gave, in their vocabulary (``"--checkpoint"``), or None for none.
+        runner: who builds PyTorch models only (``"create_model builds"``, ``"this command runs"``).
+
+    Example:
+        >>> check_weight_options("sparseinst_tiny_test", parse_model_name("sparseinst_tiny_test"), "--checkpoint",
+        ...                      runner="this command runs")
+    """
+    if source.kind == "exported":
+        raise SparseInstError(
+            f"{model_name!r} is an exported model: run it with the exported-model backend "
+            f"(`sparseinst predict/val/benchmark FILE`); {runner} PyTorch models only"
+        )
+    if source.carries_weights and given:
+        raise SparseInstError(
+            f"{model_name!r} already carries its weights; {given} only apply to registered model names "
+            "(see `sparseinst list` or list_models())"
+        )
+
+
 def create_model(
     model_name: str,
     pretrained: bool = False,
@@ -190,17 +226,9 @@ def create_model(
         optimizable = cast(_Optimizable, model.eval())  # every registered model carries the models/ facade
         return optimizable.optimize_for_inference(**({} if optimize is True else dict(optimize)))
     source = parse_model_name(model_name)
-    if source.kind == "exported":
-        raise SparseInstError(
-            f"{model_name!r} is an exported model: run it with the exported-model backend "
-            "(`sparseinst predict/val/benchmark FILE`), create_model builds PyTorch models only"
-        )
+    given = "pretrained=True and checkpoint_path=" if pretrained or checkpoint_path is not None else None
+    check_weight_options(model_name, source, given, runner="create_model builds")
     if source.carries_weights:
-        if pretrained or checkpoint_path is not None:
-            raise SparseInstError(
-                f"{model_name!r} already carries its weights; pretrained=True and checkpoint_path= only apply to "
-                "registered model names (see list_models())"
-            )
         if pretrained_cfg_overlay:
             kwargs["pretrained_cfg_overlay"] = pretrained_cfg_overlay
         hub_name = f"{HF_HUB_PREFIX}{source.repo_id}" if source.kind == "hub" else os.fspath(source.path or "")

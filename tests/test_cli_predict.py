@@ -120,6 +120,29 @@ def test_predict_save_pretrained_folder(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--weights", "random"], "already carries its weights; --weights random and --checkpoint only apply"),
+        (["--checkpoint", "model.safetensors"], "already carries its weights"),
+    ],
+)
+def test_a_folder_refuses_other_weights(options, message, tiny_model, tmp_path, capsys):
+    tiny_model.save_pretrained(str(tmp_path / "best"))
+    argv = ["predict", str(tmp_path / "best"), sample_image_path(), *options, "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_track_refuses_an_exported_file_in_one_line(tmp_path, capsys):
+    exported = tmp_path / "model.onnx"
+    exported.write_bytes(b"")
+    assert main(["track", str(exported), sample_image_path(), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "is an exported model" in err and "this command runs PyTorch models only" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["sparseinst_tiny_test"], "has no released weights"),

@@ -68,20 +68,12 @@ def cli_overlay() -> dict[str, Any] | None:
 
 def load_cli_model(name: str, weights: str = "pretrained", checkpoint: str | None = None, quiet: bool = False) -> Any:
     """Build the model a CLI command names, by the policy of this module."""
-    from .._factory import create_model, parse_model_name  # torch: only once a command runs (cli.py's convention)
+    from .._factory import check_weight_options, create_model, parse_model_name  # torch: only once a command runs
 
     source = parse_model_name(name)
-    if source.kind == "exported":
-        raise SparseInstError(
-            f"{name!r} is an exported model; this command runs PyTorch models (a registered name, a folder or "
-            "hf-hub:org/repo); run exported files with the exported-model backend"
-        )
+    given = "--weights random and --checkpoint" if weights == "random" or checkpoint else None
+    check_weight_options(name, source, given, runner="this command runs")
     if source.carries_weights:
-        if weights == "random" or checkpoint:
-            raise SparseInstError(
-                f"{name!r} already carries its weights; --weights random and --checkpoint only apply to registered "
-                "model names (see `sparseinst list`)"
-            )
         return create_model(name)
     if checkpoint:
         return create_model(name, checkpoint_path=checkpoint)

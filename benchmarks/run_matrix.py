@@ -26,7 +26,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-# mode name -> extra `sparseinst benchmark` flags. "fp32" is the reference math (plain eager model).
 # mode name -> optimize_for_inference options. "fp32" is the reference math (the plain eager model).
 _BF16 = {"fold_bn": True, "channels_last": True, "precision": "bf16"}
 _COMPILE = {"compile": "max-autotune-no-cudagraphs"}
@@ -43,9 +42,11 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
-def mode_flags(mode: str) -> list[str]:
-    """``sparseinst benchmark`` flags of a mode."""
+def mode_flags(mode: str, compile_mode: str | None = None) -> list[str]:
+    """``sparseinst benchmark`` flags of a mode (``compile_mode`` replaces the compiled modes' inductor mode)."""
     options = MODES[mode]
+    if compile_mode and options.get("compile"):
+        options = {**options, "compile": compile_mode}
     flags = ["--fold-bn"] if options.get("fold_bn") else []
     flags += ["--channels-last"] if options.get("channels_last") else []
     flags += ["--precision", options["precision"]] if options.get("precision", "fp32") != "fp32" else []
@@ -141,6 +142,13 @@ def write_text(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_results(args: argparse.Namespace, rows: Sequence[dict[str, Any]], command: str) -> None:
+    """(Re)write the Markdown table and, when asked, the JSON of every row so far."""
+    write_text(args.out, header(args.model, rows, command) + "\n" + markdown_table(rows) + "\n")
+    if args.json_out:
+        write_text(args.json_out, json.dumps(rows, indent=2) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="model name, e.g. sparseinst_r50_giam")
@@ -159,7 +167,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--compile-mode",
+        default=None,
+        help=f"torch.compile mode of the compiled modes (default {_COMPILE['compile']}; 'default' compiles in a "
+        "fraction of the time)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per configuration")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds for the whole matrix: later rows are reported as skipped and a running one is cut at it "
+        "(the table is rewritten after every row, so what ran is kept when the session ends)",
+    )
     parser.add_argument("--out", default="benchmarks/results/matrix.md", help="Markdown table to write")
     parser.add_argument("--json-out", default=None, help="also write every row's full result as JSON")
     args = parser.parse_args(argv)
@@ -182,26 +203,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None:
             common += [flag, str(value)]
 
+    command = "python benchmarks/run_matrix.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    end = None if args.deadline is None else time.time() + args.deadline
     rows: list[dict[str, Any]] = []
-    for what in args.what:
-        for mode in modes:
+    for mode in modes:  # mode by mode: with a --deadline, the modes listed last are the ones cut
+        for what in args.what:
             for batch in args.batch_sizes:
-                flags = [*common, *mode_flags(mode), "--what", what, "--batch-size", str(batch)]
+                flags = [*common, *mode_flags(mode, args.compile_mode), "--what", what, "--batch-size", str(batch)]
                 if rows:  # count FLOPs once
                     flags.append("--no-flops")
                 start = time.time()
-                result = run_config(args.model, flags, timeout=args.timeout)
+                left = args.timeout if end is None else min(args.timeout, end - start)
+                result = run_config(args.model, flags, timeout=left) if left > 1 else {"error": "skipped: --deadline"}
                 rows.append({"mode": mode, "what": what, "batch": batch, "flags": flags, "result": result})
                 status = result.get("error") or f"{result['latency_ms']['median']:.2f} ms median"
                 print(f"{what:8s} {mode:24s} batch {batch:3d}: {status} ({time.time() - start:.0f} s)", flush=True)
-
-    command = "python benchmarks/run_matrix.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = header(args.model, rows, command) + "\n" + markdown_table(rows) + "\n"
-    write_text(args.out, text)
-    print(f"wrote {args.out}")
-    if args.json_out:
-        write_text(args.json_out, json.dumps(rows, indent=2) + "\n")
-        print(f"wrote {args.json_out}")
+                write_results(args, rows, command)
+    print(f"wrote {args.out}" + (f" and {args.json_out}" if args.json_out else ""))
     return 0 if all("error" not in row["result"] for row in rows) else 1
 
 

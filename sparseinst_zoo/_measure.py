@@ -139,6 +139,16 @@ class PeakMemory:
 def time_calls(fn: Callable[[], Any], iters: int, warmup: int, device: torch.device) -> tuple[list[float], list[float]]:
     """Host latencies (ms) of ``iters`` calls after ``warmup`` untimed ones, and CUDA-event GPU times (ms)."""
     cuda = device.type == "cuda"
+    if cuda:  # the events record on the current device's stream: make it the measured one (cuda:1, ...)
+        with torch.cuda.device(device):
+            return _time_calls(fn, iters, warmup, device)
+    return _time_calls(fn, iters, warmup, device)
+
+
+def _time_calls(
+    fn: Callable[[], Any], iters: int, warmup: int, device: torch.device
+) -> tuple[list[float], list[float]]:
+    cuda = device.type == "cuda"
     for _ in range(warmup):
         fn()
     if cuda:

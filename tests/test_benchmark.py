@@ -111,12 +111,17 @@ def test_run_benchmark_with_model_instance(tiny_model):
     assert result["input_size"] == [64, 64] and result["latency_ms"]["median"] > 0
 
 
-def test_matrix_script_table(tmp_path):
-    """benchmarks/run_matrix.py: one real row in a fresh process, one failing row, both in the Markdown table."""
+def _matrix_module():
     path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "run_matrix.py")
     spec = importlib.util.spec_from_file_location("run_matrix", path)
     matrix = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(matrix)
+    return matrix
+
+
+def test_matrix_script_table(tmp_path):
+    """benchmarks/run_matrix.py: one real row in a fresh process, one failing row, both in the Markdown table."""
+    matrix = _matrix_module()
     out, json_out = tmp_path / "table.md", tmp_path / "rows.json"
     argv = [
         "sparseinst_tiny_test",
@@ -144,6 +149,19 @@ def test_matrix_script_table(tmp_path):
     rows = json.loads(json_out.read_text())
     assert [r["mode"] for r in rows] == ["fp32", "fp32-fold-cl-graphs"]
     assert set(rows[0]["result"]) == set(RESULT_KEYS)
+
+
+def test_matrix_past_its_deadline_still_writes_every_row(tmp_path):
+    out, json_out = tmp_path / "table.md", tmp_path / "rows.json"
+    argv = ["sparseinst_tiny_test", "--device", "cpu", "--batch-sizes", "1", "8", "--modes", "fp32", "bf16-cl"]
+    assert _matrix_module().main([*argv, "--deadline", "0", "--out", str(out), "--json-out", str(json_out)]) == 1
+    assert out.read_text().count("failed: skipped: --deadline") == 4
+    assert [(r["mode"], r["batch"]) for r in json.loads(json_out.read_text())] == [
+        ("fp32", 1),
+        ("fp32", 8),
+        ("bf16-cl", 1),
+        ("bf16-cl", 8),
+    ]
 
 
 def test_sparseinst_cli_benchmark(tmp_path, capsys):

@@ -198,3 +198,18 @@ def test_runs_cover_each_position_once_in_order(longest):
     assert [p for start, stop in runs for p in range(start, stop)] == positions
     assert all(0 < stop - start <= longest for start, stop in runs)
     assert list(_runs([], longest)) == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("sort_by_score", [False, True])
+def test_postprocess_on_cuda_matches_the_cpu(sort_by_score):
+    outputs = random_outputs(seed=2)
+    resized, original = [(40, 56), (37, 50), (33, 41)], [(40, 56), (75, 101), (20, 25)]
+    want = postprocess(outputs, resized, original, score_threshold=0.2, sort_by_score=sort_by_score)
+    on_gpu = {key: value.cuda() for key, value in outputs.items()}
+    got = postprocess(on_gpu, resized, original, score_threshold=0.2, sort_by_score=sort_by_score)
+    for g, w in zip(got, want):
+        assert g["masks"].is_cuda
+        assert g["queries"].tolist() == w["queries"].tolist() and g["labels"].tolist() == w["labels"].tolist()
+        torch.testing.assert_close(g["scores"].cpu(), w["scores"], atol=1e-5, rtol=0)
+        assert (g["masks"].cpu() != w["masks"]).sum() <= 2  # pixels within float rounding of the threshold

@@ -291,6 +291,10 @@ class CUDAGraphRunner:
         return next((b for b in self.batch_buckets if b >= batch_size), batch_size)
 
     def _capture(self, example: torch.Tensor) -> _Graph:
+        with torch.cuda.device(example.device):  # torch.cuda.graph captures on the current device
+            return self._capture_on_current_device(example)
+
+    def _capture_on_current_device(self, example: torch.Tensor) -> _Graph:
         static_input = example.clone()
         side = torch.cuda.Stream(device=example.device)
         side.wait_stream(torch.cuda.current_stream(example.device))

@@ -147,9 +147,18 @@ def resize_images(
             out = torch.from_numpy(array if array.flags.writeable else array.copy())
             resized.append(_upload(out, device).permute(2, 0, 1))
         else:
-            tensor = torch.from_numpy(np.array(image)) if isinstance(image, np.ndarray) else image
+            tensor = _host_tensor(image, device) if isinstance(image, np.ndarray) else image
             resized.append(_resize_torch(_upload(tensor, device), min_size, max_size))
     return resized, original_sizes
+
+
+def _host_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host copy of ``image`` the caller cannot change under us; for CUDA straight in pinned memory (one copy)."""
+    if device.type != "cuda":
+        return torch.from_numpy(np.array(image))
+    pinned = torch.empty(image.shape, dtype=torch.uint8, pin_memory=True)
+    pinned.numpy()[...] = image
+    return pinned
 
 
 @functools.lru_cache(maxsize=16)

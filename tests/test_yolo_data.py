@@ -184,6 +184,35 @@ def test_bad_dataset_yaml_files(tmp_path, yaml_text, error, message):
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("key", "meant"), [("vall", "val"), ("trian", "train"), ("Val", "val"), ("valid", "val"), ("name", "names")]
+)
+def test_a_misspelled_key_is_an_error_naming_the_key_it_looks_like(tmp_path, key, meant):
+    path = _layout(tmp_path, None, yaml_text=f"val: images/val\nnames: [a]\n{key}: images/val\n")
+    message = f"unknown key '{key}' in .*data.yaml; did you mean '{meant}'\\? known keys: path,"
+    with pytest.raises(DataError, match=message):
+        load_instances(path)
+
+
+@pytest.mark.parametrize(
+    ("extra", "warned"),
+    [
+        ("download: https://example.com/x.zip\nkpt_shape: [17, 3]\nflip_idx: [0]\nchannels: 3\n", None),
+        ("roboflow: {workspace: w, project: p}\n", None),
+        ("author: me\nlicense: MIT\n", "ignoring unknown keys 'author', 'license'"),
+    ],
+)
+def test_other_keys_are_ignored_with_one_warning_unless_ultralytics_uses_them(tmp_path, caplog, extra, warned):
+    path = _layout(tmp_path, None, yaml_text=f"val: images/val\nnames: [a]\n{extra}")
+    for _ in range(2):
+        assert len(load_instances(path).images) == 1
+    messages = [record.getMessage() for record in caplog.records]
+    if warned is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and warned in messages[0] and str(path) in messages[0]
+
+
 def test_a_yaml_takes_no_image_folder_and_a_json_needs_one(tmp_path):
     with pytest.raises(DataError, match="dataset YAML file: it names its own image folders"):
         load_instances(tmp_path / "data.yaml", tmp_path)

@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,6 +41,11 @@ __all__ = [
 ]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+_KNOWN_KEYS: tuple[str, ...] = ("path", *SPLITS, "names", "nc")
+# Keys of the Ultralytics format (and of Roboflow's exports of it) that mean nothing here: read without a word.
+_FOREIGN_KEYS: frozenset[str] = frozenset({"download", "kpt_shape", "flip_idx", "channels", "yaml_file", "roboflow"})
+_logger = logging.getLogger("sparseinst_zoo")
+_warned: set[tuple[str, tuple[str, ...]]] = set()
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,27 @@ def _read_yaml(path: str) -> dict[str, Any]:
         kind = type(data).__name__
         raise DataError(f"{path}: a dataset YAML file is a mapping with train/val/names keys, got {kind}")
     return data
+
+
+def _check_keys(data: dict[str, Any], path: str) -> None:
+    """A DataError for a key that looks like a misspelled known one; a warning (once per file) for other strangers."""
+    unknown = [str(key) for key in data if str(key) not in _KNOWN_KEYS and str(key) not in _FOREIGN_KEYS]
+    for key in unknown:
+        match = difflib.get_close_matches(key.lower(), _KNOWN_KEYS, n=1, cutoff=0.75)
+        if match:
+            raise DataError(
+                f"unknown key '{key}' in {path}; did you mean '{match[0]}'? known keys: {', '.join(_KNOWN_KEYS)}"
+            )
+    warned = (os.path.abspath(path), tuple(unknown))
+    if unknown and warned not in _warned:
+        _warned.add(warned)
+        _logger.warning(
+            "%s: ignoring unknown key%s %s (known keys: %s)",
+            path,
+            "s" if len(unknown) > 1 else "",
+            ", ".join(f"'{key}'" for key in unknown),
+            ", ".join(_KNOWN_KEYS),
+        )
 
 
 def _parse_names(data: dict[str, Any], path: str) -> dict[int, str] | None:
@@ -148,12 +176,16 @@ def _parse_split(name: str, value: Any, root: str, path: str) -> SplitSpec:
 def load_dataset_spec(path: str | os.PathLike[str]) -> DatasetSpec:
     """Parse and check a dataset YAML file (see the module docstring for the format).
 
+    Keys other than ``path``, the splits, ``names`` and ``nc`` are ignored (with a warning, except the Ultralytics
+    ones such as ``download``), unless they look like a misspelled known key.
+
     Raises:
         FileNotFoundError: if the file or its dataset folder does not exist.
-        DataError: for a malformed file, naming it and the key.
+        DataError: for a malformed file or a misspelled key (``vall:``), naming it and the key.
     """
     path = os.fspath(path)
     data = _read_yaml(path)
+    _check_keys(data, path)
     names = _parse_names(data, path)
     root = _resolve_root(data, path)
     splits = {name: _parse_split(name, data[name], root, path) for name in SPLITS if data.get(name) is not None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sparseinst_zoo.errors import SparseInstError
 from sparseinst_zoo.inference.postprocess import postprocess
 from sparseinst_zoo.inference.predictor import Predictor, predict
 from sparseinst_zoo.inference.results import Results
@@ -423,12 +425,39 @@ def test_unreadable_folder_file_goes_to_on_skip(tiny_model, rgb_image, tmp_path)
         (torch.zeros(0, 3, 64, 64), "empty batch"),
         (torch.zeros(1, 3, 0, 0), "empty batch"),
         (torch.zeros(1, 3, 64, 64, dtype=torch.float64), "float64"),
-        (torch.zeros(1, 3, 64, 64, dtype=torch.float16), "float16"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.float16), r"got torch.float16; cast the images with images.float\(\)"),
     ],
 )
 def test_forward_rejects_empty_and_mismatched_dtype_batches(tiny_model, batch, match):
     with pytest.raises(ValueError, match=match):
         tiny_model(batch)
+
+
+@pytest.mark.parametrize(("dtype", "cast"), [(torch.float16, "half"), (torch.bfloat16, "bfloat16")])
+def test_forward_of_a_16_bit_model_names_a_cast_that_works(tiny_model, dtype, cast):
+    model = copy.deepcopy(tiny_model).to(dtype)
+    images = torch.zeros(1, 3, 64, 64)
+    with pytest.raises(SparseInstError, match=rf"cast the images with images.{cast}\(\), or call model.predict"):
+        model(images)
+    assert model(getattr(images, cast)())["pred_logits"].dtype == dtype  # the fix the message names works
+
+
+@pytest.mark.filterwarnings("ignore:this CPU has no native")
+@pytest.mark.parametrize(("dtype", "precision"), [(torch.float16, "fp16"), (torch.bfloat16, "bf16")])
+@pytest.mark.parametrize("optimize", [None, False])
+def test_predict_runs_a_16_bit_model_as_float32_under_autocast_and_leaves_it_alone(
+    tiny_model, rgb_image, dtype, precision, optimize
+):
+    """The default precision is the model's dtype; an explicit one is honoured; the weights convert exactly."""
+    model = copy.deepcopy(tiny_model).to(dtype).train()
+    twin = copy.deepcopy(model).float().eval()
+    before = _state(model)
+    for asked, run in ((None, precision), ("fp32", "fp32")):
+        result = model.predict(rgb_image, score_threshold=0.0, optimize=optimize, precision=asked)[0]
+        expected = twin.predict(rgb_image, score_threshold=0.0, optimize=optimize, precision=run)[0]
+        assert torch.equal(result.scores, expected.scores) and torch.equal(result.masks, expected.masks)
+    assert model.training and all(p.dtype == dtype and p.requires_grad for p in model.parameters())
+    assert all(torch.equal(value, before[key]) for key, value in _state(model).items())
 
 
 def test_animated_gif_says_it_uses_the_first_frame(tmp_path):

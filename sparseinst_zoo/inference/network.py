@@ -9,6 +9,9 @@
   device (an eval-mode forward under ``torch.inference_mode`` changes nothing), else an eval-mode copy;
 - ``optimize=True`` or a dict: :func:`~sparseinst_zoo.inference.optimize.optimize_for_inference` with those options.
 
+A model with 16-bit (or float64) weights is copied to float32 first, whichever the path; :class:`Predictor`
+autocasts it at the model's dtype unless given a ``precision``.
+
 An :class:`~sparseinst_zoo.inference.optimize.OptimizedModel`, or a module without convolutions (a runtime wrapper
 such as the onnxruntime backend), is used as it is.
 
@@ -72,12 +75,22 @@ def _options(model: nn.Module, optimize: OptimizeOption, precision: str, device:
     return options
 
 
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter (None for a model without any)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
 def _build(model: nn.Module, options: dict[str, Any] | None, device: torch.device) -> nn.Module:
+    source = model
+    if model_dtype(model) not in (None, torch.float32):
+        # a .half()/.bfloat16() model runs as a float32 copy, autocast at its dtype by default (see Predictor): its
+        # weights convert exactly, BatchNorm folds in float32, and CPUs lack fast pure-fp16 convolutions
+        model = copy.deepcopy(model).float()
     if options is not None:
         return optimize_for_inference(model, **options)
     if not model.training and model_device(model) == device:
-        return model  # eval mode on the right device: used as it is, never modified
-    work = copy.deepcopy(model).eval().to(device)
+        return model  # eval mode on the right device (or our float32 copy): used as it is, never modified
+    work = (model if model is not source else copy.deepcopy(model)).eval().to(device)
     for parameter in work.parameters():
         parameter.requires_grad_(False)
     return work

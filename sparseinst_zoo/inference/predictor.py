@@ -26,7 +26,7 @@ from .._device import select_device
 from .._distributed import join_process_group, world_size
 from .._distributed import rank as current_rank
 from ..errors import DataError, SparseInstError
-from .network import OptimizeOption, inference_network, model_device
+from .network import OptimizeOption, inference_network, model_device, model_dtype
 from .optimize import OptimizedModel
 from .postprocess import postprocess
 from .precision import PRECISIONS, PrecisionLike, parse_precision
@@ -75,7 +75,9 @@ class Predictor:
         min_size: target shorter side; default from ``model.pretrained_cfg``.
         max_size: cap of the longer side; default from ``model.pretrained_cfg``.
         device: run there (default: where the model is); a copy of the model is moved, not the model.
-        precision: 'fp32' (default), 'fp16', 'bf16' or 'auto' (fp16 on CUDA, bf16 on CPU): autocast the network.
+        precision: 'fp32', 'fp16', 'bf16' or 'auto' (fp16 on CUDA, bf16 on CPU): autocast the network. Default:
+            the model's dtype ('fp32'; 'fp16' for a ``model.half()``, 'bf16' for a ``model.bfloat16()``, which run
+            as a float32 copy under autocast).
         sort_by_score: order instances by descending score (default: query order, as the reference).
         batch_size: images per forward pass (only images with the same padded size share a batch).
         resize_backend: 'pil' (exact reference) or 'torch' (resize on the device, within 1 grey level).
@@ -130,6 +132,8 @@ class Predictor:
         self.mean = tuple(getattr(cfg, "mean", DEFAULT_MEAN))
         self.std = tuple(getattr(cfg, "std", DEFAULT_STD))
         self.device = _resolve_device(model, device)
+        if precision is None:
+            precision = next((name for name, dtype in PRECISIONS.items() if dtype is model_dtype(model)), None)
         self.precision = parse_precision(precision, self.device)
         self.optimize = optimize
         self.source_model = model

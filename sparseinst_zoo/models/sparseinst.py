@@ -140,9 +140,11 @@ class SparseInst(HubMixin, nn.Module):
             )
         weight = next(self.parameters())
         if images.dtype != weight.dtype:
+            cast = _CASTS.get(weight.dtype, f"to({weight.dtype})")
+            autocast = " (for 16-bit math, run under torch.autocast)" if weight.dtype == torch.float32 else ""
             raise SparseInstError(
-                f"SparseInst.forward expects {weight.dtype} images like its weights, got {images.dtype}; convert with "
-                f"x.to({weight.dtype}) (use torch.autocast or model.predict(..., precision='fp16') for 16-bit math)"
+                f"SparseInst.forward expects {weight.dtype} images like its weights, got {images.dtype}; cast the "
+                f"images with images.{cast}{autocast}, or call model.predict(...), which takes images of any kind"
             )
         height, width = images.shape[-2:]
         if images.shape[0] == 0 or height == 0 or width == 0:
@@ -172,6 +174,9 @@ class SparseInst(HubMixin, nn.Module):
         self.config["num_classes"] = num_classes
         if len(self.pretrained_cfg.label_names) != num_classes:
             self.pretrained_cfg = self.pretrained_cfg.replace(label_names=(), num_classes=num_classes)
+
+
+_CASTS: dict[torch.dtype, str] = {torch.float32: "float()", torch.float16: "half()", torch.bfloat16: "bfloat16()"}
 
 
 def _as_int(name: str, value: Any) -> int:

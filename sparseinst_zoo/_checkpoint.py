@@ -12,6 +12,9 @@ Example:
 from __future__ import annotations
 
 import os
+import pickle
+import pickletools
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +29,7 @@ from torch import nn
 from ._constants import WEIGHTS_NAME
 from .errors import ConversionError
 
-__all__ = ["read_checkpoint", "key_problems", "load_state_dict_strict", "WEIGHTS_NAME"]
+__all__ = ["read_checkpoint", "key_problems", "load_state_dict_strict", "refused_objects", "WEIGHTS_NAME"]
 
 _NUM_SHOWN = 12  # keys listed in an error message before "... and N more"
 
@@ -124,6 +127,66 @@ def _file_head(path: Path) -> bytes:
         return file.read(2)
 
 
+# the global torch names when weights_only refuses one: "Unsupported class x.y" (2.1-2.3), "GLOBAL x.y" (2.4+)
+_REFUSED_GLOBAL = re.compile(r"\b(?:GLOBAL|unsupported class)\s+([\w.]+)", re.IGNORECASE)
+_TORCH_ADVICE = re.compile(r"weights.only|trusted source|check the documentation", re.IGNORECASE)
+_STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING"})
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle of a torch file: the ``data.pkl`` of a zip archive, or the whole legacy file."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = [name for name in archive.namelist() if name.endswith("data.pkl")]
+            return archive.read(names[0]) if names else b""
+    return path.read_bytes()
+
+
+def _first_object(path: Path) -> str | None:
+    """The first ``module.name`` global in the pickle that torch does not allow, found by parsing, never loading.
+
+    For the pickles torch's weights-only unpickler stops reading before it meets a global (e.g. protocol 4's FRAME).
+    """
+    allowed: dict[str, Any] = getattr(torch._weights_only_unpickler, "_get_allowed_globals", dict)()
+    strings: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(_pickle_bytes(path)):
+            if opcode.name in _STRING_OPS:
+                strings.append(str(arg))
+            name = None
+            if opcode.name in ("GLOBAL", "INST"):
+                name = str(arg).replace(" ", ".")
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                name = ".".join(strings[-2:])
+            if name is not None and name not in allowed:
+                return name
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, KeyError):  # not (all) a pickle: nothing to name
+        return None
+    return None
+
+
+def refused_objects(path: str | os.PathLike[str], err: BaseException) -> str | None:
+    """``'<path> holds pickled Python objects (<global>) that sparseinst-zoo does not load (weights_only=True)'``
+    when ``err``, raised by ``torch.load(path, weights_only=True)``, refused a Python object; None for any other
+    failure (not a pickle, truncated, ...). Callers add what to do."""
+    if not isinstance(err, pickle.UnpicklingError):
+        return None
+    match = _REFUSED_GLOBAL.search(str(err))
+    name = match.group(1) if match else _first_object(Path(path))
+    if name is None:
+        return None
+    return (
+        f"{os.fspath(path)} holds pickled Python objects ({name}) that sparseinst-zoo does not load (weights_only=True)"
+    )
+
+
+def _torch_reason(err: BaseException) -> str:
+    """The line of a ``torch.load`` error that says what was wrong, without torch's advice to unpickle the file."""
+    text = str(err).split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not _TORCH_ADVICE.search(line)]
+    return lines[0] if lines else type(err).__name__
+
+
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], str]:
     """Load the tensors of a ``.safetensors`` file or a pickled checkpoint (``weights_only=True`` only).
 
@@ -156,11 +219,16 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
             raise ConversionError(
                 f"{path} is an incomplete zip archive: the checkpoint is truncated or corrupt; download it again"
             ) from err
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        objects = refused_objects(path, err)
+        if objects is not None:  # e.g. an MMEngine checkpoint with its message hub, or a hostile file
+            raise ConversionError(
+                f"{objects}; if you trust it, re-save just its weights on a trusted machine: "
+                "torch.save(torch.load(f, weights_only=False)['model'], 'clean.pth') (['state_dict'] for "
+                "MMDetection / MMEngine)"
+            ) from None
         raise ConversionError(
-            f"cannot read {path} as a weights-only PyTorch checkpoint ({message}). Only tensors, dicts and plain "
-            "values are unpickled (weights_only=True); if the file also stores training state with custom classes "
-            "(e.g. an MMEngine checkpoint with its message hub), re-save just the weights in an environment you "
-            "trust: torch.save({'state_dict': ckpt['state_dict']}, 'weights.pth')"
-        ) from err
+            f"cannot read {path} as a weights-only PyTorch checkpoint ({_torch_reason(err)}); it is truncated or "
+            "corrupt, or pickled with a protocol torch's weights-only reader lacks: download it again, or re-save it "
+            "with torch.save's default protocol"
+        ) from None
     return _unwrap(obj, str(path))

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import os
+import pickle
+import re
 
 import pytest
 import timm
@@ -24,6 +28,8 @@ from sparseinst_zoo.convert import (
     rename_key,
     target_shapes,
 )
+from sparseinst_zoo.errors import SparseInstError
+from sparseinst_zoo.training.checkpoint import load_checkpoint
 
 VARIANTS = list(REFERENCE_VARIANTS)
 # one variant per backbone family runs the full file round trip in the fast suite; the rest are marked slow
@@ -307,6 +313,63 @@ def test_unreadable_checkpoints_fail_clearly(tmp_path):
         read_checkpoint(tmp_path / "bad.safetensors")
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "absent.pth")
+
+
+class Weights(collections.OrderedDict):  # a harmless global that weights_only unpickling refuses
+    pass
+
+
+def _pickled_objects(path):
+    """Files holding a refused global, in each way torch reports it (or fails to name it)."""
+    return {
+        "zip, dict subclass": (
+            lambda: torch.save({"model": Weights(a=torch.zeros(1))}, path),
+            r"test_convert\.Weights",
+        ),
+        "zip, function": (lambda: torch.save({"model": os.getcwd}, path), r"\w+\.getcwd"),
+        # protocol 4 frames stop torch's reader before it meets the global ("Unsupported operand 149"): found by parsing
+        "legacy protocol 4": (lambda: path.write_bytes(pickle.dumps(os.getcwd, protocol=4)), r"\w+\.getcwd"),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")
+@pytest.mark.parametrize("kind", ["zip, dict subclass", "zip, function", "legacy protocol 4"])
+@pytest.mark.parametrize(
+    ("reader", "advice"),
+    [
+        (read_checkpoint, r"; if you trust it, re-save just its weights on a trusted machine: torch.save\("),
+        (load_checkpoint, r": it is not a weights-only training checkpoint of sparseinst-zoo; resume from"),
+    ],
+)
+def test_pickled_python_objects_are_named_in_one_line_without_torchs_advice(tmp_path, kind, reader, advice):
+    path = tmp_path / "objects.pth"
+    write, name = _pickled_objects(path)[kind]
+    write()
+    with pytest.raises(SparseInstError) as err:
+        reader(path)
+    message = str(err.value)
+    assert re.fullmatch(
+        rf"{re.escape(str(path))} holds pickled Python objects \({name}\) that sparseinst-zoo does not load "
+        rf"\(weights_only=True\){advice}.*",
+        message,
+    ), message
+    assert "\n" not in message and "will likely succeed" not in message
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")
+def test_a_pickle_torch_cannot_parse_is_not_reported_as_objects(tmp_path):
+    torch.save({"model": {"a": torch.zeros(1)}}, tmp_path / "p4.pth", pickle_protocol=4)
+    try:
+        torch.load(tmp_path / "p4.pth", weights_only=True)
+    except pickle.UnpicklingError:
+        pass
+    else:
+        pytest.skip("this torch reads protocol 4 weights-only")
+    with pytest.raises(
+        ConversionError, match=r"weights-only PyTorch checkpoint \(.+\); it is truncated or corrupt"
+    ) as err:
+        read_checkpoint(tmp_path / "p4.pth")
+    assert "weights_only` set to `False`" not in str(err.value) and "Python objects" not in str(err.value)
 
 
 def test_files_that_are_not_checkpoints_or_are_truncated_say_so(tmp_path):

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checkpoint import refused_objects
 from .._io import atomic_save
 from ..errors import SparseInstError
 
@@ -129,15 +130,15 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "global" not in str(err):  # no refused Python class: not a pickle at all (a JSON file, an image ...)
+        objects = refused_objects(path, err)
+        if objects is None:  # no refused Python object: not a pickle at all (a JSON file, an image ...)
             raise SparseInstError(
                 f"{path} is not a training checkpoint (it is not a torch file); resume from the "
                 "checkpoints/last.pt that `sparseinst train` wrote"
             ) from None
         raise SparseInstError(
-            f"{path} is not a weights-only training checkpoint of sparseinst-zoo (it stores Python "
-            "objects, which are never unpickled); resume from the checkpoints/last.pt that "
-            "`sparseinst train` wrote, or start from weights with --checkpoint"
+            f"{objects}: it is not a weights-only training checkpoint of sparseinst-zoo; resume from the "
+            "checkpoints/last.pt that `sparseinst train` wrote, or start from weights with --checkpoint"
         ) from None
     except (RuntimeError, EOFError) as err:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -192,8 +192,11 @@ def test_bad_constructor_arguments():
 
 def test_pretrained_backbone_without_network_says_what_to_do():
     # conftest sets HF_HUB_OFFLINE=1 with an empty HF_HOME: timm cannot fetch the ImageNet weights
-    with pytest.raises(OSError, match="timm's ImageNet weights for backbone 'test_resnet'.*pretrained_backbone=False"):
+    with pytest.raises(
+        OSError, match="timm's ImageNet weights for backbone 'test_resnet'.*pretrained_backbone=False"
+    ) as err:
         sparseinst_zoo.create_model("sparseinst_giam", backbone="test_resnet", pretrained_backbone=True)
+    assert "drop --pretrained-backbone" in str(err.value) and "\n" not in str(err.value)  # the CLI user's fix too
 
 
 def test_config_is_json_serialisable_and_rebuilds_the_same_architecture(tiny_model):
@@ -266,6 +269,6 @@ def test_backbone_weights_without_network_fail_at_once_with_advice(monkeypatch, 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    with pytest.raises(OSError, match="does not resolve.*pretrained_backbone=False"):
+    with pytest.raises(OSError, match="does not resolve.*pretrained_backbone=False .on the command line: drop --pretr"):
         sparseinst_zoo.create_model("sparseinst_giam", backbone="test_resnet", pretrained_backbone=True)
     assert constants.HF_HUB_OFFLINE is False  # restored

@@ -215,7 +215,7 @@ def create_backbone(
             raise OSError(
                 f"could not load timm's ImageNet weights for backbone {name!r} ({why}); they are downloaded from the "
                 "Hugging Face Hub, so connect to the network (and unset HF_HUB_OFFLINE) once, or pass "
-                "pretrained_backbone=False"
+                "pretrained_backbone=False (on the command line: drop --pretrained-backbone)"
             ) from err
     if dcn_stages:
         make_deformable(backbone, dcn_stages)

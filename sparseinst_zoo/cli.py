@@ -124,6 +124,22 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return first if first in COMMANDS else None
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, but an option the command does not know is the command's error and usage.
+
+    argparse reports leftovers of a sub-command with the top-level usage (``usage: sparseinst [-h] ...``), which
+    does not show the options the user got wrong.
+    """
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        owner = parser
+        if args.command is not None and extras[0] not in argv[: argv.index(args.command)]:
+            subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            owner = subcommands.choices[args.command]
+        owner.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sparseinst`` command. Returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -131,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = argparse.Namespace(command=_command_in(argv), debug="--debug" in argv)
     try:
         parser = build_parser(args.command)
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
         if args.command is None:
             parser.print_help()
             return 2

@@ -53,6 +53,23 @@ def test_a_command_imports_only_its_own_module(imported, capsys):
     assert imported == ["list", "list"]
 
 
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["predict", "M", "photos", "--frobnicate"], "usage: sparseinst predict "),
+        (["list", "r50", "--frobnicate"], "usage: sparseinst list "),
+        (["--frobnicate", "list"], "usage: sparseinst [-h]"),
+    ],
+)
+def test_an_unknown_option_is_reported_by_the_parser_it_was_given_to(imported, capsys, argv, usage):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith(usage), err
+    assert err.rstrip().endswith("error: unrecognized arguments: --frobnicate")
+    assert imported == [name for name in argv[:2] if name in cli.COMMANDS]  # nothing ran, nothing else imported
+
+
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == 2
     assert "COMMAND" in capsys.readouterr().out

@@ -158,6 +158,24 @@ def test_predict_errors_are_one_clear_line(argv, message, tmp_path, capsys):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("quiet", [[], ["--quiet"]])
+@pytest.mark.parametrize(
+    ("flags", "warning"),
+    [
+        (["--threshold", "0.3"], "warning: --threshold is deprecated and will be removed; use --score-threshold 0.3"),
+        (["--half", "bf16"], "warning: --half is deprecated and will be removed; use --precision bf16"),
+        (["--half"], "warning: --half is deprecated and will be removed; use --precision auto"),
+    ],
+)
+def test_deprecated_predict_flags_warn_as_every_deprecated_flag_does(capsys, flags, warning, quiet):
+    from sparseinst_zoo.commands import predict as predict_command
+
+    parser = argparse.ArgumentParser()
+    predict_command.add_arguments(parser)
+    predict_command._options(parser.parse_args(["m", *flags, *quiet]))
+    assert capsys.readouterr().err.splitlines() == [warning]  # the words of val's --half and train's --amp too
+
+
 def test_bare_half_before_a_source(tmp_path, capsys):
     from sparseinst_zoo.commands import predict as predict_command
 

@@ -35,6 +35,7 @@ __all__ = [
     "add_workers_argument",
     "positive_int",
     "probability",
+    "warn_deprecated",
     "speed_kwargs",
 ]
 
@@ -84,6 +85,14 @@ def _precision(text: str) -> str:
     return name
 
 
+def warn_deprecated(option: str, replacement: str, value: Any) -> None:
+    """Print the one warning of every deprecated flag: ``--old`` is going away, use ``--new VALUE``.
+
+    Printed whatever ``--quiet`` says: it is about the command line, not about the output.
+    """
+    print(f"warning: {option} is deprecated and will be removed; use {replacement} {value}", file=sys.stderr)
+
+
 class _DeprecatedAlias(argparse.Action):
     """An old flag that stores into the new flag's attribute and says which flag to use instead."""
 
@@ -98,10 +107,7 @@ class _DeprecatedAlias(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        print(
-            f"warning: {option_string} is deprecated and will be removed; use {self.replacement} {values}",
-            file=sys.stderr,
-        )
+        warn_deprecated(option_string or self.dest, self.replacement, values)
         setattr(namespace, self.dest, values)
 
 

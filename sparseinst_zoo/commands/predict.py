@@ -20,7 +20,7 @@ from .._constants import DEFAULT_PREDICT_DIR as DEFAULT_RUN_DIR
 from .._constants import DEFAULT_SCORE_THRESHOLD
 from ..errors import SparseInstError
 from ._model import add_model_arguments, load_cli_model
-from ._options import add_speed_arguments, speed_kwargs
+from ._options import add_speed_arguments, speed_kwargs, warn_deprecated
 
 HELP = "segment instances in images, folders, globs or videos; write overlay images and COCO-style JSON"
 
@@ -123,15 +123,14 @@ def _looks_like_source(value: str) -> bool:
     return os.path.exists(value) or any(c in value for c in "*?[")
 
 
-def _deprecated(args: argparse.Namespace, old: str, new: str, value: Any) -> None:
-    if value is not None and not args.quiet:
-        print(f"warning: {old} is deprecated, use {new}", file=sys.stderr)
-
-
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """Predictor keyword arguments from the flags (with the deprecated aliases resolved)."""
-    _deprecated(args, "--threshold", "--score-threshold", args.threshold_alias)
-    _deprecated(args, "--half", "--precision", args.half)
+    for old, new, value in (
+        ("--threshold", "--score-threshold", args.threshold_alias),
+        ("--half", "--precision", args.half),
+    ):
+        if value is not None:  # after parsing, not in an argparse action: `--half photo.jpg` is sorted out first
+            warn_deprecated(old, new, value)
     threshold = args.score_threshold if args.score_threshold is not None else args.threshold_alias
     threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else threshold
     if not 0.0 <= threshold < 1.0:

@@ -227,6 +227,9 @@ def test_sample_image_loads():
         ([], ValueError, "empty list"),
         ("does/not/exist.jpg", FileNotFoundError, "does/not/exist.jpg"),
         ("nothing*.png", FileNotFoundError, "no files match"),
+        ("https://example.com/photo.jpg", SparseInstError, "URLs are not supported as sources"),
+        ("https://example.com/photo.jpg?size=large&v=2", SparseInstError, "URLs are not supported as sources"),
+        ("rtsp://camera.local/stream?channel=1", SparseInstError, "URLs are not supported as sources"),
     ],
 )
 def test_bad_sources(tiny_model, source, error, match):

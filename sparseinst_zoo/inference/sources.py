@@ -24,6 +24,7 @@ import glob
 import logging
 import os
 import queue
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -58,6 +59,7 @@ __all__ = [
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 _GLOB_CHARS = ("*", "?", "[")
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]+://")  # http(s), rtsp, ...; two letters at least, so C:// is a path
 _logger = logging.getLogger("sparseinst_zoo")
 
 
@@ -218,13 +220,13 @@ def resolve_paths(source: str | os.PathLike[str]) -> list[str]:
         return files
     if os.path.exists(path):
         return [path]
+    if _URL.match(path):  # before the glob test: a query string's '?' is no pattern
+        raise SparseInstError(f"URLs are not supported as sources ({path!r}); download the file and pass its path")
     if any(c in path for c in _GLOB_CHARS):
         files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
         if not files:
             raise FileNotFoundError(f"no files match the pattern {path!r}")
         return files
-    if path.startswith(("http://", "https://")):
-        raise SparseInstError(f"URLs are not supported as sources ({path!r}); download the file and pass its path")
     raise FileNotFoundError(f"source not found: {path!r} (not a file, folder or glob pattern)")
 
 

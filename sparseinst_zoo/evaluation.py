@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -67,6 +68,23 @@ def resolve_backend(backend: str = "auto") -> str:
     if backend == "auto":
         return "faster" if installed else "pycocotools"
     return backend
+
+
+@contextlib.contextmanager
+def _quiet_scorer() -> Iterator[io.StringIO]:
+    """Catch what the COCO libraries report: pycocotools prints (yielded), faster-coco-eval logs at INFO.
+
+    The scorer's INFO records are held back (warnings still pass) so a training run that configured the root logger
+    shows one line per evaluation, not the scorer's twenty.
+    """
+    scorer_logger = logging.getLogger("faster_coco_eval")
+    level = scorer_logger.level
+    scorer_logger.setLevel(max(level, logging.WARNING))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            yield printed
+    finally:
+        scorer_logger.setLevel(level)
 
 
 def check_metrics_path(out: str | os.PathLike[str]) -> str:
@@ -136,7 +154,7 @@ def coco_ground_truth(dataset: InstanceSet, backend: str = "pycocotools") -> Any
         "annotations": annotations,
         "categories": [{"id": c, "name": n} for c, n in zip(dataset.category_ids, dataset.label_names)],
     }
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet_scorer():
         gt.createIndex()
     return gt
 
@@ -192,7 +210,7 @@ def score_detections(
     if not gt.dataset["annotations"]:
         _logger.warning("%s has no annotation: every metric is undefined", dataset.source)
         return undefined_metrics(dataset.label_names)
-    with contextlib.redirect_stdout(io.StringIO()) as summary, warnings.catch_warnings():
+    with _quiet_scorer() as summary, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools' numpy-2 copy keyword
         coco_eval = eval_class(gt, _detections_object(gt, detections, coco_class), iouType="segm")
         coco_eval.evaluate()

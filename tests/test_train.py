@@ -323,6 +323,18 @@ def test_pretrained_backbone_option_reaches_the_model_builder(shapes, tmp_path, 
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # a model that cannot be built: no run
 
 
+def test_an_evaluation_is_one_line_even_with_the_root_logger_at_info(shapes, tmp_path, caplog, capfd):
+    caplog.set_level(logging.INFO)  # what `sparseinst train` sets up (logging.basicConfig(level=INFO))
+    val = {"val_json": shapes["val_json"], "val_images": shapes["val_images"]}
+    sparseinst_zoo.train(**_tiny(shapes, tmp_path, iters=1, log_period=10, **val))
+    assert not [r for r in caplog.records if r.name.startswith("faster_coco_eval")]
+    assert [r.getMessage() for r in caplog.records if r.name == "sparseinst_zoo"][-1].startswith("step 1/1: AP ")
+    captured = capfd.readouterr()
+    for noise in ("Evaluate annotation type", "COCOeval_opt", "Average Precision", "DONE"):
+        assert noise not in captured.err + captured.out + caplog.text
+    assert logging.getLogger("faster_coco_eval").level == logging.NOTSET  # restored after the evaluation
+
+
 def test_default_eval_period_gives_five_evaluations(shapes, tmp_path, monkeypatch):
     steps = []
 

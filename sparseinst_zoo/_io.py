@@ -3,7 +3,8 @@
 Atomic writes (a temporary file in the target folder, then ``os.replace``): a crash or an error half-way never
 leaves a truncated file where the user expects a checkpoint or a result, and never destroys the previous version
 of that file. Run folders and output names that never collide with what exists (:func:`next_run_dir`,
-:func:`free_path`), as Ultralytics names its runs.
+:func:`free_path`), as Ultralytics names its runs; folders a failed run made are taken back only while empty
+(:func:`make_dirs`, :func:`remove_empty_dirs`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["atomic_save", "atomic_write", "atomic_write_json", "temporary_path", "publish", "next_run_dir", "free_path"]
+__all__ = [
+    "atomic_save",
+    "atomic_write",
+    "atomic_write_json",
+    "temporary_path",
+    "publish",
+    "next_run_dir",
+    "free_path",
+    "make_dirs",
+    "remove_empty_dirs",
+]
 
 
 def _umask() -> int:
@@ -112,3 +123,33 @@ def free_path(folder: str, stem: str, suffix: str, taken: set[str]) -> str:
         candidate, n = os.path.join(folder, f"{stem}_{n}{suffix}"), n + 1
     taken.add(os.path.realpath(candidate))
     return candidate
+
+
+def make_dirs(path: str | os.PathLike[str]) -> list[str]:
+    """Create the folder ``path`` and its missing parents; returns the folders this call created, outermost first.
+
+    Example:
+        >>> import tempfile, os
+        >>> base = tempfile.mkdtemp()
+        >>> [os.path.relpath(p, base) for p in make_dirs(os.path.join(base, "runs", "predict"))]
+        ['runs', 'runs/predict']
+    """
+    missing, head = [], os.path.abspath(path)
+    while not os.path.exists(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    os.makedirs(path, exist_ok=True)
+    return missing[::-1]
+
+
+def remove_empty_dirs(created: list[str]) -> None:
+    """Take back the folders :func:`make_dirs` created, innermost first, as long as each is empty.
+
+    ``os.rmdir`` refuses a folder that holds anything, so whatever was written there (by this run, another process
+    or the user) is never removed.
+    """
+    for folder in reversed(created):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return

@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from ._distributed import rank as current_rank
 from ._distributed import world_size
 from ._factory import create_model
-from ._io import atomic_write_json
+from ._io import atomic_write_json, free_path
 from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
 from .data.instances import ImageRecord, InstanceSet, segmentation_area
 from .data.spec import load_instances
@@ -42,6 +43,8 @@ __all__ = [
     "score_detections",
     "summarize_coco_eval",
     "resolve_backend",
+    "check_metrics_path",
+    "write_metrics",
 ]
 
 _logger = logging.getLogger("sparseinst_zoo")
@@ -65,6 +68,52 @@ def resolve_backend(backend: str = "auto") -> str:
     if backend == "auto":
         return "faster" if installed else "pycocotools"
     return backend
+
+
+@contextlib.contextmanager
+def _quiet_scorer() -> Iterator[io.StringIO]:
+    """Catch what the COCO libraries report: pycocotools prints (yielded), faster-coco-eval logs at INFO.
+
+    The scorer's INFO records are held back (warnings still pass) so a training run that configured the root logger
+    shows one line per evaluation, not the scorer's twenty.
+    """
+    scorer_logger = logging.getLogger("faster_coco_eval")
+    level = scorer_logger.level
+    scorer_logger.setLevel(max(level, logging.WARNING))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            yield printed
+    finally:
+        scorer_logger.setLevel(level)
+
+
+def check_metrics_path(out: str | os.PathLike[str]) -> str:
+    """``out`` if it names a ``.json`` file; raises a one-line SparseInstError otherwise.
+
+    Example:
+        >>> check_metrics_path("metrics.json")
+        'metrics.json'
+    """
+    path = os.fspath(out)
+    if os.path.splitext(path)[1].lower() != ".json":
+        raise SparseInstError(f"the metrics are written as JSON: name a .json file (e.g. metrics.json), not {path!r}")
+    return path
+
+
+def write_metrics(out: str | os.PathLike[str], metrics: dict[str, Any]) -> str:
+    """Write ``metrics`` as JSON (atomically) to ``out``, or to the next free ``<stem>_2.json`` ... when it exists.
+
+    An existing file (an earlier run's metrics, the ground truth just read) is never replaced.
+
+    Returns:
+        The path written.
+    """
+    path = check_metrics_path(out)
+    stem, suffix = os.path.splitext(os.path.basename(path))
+    chosen = free_path(os.path.dirname(path), stem, suffix, set())
+    if os.path.lexists(path):
+        _logger.warning("%s exists, so the metrics are written to %s", path, chosen)
+    return atomic_write_json(chosen, metrics, allow_nan=False)
 
 
 def _coco_api(backend: str) -> tuple[Any, Any]:
@@ -105,7 +154,7 @@ def coco_ground_truth(dataset: InstanceSet, backend: str = "pycocotools") -> Any
         "annotations": annotations,
         "categories": [{"id": c, "name": n} for c, n in zip(dataset.category_ids, dataset.label_names)],
     }
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet_scorer():
         gt.createIndex()
     return gt
 
@@ -161,7 +210,7 @@ def score_detections(
     if not gt.dataset["annotations"]:
         _logger.warning("%s has no annotation: every metric is undefined", dataset.source)
         return undefined_metrics(dataset.label_names)
-    with contextlib.redirect_stdout(io.StringIO()) as summary, warnings.catch_warnings():
+    with _quiet_scorer() as summary, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools' numpy-2 copy keyword
         coco_eval = eval_class(gt, _detections_object(gt, detections, coco_class), iouType="segm")
         coco_eval.evaluate()
@@ -292,7 +341,8 @@ def evaluate(
             ``half=`` is its deprecated alias.
         workers: image-decoding worker processes.
         score_threshold / max_detections: postprocessing (reference: 0.005 / 100).
-        out: also write the metrics as JSON there (atomically).
+        out: also write the metrics to this ``.json`` file (atomically); when it exists, to the next free
+            ``<stem>_2.json`` ... instead (see :func:`write_metrics`). Checked before anything is predicted.
         progress: show a progress bar.
         backend: ``'auto'`` (faster-coco-eval when installed), ``'faster'`` or ``'pycocotools'``.
 
@@ -309,6 +359,8 @@ def evaluate(
     """
     precision = _merge_precision(precision, half)
     scorer = resolve_backend(backend)  # fail before predicting when the backend is missing
+    if out is not None:
+        check_metrics_path(out)
     dataset = dataset if dataset is not None else coco
     if dataset is None:
         if data is None:
@@ -337,7 +389,8 @@ def evaluate(
         if rank == 0:
             metrics = score_detections(dataset, detections, scorer)
     if rank == 0 and out is not None:
-        atomic_write_json(out, metrics, allow_nan=False)
+        assert metrics is not None
+        write_metrics(out, metrics)
     if world > 1 and dataset.images:
         box = [metrics]
         dist.broadcast_object_list(box, src=0)

@@ -199,6 +199,25 @@ def test_corrupt_image_is_named(tmp_path, capsys):
     assert "broken.jpg" in capsys.readouterr().err
 
 
+def test_a_failed_run_leaves_no_folder_and_the_next_run_gets_the_first_name(checkpoint, tmp_path, rgb_image, capsys):
+    (tmp_path / "fake.mp4").write_bytes(b"not a video")
+    (tmp_path / "corrupt.jpg").write_bytes(b"not a jpeg")
+    Image.fromarray(rgb_image).save(tmp_path / "good.png")
+    out = tmp_path / "runs" / "e"
+    base = ["predict", "sparseinst_tiny_test", "--checkpoint", str(checkpoint), "--out", str(out), "--save-json"]
+    for bad in ("fake.mp4", "corrupt.jpg"):
+        assert main([*base, str(tmp_path / bad)]) == 1
+        assert bad in capsys.readouterr().err
+        assert not (tmp_path / "runs").exists()  # neither the run folder nor the parent made for it
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "notes.txt").write_text("mine")
+    assert main([*base, str(tmp_path / "corrupt.jpg")]) == 1
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["notes.txt"]  # the user's folder stays
+    assert main([*base, str(tmp_path / "good.png"), "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["e", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["good.png", "predictions.json"]
+
+
 def test_unreadable_file_in_a_folder_is_skipped_with_a_warning(tmp_path, rgb_image, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -412,3 +412,27 @@ def test_converting_into_a_model_folder_rewrites_its_card(tmp_path):
     convert_checkpoint(tmp_path / "new.pth", "sparseinst_tiny_test", out_dir=folder)
     card = (folder / "README.md").read_text()
     assert "99.00" not in card and "Classes (80)" in card  # the card describes the new weights, not the old ones
+
+
+def test_the_cli_never_replaces_a_saved_model_and_a_failed_conversion_leaves_no_folder(tmp_path, capsys):
+    from sparseinst_zoo.cli import main
+
+    fine_tuned = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=5).save_pretrained(tmp_path / "best")
+    before = {p.name: p.read_bytes() for p in fine_tuned.iterdir()}
+    torch.save({"model": sparseinst_zoo.create_model("sparseinst_tiny_test").state_dict()}, tmp_path / "new.pth")
+    convert = ["convert", str(tmp_path / "new.pth"), "--model", "sparseinst_tiny_test", "--out"]
+    assert main([*convert, str(fine_tuned)]) == 1
+    error = capsys.readouterr().err
+    assert "already holds model.safetensors, config.json, README.md" in error and "choose another --out" in error
+    assert {p.name: p.read_bytes() for p in fine_tuned.iterdir()} == before
+    notes = tmp_path / "notes"  # a folder of the user's without a model: written into, the README.md refused
+    notes.mkdir()
+    (notes / "README.md").write_text("mine")
+    assert main([*convert, str(notes)]) == 1 and (notes / "README.md").read_text() == "mine"
+    (tmp_path / "file").write_text("x")
+    assert main([*convert, str(tmp_path / "file")]) == 1 and "is a file" in capsys.readouterr().err
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    assert main(["convert", str(tmp_path / "bad.pth"), "--out", str(tmp_path / "new" / "model")]) == 1
+    assert not (tmp_path / "new").exists()  # nor the parent it would have needed
+    assert main([*convert, str(tmp_path / "fresh"), "--card"]) == 0
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["README.md", "config.json", "model.safetensors"]

@@ -164,3 +164,34 @@ def test_an_exported_onnx_file_is_evaluated_like_its_model(tmp_path):
         assert got[key] == pytest.approx(expected[key], abs=1e-3), key
     with pytest.raises(SparseInstError, match="exported model carries its weights"):
         evaluate(onnx_path, json_path, images, checkpoint="x.safetensors")
+
+
+def test_metrics_never_replace_a_file_and_must_be_json(shapes, tmp_path, caplog, capsys):
+    from sparseinst_zoo.cli import main
+
+    source, images = shapes
+    ground_truth = open(source, "rb").read()
+    annotations = tmp_path / "annotations.json"
+    annotations.write_bytes(ground_truth)
+    torch.manual_seed(0)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3)
+    folder = model.save_pretrained(tmp_path / "model")
+    metrics = evaluate(model, annotations, images, batch_size=6, out=annotations)  # the file it just read
+    assert annotations.read_bytes() == ground_truth
+    assert json.loads((tmp_path / "annotations_2.json").read_text()) == metrics
+    assert "annotations.json exists, so the metrics are written to" in caplog.text
+    data = ["--json", str(annotations), "--images", images, "--workers", "0"]
+    assert main(["val", str(folder), *data, "--out", str(annotations)]) == 0
+    assert annotations.read_bytes() == ground_truth
+    assert f"wrote {tmp_path / 'annotations_3.json'}" in capsys.readouterr().out  # the path actually written
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"\x89PNG not metrics")
+    assert main(["val", str(folder), *data, "--out", str(victim)]) == 1
+    assert "name a .json file" in capsys.readouterr().err and victim.read_bytes() == b"\x89PNG not metrics"
+    with pytest.raises(SparseInstError, match="name a .json file"):
+        evaluate(model, annotations, images, out=tmp_path / "metrics")  # checked before anything is predicted
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [
+        "annotations.json",
+        "annotations_2.json",
+        "annotations_3.json",
+    ]

@@ -320,6 +320,19 @@ def test_pretrained_backbone_option_reaches_the_model_builder(shapes, tmp_path, 
     with pytest.raises(_Built):  # without any weights: no download, and a warning says so
         sparseinst_zoo.train(**_tiny(shapes, tmp_path / "b", model="sparseinst_giam", backbone="resnet18", iters=1))
     assert "pretrained_backbone" not in seen[-1][1] and "from random initialisation" in caplog.text
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # a model that cannot be built: no run
+
+
+def test_an_evaluation_is_one_line_even_with_the_root_logger_at_info(shapes, tmp_path, caplog, capfd):
+    caplog.set_level(logging.INFO)  # what `sparseinst train` sets up (logging.basicConfig(level=INFO))
+    val = {"val_json": shapes["val_json"], "val_images": shapes["val_images"]}
+    sparseinst_zoo.train(**_tiny(shapes, tmp_path, iters=1, log_period=10, **val))
+    assert not [r for r in caplog.records if r.name.startswith("faster_coco_eval")]
+    assert [r.getMessage() for r in caplog.records if r.name == "sparseinst_zoo"][-1].startswith("step 1/1: AP ")
+    captured = capfd.readouterr()
+    for noise in ("Evaluate annotation type", "COCOeval_opt", "Average Precision", "DONE"):
+        assert noise not in captured.err + captured.out + caplog.text
+    assert logging.getLogger("faster_coco_eval").level == logging.NOTSET  # restored after the evaluation
 
 
 def test_default_eval_period_gives_five_evaluations(shapes, tmp_path, monkeypatch):
@@ -346,6 +359,28 @@ def test_a_new_run_never_touches_an_earlier_one(shapes, tmp_path):
     assert json.loads((out.parent / "train2" / "train_config.json").read_text())["iters"] == 2
     third = sparseinst_zoo.train(**_tiny(shapes, out, iters=1, exist_ok=True))
     assert third["out"] == str(out) and not (out / "best").exists()
+
+
+def test_a_run_that_fails_before_its_first_result_leaves_no_folder(shapes, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    with pytest.raises(ValueError, match="num_classes=2 but"):  # rejected data / settings: nothing is made
+        sparseinst_zoo.train(**_tiny(shapes, runs / "t", iters=1, num_classes=2))
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(DataError):
+        sparseinst_zoo.train(**_tiny(shapes, runs / "t", iters=1, train_json=str(tmp_path / "broken.json")))
+    assert not runs.exists()
+    stop = _StopAt(1)  # Ctrl-C after the first step: before any log record (log_period) or checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**_tiny(shapes, runs / "t", iters=4, log_period=10, tensorboard=True), callbacks=[stop]).train()
+    assert not runs.exists()  # the run folder and the parent made for it are taken back
+    mine = tmp_path / "mine"  # a folder of the user's: only what the run wrote there goes
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**_tiny(shapes, mine, iters=4, log_period=10), callbacks=[stop]).train()
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    summary = sparseinst_zoo.train(**_tiny(shapes, runs / "t", iters=1))
+    assert summary["out"] == str(runs / "t")  # the next good run gets the name, not runs/t2
 
 
 def test_bad_checkpoints_to_resume_from_say_what_they_are(tmp_path):

@@ -45,7 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", default=None, help="COCO instances JSON with the ground truth")
     parser.add_argument("--images", default=None, help="image folder of --json")
-    parser.add_argument("--out", default=None, metavar="METRICS.json", help="also write the metrics as JSON")
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="METRICS.json",
+        help="also write the metrics to this .json file (an existing file is kept: METRICS_2.json ... is written)",
+    )
     add_resize_arguments(parser, test_size_alias=True)
     add_batch_size_argument(parser, default=4)
     add_workers_argument(parser, default=2)
@@ -86,10 +91,12 @@ def _data_arguments(args: argparse.Namespace) -> tuple[str, str | None]:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, optionally write JSON. Returns 0."""
     from .._device import select_device
-    from ..evaluation import evaluate
+    from ..evaluation import check_metrics_path, evaluate, write_metrics
     from ..inference.backends import is_exported_model
 
     data, images = _data_arguments(args)
+    if args.out is not None:
+        check_metrics_path(args.out)  # before the model is loaded and the images predicted
     exported = is_exported_model(args.model)
     device = None if exported else select_device(args.device)  # a bad --device fails before any model is built
     model = args.model if exported else load_cli_model(args.model, checkpoint=args.checkpoint)
@@ -104,13 +111,12 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         precision=args.precision,
         workers=args.workers,
-        out=args.out,
         progress=True,
         backend=args.coco_eval,
     )
     print(format_metrics(metrics))
     if metrics["AP"] is None:
         print("no ground truth to measure: every metric is undefined (see the warning above)")
-    if args.out:
-        print(f"wrote {args.out}")
+    if args.out is not None:
+        print(f"wrote {write_metrics(args.out, metrics)}")
     return 0

@@ -9,6 +9,9 @@ Nothing already on disk is ever replaced or lost:
   the next free ``_2``, ``_3`` suffix instead; every file is written atomically. The names of the ``sources`` given
   are chosen in source order before anything is written, so they do not depend on which files turn out unreadable,
   nor on how many processes share the work.
+- a run that writes nothing (it fails on its first source, or every source is skipped) leaves no folder: the run
+  folder is created when the writer starts (that reserves its name) and taken back at the end while it is still
+  empty, with the parent folders it needed.
 
 Many processes (``distributed=True`` under ``torchrun``): rank 0 chooses the run folder and tells the others, every
 rank writes the overlays of its own block of sources (see :mod:`~sparseinst_zoo.inference.sharding`) under the names
@@ -35,7 +38,7 @@ from typing import Any
 
 from .._constants import DEFAULT_PREDICT_DIR
 from .._distributed import barrier, broadcast_from_rank0, gather_to_rank0, rank, world_size
-from .._io import atomic_write_json, free_path, next_run_dir
+from .._io import atomic_write_json, free_path, make_dirs, next_run_dir, remove_empty_dirs
 from ..errors import SparseInstError
 from .masks import rle_area
 from .results import Results
@@ -91,6 +94,7 @@ class ResultsWriter:
         self._rank, self._world = (rank(), world_size()) if distributed else (0, 1)
         if self._world > 1 and not sources:
             raise SparseInstError("a distributed ResultsWriter needs sources=, the whole source list the ranks share")
+        self._created: list[str] = []
         self.save_dir = self._choose_run_dir(out, exist_ok)
         self.overlays = overlays
         self.save_json = save_json
@@ -108,16 +112,17 @@ class ResultsWriter:
         self._count = self._sources_seen = 0
         self._first_source = shard_bounds(len(sources), self._rank, self._world)[0]
         self._closed = False
-        os.makedirs(self.save_dir, exist_ok=True)
         self._planned = self._plan_overlays(sources) if overlays else {}
         if self._world > 1:
             barrier()  # every rank planned from the same folder before any rank writes into it
 
     def _choose_run_dir(self, out: str | os.PathLike[str], exist_ok: bool) -> str:
-        """The run folder; with many processes rank 0 alone chooses it (the others would see it created)."""
-        if self._world == 1:
-            return next_run_dir(out, exist_ok)
-        return broadcast_from_rank0(next_run_dir(out, exist_ok) if self._rank == 0 else "")
+        """The run folder, created to reserve its name; with many processes rank 0 alone chooses and creates it."""
+        save_dir = ""
+        if self._rank == 0:
+            save_dir = next_run_dir(out, exist_ok)
+            self._created = make_dirs(save_dir)
+        return save_dir if self._world == 1 else broadcast_from_rank0(save_dir)
 
     def _plan_overlays(self, sources: list[Any]) -> dict[str, deque[str]]:
         """The overlay path of every source file, in source order (a file listed twice gets two names)."""
@@ -204,6 +209,7 @@ class ResultsWriter:
                 self.written.append(atomic_write_json(path, coco))
         elif self._world > 1:
             barrier()  # rank 0 returns once every rank's overlays are on disk
+        remove_empty_dirs(self._created)
         return self.written
 
     def __enter__(self) -> ResultsWriter:
@@ -212,4 +218,6 @@ class ResultsWriter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if exc is not None and self._count == 0 and self._world == 1:
+            self.save_json = False  # a run that failed before its first result leaves no empty predictions.json
         self.close()

@@ -56,7 +56,7 @@ from .config import RESUME_OVERRIDES, TrainConfig, resolve_defaults
 from .losses import SparseInstCriterion
 from .metrics_log import MetricsLog, ProgressBar, console_above_bar
 from .plot import try_plot_run
-from .run_folder import claim_run_folder
+from .run_folder import METRICS_NAME, TRAIN_CONFIG_NAME, claim_run_folder, discard_unstarted_run
 from .schedule import WarmupSchedule, resolve_milestones
 from .step import NotFinite, TrainStep
 
@@ -230,21 +230,24 @@ class Trainer:
         if self.config.freeze_backbone:
             _unwrap(model).backbone.eval()  # frozen: keep its normalisation statistics too
 
-    def _prepare_folder(self, device: torch.device) -> None:
-        """Fill in the machine's defaults, pick the run folder (rank 0 decides) and clear stale temporaries."""
-        self.config = resolve_defaults(self.config, device)
+    def _prepare_folder(self) -> list[str]:
+        """Pick the run folder (rank 0 decides), clear stale temporaries and write ``train_config.json``.
+
+        Returns:
+            The folders created for a new run (rank 0; empty otherwise).
+        """
         out = self.config.out
+        created: list[str] = []
         if current_rank() == 0:
             if self.resume_state is None:
-                out = claim_run_folder(out, self.config.exist_ok)
+                out, created = claim_run_folder(out, self.config.exist_ok)
             else:
                 os.makedirs(out, exist_ok=True)
             remove_stale_temporaries(out)
         self.config = dataclasses.replace(self.config, out=broadcast_from_rank0(out))
         if current_rank() == 0:
-            atomic_write_json(
-                os.path.join(self.config.out, "train_config.json"), self.config.to_dict(), allow_nan=False
-            )
+            atomic_write_json(os.path.join(self.config.out, TRAIN_CONFIG_NAME), self.config.to_dict(), allow_nan=False)
+        return created
 
     def _datasets(self) -> tuple[InstanceSet, InstanceSet | None]:
         """The training set and the validation set (None without one): from ``data`` or the COCO JSON fields."""
@@ -416,12 +419,13 @@ class Trainer:
 
     def _train(self) -> dict[str, Any]:
         device = self._device()
-        self._prepare_folder(device)
-        run = self._setup(device)
+        self.config = resolve_defaults(self.config, device)
+        run = self._setup(device)  # data, model and weights are checked before the run folder exists
+        created = self._prepare_folder()
         rank = current_rank()
         log = (
             MetricsLog(
-                os.path.join(self.config.out, "metrics.jsonl"),
+                os.path.join(self.config.out, METRICS_NAME),
                 run.step if self.resume_state else None,
                 self.config.tensorboard,
             )
@@ -429,9 +433,11 @@ class Trainer:
             else None
         )
         bar = ProgressBar(run.max_iters, run.step, enabled=self.config.progress and rank == 0)
+        finished = False
         try:
             with console_above_bar(bar.bar is not None):
                 self._loop(run, device, log, bar)
+            finished = True
         except KeyboardInterrupt:
             bar.close()  # the message goes on its own line below the finished bar
             if rank == 0:
@@ -441,6 +447,8 @@ class Trainer:
             bar.close()
             if log is not None:
                 log.close()
+                if not finished and self.resume_state is None and run.last_saved is None and not log.records:
+                    discard_unstarted_run(self.config.out, created)
         if rank == 0:
             self._save_pretrained(run, "last", run.last_metrics)
             try_plot_run(self.config.out)

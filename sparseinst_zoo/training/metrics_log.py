@@ -53,7 +53,11 @@ class MetricsLog:
         path: the ``metrics.jsonl`` file.
         resume_step: None for a new run (the file is started empty); else the checkpoint's step: records after it
             (they will be logged again) and damaged lines are dropped.
-        tensorboard: also write TensorBoard scalars to ``tensorboard/`` beside ``path`` (when installed).
+        tensorboard: also write TensorBoard scalars to ``tensorboard/`` beside ``path`` (when installed); the
+            folder is made with the first record, so a run that logs nothing leaves none.
+
+    Attributes:
+        records: how many records the file holds.
     """
 
     def __init__(self, path: str, resume_step: int | None, tensorboard: bool) -> None:
@@ -61,20 +65,28 @@ class MetricsLog:
         kept = read_metrics(path, resume_step) if resume_step is not None and os.path.exists(path) else []
         with open(path, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(record) + "\n" for record in kept)
-        self.writer = None
-        if tensorboard:
+        self.records = len(kept)
+        self.tensorboard = tensorboard
+        self.writer: Any = None
+
+    def _tensorboard_writer(self) -> Any:
+        """The TensorBoard writer, created on first use (None when off or not installed)."""
+        if self.tensorboard and self.writer is None:
+            self.tensorboard = False  # one try: without TensorBoard installed the import fails every time
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(os.path.join(os.path.dirname(path), "tensorboard"))
+                self.writer = SummaryWriter(os.path.join(os.path.dirname(self.path), "tensorboard"))
             except ImportError:
                 pass
+        return self.writer
 
     def write(self, record: dict[str, Any]) -> None:
         """Append ``record`` (a dict with ``step`` and ``type``)."""
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        if self.writer is not None:
+        self.records += 1
+        if self._tensorboard_writer() is not None:
             prefix = record.get("type", "train")
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step":

@@ -2,13 +2,15 @@
 
 A folder "holds a run" when it has any of :data:`RUN_MARKERS`. A new run into such a folder goes to the next free
 sibling (``runs/train`` -> ``runs/train2``, ``runs/train3`` ...) unless ``exist_ok``; resuming uses the folder as it is.
+A new run that stops before it produced anything (no log record, no checkpoint) is taken back with
+:func:`discard_unstarted_run`, so it neither leaves an empty run behind nor pushes the next run to ``runs/train3``.
 
 Example:
     >>> import tempfile, os
     >>> root = tempfile.mkdtemp()
-    >>> first = claim_run_folder(os.path.join(root, "train"), exist_ok=False)
+    >>> first, created = claim_run_folder(os.path.join(root, "train"), exist_ok=False)
     >>> open(os.path.join(first, "metrics.jsonl"), "w").close()
-    >>> os.path.basename(claim_run_folder(first, exist_ok=False))
+    >>> os.path.basename(claim_run_folder(first, exist_ok=False)[0])
     'train2'
 """
 
@@ -18,13 +20,15 @@ import logging
 import os
 import shutil
 
-from .._io import next_run_dir
+from .._io import make_dirs, next_run_dir, remove_empty_dirs
 from .checkpoint import CHECKPOINT_NAME
 
-__all__ = ["RUN_MARKERS", "holds_run", "claim_run_folder"]
+__all__ = ["RUN_MARKERS", "holds_run", "claim_run_folder", "discard_unstarted_run", "TRAIN_CONFIG_NAME", "METRICS_NAME"]
 
 _logger = logging.getLogger("sparseinst_zoo")
-RUN_MARKERS = ("train_config.json", "metrics.jsonl", CHECKPOINT_NAME, "best", "last", "results.png")
+TRAIN_CONFIG_NAME = "train_config.json"
+METRICS_NAME = "metrics.jsonl"
+RUN_MARKERS = (TRAIN_CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, "best", "last", "results.png")
 _MODEL_FOLDER_FILES = ("config.json", "model.safetensors")
 
 
@@ -44,8 +48,12 @@ def _clear_previous_outputs(folder: str) -> None:
             os.unlink(os.path.join(folder, name))
 
 
-def claim_run_folder(out: str, exist_ok: bool) -> str:
-    """The folder a new run writes to (created): ``out``, or its next free sibling when ``out`` holds a run."""
+def claim_run_folder(out: str, exist_ok: bool) -> tuple[str, list[str]]:
+    """The folder a new run writes to (created): ``out``, or its next free sibling when ``out`` holds a run.
+
+    Returns:
+        The folder and the folders created for it (see :func:`~sparseinst_zoo._io.make_dirs`).
+    """
     if holds_run(out):
         if exist_ok:
             _logger.warning("%s holds a previous run; its results are replaced (exist_ok)", out)
@@ -59,5 +67,16 @@ def claim_run_folder(out: str, exist_ok: bool) -> str:
                 out,
             )
             out = chosen
-    os.makedirs(out, exist_ok=True)
-    return out
+    return out, make_dirs(out)
+
+
+def discard_unstarted_run(folder: str, created: list[str]) -> None:
+    """Take back a new run that stopped before its first result: its settings, its still empty log, then the
+    folders :func:`claim_run_folder` created while they are empty (anything else in them stays)."""
+    log = os.path.join(folder, METRICS_NAME)
+    if os.path.isfile(log) and os.path.getsize(log) == 0:
+        os.unlink(log)
+    config = os.path.join(folder, TRAIN_CONFIG_NAME)
+    if os.path.isfile(config):
+        os.unlink(config)
+    remove_empty_dirs(created)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -506,6 +507,46 @@ def test_trained_magnitudes_export_and_a_perturbed_weight_fails(tmp_path):
         verify_onnx(model, broken, raise_on_mismatch=True)
     with pytest.raises(ExportMismatch, match="differs from PyTorch"):  # a wrong wrapper: another model's weights
         verify_onnx(trained_magnitudes(seed=5), path, raise_on_mismatch=True)
+
+
+def test_activation_weights_of_exported_graphs_are_accurate_for_very_negative_logits(tmp_path):
+    """onnxruntime's CPU Sigmoid is accurate only in absolute terms (0 at -20); the log-domain form exported graphs use
+    is checked against float64 over [-60, 30], including maps whose sum hits the 1e-6 clamp. Eager stays the
+    reference arithmetic bit for bit."""
+    from sparseinst_zoo.models.decoder import normalised_activations
+
+    class Weights(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return normalised_activations(x, log_domain=True)
+
+    generator = torch.Generator().manual_seed(0)
+    ranges = ((-60.0, 30.0), (-60.0, -10.0), (-60.0, -30.0))  # mixed; trained-like; all under the clamp
+    x = torch.cat([torch.empty(20, 64).uniform_(low, high, generator=generator) for low, high in ranges])[None]
+    path = tmp_path / "weights.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Weights(), (x,), dynamo=True, opset_version=19, verbose=False).save(path)
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    prob = 1.0 / (1.0 + np.exp(-x.double().numpy()))
+    expected = prob / np.maximum(prob.sum(-1, keepdims=True), 1e-6)
+    assert np.abs(got - expected).max() < 2e-6  # measured 4.7e-7; the exported sigmoid / sum was 2e-2 off
+    eager = x.sigmoid()
+    assert torch.equal(normalised_activations(x), eager / eager.sum(-1, keepdim=True).clamp(min=1e-6))
+
+
+def test_trained_activation_logits_export_verifies_and_the_callers_model_is_untouched(tmp_path):
+    """A trained model's activation logits are very negative (here: iam_conv bias -18); its export used to fail its
+    own verification (pred_logits 0.055 off in onnxruntime)."""
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
+    with torch.no_grad():
+        model.decoder.inst_branch.iam_conv.bias.fill_(-18.0)
+    images = pixels(1, 64, 96)
+    before = torch_raw(model, images)
+    path = export_onnx(model, tmp_path / "trained.onnx", 64, 96)  # verify=True raises on a mismatch
+    assert_raw_close(run_onnx(path, images), before, atol=1e-5)
+    assert not model.decoder.inst_branch.log_domain_iam
+    for got, ref in zip(torch_raw(model, images), before):
+        assert torch.equal(got, ref)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -37,10 +37,12 @@ def prior_bias(prior_prob: float = PRIOR_PROB) -> float:
 def normalised_activations(iam: torch.Tensor, log_domain: bool = False) -> torch.Tensor:
     """``sigmoid(iam) / max(sum of sigmoid(iam) over the last dim, 1e-6)``: the reference's activation-map weights.
 
-    ``log_domain`` computes the same in exact arithmetic as ``exp(logsigmoid(x) - max(logsumexp(logsigmoid(x)),
-    log 1e-6))``, for exported graphs: onnxruntime's CPU ``Sigmoid`` is accurate only in absolute terms (0 at -20,
-    17% off at -15), trained activation logits are that negative, and dividing by their sum turns the absolute error
-    into a relative one. The default is the reference's arithmetic, bit for bit.
+    ``log_domain`` computes the same in exact arithmetic as ``softmax(logsigmoid(x)) * exp(min(logsumexp(logsigmoid(x))
+    - log 1e-6, 0))``, for exported graphs: onnxruntime's CPU ``Sigmoid`` is accurate only in absolute terms (0 at
+    -20, 17% off at -15), trained activation logits are that negative, and dividing by their sum turns the absolute
+    error into a relative one. Softmax subtracts the max first, so OpenVINO's bf16 stays as close as with the sigmoid
+    (``exp(logsigmoid(x) - logsumexp(...))`` was 4x further off there). The default is the reference's arithmetic,
+    bit for bit.
 
     Example:
         >>> x = torch.tensor([[-30.0, -31.0, -40.0]])
@@ -51,8 +53,10 @@ def normalised_activations(iam: torch.Tensor, log_domain: bool = False) -> torch
         prob = iam.sigmoid()
         return prob / prob.sum(-1, keepdim=True).clamp(min=_MIN_IAM_SUM)
     log_prob = -F.softplus(-iam)  # F.logsigmoid would be exported as Log(Sigmoid(x)), inaccurate again
-    log_sum = torch.logsumexp(log_prob, -1, keepdim=True).clamp(min=_LOG_MIN_IAM_SUM)
-    return torch.exp(log_prob - log_sum)
+    # softmax(log p) = p / sum p, shifted by the max inside (accurate in bf16 too); below the clamp p / 1e-6 is that
+    # times sum p / 1e-6, a factor that is exactly 1 otherwise
+    deficit = (torch.logsumexp(log_prob, -1, keepdim=True) - _LOG_MIN_IAM_SUM).clamp(max=0.0)
+    return F.softmax(log_prob, -1) * torch.exp(deficit)
 
 
 def stacked_convs(num_convs: int, in_channels: int, channels: int) -> nn.Sequential:

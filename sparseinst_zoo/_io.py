@@ -9,10 +9,12 @@ of that file. Run folders and output names that never collide with what exists (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "atomic_write_json",
     "temporary_path",
     "publish",
+    "staged_path",
     "next_run_dir",
     "free_path",
     "make_dirs",
@@ -60,6 +63,36 @@ def atomic_save(path: str | os.PathLike[str], save: Callable[[str], Any]) -> str
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def staged_path(path: str | os.PathLike[str], companions: Sequence[str] = ()) -> Iterator[str]:
+    """A path with ``path``'s name in a temporary folder beside it, to write (and check) a file at; when the block
+    succeeds the file moves to ``path``, its ``companions`` (same stem, these suffixes, e.g. an OpenVINO ``.bin``)
+    first; when it fails nothing is moved and the folder is removed.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "model.xml"
+        >>> with staged_path(target, (".bin",)) as tmp:
+        ...     _ = pathlib.Path(tmp).write_text("<net/>"), pathlib.Path(tmp).with_suffix(".bin").write_bytes(b"")
+        >>> sorted(p.name for p in target.parent.iterdir())
+        ['model.bin', 'model.xml']
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix=".tmp-", dir=directory)
+    try:
+        staged = os.path.join(folder, os.path.basename(path))
+        yield staged
+        stem, staged_stem = os.path.splitext(path)[0], os.path.splitext(staged)[0]
+        for suffix in companions:
+            if os.path.exists(staged_stem + suffix):
+                os.replace(staged_stem + suffix, stem + suffix)
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], mode: str = "wb") -> str:
@@ -107,10 +140,11 @@ def next_run_dir(
     return f"{path}{n}"
 
 
-def free_path(folder: str, stem: str, suffix: str, taken: set[str]) -> str:
+def free_path(folder: str, stem: str, suffix: str, taken: set[str], companions: Sequence[str] = ()) -> str:
     """``folder/stem+suffix``, or with the first free ``_2``, ``_3`` suffix if that exists or is in ``taken``.
 
-    The chosen path is added to ``taken`` (real paths), so one run never hands out a name twice.
+    The chosen path is added to ``taken`` (real paths), so one run never hands out a name twice. A name is free only
+    if its ``companions`` (the same name with these suffixes, e.g. an OpenVINO model's ``.bin``) do not exist either.
 
     Example:
         >>> import tempfile, os
@@ -118,9 +152,14 @@ def free_path(folder: str, stem: str, suffix: str, taken: set[str]) -> str:
         >>> [os.path.basename(free_path(folder, "a", ".png", taken)) for _ in range(2)]
         ['a.png', 'a_2.png']
     """
-    candidate, n = os.path.join(folder, stem + suffix), 2
-    while os.path.exists(candidate) or os.path.realpath(candidate) in taken:
-        candidate, n = os.path.join(folder, f"{stem}_{n}{suffix}"), n + 1
+
+    def in_use(base: str) -> bool:
+        return any(os.path.exists(base + s) for s in (suffix, *companions)) or os.path.realpath(base + suffix) in taken
+
+    base, n = os.path.join(folder, stem), 2
+    while in_use(base):
+        base, n = os.path.join(folder, f"{stem}_{n}"), n + 1
+    candidate = base + suffix
     taken.add(os.path.realpath(candidate))
     return candidate
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -292,12 +293,72 @@ def test_half_export_runs_in_onnxruntime(tmp_path, capsys):
 
 def test_cli_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="multiples of 32"):
-        run_cli(["sparseinst_tiny_test", "--weights", "random", "--height", "50", "--out", str(tmp_path / "x.onnx")])
+        run_cli(["sparseinst_tiny_test", "--weights", "random", "--height", "50", "--width", "64"])
+    with pytest.raises(ValueError, match="--height and --width go together"):
+        run_cli(["sparseinst_tiny_test", "--weights", "random", "--height", "64"])
     with pytest.raises(ValueError, match="opset 19.*torch.export.*non-DCN"):
         export_onnx(tiny(backbone="resnet14t", dcn_stages=(3, 4)), tmp_path / "dcn.onnx", 64, 64, opset=17)
     with pytest.raises(ValueError, match="directory"):
         export_onnx(tiny(), tmp_path, 64, 64)
     assert not list(tmp_path.iterdir())
+
+
+def test_cli_output_names_never_replace_a_file(tmp_path, monkeypatch):
+    """--out must end in the format's suffix; an existing file (for OpenVINO the .xml or its .bin) moves the export to
+    the next free name; the default goes beside a save_pretrained folder (every run's is called best), else here."""
+    from sparseinst_zoo.errors import SparseInstError
+
+    parser = argparse.ArgumentParser()
+    export_command.add_arguments(parser)
+
+    def output(*argv: str) -> str:
+        return export_command._output_path(parser.parse_args(list(argv)))
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "int" / "best").mkdir(parents=True)
+    (tmp_path / "victim.png").write_bytes(b"PNG")
+    with pytest.raises(SparseInstError, match=r"--out 'victim.png' does not end in \.onnx.*'victim\.onnx'"):
+        output("runs/int/best", "--out", "victim.png")
+    with pytest.raises(SparseInstError, match=r"does not end in \.xml, the suffix of --format openvino"):
+        output("runs/int/best", "--format", "openvino", "--out", "model.onnx")
+    assert output("runs/int/best/") == "runs/int/best.onnx"
+    assert output("runs/int/best", "--height", "64", "--width", "96") == "runs/int/best_64x96.onnx"
+    assert output("runs/int/best", "--dynamic", "--height", "64", "--width", "96") == "runs/int/best.onnx"
+    assert output("sparseinst_tiny_test") == "sparseinst_tiny_test.onnx"
+    assert output("hf-hub:org/repo", "--format", "pt2") == "repo.pt2"
+    (tmp_path / "runs" / "int" / "best.onnx").write_bytes(b"")
+    (tmp_path / "runs" / "int" / "best.bin").write_bytes(b"")  # an OpenVINO model.bin without its .xml
+    assert output("runs/int/best") == "runs/int/best_2.onnx"
+    assert output("runs/int/best", "--format", "openvino") == "runs/int/best_2.xml"
+    assert output("runs/int/best", "--out", "runs/int/best.onnx") == "runs/int/best_2.onnx"
+    assert output("runs/int/best", "--out", "victim.onnx") == "victim.onnx"  # victim.png is another name
+
+
+def test_cli_default_is_dynamic_beside_the_folder_and_a_failed_check_writes_nothing(tmp_path, monkeypatch, capsys):
+    import sparseinst_zoo.export.verify as verify_module
+    from sparseinst_zoo.errors import SparseInstError
+
+    tiny("giam", seed=3).save_pretrained(tmp_path / "runs" / "train" / "best")
+    monkeypatch.chdir(tmp_path)
+    assert run_cli([str(tmp_path / "runs" / "train" / "best")]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote runs/train/best.onnx" in printed and "input dynamic HxW" in printed
+    assert "onnxruntime matches PyTorch at 64x96" in printed  # the model's test size 64/96
+    assert read_onnx_metadata(tmp_path / "runs" / "train" / "best.onnx").input_size is None
+    before = (tmp_path / "runs" / "train" / "best.onnx").read_bytes()
+    failure = ({}, ["pred_logits by 1 (over 0.0001 x its scale 1)"])
+    monkeypatch.setattr(verify_module, "compare_outputs", lambda *args, **kwargs: failure)
+    with pytest.raises(SparseInstError, match=r"'runs/train/best_2.onnx' \(not written\) differs") as error:
+        run_cli(["runs/train/best", "--height", "64", "--width", "64", "--out", "runs/train/best.onnx"])
+    assert "\n" not in str(error.value)
+    with pytest.raises(SparseInstError, match=r"'.*lib.onnx' \(not written\) differs"):
+        export_onnx(tiny(), tmp_path / "runs" / "lib.onnx", 64, 64)
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("*") if p.parent.name != "best") == [
+        "best",
+        "best.onnx",
+        "train",
+    ]
+    assert (tmp_path / "runs" / "train" / "best.onnx").read_bytes() == before
 
 
 def test_create_predictor_runs_an_onnx_file_like_model_predict(giam_dynamic):
@@ -344,7 +405,8 @@ def test_with_postprocess_outputs_match_postprocess(tmp_path):
         assert len(queries) > 0
         np.testing.assert_allclose(scores[i, queries], inst["scores"].numpy(), atol=1e-5)
         np.testing.assert_array_equal(labels[i, queries], inst["labels"].numpy())
-        np.testing.assert_array_equal(masks[i, queries] > 0.45, inst["masks"].numpy())
+        flipped = (masks[i, queries] > 0.45) != inst["masks"].numpy()
+        assert np.all(np.abs(expected[2][i, queries].numpy()[flipped] - 0.45) < 1e-5)  # float32 ulps at the threshold
     with pytest.raises(ValueError, match="without --with-postprocess"):
         OnnxPredictor(path)
 
@@ -506,6 +568,46 @@ def test_trained_magnitudes_export_and_a_perturbed_weight_fails(tmp_path):
         verify_onnx(model, broken, raise_on_mismatch=True)
     with pytest.raises(ExportMismatch, match="differs from PyTorch"):  # a wrong wrapper: another model's weights
         verify_onnx(trained_magnitudes(seed=5), path, raise_on_mismatch=True)
+
+
+def test_activation_weights_of_exported_graphs_are_accurate_for_very_negative_logits(tmp_path):
+    """onnxruntime's CPU Sigmoid is accurate only in absolute terms (0 at -20); the log-domain form exported graphs use
+    is checked against float64 over [-60, 30], including maps whose sum hits the 1e-6 clamp. Eager stays the
+    reference arithmetic bit for bit."""
+    from sparseinst_zoo.models.decoder import normalised_activations
+
+    class Weights(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return normalised_activations(x, log_domain=True)
+
+    generator = torch.Generator().manual_seed(0)
+    ranges = ((-60.0, 30.0), (-60.0, -10.0), (-60.0, -30.0))  # mixed; trained-like; all under the clamp
+    x = torch.cat([torch.empty(20, 64).uniform_(low, high, generator=generator) for low, high in ranges])[None]
+    path = tmp_path / "weights.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Weights(), (x,), dynamo=True, opset_version=19, verbose=False).save(path)
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    prob = 1.0 / (1.0 + np.exp(-x.double().numpy()))
+    expected = prob / np.maximum(prob.sum(-1, keepdims=True), 1e-6)
+    assert np.abs(got - expected).max() < 2e-6  # measured 2e-7; the exported sigmoid / sum was 2e-2 off
+    eager = x.sigmoid()
+    assert torch.equal(normalised_activations(x), eager / eager.sum(-1, keepdim=True).clamp(min=1e-6))
+
+
+def test_trained_activation_logits_export_verifies_and_the_callers_model_is_untouched(tmp_path):
+    """A trained model's activation logits are very negative (here: iam_conv bias -18); its export used to fail its
+    own verification (pred_logits 0.055 off in onnxruntime)."""
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
+    with torch.no_grad():
+        model.decoder.inst_branch.iam_conv.bias.fill_(-18.0)
+    images = pixels(1, 64, 96)
+    before = torch_raw(model, images)
+    path = export_onnx(model, tmp_path / "trained.onnx", 64, 96)  # verify=True raises on a mismatch
+    assert_raw_close(run_onnx(path, images), before, atol=1e-5)
+    assert not model.decoder.inst_branch.log_domain_iam
+    for got, ref in zip(torch_raw(model, images), before):
+        assert torch.equal(got, ref)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -4,19 +4,27 @@ or a torch.export ``.pt2`` program.
 MODEL is a registered name (weights: ``--weights pretrained`` from the Hub, ``--checkpoint PATH`` from a local file,
 or ``--weights random``), ``hf-hub:org/repo``, or a folder written by ``save_pretrained`` / ``sparseinst convert``.
 
+Height and width are dynamic unless ``--height`` and ``--width`` fix them: the network's output depends on the padded
+size it sees, so only a dynamic export gives ``model.predict``'s results for every image. The file goes beside a
+MODEL folder (``runs/train/best`` -> ``runs/train/best.onnx``), else into the current folder; an existing file is
+never replaced: the next free name (``best_2.onnx``) is taken instead.
+
 Example:
-    $ sparseinst export sparseinst_r50_giam --checkpoint model.safetensors --format onnx --height 640 --width 864
-    $ sparseinst export sparseinst_r50_giam --checkpoint model.safetensors --dynamic --out r50_giam_dynamic.onnx
-    $ sparseinst export sparseinst_r50_giam --format openvino --height 640 --width 864 --out r50/model.xml
+    $ sparseinst export runs/train/best --format openvino
+    $ sparseinst export sparseinst_r50_giam --checkpoint model.safetensors --out r50_giam.onnx
+    $ sparseinst export sparseinst_r50_giam --checkpoint model.safetensors --height 640 --width 864
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from typing import Any
 
+from .._constants import SIZE_DIVISIBILITY
+from .._io import free_path, staged_path
 from ..errors import SparseInstError
 from ._model import add_model_arguments, load_cli_model
 
@@ -37,18 +45,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="onnx (default), openvino (model.xml + .bin converted from the ONNX graph by OpenVINO) "
         "or pt2 (torch.export.save of the same pixel-input program)",
     )
-    parser.add_argument("--height", type=int, default=640, help="input height, a multiple of 32 (default 640)")
-    parser.add_argument("--width", type=int, default=640, help="input width, a multiple of 32 (default 640)")
+    parser.add_argument(
+        "--height",
+        type=int,
+        default=None,
+        help="with --width: a fixed input height, a multiple of 32 (default: dynamic height and width)",
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="with --height: a fixed input width, a multiple of 32 (default: dynamic height and width)",
+    )
     parser.add_argument(
         "--out",
         default=None,
         metavar="FILE",
-        help="output file (default: MODEL_HxW.onnx|.xml|.pt2, or MODEL_dynamic.* with --dynamic)",
+        help="output file, ending in .onnx|.xml|.pt2 as --format (default: MODEL.onnx, or MODEL_HxW.onnx for a fixed "
+        "size, beside a MODEL folder, else here); an existing file is kept and the next free name (_2, _3) is used",
     )
     parser.add_argument(
         "--dynamic",
         action="store_true",
-        help="dynamic height and width (any multiples of 32); the batch dimension is always dynamic",
+        help="dynamic height and width (the default; with --height/--width those only set the size traced and "
+        "verified at); the batch dimension is always dynamic",
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 19; DCN models need >= 19)")
     parser.add_argument("--half", action="store_true", help="float16 weights and activations (GPU runtimes)")
@@ -72,10 +92,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _default_out(args: argparse.Namespace) -> str:
-    stem = os.path.basename(os.path.normpath(args.model.removeprefix("hf-hub:"))).replace("/", "_") or "model"
-    size = "dynamic" if args.dynamic else f"{args.height}x{args.width}"
-    return f"{stem}_{size}.{SUFFIXES[args.format]}"
+def _fixed_size(args: argparse.Namespace) -> tuple[int, int] | None:
+    """``(height, width)`` given on the command line, or None; one without the other is an error."""
+    if (args.height is None) != (args.width is None):
+        raise SparseInstError("--height and --width go together: give both for a fixed input size, or neither")
+    return None if args.height is None else (args.height, args.width)
+
+
+def _output_path(args: argparse.Namespace) -> str:
+    """``--out`` (its suffix checked) or the default name, moved to the next free name if it (or a companion) exists.
+
+    Example:
+        >>> ns = argparse.Namespace(model="hf-hub:org/repo", out=None, format="onnx", height=None, width=None)
+        >>> os.path.basename(_output_path(ns))
+        'repo.onnx'
+    """
+    suffix = "." + SUFFIXES[args.format]
+    if args.out is not None:
+        folder, name = os.path.split(os.path.expanduser(args.out))
+        stem, given = os.path.splitext(name)
+        if given.lower() != suffix:
+            raise SparseInstError(
+                f"--out {args.out!r} does not end in {suffix}, the suffix of --format {args.format}; give e.g. "
+                f"{os.path.join(folder, (stem or 'model') + suffix)!r}"
+            )
+        suffix = given  # as the user spelled it (.ONNX)
+    elif os.path.isdir(args.model):  # a save_pretrained folder: beside it, as Ultralytics writes beside the weights
+        folder, stem = os.path.split(os.path.abspath(args.model))
+        folder = os.path.relpath(folder)
+    else:
+        folder, stem = "", os.path.basename(args.model.removeprefix("hf-hub:").rstrip("/")) or "model"
+    size = _fixed_size(args)
+    if args.out is None and size is not None and not args.dynamic:
+        stem = f"{stem}_{size[0]}x{size[1]}"
+    return free_path(folder, stem, suffix, set(), _companions(args.format))
+
+
+def _example_size(model: Any) -> tuple[int, int]:
+    """The model's test size (shorter side min_size, longer max_size) in multiples of 32: the size a dynamic export
+    is traced and verified at, the padded size of a landscape image at the longest."""
+    cfg = model.pretrained_cfg
+
+    def multiple(value: int) -> int:
+        return math.ceil(int(value) / SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
+
+    return multiple(cfg.min_size), multiple(cfg.max_size)
 
 
 def _summary(differences: dict[str, float]) -> str:
@@ -83,79 +144,100 @@ def _summary(differences: dict[str, float]) -> str:
     return ", ".join(f"{name} {diff:.2g}" for name, diff in shown.items())
 
 
-def _export_pt2(args: argparse.Namespace, model: Any, out: str) -> None:
-    from ..export import save_program
-
-    start = time.perf_counter()
-    path = save_program(
-        model,
-        out,
-        args.height,
-        args.width,
-        dynamic=args.dynamic,
-        with_preprocess=True,
-        with_postprocess=args.with_postprocess,
-        input_dtype="uint8" if args.uint8 else "float32",
-    )
-    print(
-        f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s; "
-        "load it with torch.export.load(path).module()"
-    )
-
-
-def _export_openvino(args: argparse.Namespace, model: Any, out: str, options: dict[str, Any]) -> None:
-    from ..export import export_openvino, verify_openvino
+def _verify(args: argparse.Namespace, model: Any, staged: str, out: str, size: tuple[int, int]) -> list[str]:
+    """Check the staged file against PyTorch (raising, so that it is never moved into place) and say how it went."""
+    from ..export import EXACT_TOLERANCE, HALF_TOLERANCE, verify_onnx, verify_openvino
     from ..inference.backends.openvino import default_precision
 
-    start = time.perf_counter()
-    path = export_openvino(model, out, args.height, args.width, verify=False, **options)
-    weights = os.path.splitext(path)[0] + ".bin"
-    seconds = time.perf_counter() - start
-    print(f"wrote {path} + {weights} ({os.path.getsize(weights) / 2**20:.1f} MiB) in {seconds:.1f} s")
-    if args.no_verify:
+    height, width = size
+    source = f"the export to {out!r} (not written)"
+    if args.format == "openvino":
+        lines = []
+        for precision in dict.fromkeys(("fp32", default_precision())):
+            differences = verify_openvino(
+                model, staged, precision, height=height, width=width, raise_on_mismatch=True, source=source
+            )
+            exact = "exact" if precision == "fp32" else "within the bf16/fp16 tolerance"
+            lines.append(
+                f"OpenVINO {precision} matches PyTorch at {height}x{width}, {exact} "
+                f"(max abs difference: {_summary(differences)})"
+            )
+        return lines
+    tolerance = HALF_TOLERANCE if args.half else EXACT_TOLERANCE
+    differences = verify_onnx(model, staged, height, width, tolerance=tolerance, raise_on_mismatch=True, source=source)
+    versus = "float32 PyTorch (float16 graph)" if args.half else "PyTorch"
+    return [f"onnxruntime matches {versus} at {height}x{width} (max abs difference: {_summary(differences)})"]
+
+
+def _export(args: argparse.Namespace, model: Any, path: str, size: tuple[int, int], dynamic: bool) -> None:
+    """Write the export of ``model`` at ``path`` in the format of ``args``."""
+    from ..export import DEFAULT_OPSET, export_onnx, export_openvino, save_program
+
+    input_dtype = "uint8" if args.uint8 else "float32"
+    if args.format == "pt2":
+        save_program(
+            model,
+            path,
+            *size,
+            dynamic=dynamic,
+            with_preprocess=True,
+            with_postprocess=args.with_postprocess,
+            input_dtype=input_dtype,
+        )
         return
-    for precision in dict.fromkeys(("fp32", default_precision())):
-        differences = verify_openvino(
-            model, path, precision, height=args.height, width=args.width, raise_on_mismatch=True
-        )
-        exact = "exact" if precision == "fp32" else "within the bf16/fp16 tolerance"
-        print(
-            f"OpenVINO {precision} matches PyTorch at {args.height}x{args.width}, {exact} "
-            f"(max abs difference: {_summary(differences)})"
-        )
+    options: dict[str, Any] = dict(
+        dynamic=dynamic,
+        with_postprocess=args.with_postprocess,
+        mask_threshold=args.mask_threshold,
+        input_dtype=input_dtype,
+        verify=False,
+    )
+    if args.format == "openvino":
+        export_openvino(model, path, *size, **options)
+    else:
+        export_onnx(model, path, *size, opset=args.opset or DEFAULT_OPSET, half=args.half, **options)
+
+
+def _companions(export_format: str) -> tuple[str, ...]:
+    """The files an export writes beside its output (same stem), which must be free and move with it."""
+    if export_format != "openvino":
+        return ()
+    from ..export.openvino import WEIGHTS_SUFFIXES
+
+    return WEIGHTS_SUFFIXES
+
+
+def _written(path: str, companions: tuple[str, ...]) -> list[str]:
+    """``path`` and its companion files."""
+    return [path] + [os.path.splitext(path)[0] + suffix for suffix in companions]
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the model, export it, verify it and print a summary. Returns 0."""
-    from ..export import DEFAULT_OPSET, EXACT_TOLERANCE, HALF_TOLERANCE, export_onnx, verify_onnx
-
+    """Build the model, export it, verify it, move it into place and print a summary. Returns 0."""
     if args.format != "onnx" and (args.opset is not None or args.half):
         raise SparseInstError("--opset and --half apply to --format onnx only")
-    out = args.out or _default_out(args)
+    out = _output_path(args)
+    if args.out is not None and os.path.abspath(out) != os.path.abspath(os.path.expanduser(args.out)):
+        print(f"{args.out} exists; writing {out} instead")
+    fixed = _fixed_size(args)
+    if fixed is not None:
+        from ..export.wrapper import check_size
+
+        fixed = check_size(*fixed)
+    dynamic = args.dynamic or fixed is None
     model = load_cli_model(args.model, args.weights, args.checkpoint)
-    if args.format == "pt2":
-        _export_pt2(args, model, out)
-        return 0
-    options: dict[str, Any] = dict(
-        dynamic=args.dynamic,
-        with_postprocess=args.with_postprocess,
-        mask_threshold=args.mask_threshold,
-        input_dtype="uint8" if args.uint8 else "float32",
-    )
-    if args.format == "openvino":
-        _export_openvino(args, model, out, options)
-        return 0
+    size = fixed or _example_size(model)
+    companions = _companions(args.format)
     start = time.perf_counter()
-    path = export_onnx(
-        model, out, args.height, args.width, opset=args.opset or DEFAULT_OPSET, half=args.half, verify=False, **options
-    )
-    seconds = time.perf_counter() - start
-    size = "dynamic HxW (multiples of 32)" if args.dynamic else f"{args.height}x{args.width}"
-    print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB, input {size}) in {seconds:.1f} s")
-    if args.no_verify:
-        return 0
-    tolerance = HALF_TOLERANCE if args.half else EXACT_TOLERANCE
-    differences = verify_onnx(model, path, args.height, args.width, tolerance=tolerance, raise_on_mismatch=True)
-    versus = "float32 PyTorch (float16 graph)" if args.half else "PyTorch"
-    print(f"onnxruntime matches {versus} at {args.height}x{args.width} (max abs difference: {_summary(differences)})")
+    with staged_path(out, companions) as staged:
+        _export(args, model, staged, size, dynamic)
+        seconds = time.perf_counter() - start
+        mib = sum(os.path.getsize(p) for p in _written(staged, companions)) / 2**20
+        checks = [] if args.no_verify or args.format == "pt2" else _verify(args, model, staged, out, size)
+    shape = "dynamic HxW (multiples of 32)" if dynamic else f"{size[0]}x{size[1]}"
+    print(f"wrote {' + '.join(_written(out, companions))} ({mib:.1f} MiB, input {shape}) in {seconds:.1f} s")
+    for line in checks:
+        print(line)
+    if args.format == "pt2":
+        print("load it with torch.export.load(path).module()")
     return 0

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import atomic_save
+from .._io import staged_path
 from ..errors import MissingDependency, SparseInstError
 from ..inference.backends.metadata import INPUT_NAME, POSTPROCESSED_OUTPUTS, RAW_OUTPUTS, InputDtype, build_metadata
 from .verify import EXACT_TOLERANCE, HALF_TOLERANCE, verify_onnx
@@ -149,7 +149,8 @@ def export_onnx(
 
     Args:
         model: a SparseInst model (any variant; it is copied, the original is left as it is).
-        path: the ``.onnx`` file to write (atomically: a temp file beside it, then renamed).
+        path: the ``.onnx`` file to write (atomically: written and verified in a temporary folder beside it, then
+            renamed; an existing file of that name is replaced, as by ``torch.save``).
         height / width: input size, multiples of 32; with ``dynamic`` only the example size for tracing.
         dynamic: height and width are dynamic (any multiples of 32); the batch dimension is always dynamic.
         opset: ONNX opset (>= 19 for the DCN variants, whose deformable convs become ``DeformConv``).
@@ -158,9 +159,9 @@ def export_onnx(
             instead of the raw heads (see :func:`~sparseinst_zoo.export.wrapper.postprocess_graph`).
         mask_threshold: rescoring threshold baked into a postprocessed graph.
         input_dtype: ``"float32"`` (default; exact parity with ``model.predict``) or ``"uint8"`` (camera frames).
-        verify: run the file with onnxruntime on a random pixel batch and raise
-            :class:`~sparseinst_zoo.export.verify.ExportMismatch` if it differs from the float32 PyTorch model
-            (:data:`~sparseinst_zoo.export.verify.EXACT_TOLERANCE`, or ``HALF_TOLERANCE`` for float16).
+        verify: run the file with onnxruntime on a random pixel batch before moving it into place and raise
+            :class:`~sparseinst_zoo.export.verify.ExportMismatch` (nothing written) if it differs from the float32
+            PyTorch model (:data:`~sparseinst_zoo.export.verify.EXACT_TOLERANCE`, or ``HALF_TOLERANCE`` for float16).
 
     Returns:
         The path written.
@@ -195,9 +196,11 @@ def export_onnx(
         opset=opset,
     )
     program.model.metadata_props.update(metadata)
-    atomic_save(target, lambda tmp: program.save(tmp, external_data=False))
-    _logger.info("exported %s to %s in %.1f s", metadata["model_name"], target, time.perf_counter() - start)
-    if verify:
-        tolerance = HALF_TOLERANCE if half else EXACT_TOLERANCE
-        verify_onnx(model, target, height, width, tolerance=tolerance, raise_on_mismatch=True)
+    with staged_path(target) as staged:
+        program.save(staged, external_data=False)
+        _logger.info("exported %s to %s in %.1f s", metadata["model_name"], target, time.perf_counter() - start)
+        if verify:
+            tolerance = HALF_TOLERANCE if half else EXACT_TOLERANCE
+            source = f"the ONNX export to {str(target)!r} (not written)"
+            verify_onnx(model, staged, height, width, tolerance=tolerance, raise_on_mismatch=True, source=source)
     return str(target)

@@ -15,13 +15,12 @@ Example:
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from .._io import staged_path
 from ..errors import SparseInstError
 from ..inference.backends.base import check_model_file
 from ..inference.backends.metadata import read_onnx_file_metadata
@@ -30,7 +29,9 @@ from .onnx import export_onnx
 from .verify import BF16_TOLERANCE, EXACT_TOLERANCE, HALF_TOLERANCE, Tolerance, verify_export
 from .wrapper import output_target
 
-__all__ = ["convert_onnx_to_openvino", "export_openvino", "precision_tolerance", "verify_openvino"]
+__all__ = ["WEIGHTS_SUFFIXES", "convert_onnx_to_openvino", "export_openvino", "precision_tolerance", "verify_openvino"]
+
+WEIGHTS_SUFFIXES = (".bin",)  # the file beside an OpenVINO model.xml; it moves (and must be free) with it
 
 
 def precision_tolerance(precision: str) -> Tolerance:
@@ -38,16 +39,10 @@ def precision_tolerance(precision: str) -> Tolerance:
     return {"fp32": EXACT_TOLERANCE, "bf16": BF16_TOLERANCE, "fp16": HALF_TOLERANCE}[precision]
 
 
-def _publish_pair(folder: str, target: Path) -> None:
-    """Move ``model.xml``/``.bin`` written in ``folder`` to ``target`` (the ``.bin`` first: the xml names it)."""
-    for suffix in (".bin", ".xml"):
-        os.replace(os.path.join(folder, target.name[: -len(".xml")] + suffix), target.with_suffix(suffix))
-
-
 def convert_onnx_to_openvino(onnx_path: str | os.PathLike[str], path: str | os.PathLike[str]) -> str:
     """Convert an ``.onnx`` export into an OpenVINO ``.xml``/``.bin`` pair at ``path``, metadata kept.
 
-    Both files appear at once (written in a temporary folder beside them, then renamed).
+    Both files appear at once (written in a temporary folder beside them, then renamed; the ``.bin`` first).
     """
     ov = require_openvino()
     target = output_target(path, ".xml")
@@ -61,12 +56,8 @@ def convert_onnx_to_openvino(onnx_path: str | os.PathLike[str], path: str | os.P
         raise RuntimeError(f"OpenVINO cannot convert {os.fspath(onnx_path)!r}: {message}") from err
     for key, value in metadata.raw.items():
         model.set_rt_info(value, [RT_INFO_KEY, key])
-    folder = tempfile.mkdtemp(prefix=".tmp-openvino-", dir=target.parent)
-    try:
-        ov.save_model(model, os.path.join(folder, target.name), compress_to_fp16=False)
-        _publish_pair(folder, target)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with staged_path(target, WEIGHTS_SUFFIXES) as staged:
+        ov.save_model(model, staged, compress_to_fp16=False)
     return str(target)
 
 
@@ -77,8 +68,8 @@ def verify_openvino(
     (None: OpenVINO's default on this CPU), held to :func:`precision_tolerance` unless ``tolerance`` is given."""
     backend = OpenVinoBackend.from_path(path, precision=precision)
     kwargs.setdefault("tolerance", precision_tolerance(backend.precision))
-    source = f"the OpenVINO model {os.fspath(path)!r} ({backend.precision})"
-    return verify_export(model, backend, source=source, **kwargs)
+    kwargs["source"] = f"{kwargs.get('source', f'the OpenVINO model {os.fspath(path)!r}')} ({backend.precision})"
+    return verify_export(model, backend, **kwargs)
 
 
 def export_openvino(
@@ -97,7 +88,8 @@ def export_openvino(
         path: the ``.xml`` file to write; the weights go to the ``.bin`` beside it.
         height / width: input size, multiples of 32 (with ``dynamic=True`` only the tracing size).
         verify: compile it at fp32 and at OpenVINO's default CPU precision and compare both with float32 PyTorch
-            (raises :class:`~sparseinst_zoo.export.verify.ExportMismatch` outside the tolerance).
+            before the files are moved into place (raises :class:`~sparseinst_zoo.export.verify.ExportMismatch`
+            outside the tolerance, and writes nothing).
         **onnx_options: :func:`~sparseinst_zoo.export.onnx.export_onnx` options (``dynamic``, ``input_dtype``,
             ``with_postprocess``, ``mask_threshold``, ``opset``); ``half`` is not one: OpenVINO picks the
             inference precision when it compiles.
@@ -109,10 +101,11 @@ def export_openvino(
         )
     require_openvino()
     target = output_target(path, ".xml")
-    with tempfile.TemporaryDirectory(prefix=".tmp-onnx-", dir=target.parent) as folder:
-        onnx_path = export_onnx(model, os.path.join(folder, "model.onnx"), height, width, verify=False, **onnx_options)
-        convert_onnx_to_openvino(onnx_path, target)
-    if verify:
-        for precision in dict.fromkeys(("fp32", default_precision())):
-            verify_openvino(model, target, precision, height=height, width=width, raise_on_mismatch=True)
+    with staged_path(target, WEIGHTS_SUFFIXES) as staged:
+        onnx_path = export_onnx(model, Path(staged).with_suffix(".onnx"), height, width, verify=False, **onnx_options)
+        convert_onnx_to_openvino(onnx_path, staged)
+        os.unlink(onnx_path)
+        source = f"the OpenVINO export to {str(target)!r} (not written)"
+        for precision in dict.fromkeys(("fp32", default_precision())) if verify else ():
+            verify_openvino(model, staged, precision, height=height, width=width, raise_on_mismatch=True, source=source)
     return str(target)

@@ -180,7 +180,7 @@ def verify_export(
     height, width = check_size(height, width, "verification size")
     example = example_input(height, width, batch_size, meta.input_dtype, seed)
     with torch.no_grad():
-        expected = ExportWrapper(export_copy(model), meta.mean, meta.std)(example)
+        expected = ExportWrapper(export_copy(model, graph=False), meta.mean, meta.std)(example)
     got = backend.run(example.numpy())
     differences, failures = compare_outputs(
         meta.output_names, expected, got, (height, width), tolerance, meta.mask_threshold
@@ -207,4 +207,5 @@ def verify_onnx(
         {'pred_logits': 4.8e-07, 'pred_masks': 2.4e-07, 'pred_scores': 1.2e-07, 'probabilities': 6e-08, ...}
     """
     backend = OnnxRuntimeBackend.from_path(path)
-    return verify_export(model, backend, height, width, source=f"the ONNX file {os.fspath(path)!r}", **kwargs)  # type: ignore[arg-type]
+    kwargs.setdefault("source", f"the ONNX file {os.fspath(path)!r}")
+    return verify_export(model, backend, height, width, **kwargs)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from .._constants import SIZE_DIVISIBILITY
 from ..errors import SparseInstError
 from ..inference.backends.metadata import RAW_OUTPUTS, InputDtype
 from ..inference.postprocess import instance_scores, mask_quality
+from ..models.decoder import InstanceBranch
 from ..models.encoder import adaptive_avg_pool2d_matmul
 
 __all__ = [
@@ -137,9 +138,17 @@ def exportable_pooling(model: nn.Module) -> nn.Module:
     return model
 
 
-def export_copy(model: nn.Module, half: bool = False) -> nn.Module:
-    """An eval-mode CPU copy with exportable pooling (the caller's model keeps its device, mode and dtype)."""
+def export_copy(model: nn.Module, half: bool = False, *, graph: bool = True) -> nn.Module:
+    """An eval-mode CPU copy with exportable pooling (the caller's model keeps its device, mode and dtype).
+
+    ``graph`` (what the exporters trace) also normalises the instance activation maps in the log domain (see
+    :class:`~sparseinst_zoo.models.decoder.InstanceBranch`), which runtimes compute accurately; ``graph=False`` keeps
+    the eager arithmetic, the reference an export is verified against.
+    """
     model = exportable_pooling(copy.deepcopy(model).cpu().eval().float())
+    for module in model.modules():
+        if isinstance(module, InstanceBranch):
+            module.log_domain_iam = graph
     return model.half() if half else model
 
 

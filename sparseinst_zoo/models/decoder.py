@@ -12,16 +12,51 @@ from torch import nn
 from ..errors import SparseInstError
 from ._init import init_bias, init_msra_fill, init_xavier_fill
 
-__all__ = ["DECODER_TYPES", "DecoderType", "InstanceBranch", "MaskBranch", "SparseInstDecoder", "coordinate_channels"]
+__all__ = [
+    "DECODER_TYPES",
+    "DecoderType",
+    "InstanceBranch",
+    "MaskBranch",
+    "SparseInstDecoder",
+    "coordinate_channels",
+    "normalised_activations",
+]
 
 DecoderType = Literal["iam", "giam", "giam_soft"]
 DECODER_TYPES: tuple[str, ...] = ("iam", "giam", "giam_soft")
 PRIOR_PROB = 0.01
+_MIN_IAM_SUM = 1e-6  # the reference's clamp of the activation-map sums
+_LOG_MIN_IAM_SUM = math.log(_MIN_IAM_SUM)
 
 
 def prior_bias(prior_prob: float = PRIOR_PROB) -> float:
     """Bias giving sigmoid(bias) == prior_prob (focal-loss initialisation)."""
     return -math.log((1 - prior_prob) / prior_prob)
+
+
+def normalised_activations(iam: torch.Tensor, log_domain: bool = False) -> torch.Tensor:
+    """``sigmoid(iam) / max(sum of sigmoid(iam) over the last dim, 1e-6)``: the reference's activation-map weights.
+
+    ``log_domain`` computes the same in exact arithmetic as ``softmax(logsigmoid(x)) * exp(min(logsumexp(logsigmoid(x))
+    - log 1e-6, 0))``, for exported graphs: onnxruntime's CPU ``Sigmoid`` is accurate only in absolute terms (0 at
+    -20, 17% off at -15), trained activation logits are that negative, and dividing by their sum turns the absolute
+    error into a relative one. Softmax subtracts the max first, so OpenVINO's bf16 stays as close as with the sigmoid
+    (``exp(logsigmoid(x) - logsumexp(...))`` was 4x further off there). The default is the reference's arithmetic,
+    bit for bit.
+
+    Example:
+        >>> x = torch.tensor([[-30.0, -31.0, -40.0]])
+        >>> torch.allclose(normalised_activations(x), normalised_activations(x, log_domain=True))
+        True
+    """
+    if not log_domain:
+        prob = iam.sigmoid()
+        return prob / prob.sum(-1, keepdim=True).clamp(min=_MIN_IAM_SUM)
+    log_prob = -F.softplus(-iam)  # F.logsigmoid would be exported as Log(Sigmoid(x)), inaccurate again
+    # softmax(log p) = p / sum p, shifted by the max inside (accurate in bf16 too); below the clamp p / 1e-6 is that
+    # times sum p / 1e-6, a factor that is exactly 1 otherwise
+    deficit = (torch.logsumexp(log_prob, -1, keepdim=True) - _LOG_MIN_IAM_SUM).clamp(max=0.0)
+    return F.softmax(log_prob, -1) * torch.exp(deficit)
 
 
 def stacked_convs(num_convs: int, in_channels: int, channels: int) -> nn.Sequential:
@@ -49,7 +84,12 @@ class InstanceBranch(nn.Module):
     ``groups == 1`` is the base IAM decoder; ``groups > 1`` is G-IAM: the maps of instance ``i`` in each group are
     concatenated (``groups * channels`` features) and mixed by ``fc``. ``softmax`` normalises each map with a spatial
     softmax (plus the learnable ``softmax_bias``) instead of sigmoid / sum.
+
+    ``log_domain_iam`` (off; the exporters turn it on in their own copy of the model) computes the sigmoid / sum in
+    the log domain: see :func:`normalised_activations`.
     """
+
+    log_domain_iam: bool = False
 
     def __init__(
         self,
@@ -106,8 +146,7 @@ class InstanceBranch(nn.Module):
         if self.softmax:
             iam_prob = F.softmax(iam + self.softmax_bias, dim=-1)
         else:
-            iam_prob = iam.sigmoid()
-            iam_prob = iam_prob / iam_prob.sum(-1, keepdim=True).clamp(min=1e-6)
+            iam_prob = normalised_activations(iam, self.log_domain_iam)
         inst_features = torch.bmm(iam_prob, features.flatten(2).transpose(1, 2))  # (B, groups * N, C)
         if self.fc is not None:
             num_inst = num_maps // self.groups

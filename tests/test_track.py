@@ -272,6 +272,17 @@ def test_run_folders_and_files_are_never_reused(tmp_path):
     assert (base / "tracks.jsonl").read_text() == "mine\n" and (base / "tracks_2.jsonl").is_file()
 
 
+def test_a_run_that_stops_before_its_first_frame_leaves_no_folder(tmp_path):
+    out = tmp_path / "runs" / "track"
+    with pytest.raises(RuntimeError), TrackWriter(out, save_json=True):
+        raise RuntimeError("the video could not be decoded")
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "notes.txt").write_text("mine")
+    TrackWriter(out, save_json=True).close()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["notes.txt"]  # the user's folder stays
+
+
 def write_video(path, frames: list[np.ndarray], fps: int = 5) -> None:
     av = pytest.importorskip("av")
     with av.open(str(path), "w") as container:

@@ -152,7 +152,9 @@ def export_onnx(
         path: the ``.onnx`` file to write (atomically: written and verified in a temporary folder beside it, then
             renamed; an existing file of that name is replaced, as by ``torch.save``).
         height / width: input size, multiples of 32; with ``dynamic`` only the example size for tracing.
-        dynamic: height and width are dynamic (any multiples of 32); the batch dimension is always dynamic.
+        dynamic: height and width are dynamic (any multiples of 32); the batch dimension is always dynamic. Prefer
+            it (``sparseinst export`` does by default): a fixed size pads every image to it, and SparseInst's outputs
+            depend on the padding (the activation maps are normalised over every position).
         opset: ONNX opset (>= 19 for the DCN variants, whose deformable convs become ``DeformConv``).
         half: float16 weights and activations (for GPU runtimes; inputs/outputs stay float32/uint8).
         with_postprocess: output ``scores`` (B, N), ``labels`` (B, N) int64 and ``masks`` (B, N, H, W) probabilities

@@ -26,7 +26,7 @@ from typing import IO, Any
 import numpy as np
 from torch import nn
 
-from .._io import free_path, next_run_dir, publish, temporary_path
+from .._io import free_path, make_dirs, next_run_dir, publish, remove_empty_dirs, temporary_path
 from ..errors import MissingDependency, SparseInstError
 from .predictor import Predictor
 from .results import Results
@@ -245,7 +245,8 @@ class TrackWriter:
 
     Nothing on disk is replaced: the folder is :func:`next_run_dir`'s, and a file name that exists (or is one of
     ``sources``) gets the next free ``_2``, ``_3`` suffix. Files are written under temporary names and moved into
-    place on :meth:`close`, also when the run stops early: the frames processed so far are kept.
+    place on :meth:`close`, also when the run stops early: the frames processed so far are kept; a run that stops
+    before its first frame leaves no folder (only the folders this writer made, and only while empty, are removed).
 
     Example:
         >>> with TrackWriter("runs/track", save_json=True) as writer:  # doctest: +SKIP
@@ -264,7 +265,7 @@ class TrackWriter:
         sources: Iterable[Any] = (),
     ) -> None:
         self.directory = next_run_dir(out_dir, exist_ok)
-        os.makedirs(self.directory, exist_ok=True)
+        self._created = make_dirs(self.directory)  # reserves the name; taken back on close if nothing was written
         self.overlays = overlays
         self.show_ids = show_ids
         self.written: list[str] = []
@@ -327,8 +328,12 @@ class TrackWriter:
         if self._json is not None:
             path, tmp, handle = self._json
             handle.close()
-            self.written.append(publish(tmp, path))
+            if self.frames:
+                self.written.append(publish(tmp, path))
+            else:  # a run that failed before its first frame leaves no empty tracks.jsonl
+                os.remove(tmp)
             self._json = None
+        remove_empty_dirs(self._created)
         return self.written
 
     def __enter__(self) -> TrackWriter:

@@ -149,8 +149,8 @@ def write_results(args: argparse.Namespace, rows: Sequence[dict[str, Any]], comm
         write_text(args.json_out, json.dumps(rows, indent=2) + "\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The matrix options on ``parser``."""
     parser.add_argument("model", help="model name, e.g. sparseinst_r50_giam")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument(
@@ -183,6 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="benchmarks/results/matrix.md", help="Markdown table to write")
     parser.add_argument("--json-out", default=None, help="also write every row's full result as JSON")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
     args = parser.parse_args(argv)
 
     import torch

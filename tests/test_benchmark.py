@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
+import re
+import subprocess
 
 import pytest
 import torch
@@ -223,3 +226,21 @@ def test_openvino_backend_runs_the_model_file_and_a_model_name(tiny_onnx, tmp_pa
     _check_result(result, batch=1)
     assert result["options"]["precision"] == "bf16" and result["options"]["model_file"].endswith("model.xml")
     assert result["gflops_per_image"] > 0  # counted on the PyTorch model it was exported from
+
+
+def test_gpu_session_script_uses_only_options_that_exist():
+    """benchmarks/gpu_session.sh runs once per GPU lease, unattended: a renamed flag must fail here, not there."""
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "gpu_session.sh")
+    assert subprocess.run(["bash", "-n", script]).returncode == 0
+    assert subprocess.run(["bash", script, "no-such-step"], capture_output=True).returncode == 2
+    known: set[str] = set()
+    for add in (command.add_arguments, _matrix_module().add_arguments):
+        parser = argparse.ArgumentParser()
+        add(parser)
+        known.update(s for action in parser._actions for s in action.option_strings)
+    pytest_and_tools = {"--format", "--query-gpu", "--no-deps", "--only-binary", "--python-version", "--implementation"}
+    pytest_and_tools |= {"--platform", "--no-index", "--no-compile", "--no-cache-dir", "--upgrade", "--target"}
+    with open(script, encoding="utf-8") as file:
+        code = "\n".join(line.split("#", 1)[0] for line in file)  # options named in comments are not run
+    used = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", code))
+    assert used - known - pytest_and_tools == set()

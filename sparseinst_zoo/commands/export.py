@@ -18,12 +18,10 @@ Example:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from typing import Any
 
-from .._constants import SIZE_DIVISIBILITY
 from .._io import free_path, staged_path
 from ..errors import SparseInstError
 from ._model import add_model_arguments, load_cli_model
@@ -131,12 +129,9 @@ def _output_path(args: argparse.Namespace) -> str:
 def _example_size(model: Any) -> tuple[int, int]:
     """The model's test size (shorter side min_size, longer max_size) in multiples of 32: the size a dynamic export
     is traced and verified at, the padded size of a landscape image at the longest."""
-    cfg = model.pretrained_cfg
+    from ..inference.transforms import padded_shape
 
-    def multiple(value: int) -> int:
-        return math.ceil(int(value) / SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
-
-    return multiple(cfg.min_size), multiple(cfg.max_size)
+    return padded_shape(int(model.pretrained_cfg.min_size), int(model.pretrained_cfg.max_size))
 
 
 def _summary(differences: dict[str, float]) -> str:
@@ -146,14 +141,13 @@ def _summary(differences: dict[str, float]) -> str:
 
 def _verify(args: argparse.Namespace, model: Any, staged: str, out: str, size: tuple[int, int]) -> list[str]:
     """Check the staged file against PyTorch (raising, so that it is never moved into place) and say how it went."""
-    from ..export import EXACT_TOLERANCE, HALF_TOLERANCE, verify_onnx, verify_openvino
-    from ..inference.backends.openvino import default_precision
+    from ..export import EXACT_TOLERANCE, HALF_TOLERANCE, verified_precisions, verify_onnx, verify_openvino
 
     height, width = size
     source = f"the export to {out!r} (not written)"
     if args.format == "openvino":
         lines = []
-        for precision in dict.fromkeys(("fp32", default_precision())):
+        for precision in verified_precisions():
             differences = verify_openvino(
                 model, staged, precision, height=height, width=width, raise_on_mismatch=True, source=source
             )

@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..inference.backends import OnnxPredictor  # its home is inference.backends; kept here for existing imports
 from ..inference.backends.metadata import POSTPROCESSED_OUTPUTS, RAW_OUTPUTS
 from .onnx import DEFAULT_OPSET, export_onnx
-from .openvino import convert_onnx_to_openvino, export_openvino, verify_openvino
+from .openvino import convert_onnx_to_openvino, export_openvino, verified_precisions, verify_openvino
 from .program import export_program, save_program
 from .verify import (
     BF16_TOLERANCE,
@@ -52,5 +52,6 @@ __all__ = [
     "save_program",
     "verify_export",
     "verify_onnx",
+    "verified_precisions",
     "verify_openvino",
 ]

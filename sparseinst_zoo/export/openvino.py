@@ -29,9 +29,21 @@ from .onnx import export_onnx
 from .verify import BF16_TOLERANCE, EXACT_TOLERANCE, HALF_TOLERANCE, Tolerance, verify_export
 from .wrapper import output_target
 
-__all__ = ["WEIGHTS_SUFFIXES", "convert_onnx_to_openvino", "export_openvino", "precision_tolerance", "verify_openvino"]
+__all__ = [
+    "WEIGHTS_SUFFIXES",
+    "convert_onnx_to_openvino",
+    "export_openvino",
+    "precision_tolerance",
+    "verified_precisions",
+    "verify_openvino",
+]
 
 WEIGHTS_SUFFIXES = (".bin",)  # the file beside an OpenVINO model.xml; it moves (and must be free) with it
+
+
+def verified_precisions() -> tuple[str, ...]:
+    """The precisions an OpenVINO export is checked at: fp32 (exact) and this CPU's default, when that differs."""
+    return tuple(dict.fromkeys(("fp32", default_precision())))
 
 
 def precision_tolerance(precision: str) -> Tolerance:
@@ -106,6 +118,6 @@ def export_openvino(
         convert_onnx_to_openvino(onnx_path, staged)
         os.unlink(onnx_path)
         source = f"the OpenVINO export to {str(target)!r} (not written)"
-        for precision in dict.fromkeys(("fp32", default_precision())) if verify else ():
+        for precision in verified_precisions() if verify else ():
             verify_openvino(model, staged, precision, height=height, width=width, raise_on_mismatch=True, source=source)
     return str(target)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import SparseInstError
-
 HELP = "draw the training curves of a run (losses, learning rate, mask AP) into RUN/results.png"
 
 
@@ -24,9 +22,5 @@ def run(args: argparse.Namespace) -> int:
     """Draw the curves; print where they are. Returns 0."""
     from ..training.plot import plot_run
 
-    try:
-        path = plot_run(args.run, args.out)
-    except ImportError:
-        raise SparseInstError("drawing curves needs matplotlib: pip install 'sparseinst-zoo[plot]'") from None
-    print(path)
+    print(plot_run(args.run, args.out))  # without matplotlib: a MissingDependency, one line saying what to install
     return 0

@@ -20,6 +20,7 @@ import logging
 import os
 from typing import Any
 
+from ..errors import MissingDependency
 from .metrics_log import read_metrics
 
 __all__ = ["plot_run", "plot_metrics", "try_plot_run", "RESULTS_NAME"]
@@ -40,9 +41,12 @@ def plot_metrics(records: list[dict[str, Any]], out_path: str, title: str = "") 
     """Draw the curves of ``records`` (``metrics.jsonl`` records) into the PNG ``out_path``; returns it.
 
     Raises:
-        ImportError: matplotlib is not installed (``pip install 'sparseinst-zoo[plot]'``).
+        MissingDependency: matplotlib is not installed (``pip install 'sparseinst-zoo[plot]'``).
     """
-    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
+    except ImportError:
+        raise MissingDependency("drawing curves needs matplotlib: pip install 'sparseinst-zoo[plot]'") from None
 
     figure = Figure(figsize=(15, 4.2), layout="constrained")
     losses, lr, ap = figure.subplots(1, 3)
@@ -75,7 +79,7 @@ def plot_run(run: str, out_path: str | None = None) -> str:
 
     Raises:
         FileNotFoundError: ``run`` has no ``metrics.jsonl``.
-        ImportError: matplotlib is not installed.
+        MissingDependency: matplotlib is not installed.
     """
     metrics = os.path.join(run, "metrics.jsonl")
     if not os.path.isfile(metrics):
@@ -89,7 +93,7 @@ def try_plot_run(run: str) -> str | None:
     global _warned_missing
     try:
         return plot_run(run)
-    except ImportError:
+    except ImportError:  # MissingDependency included
         if not _warned_missing:
             _logger.warning(
                 "matplotlib is not installed, so no %s is drawn (pip install 'sparseinst-zoo[plot]')", RESULTS_NAME

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -139,35 +140,27 @@ class PeakMemory:
 def time_calls(fn: Callable[[], Any], iters: int, warmup: int, device: torch.device) -> tuple[list[float], list[float]]:
     """Host latencies (ms) of ``iters`` calls after ``warmup`` untimed ones, and CUDA-event GPU times (ms)."""
     cuda = device.type == "cuda"
-    if cuda:  # the events record on the current device's stream: make it the measured one (cuda:1, ...)
-        with torch.cuda.device(device):
-            return _time_calls(fn, iters, warmup, device)
-    return _time_calls(fn, iters, warmup, device)
-
-
-def _time_calls(
-    fn: Callable[[], Any], iters: int, warmup: int, device: torch.device
-) -> tuple[list[float], list[float]]:
-    cuda = device.type == "cuda"
-    for _ in range(warmup):
-        fn()
-    if cuda:
-        torch.cuda.synchronize(device)
-    host_ms: list[float] = []
-    gpu_ms: list[float] = []
-    for _ in range(iters):
+    # the events record on the current device's stream: make it the measured one (cuda:1, ...)
+    with torch.cuda.device(device) if cuda else contextlib.nullcontext():
+        for _ in range(warmup):
+            fn()
         if cuda:
-            start_event = torch.cuda.Event(enable_timing=True)
-            end_event = torch.cuda.Event(enable_timing=True)
-            start_event.record()
-        start = time.perf_counter()
-        fn()
-        if cuda:
-            end_event.record()
             torch.cuda.synchronize(device)
-        host_ms.append((time.perf_counter() - start) * 1000.0)
-        if cuda:
-            gpu_ms.append(start_event.elapsed_time(end_event))
+        host_ms: list[float] = []
+        gpu_ms: list[float] = []
+        for _ in range(iters):
+            if cuda:
+                start_event = torch.cuda.Event(enable_timing=True)
+                end_event = torch.cuda.Event(enable_timing=True)
+                start_event.record()
+            start = time.perf_counter()
+            fn()
+            if cuda:
+                end_event.record()
+                torch.cuda.synchronize(device)
+            host_ms.append((time.perf_counter() - start) * 1000.0)
+            if cuda:
+                gpu_ms.append(start_event.elapsed_time(end_event))
     return host_ms, gpu_ms
 
 

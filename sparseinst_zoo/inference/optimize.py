@@ -292,19 +292,16 @@ class CUDAGraphRunner:
 
     def _capture(self, example: torch.Tensor) -> _Graph:
         with torch.cuda.device(example.device):  # torch.cuda.graph captures on the current device
-            return self._capture_on_current_device(example)
-
-    def _capture_on_current_device(self, example: torch.Tensor) -> _Graph:
-        static_input = example.clone()
-        side = torch.cuda.Stream(device=example.device)
-        side.wait_stream(torch.cuda.current_stream(example.device))
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup_iters):
-                self.fn(static_input)
-        torch.cuda.current_stream(example.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_output = self.fn(static_input)
+            static_input = example.clone()
+            side = torch.cuda.Stream(device=example.device)
+            side.wait_stream(torch.cuda.current_stream(example.device))
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup_iters):
+                    self.fn(static_input)
+            torch.cuda.current_stream(example.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_output = self.fn(static_input)
         return _Graph(graph, static_input, static_output)
 
     @torch.inference_mode()

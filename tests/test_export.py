@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import sparseinst_zoo
 from sparseinst_zoo import cli
+from sparseinst_zoo.errors import SparseInstError
 from sparseinst_zoo.models.encoder import PyramidPoolingModule, adaptive_avg_pool2d_matmul
 
 onnx = pytest.importorskip("onnx")
@@ -36,6 +37,7 @@ from sparseinst_zoo.export import (  # noqa: E402
     postprocess_graph,
     verify_onnx,
 )
+from sparseinst_zoo.export.wrapper import export_shape  # noqa: E402
 from sparseinst_zoo.inference.backends import (  # noqa: E402
     OnnxPredictor,
     create_predictor,
@@ -145,7 +147,7 @@ def test_pyramid_pooling_keeps_keys_and_is_exact_when_traced():
 @pytest.fixture(scope="module")
 def giam_dynamic(tmp_path_factory):
     model = tiny("giam")
-    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "giam_dynamic.onnx", 64, 96, dynamic=True)
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "giam_dynamic.onnx")  # default: dynamic, at 64x96
     return model, path
 
 
@@ -160,6 +162,18 @@ def test_dynamic_export_is_exact_at_several_sizes_and_batches(giam_dynamic):
     for batch, height, width in ((1, 64, 96), (2, 128, 64), (1, 160, 224)):
         images = pixels(batch, height, width, seed=height)
         assert_raw_close(run_onnx(path, images), torch_raw(model, images))
+
+
+def test_export_shape_is_dynamic_without_a_size_and_fixed_with_one():
+    model = tiny("giam")
+    assert export_shape(model) == (64, 96, True)  # the model's test size, 64/96, in multiples of 32
+    assert export_shape(model, dynamic=False) == (64, 96, False)
+    assert export_shape(model, 128, 64) == (128, 64, False)
+    assert export_shape(model, 128, 64, dynamic=True) == (128, 64, True)
+    with pytest.raises(SparseInstError, match="height and width go together"):
+        export_shape(model, 128)
+    with pytest.raises(SparseInstError, match="multiples of 32"):
+        export_shape(model, 100, 64)
 
 
 def test_fixed_export_iam_is_exact(iam_fixed):

@@ -126,14 +126,6 @@ def _output_path(args: argparse.Namespace) -> str:
     return free_path(folder, stem, suffix, set(), _companions(args.format))
 
 
-def _example_size(model: Any) -> tuple[int, int]:
-    """The model's test size (shorter side min_size, longer max_size) in multiples of 32: the size a dynamic export
-    is traced and verified at, the padded size of a landscape image at the longest."""
-    from ..inference.transforms import padded_shape
-
-    return padded_shape(int(model.pretrained_cfg.min_size), int(model.pretrained_cfg.max_size))
-
-
 def _summary(differences: dict[str, float]) -> str:
     shown = {name: diff for name, diff in differences.items() if name not in ("labels", "mask_pixels")}
     return ", ".join(f"{name} {diff:.2g}" for name, diff in shown.items())
@@ -213,14 +205,13 @@ def run(args: argparse.Namespace) -> int:
     out = _output_path(args)
     if args.out is not None and os.path.abspath(out) != os.path.abspath(os.path.expanduser(args.out)):
         print(f"{args.out} exists; writing {out} instead")
-    fixed = _fixed_size(args)
-    if fixed is not None:
-        from ..export.wrapper import check_size
+    from ..export.wrapper import check_size, export_shape
 
-        fixed = check_size(*fixed)
-    dynamic = args.dynamic or fixed is None
+    if args.height is not None:  # _output_path has checked that --width goes with it
+        check_size(args.height, args.width)  # before the model is loaded
     model = load_cli_model(args.model, args.weights, args.checkpoint)
-    size = fixed or _example_size(model)
+    height, width, dynamic = export_shape(model, args.height, args.width, dynamic=args.dynamic or None)
+    size = (height, width)
     companions = _companions(args.format)
     start = time.perf_counter()
     with staged_path(out, companions) as staged:

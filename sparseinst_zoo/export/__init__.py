@@ -7,7 +7,7 @@ Example:
     >>> from sparseinst_zoo.export import export_onnx
     >>> from sparseinst_zoo.inference.backends import OnnxPredictor
     >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test")
-    >>> path = export_onnx(model, "/tmp/tiny.onnx", height=64, width=96)  # doctest: +SKIP
+    >>> path = export_onnx(model, "/tmp/tiny.onnx")  # dynamic H and W, traced at the test size  # doctest: +SKIP
     >>> results = OnnxPredictor(path).predict("image.jpg")  # doctest: +SKIP
 """
 

@@ -29,10 +29,10 @@ from .wrapper import (
     EXAMPLE_BATCH,
     ExportWrapper,
     check_model,
-    check_size,
     dynamic_shapes,
     example_input,
     export_copy,
+    export_shape,
     has_deform_conv,
     output_target,
     quiet_export,
@@ -134,10 +134,10 @@ def _onnx_program(wrapper: nn.Module, example: torch.Tensor, opset: int, names: 
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike[str],
-    height: int = 640,
-    width: int = 640,
+    height: int | None = None,
+    width: int | None = None,
     *,
-    dynamic: bool = False,
+    dynamic: bool | None = None,
     opset: int = DEFAULT_OPSET,
     half: bool = False,
     with_postprocess: bool = False,
@@ -151,9 +151,10 @@ def export_onnx(
         model: a SparseInst model (any variant; it is copied, the original is left as it is).
         path: the ``.onnx`` file to write (atomically: written and verified in a temporary folder beside it, then
             renamed; an existing file of that name is replaced, as by ``torch.save``).
-        height / width: input size, multiples of 32; with ``dynamic`` only the example size for tracing.
-        dynamic: height and width are dynamic (any multiples of 32); the batch dimension is always dynamic. Prefer
-            it (``sparseinst export`` does by default): a fixed size pads every image to it, and SparseInst's outputs
+        height / width: a fixed input size, multiples of 32 (with ``dynamic=True`` only the size traced and verified
+            at). Default: none, the export is dynamic, traced at the model's test size.
+        dynamic: height and width are dynamic (any multiples of 32); the default when no size is given. The batch
+            dimension is always dynamic. Prefer it: a fixed size pads every image to it, and SparseInst's outputs
             depend on the padding (the activation maps are normalised over every position).
         opset: ONNX opset (>= 19 for the DCN variants, whose deformable convs become ``DeformConv``).
         half: float16 weights and activations (for GPU runtimes; inputs/outputs stay float32/uint8).
@@ -171,11 +172,11 @@ def export_onnx(
     Example:
         >>> import sparseinst_zoo
         >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test")
-        >>> export_onnx(model, "/tmp/tiny.onnx", height=64, width=96)  # doctest: +SKIP
+        >>> export_onnx(model, "/tmp/tiny.onnx")  # doctest: +SKIP
         '/tmp/tiny.onnx'
     """
     check_model(model)
-    height, width = check_size(height, width)
+    height, width, dynamic = export_shape(model, height, width, dynamic)
     opset = int(opset)
     _check_options(model, input_dtype, mask_threshold, opset)
     _require_onnx()

@@ -8,7 +8,7 @@ precision is picked when the model is compiled, not here (see :mod:`sparseinst_z
 Example:
     >>> import sparseinst_zoo
     >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test")
-    >>> export_openvino(model, "/tmp/tiny/model.xml", height=64, width=96)  # doctest: +SKIP
+    >>> export_openvino(model, "/tmp/tiny/model.xml")  # doctest: +SKIP
     '/tmp/tiny/model.xml'
 """
 
@@ -27,7 +27,7 @@ from ..inference.backends.metadata import read_onnx_file_metadata
 from ..inference.backends.openvino import RT_INFO_KEY, OpenVinoBackend, default_precision, require_openvino
 from .onnx import export_onnx
 from .verify import BF16_TOLERANCE, EXACT_TOLERANCE, HALF_TOLERANCE, Tolerance, verify_export
-from .wrapper import output_target
+from .wrapper import check_model, export_shape, output_target
 
 __all__ = [
     "WEIGHTS_SUFFIXES",
@@ -87,9 +87,10 @@ def verify_openvino(
 def export_openvino(
     model: nn.Module,
     path: str | os.PathLike[str],
-    height: int = 640,
-    width: int = 640,
+    height: int | None = None,
+    width: int | None = None,
     *,
+    dynamic: bool | None = None,
     verify: bool = True,
     **onnx_options: Any,
 ) -> str:
@@ -98,11 +99,13 @@ def export_openvino(
     Args:
         model: a SparseInst model (copied; the original is left as it is).
         path: the ``.xml`` file to write; the weights go to the ``.bin`` beside it.
-        height / width: input size, multiples of 32 (with ``dynamic=True`` only the tracing size).
+        height / width: a fixed input size, multiples of 32 (with ``dynamic=True`` only the tracing size). Default:
+            dynamic, traced and verified at the model's test size (as :func:`~sparseinst_zoo.export.onnx.export_onnx`).
+        dynamic: dynamic height and width, the default when no size is given.
         verify: compile it at fp32 and at OpenVINO's default CPU precision and compare both with float32 PyTorch
             before the files are moved into place (raises :class:`~sparseinst_zoo.export.verify.ExportMismatch`
             outside the tolerance, and writes nothing).
-        **onnx_options: :func:`~sparseinst_zoo.export.onnx.export_onnx` options (``dynamic``, ``input_dtype``,
+        **onnx_options: :func:`~sparseinst_zoo.export.onnx.export_onnx` options (``input_dtype``,
             ``with_postprocess``, ``mask_threshold``, ``opset``); ``half`` is not one: OpenVINO picks the
             inference precision when it compiles.
     """
@@ -112,9 +115,12 @@ def export_openvino(
             "load it with precision='fp16' or 'bf16'"
         )
     require_openvino()
+    check_model(model)
+    height, width, dynamic = export_shape(model, height, width, dynamic)
     target = output_target(path, ".xml")
     with staged_path(target, WEIGHTS_SUFFIXES) as staged:
-        onnx_path = export_onnx(model, Path(staged).with_suffix(".onnx"), height, width, verify=False, **onnx_options)
+        onnx_path = Path(staged).with_suffix(".onnx")
+        export_onnx(model, onnx_path, height, width, dynamic=dynamic, verify=False, **onnx_options)
         convert_onnx_to_openvino(onnx_path, staged)
         os.unlink(onnx_path)
         source = f"the OpenVINO export to {str(target)!r} (not written)"

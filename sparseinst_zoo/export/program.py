@@ -15,10 +15,10 @@ from .wrapper import (
     EXAMPLE_BATCH,
     ExportWrapper,
     check_model,
-    check_size,
     dynamic_shapes,
     example_input,
     export_copy,
+    export_shape,
     output_target,
     quiet_export,
 )
@@ -28,10 +28,10 @@ __all__ = ["export_program", "save_program"]
 
 def export_program(
     model: nn.Module,
-    height: int = 640,
-    width: int = 640,
+    height: int | None = None,
+    width: int | None = None,
     *,
-    dynamic: bool = False,
+    dynamic: bool | None = None,
     with_preprocess: bool = False,
     with_postprocess: bool = False,
     input_dtype: InputDtype = "float32",
@@ -41,8 +41,9 @@ def export_program(
 
     Args:
         model: a SparseInst model (copied to CPU in eval mode; DCN variants included).
-        height / width: example input size (multiples of 32).
-        dynamic: dynamic height and width (multiples of 32); the batch dimension is always dynamic.
+        height / width: a fixed input size, multiples of 32 (with ``dynamic=True`` the example size). Default:
+            dynamic, traced at the model's test size (:func:`~sparseinst_zoo.export.wrapper.export_shape`).
+        dynamic: dynamic height and width (multiples of 32), the default without a size; the batch is always dynamic.
         with_preprocess: take 0..255 pixels and normalise inside (the ``ExportWrapper`` contract, as ONNX);
             otherwise the program is the bare ``model.forward`` on a normalised batch returning the head dict.
         with_postprocess: with ``with_preprocess``, output ``(scores, labels, masks)`` instead of the heads.
@@ -56,7 +57,7 @@ def export_program(
         torch.Size([1, 10, 16, 16])
     """
     check_model(model)
-    height, width = check_size(height, width)
+    height, width, dynamic = export_shape(model, height, width, dynamic)
     if with_postprocess and not with_preprocess:
         raise SparseInstError("with_postprocess needs with_preprocess=True (the ONNX-style pixel-input wrapper)")
     module: nn.Module = export_copy(model)
@@ -73,8 +74,8 @@ def export_program(
 def save_program(
     model: nn.Module,
     path: str | os.PathLike[str],
-    height: int = 640,
-    width: int = 640,
+    height: int | None = None,
+    width: int | None = None,
     **kwargs: Any,
 ) -> str:
     """:func:`export_program` then ``torch.export.save`` to ``path`` (``.pt2``, written atomically).

@@ -24,6 +24,7 @@ from .._constants import SIZE_DIVISIBILITY
 from ..errors import SparseInstError
 from ..inference.backends.metadata import RAW_OUTPUTS, InputDtype
 from ..inference.postprocess import instance_scores, mask_quality
+from ..inference.transforms import padded_shape
 from ..models.decoder import InstanceBranch
 from ..models.encoder import adaptive_avg_pool2d_matmul
 
@@ -36,6 +37,7 @@ __all__ = [
     "dynamic_shapes",
     "example_input",
     "export_copy",
+    "export_shape",
     "exportable_pooling",
     "has_deform_conv",
     "output_target",
@@ -171,6 +173,30 @@ def check_size(height: int, width: int, what: str = "export size") -> tuple[int,
             f"{max(1, math.ceil(width / SIZE_DIVISIBILITY)) * SIZE_DIVISIBILITY} (images are padded up to it)"
         )
     return height, width
+
+
+def export_shape(
+    model: nn.Module, height: int | None = None, width: int | None = None, dynamic: bool | None = None
+) -> tuple[int, int, bool]:
+    """``(height, width, dynamic)`` of an export: the size traced and verified at, and whether H and W are dynamic.
+
+    With neither ``height`` nor ``width`` the export is dynamic (unless ``dynamic=False``) at the model's test size
+    in multiples of 32: SparseInst's outputs depend on the padded size, so only a dynamic graph gives
+    ``model.predict``'s results for every image. A given size is fixed unless ``dynamic=True``.
+
+    Example:
+        >>> import sparseinst_zoo
+        >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test")
+        >>> export_shape(model), export_shape(model, 64, 96)
+        ((64, 96, True), (64, 96, False))
+    """
+    if (height is None) != (width is None):
+        raise SparseInstError("height and width go together: give both for a fixed input size, or neither (dynamic)")
+    if height is None or width is None:
+        cfg: Any = getattr(model, "pretrained_cfg", None)
+        height, width = padded_shape(int(cfg.min_size), int(cfg.max_size))
+        return height, width, dynamic is not False
+    return (*check_size(height, width), bool(dynamic))
 
 
 def has_deform_conv(model: nn.Module) -> bool:

@@ -13,7 +13,12 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 
 import sparseinst_zoo
-from sparseinst_zoo.models.backbones import DeformableBottleneck, create_backbone, select_feature_levels
+from sparseinst_zoo.models.backbones import (
+    DeformableBottleneck,
+    create_backbone,
+    outputs_channels_last,
+    select_feature_levels,
+)
 from sparseinst_zoo.models.decoder import coordinate_channels
 from sparseinst_zoo.models.encoder import PyramidPoolingModule
 
@@ -146,6 +151,28 @@ def test_generic_architectures_take_any_hierarchical_backbone(backbone):
         out = model(torch.randn(1, 3, 64, 64))
     assert out["pred_logits"].shape == (1, 100, 3)
     assert model.config["backbone"] == backbone
+
+
+@pytest.mark.parametrize(
+    "backbone, kwargs",
+    [
+        ("test_mambaout", {}),  # NHWC features
+        ("swin_tiny_patch4_window7_224", dict(embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))),  # + 224 only
+    ],
+)
+def test_channels_last_and_fixed_size_backbones_run_at_any_multiple_of_32(backbone, kwargs):
+    model = sparseinst_zoo.create_model("sparseinst_giam", backbone=backbone, num_classes=3, backbone_kwargs=kwargs)
+    model.eval()
+    assert outputs_channels_last(model.backbone)
+    x = torch.randn(1, 3, 96, 160)
+    with torch.no_grad():
+        out = model(x)
+        features = [f.permute(0, 3, 1, 2) for f in model.backbone(x)]  # timm's NHWC maps, read as NCHW
+        expected = model.decoder(model.encoder(features))["pred_masks"]
+    assert out["pred_masks"].shape == (1, 100, 24, 40)
+    torch.testing.assert_close(out["pred_masks"], expected)
+    result = model.predict(np.zeros((70, 90, 3), np.uint8), score_threshold=0.0)[0]  # the default fast path
+    assert result.masks.shape == (100, 70, 90)
 
 
 def test_backbone_without_stride_levels_is_a_clear_error():

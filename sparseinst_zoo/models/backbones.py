@@ -1,5 +1,9 @@
 """Backbones: any timm ``features_only`` model, cut to its stride 8/16/32 levels.
 
+Models built for one input size (Swin) are created with ``strict_img_size=False``: SparseInst runs at any multiple
+of 32. Backbones whose features are channels-last tensors (timm ``output_fmt`` ``NHWC``: Swin, MambaOut) are read
+through :func:`channels_first_features`.
+
 Extras used by the reference variants: frozen BatchNorm (detectron2 ``FrozenBN``) and DCN v1 bottlenecks in chosen
 ResNet stages, built on :func:`torchvision.ops.deform_conv2d`.
 """
@@ -20,7 +24,15 @@ from torchvision.ops import DeformConv2d
 from .._hub import offline_if_unreachable
 from ..errors import SparseInstError
 
-__all__ = ["DeformableBottleneck", "create_backbone", "feature_info", "select_feature_levels", "make_deformable"]
+__all__ = [
+    "DeformableBottleneck",
+    "channels_first_features",
+    "create_backbone",
+    "feature_info",
+    "make_deformable",
+    "outputs_channels_last",
+    "select_feature_levels",
+]
 
 DEFAULT_STRIDES: tuple[int, ...] = (8, 16, 32)
 
@@ -147,6 +159,31 @@ def feature_info(backbone: nn.Module) -> FeatureInfo:
     return info
 
 
+def outputs_channels_last(backbone: nn.Module) -> bool:
+    """Whether the timm feature model returns ``(B, H, W, C)`` tensors (``output_fmt`` NHWC) instead of NCHW.
+
+    Example:
+        >>> outputs_channels_last(create_backbone("resnet18"))
+        False
+    """
+    return str(getattr(backbone, "output_fmt", "NCHW")).rsplit(".", 1)[-1].upper() == "NHWC"
+
+
+def channels_first_features(features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """NHWC feature maps as NCHW views (channels-last in memory, which convolutions take as they are)."""
+    return [feature.permute(0, 3, 1, 2) for feature in features]
+
+
+def _create_features_only(name: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(name, features_only=True, ...)``, sizes not fixed where the model would assert one."""
+    try:
+        return timm.create_model(name, features_only=True, **{"strict_img_size": False, **kwargs})
+    except TypeError as err:
+        if "strict_img_size" not in str(err):
+            raise
+    return timm.create_model(name, features_only=True, **kwargs)
+
+
 def select_feature_levels(reductions: Sequence[int], strides: Sequence[int] = DEFAULT_STRIDES) -> tuple[int, ...]:
     """Indices of the feature levels with the given strides (the last level at each stride wins).
 
@@ -196,7 +233,7 @@ def create_backbone(
         raise SparseInstError(f"unknown timm backbone {name!r}; see timm.list_models() for the available names")
     try:
         with torch.device("meta"):
-            probe = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
+            probe = _create_features_only(name, pretrained=False, **kwargs)
     except (RuntimeError, TypeError) as err:
         if "features_only" in str(err) or "feature" in str(err).lower():
             raise SparseInstError(f"timm backbone {name!r} does not support features_only=True: {err}") from err
@@ -207,9 +244,7 @@ def create_backbone(
     out_indices = tuple(all_indices[i] for i in out_indices)
     with offline_if_unreachable() if pretrained else contextlib.nullcontext() as unresolved:
         try:
-            backbone = timm.create_model(
-                name, pretrained=pretrained, features_only=True, out_indices=out_indices, **kwargs
-            )
+            backbone = _create_features_only(name, pretrained=pretrained, out_indices=out_indices, **kwargs)
         except OSError as err:  # only pretrained=True touches files or the network
             why = f"the Hub's host {unresolved!r} does not resolve" if unresolved else str(err).splitlines()[0]
             raise OSError(

@@ -18,7 +18,7 @@ from .._constants import SIZE_DIVISIBILITY
 from .._registry import PretrainedCfg, register_model
 from ..errors import SparseInstError
 from ._hub_mixin import HubMixin
-from .backbones import create_backbone, feature_info
+from .backbones import channels_first_features, create_backbone, feature_info, outputs_channels_last
 from .checkpoint_filter import checkpoint_filter_fn
 from .decoder import DECODER_TYPES, DecoderType, SparseInstDecoder
 from .encoder import InstanceContextEncoder
@@ -97,6 +97,7 @@ class SparseInst(HubMixin, nn.Module):
             dcn_stages=dcn_stages,
             **(backbone_kwargs or {}),
         )
+        self.backbone_channels_last = outputs_channels_last(self.backbone)
         self.encoder = InstanceContextEncoder(feature_info(self.backbone).channels(), encoder_channels, pool_sizes)
         self.decoder = SparseInstDecoder(
             encoder_channels,
@@ -160,7 +161,10 @@ class SparseInst(HubMixin, nn.Module):
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone + encoder: the fused 256-channel map at stride 8."""
-        return self.encoder(self.backbone(images))
+        features = self.backbone(images)
+        if self.backbone_channels_last:
+            features = channels_first_features(features)
+        return self.encoder(features)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):

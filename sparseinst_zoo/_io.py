@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
+from .errors import SparseInstError
+
 __all__ = [
     "atomic_save",
     "atomic_write",
@@ -26,6 +28,8 @@ __all__ = [
     "staged_path",
     "next_run_dir",
     "free_path",
+    "check_json_path",
+    "write_new_json",
     "make_dirs",
     "remove_empty_dirs",
 ]
@@ -162,6 +166,37 @@ def free_path(folder: str, stem: str, suffix: str, taken: set[str], companions: 
     candidate = base + suffix
     taken.add(os.path.realpath(candidate))
     return candidate
+
+
+def check_json_path(out: str | os.PathLike[str], what: str = "the result", example: str = "result.json") -> str:
+    """``out`` if it can name a new ``.json`` file; a one-line SparseInstError saying what to give otherwise.
+
+    Example:
+        >>> check_json_path("metrics.json", "the metrics", "metrics.json")
+        'metrics.json'
+    """
+    path = os.fspath(out)
+    if os.path.isdir(path):
+        raise SparseInstError(f"{path!r} is a folder; {what} is written as a file: name one, e.g. {example}")
+    if os.path.splitext(path)[1].lower() != ".json":
+        raise SparseInstError(f"{what} is written as JSON: name a .json file (e.g. {example}), not {path!r}")
+    return path
+
+
+def write_new_json(out: str | os.PathLike[str], data: Any, **json_kwargs: Any) -> str:
+    """Write ``data`` as JSON (atomically) to ``out``, or to the next free ``<stem>_2.json`` ... when it exists.
+
+    An existing file (an earlier run's result, an input just read) is never replaced. Returns the path written.
+
+    Example:
+        >>> import tempfile, os
+        >>> folder = tempfile.mkdtemp()
+        >>> [os.path.basename(write_new_json(os.path.join(folder, "r.json"), {"a": 1})) for _ in range(2)]
+        ['r.json', 'r_2.json']
+    """
+    path = os.fspath(out)
+    stem, suffix = os.path.splitext(os.path.basename(path))
+    return atomic_write_json(free_path(os.path.dirname(path), stem, suffix, set()), data, **json_kwargs)
 
 
 def make_dirs(path: str | os.PathLike[str]) -> list[str]:

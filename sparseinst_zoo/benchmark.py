@@ -35,7 +35,7 @@ from torch import nn
 
 from ._constants import EVAL_SCORE_THRESHOLD
 from ._device import select_device
-from ._io import atomic_write_json
+from ._io import check_json_path, write_new_json
 from ._measure import PeakMemory, count_flops, environment, latency_summary, time_calls
 from .errors import SparseInstError
 from .export import export_onnx, export_openvino
@@ -445,6 +445,7 @@ def format_result(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_json(result: dict[str, Any] | list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Write ``result`` as indented JSON, atomically (temporary file in the same folder, then rename)."""
-    atomic_write_json(path, result)
+def write_json(result: dict[str, Any] | list[dict[str, Any]], path: str | os.PathLike[str]) -> str:
+    """Write ``result`` as indented JSON, atomically, to ``path`` or, when that exists, the next free ``<stem>_2.json``
+    (an earlier result is never replaced). Returns the path written."""
+    return write_new_json(check_json_path(path, "the benchmark result", "result.json"), result)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from ._distributed import rank as current_rank
 from ._distributed import world_size
 from ._factory import create_model
-from ._io import atomic_write_json, free_path
+from ._io import check_json_path, write_new_json
 from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
 from .data.instances import ImageRecord, InstanceSet, segmentation_area
 from .data.spec import load_instances
@@ -88,16 +88,13 @@ def _quiet_scorer() -> Iterator[io.StringIO]:
 
 
 def check_metrics_path(out: str | os.PathLike[str]) -> str:
-    """``out`` if it names a ``.json`` file; raises a one-line SparseInstError otherwise.
+    """``out`` if it names a ``.json`` file (not a folder); raises a one-line SparseInstError otherwise.
 
     Example:
         >>> check_metrics_path("metrics.json")
         'metrics.json'
     """
-    path = os.fspath(out)
-    if os.path.splitext(path)[1].lower() != ".json":
-        raise SparseInstError(f"the metrics are written as JSON: name a .json file (e.g. metrics.json), not {path!r}")
-    return path
+    return check_json_path(out, "the metrics", "metrics.json")
 
 
 def write_metrics(out: str | os.PathLike[str], metrics: dict[str, Any]) -> str:
@@ -109,11 +106,10 @@ def write_metrics(out: str | os.PathLike[str], metrics: dict[str, Any]) -> str:
         The path written.
     """
     path = check_metrics_path(out)
-    stem, suffix = os.path.splitext(os.path.basename(path))
-    chosen = free_path(os.path.dirname(path), stem, suffix, set())
-    if os.path.lexists(path):
+    chosen = write_new_json(path, metrics, allow_nan=False)
+    if chosen != path:
         _logger.warning("%s exists, so the metrics are written to %s", path, chosen)
-    return atomic_write_json(chosen, metrics, allow_nan=False)
+    return chosen
 
 
 def _coco_api(backend: str) -> tuple[Any, Any]:

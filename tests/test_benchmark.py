@@ -33,6 +33,19 @@ def _check_result(result: dict, batch: int) -> None:
     assert {"timm", "torchvision", "device_name", "cpu_count"} <= set(env)
 
 
+def test_command_json_never_replaces_a_file_and_a_folder_fails_before_the_run(tmp_path, capsys):
+    out = tmp_path / "result.json"
+    out.write_text("my notes")
+    assert command.main([*TINY, "--iters", "1", "--warmup", "0", "--no-flops", "--json", str(out)]) == 0
+    assert out.read_text() == "my notes"
+    assert json.loads((tmp_path / "result_2.json").read_text())["iters"] == 1
+    assert f"{out} exists; wrote {tmp_path / 'result_2.json'}" in capsys.readouterr().out
+    for bad, match in ((tmp_path, "is a folder"), (tmp_path / "result.txt", "name a .json file")):
+        assert command.main([*TINY, "--json", str(bad)]) == 1
+        printed = capsys.readouterr()
+        assert match in printed.err and printed.out == ""  # said at once: nothing was run
+
+
 def test_command_writes_json(tmp_path, capsys):
     out = tmp_path / "sub" / "result.json"
     threads = torch.get_num_threads()

@@ -72,15 +72,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or the released weights (needs the Hub or its cache)",
     )
     parser.add_argument("--checkpoint", default=None, metavar="PATH", help="weights file or folder to load instead")
-    parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the full result as JSON")
+    parser.add_argument(
+        "--json",
+        default=None,
+        metavar="OUT.json",
+        help="also write the full result as JSON (an existing file is kept: the next free name _2, _3 is used)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one benchmark, print a summary and optionally write JSON. Returns 0."""
+    from .._io import check_json_path
     from ..benchmark import format_result, run_benchmark, write_json
     from ..inference.backends import EXPORTED_SUFFIXES
 
+    if args.json:
+        check_json_path(args.json, "the benchmark result", "result.json")  # before the run, not after it
     backend = args.backend or EXPORTED_SUFFIXES.get(os.path.splitext(args.model)[1].lower(), "torch")
     result = run_benchmark(
         args.model,
@@ -103,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_result(result))
     if args.json:
-        write_json(result, args.json)
-        print(f"wrote {args.json}")
+        written = write_json(result, args.json)
+        print(f"wrote {written}" if written == args.json else f"{args.json} exists; wrote {written}")
     return 0
 
 

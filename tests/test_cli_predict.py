@@ -239,6 +239,9 @@ def test_list_table(capsys):
     assert main(["list"]) == 0
     assert "sparseinst_tiny_test" in capsys.readouterr().out
     assert main(["list", "nothing_like_this"]) == 1
+    assert "run `sparseinst list` for all names" in capsys.readouterr().out
+    assert main(["list", "r50*"]) == 1  # anchored at the start, as timm users write it
+    assert "try 'sparseinst_r50*'" in capsys.readouterr().out
 
 
 def test_device_option_keeps_cpu(checkpoint, tmp_path):

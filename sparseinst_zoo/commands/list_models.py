@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     names = list_models(pattern, pretrained=args.pretrained)
     if not names:
         what = "pretrained models" if args.pretrained else "models"
-        print(f"no {what} match {args.pattern!r}; run `sparseinst list` for all names")
+        hint = "run `sparseinst list` for all names"
+        if not pattern.startswith(("sparseinst", "*")):  # a pattern anchored at the start, as in timm ('r50*')
+            hint = f"every name starts with sparseinst_: try {'sparseinst_' + pattern!r}, or {hint}"
+        print(f"no {what} match {args.pattern!r}; {hint}")
         return 1
     header = ["model", "AP val", "AP test-dev", "FPS (2080 Ti)", "test size", "weights from", "cached"]
     rows = []

@@ -114,7 +114,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if name == command:
             module = import_command(name)
             module.add_arguments(sub)
-            sub.set_defaults(_run=module.run)
+            sub.set_defaults(_run=module.run, _parser=sub)
     return parser
 
 
@@ -134,8 +134,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     if extras:
         owner = parser
         if args.command is not None and extras[0] not in argv[: argv.index(args.command)]:
-            subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-            owner = subcommands.choices[args.command]
+            owner = args._parser
         owner.error(f"unrecognized arguments: {' '.join(extras)}")
     return args
 

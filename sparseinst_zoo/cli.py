@@ -134,7 +134,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     if extras:
         owner = parser
         if args.command is not None and extras[0] not in argv[: argv.index(args.command)]:
-            owner = args._parser
+            owner = getattr(args, "_parser", parser)
         owner.error(f"unrecognized arguments: {' '.join(extras)}")
     return args
 

@@ -3,6 +3,7 @@ loopback original-release server (tests/release_server.py) serving a reference-f
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -192,6 +193,42 @@ def test_offline_without_cache_says_it_used_the_cache_only(hub, release, tmp_pat
         fetch(release, tmp_path / "cache")
     assert "By hand: download" in str(info.value)
     assert hub.requests == [] and release.requests == []
+
+
+def read_only(monkeypatch, root):
+    """Make writes under ``root`` fail as on a read-only mount (EROFS), also for root, whom chmod does not stop."""
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def refuse(path, dir_fd):
+        where = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path) if dir_fd is not None else os.fspath(path)
+        if os.path.abspath(where).startswith(str(root)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), where)
+
+    def open_(path, flags, mode=0o777, *, dir_fd=None):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(path, dir_fd)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    def mkdir(path, mode=0o777, *, dir_fd=None):
+        refuse(path, dir_fd)
+        return real_mkdir(path, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="resolves dir_fd paths through /proc")
+def test_a_read_only_cache_serves_what_it_holds_and_says_what_to_do_otherwise(
+    hub, release, reference, tmp_path, monkeypatch
+):
+    cache = tmp_path / "cache"
+    fetch(release, cache)
+    read_only(monkeypatch, cache)
+    release.requests.clear()
+    model = fetch(release, cache)  # no lock can be taken there, and none is needed to read a finished entry
+    assert release.requests == [] and same(model, sparseinst_zoo.create_model(TINY, checkpoint_path=reference))
+    with pytest.raises(OSError, match=r"weights cache .* is read-only .*; point SPARSEINST_CACHE \(or cache_dir=\)"):
+        fetch(release, cache, url=f"{release.url}/elsewhere.pth")
 
 
 def test_two_processes_download_once(hub, release, tmp_path):

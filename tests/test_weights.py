@@ -299,6 +299,20 @@ def test_download_command_fills_the_cache_and_prints_sha256(hub, release, tmp_pa
     assert release.requests == []
 
 
+def test_delete_original_also_removes_the_original_an_earlier_download_kept(hub, release, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEINST_PRETRAINED_CFG_OVERLAY", json.dumps(overlay(release)))
+    parser = download_command.argparse.ArgumentParser()
+    download_command.add_arguments(parser)
+    originals = tmp_path / "cache" / "sparseinst-zoo" / "originals"
+    assert download_command.run(parser.parse_args([TINY, "--cache-dir", str(tmp_path / "cache")])) == 0
+    assert list(originals.rglob("*.pth"))
+    args = parser.parse_args([TINY, "--cache-dir", str(tmp_path / "cache"), "--delete-original"])
+    assert download_command.run(args) == 0
+    assert not list(originals.rglob("*.pth"))
+    go_offline(monkeypatch)
+    assert fetch(release, tmp_path / "cache").num_classes == 80  # the converted weights stay
+
+
 def test_google_drive_code_path_against_loopback(release, reference, tmp_path):
     """Drive ids cannot point at 127.0.0.1; gdown's download (used for both kinds) is exercised with its URL form."""
     from sparseinst_zoo._download import download_original, file_sha256

@@ -15,7 +15,7 @@ import argparse
 import json
 from typing import Any
 
-from .._cache import cache_root
+from .._cache import cache_root, original_path
 from .._registry import get_pretrained_cfg, list_pretrained
 from ..errors import SparseInstError
 from ._model import cli_overlay
@@ -57,6 +57,8 @@ def download_one(name: str, source: str | None, cache_dir: str | None, keep_orig
         cfg.name, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=cache_dir, keep_original=keep_original
     )
     fetched = fetch_pretrained(cfg, cache_dir, progress=False)
+    if not keep_original and fetched.kind == "cache":  # converted by an earlier download that kept the original
+        original_path(cfg, cache_dir).unlink(missing_ok=True)
     info: dict[str, Any] = {
         "model": cfg.name,
         "origin": fetched.origin,

@@ -313,6 +313,14 @@ def test_delete_original_also_removes_the_original_an_earlier_download_kept(hub,
     assert fetch(release, tmp_path / "cache").num_classes == 80  # the converted weights stay
 
 
+def test_download_refuses_a_bad_overlay_in_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("SPARSEINST_PRETRAINED_CFG_OVERLAY", '{"colour": "red"}')
+    from sparseinst_zoo.cli import main
+
+    assert main(["download", "sparseinst_r50_giam"]) == 1
+    assert "pretrained_cfg_overlay has unknown field(s) colour" in capsys.readouterr().out
+
+
 def test_google_drive_code_path_against_loopback(release, reference, tmp_path):
     """Drive ids cannot point at 127.0.0.1; gdown's download (used for both kinds) is exercised with its URL form."""
     from sparseinst_zoo._download import download_original, file_sha256

@@ -4,6 +4,10 @@
   ``source.json``), the downloaded originals in ``<cache_root>/originals/``;
 * Hub downloads: the Hugging Face cache (``cache_dir``, ``HF_HUB_CACHE`` or ``$HF_HOME/hub``).
 
+A cfg whose overlay names other sources than the registered cfg (another Hub repository, URL or Drive file) is cached
+apart, in ``converted/<arch.tag>-<digest>/`` and ``originals/<digest>/``: weights cached from one source are never
+served for another.
+
 ``cache_root`` is ``cache_dir/sparseinst-zoo`` when a ``cache_dir`` is passed, else ``SPARSEINST_CACHE``, else
 ``$HF_HOME/sparseinst-zoo`` (``~/.cache/huggingface/sparseinst-zoo`` by default).
 
@@ -14,16 +18,19 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
-from ._registry import PretrainedCfg
+from ._registry import PretrainedCfg, get_pretrained_cfg
 
 __all__ = ["CACHE_ENV", "cache_root", "hf_cache_dir", "converted_folder", "original_path", "cached_where"]
 
 CACHE_ENV = "SPARSEINST_CACHE"
 LIBRARY_NAME = "sparseinst-zoo"
 WEIGHTS_NAME = "model.safetensors"
+_SOURCE_FIELDS = ("hf_hub_id", "revision", "url", "google_drive_id")
 
 
 def _hf_home() -> str:
@@ -51,14 +58,27 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(_hf_home()).expanduser() / LIBRARY_NAME
 
 
+def source_digest(cfg: PretrainedCfg) -> str:
+    """``''`` for the sources of the registered cfg ``cfg.name`` (fields only cleared count as theirs), else a short
+    digest of the sources an overlay set to other values."""
+    registered = get_pretrained_cfg(cfg.name, allow_unregistered=True) if cfg.architecture else None
+    changed = {
+        name: value
+        for name in _SOURCE_FIELDS
+        if (value := getattr(cfg, name)) is not None and value != getattr(registered, name, None)
+    }
+    return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:12] if changed else ""
+
+
 def converted_folder(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The cache folder of the converted original release of ``cfg``."""
-    return cache_root(cache_dir) / "converted" / cfg.name
+    digest = source_digest(cfg)
+    return cache_root(cache_dir) / "converted" / (f"{cfg.name}-{digest}" if digest else cfg.name)
 
 
 def original_path(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the downloaded original release of ``cfg`` is kept."""
-    return cache_root(cache_dir) / "originals" / (cfg.original_filename or f"{cfg.name}.pth")
+    return cache_root(cache_dir) / "originals" / source_digest(cfg) / (cfg.original_filename or f"{cfg.name}.pth")
 
 
 def cached_where(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None = None) -> str | None:

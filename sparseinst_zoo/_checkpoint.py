@@ -1,7 +1,8 @@
 """Read checkpoint files and load state dicts strictly, with one report of what does not fit.
 
 Formats read: our ``.safetensors``, detectron2 checkpoints (``{"model": state_dict}``), MMDetection / MMEngine
-checkpoints (``{"state_dict": ...}``) and bare state dicts; pickles only with ``weights_only=True``.
+checkpoints (``{"state_dict": ...}``), ``sparseinst train`` checkpoints (their ``"ema"`` weights when trained with
+``--ema``, as ``best/`` and ``last/`` hold) and bare state dicts; pickles only with ``weights_only=True``.
 
 Example:
     >>> import torch
@@ -100,6 +101,8 @@ def _unwrap(obj: Any, path: str) -> tuple[dict[str, torch.Tensor], str]:
         raise ConversionError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     if isinstance(obj.get("state_dict"), Mapping):  # MMDetection / MMEngine
         inner, layout = obj["state_dict"], "mmdetection"
+    elif isinstance(obj.get("model"), Mapping) and isinstance(obj.get("ema"), Mapping):
+        inner, layout = obj["ema"], "sparseinst train, EMA"  # the weights the run evaluated and saved in best/, last/
     elif isinstance(obj.get("model"), Mapping):  # detectron2
         inner, layout = obj["model"], "detectron2"
     elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

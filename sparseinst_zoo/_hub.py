@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -75,6 +76,7 @@ FORMAT_VERSION = 1
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)  # what writing to a read-only or foreign cache folder raises
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -360,11 +362,36 @@ def weight_sources(cfg: PretrainedCfg) -> list[tuple[str, str]]:
     return sources
 
 
-def weights_lock(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None = None) -> FileLock:
-    """A lock held while the weights of ``cfg`` are fetched and converted, so two processes do it once."""
-    folder = cache_root(cache_dir) / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(folder / f"{cfg.name}.lock"))
+@contextlib.contextmanager
+def weights_lock(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None = None) -> Iterator[None]:
+    """A lock held while the weights of ``cfg`` are fetched and converted, so two processes do it once.
+
+    A read-only cache (shared, or copied to an air-gapped machine) takes no lock: nobody can write there, and its
+    entries, written atomically, are safe to read. What would have to be written there fails in one line.
+    """
+    root = cache_root(cache_dir)
+    lock: FileLock | None = None
+    try:
+        (root / "locks").mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(root / "locks" / f"{cfg.name}.lock"))
+        lock.acquire()
+    except OSError as err:
+        if err.errno not in _READ_ONLY:
+            raise
+        lock = None
+    try:
+        yield
+    except OSError as err:
+        if lock is not None or err.errno not in _READ_ONLY:
+            raise
+        raise OSError(
+            err.errno,
+            f"the weights cache {root} is read-only and does not hold the weights of {cfg.name} ({err.strerror}: "
+            f"{err.filename}); point SPARSEINST_CACHE (or cache_dir=) at a writable folder",
+        ) from None
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _from_cache(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None) -> tuple[FetchedWeights | None, str]:

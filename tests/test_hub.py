@@ -231,6 +231,21 @@ def test_reference_pth_loads_directly(tmp_path, tiny_model):
     assert same_outputs(model, tiny_model)
 
 
+def test_a_training_checkpoint_loads_the_weights_the_run_saved(tmp_path):
+    """`sparseinst train --ema` saves the EMA in last/ and best/; its checkpoints/last.pt loads the same weights."""
+    from sparseinst_zoo.data.synthetic import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "data", num_images=4, max_shapes=1, radius=(0.2, 0.3), seed=0)
+    torch.manual_seed(0)
+    sparseinst_zoo.train(
+        model=TINY, train_json=data, train_images=str(tmp_path / "data"), iters=2, batch_size=2, min_sizes=(64,),
+        max_size=96, ema=True, ema_decay=0.5, out=str(tmp_path / "run"), workers=0, progress=False, tensorboard=False,
+    )  # fmt: skip
+    saved = sparseinst_zoo.create_model(str(tmp_path / "run" / "last"))
+    loaded = sparseinst_zoo.create_model(TINY, checkpoint_path=tmp_path / "run" / "checkpoints" / "last.pt")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in saved.state_dict().items())
+
+
 def test_frozen_bn_and_dcn_offsets_round_trip(tmp_path):
     torch.manual_seed(0)
     model = sparseinst_zoo.create_model(

@@ -3,6 +3,7 @@ loopback original-release server (tests/release_server.py) serving a reference-f
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -85,12 +86,20 @@ def fetch(release, cache, **extra):
     )
 
 
+def converted(release, cache, **extra):
+    """The converted-weights cache folder of ``fetch(release, cache, **extra)``."""
+    from sparseinst_zoo._builder import resolve_pretrained_cfg
+    from sparseinst_zoo._cache import converted_folder
+
+    return converted_folder(resolve_pretrained_cfg(TINY, pretrained_cfg_overlay=overlay(release, **extra)), cache)
+
+
 def test_fallback_to_the_original_then_offline_from_the_cache(hub, release, reference, tmp_path, monkeypatch):
     model = fetch(release, tmp_path / "cache")
     assert hub.count(suffix="model.safetensors") >= 1  # the Hub was asked first and said RepoNotFound
     assert [r[:2] for r in release.requests] == [("GET", f"/{PTH}")]
     assert same(model, sparseinst_zoo.create_model(TINY, checkpoint_path=reference))
-    cached = tmp_path / "cache" / "sparseinst-zoo" / "converted" / "sparseinst_tiny_test"
+    cached = converted(release, tmp_path / "cache")
     assert sorted(p.name for p in cached.iterdir()) == ["config.json", "model.safetensors", "source.json"]
     assert json.loads((cached / "source.json").read_text())["origin"].endswith(PTH)
 
@@ -109,6 +118,27 @@ def test_published_hub_weights_win_and_the_original_is_not_asked(hub, release, t
     model = fetch(release, tmp_path / "cache")
     assert release.requests == []
     assert same(model, published)
+
+
+def test_weights_cached_from_one_source_are_never_served_for_another(hub, release, reference, tmp_path):
+    """An overlay naming another Hub repository or release file gets those weights, not what an earlier call cached."""
+    fetch(release, tmp_path / "cache")  # the release, converted and cached
+    torch.manual_seed(5)
+    mine = sparseinst_zoo.create_model(TINY, num_classes=4)
+    hub.add_folder("me/finetuned", mine.save_pretrained(tmp_path / "mine", repo_id="me/finetuned"))
+    model = fetch(release, tmp_path / "cache", hf_hub_id="me/finetuned")
+    assert model.num_classes == 4 and same(model, mine)
+    torch.manual_seed(6)
+    other = sparseinst_zoo.create_model(TINY)
+    release.files["other.pth"] = _pth_bytes(other, tmp_path / "other.pth")
+    model = fetch(release, tmp_path / "cache", url=f"{release.url}/other.pth")  # same original_filename
+    assert same(model, other)
+    assert same(fetch(release, tmp_path / "cache"), sparseinst_zoo.create_model(TINY, checkpoint_path=reference))
+
+
+def _pth_bytes(model, path):
+    torch.save({"model": model.state_dict()}, path)
+    return path.read_bytes()
 
 
 def test_a_truncated_download_fails_in_one_line_then_resumes(hub, release, reference, tmp_path):
@@ -143,12 +173,12 @@ def test_a_server_that_never_answers_times_out_within_the_limit(hub, release, tm
 def test_a_wrong_sha256_is_refused_and_the_file_deleted(hub, release, tmp_path):
     with pytest.raises(DownloadError, match="sha256 .* but 00000000 is pinned"):
         fetch(release, tmp_path / "cache", original_sha256="00000000")
-    assert not list((tmp_path / "cache" / "sparseinst-zoo" / "originals").glob("*.pth"))
+    assert not list((tmp_path / "cache" / "sparseinst-zoo" / "originals").rglob("*.pth"))
 
 
 def test_a_corrupted_cached_safetensors_is_reported_and_fetched_again(hub, release, reference, tmp_path, caplog):
     fetch(release, tmp_path / "cache")
-    cached = tmp_path / "cache" / "sparseinst-zoo" / "converted" / "sparseinst_tiny_test" / "model.safetensors"
+    cached = converted(release, tmp_path / "cache") / "model.safetensors"
     data = bytearray(cached.read_bytes())
     data[-100:] = b"\xff" * 100  # same size, wrong content (NaNs)
     cached.write_bytes(bytes(data))
@@ -163,6 +193,42 @@ def test_offline_without_cache_says_it_used_the_cache_only(hub, release, tmp_pat
         fetch(release, tmp_path / "cache")
     assert "By hand: download" in str(info.value)
     assert hub.requests == [] and release.requests == []
+
+
+def read_only(monkeypatch, root):
+    """Make writes under ``root`` fail as on a read-only mount (EROFS), also for root, whom chmod does not stop."""
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def refuse(path, dir_fd):
+        where = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path) if dir_fd is not None else os.fspath(path)
+        if os.path.abspath(where).startswith(str(root)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), where)
+
+    def open_(path, flags, mode=0o777, *, dir_fd=None):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(path, dir_fd)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    def mkdir(path, mode=0o777, *, dir_fd=None):
+        refuse(path, dir_fd)
+        return real_mkdir(path, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="resolves dir_fd paths through /proc")
+def test_a_read_only_cache_serves_what_it_holds_and_says_what_to_do_otherwise(
+    hub, release, reference, tmp_path, monkeypatch
+):
+    cache = tmp_path / "cache"
+    fetch(release, cache)
+    read_only(monkeypatch, cache)
+    release.requests.clear()
+    model = fetch(release, cache)  # no lock can be taken there, and none is needed to read a finished entry
+    assert release.requests == [] and same(model, sparseinst_zoo.create_model(TINY, checkpoint_path=reference))
+    with pytest.raises(OSError, match=r"weights cache .* is read-only .*; point SPARSEINST_CACHE \(or cache_dir=\)"):
+        fetch(release, cache, url=f"{release.url}/elsewhere.pth")
 
 
 def test_two_processes_download_once(hub, release, tmp_path):
@@ -226,11 +292,33 @@ def test_download_command_fills_the_cache_and_prints_sha256(hub, release, tmp_pa
     assert download_command.run(args) == 0
     out = capsys.readouterr().out
     assert "sha256" in out and PTH in out and "original release:" in out
-    assert not list((tmp_path / "cache" / "sparseinst-zoo" / "originals").glob("*.pth"))  # --delete-original
+    assert not list((tmp_path / "cache" / "sparseinst-zoo" / "originals").rglob("*.pth"))  # --delete-original
     go_offline(monkeypatch)
     release.requests.clear()
     assert download_command.run(args) == 0  # already cached: no request
     assert release.requests == []
+
+
+def test_delete_original_also_removes_the_original_an_earlier_download_kept(hub, release, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEINST_PRETRAINED_CFG_OVERLAY", json.dumps(overlay(release)))
+    parser = download_command.argparse.ArgumentParser()
+    download_command.add_arguments(parser)
+    originals = tmp_path / "cache" / "sparseinst-zoo" / "originals"
+    assert download_command.run(parser.parse_args([TINY, "--cache-dir", str(tmp_path / "cache")])) == 0
+    assert list(originals.rglob("*.pth"))
+    args = parser.parse_args([TINY, "--cache-dir", str(tmp_path / "cache"), "--delete-original"])
+    assert download_command.run(args) == 0
+    assert not list(originals.rglob("*.pth"))
+    go_offline(monkeypatch)
+    assert fetch(release, tmp_path / "cache").num_classes == 80  # the converted weights stay
+
+
+def test_download_refuses_a_bad_overlay_in_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("SPARSEINST_PRETRAINED_CFG_OVERLAY", '{"colour": "red"}')
+    from sparseinst_zoo.cli import main
+
+    assert main(["download", "sparseinst_r50_giam"]) == 1
+    assert "pretrained_cfg_overlay has unknown field(s) colour" in capsys.readouterr().out
 
 
 def test_google_drive_code_path_against_loopback(release, reference, tmp_path):

@@ -15,8 +15,8 @@ import argparse
 import json
 from typing import Any
 
-from .._cache import cache_root
-from .._registry import get_pretrained_cfg, list_pretrained
+from .._cache import cache_root, original_path
+from .._registry import list_pretrained
 from ..errors import SparseInstError
 from ._model import cli_overlay
 
@@ -45,18 +45,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def download_one(name: str, source: str | None, cache_dir: str | None, keep_original: bool) -> dict[str, Any]:
     """Fetch (or find cached) the weights of ``name``; returns what was fetched, from where, size and sha256."""
-    from .._download import file_sha256  # torch and the HTTP stack: only once the command runs
+    from .._builder import resolve_pretrained_cfg  # torch and the HTTP stack: only once the command runs
+    from .._download import file_sha256
     from .._factory import create_model
     from .._hub import SOURCE_NAME, fetch_pretrained
 
     overlay = {**(cli_overlay() or {}), **_DROP.get(source or "", {})}
-    cfg = get_pretrained_cfg(name).replace(**overlay)
+    cfg = resolve_pretrained_cfg(name, pretrained_cfg_overlay=overlay)
     if not cfg.has_weights:
         raise SparseInstError(f"{name!r} has no released weights (see `sparseinst list --pretrained`)")
     create_model(
         cfg.name, pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=cache_dir, keep_original=keep_original
     )
     fetched = fetch_pretrained(cfg, cache_dir, progress=False)
+    if not keep_original and fetched.kind == "cache":  # converted by an earlier download that kept the original
+        original_path(cfg, cache_dir).unlink(missing_ok=True)
     info: dict[str, Any] = {
         "model": cfg.name,
         "origin": fetched.origin,

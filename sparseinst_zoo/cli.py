@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import sys
 import traceback
 from collections.abc import Sequence
@@ -154,16 +155,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _report_interrupt(args, sys.stderr)
         return 130
+    except BrokenPipeError as err:
+        if not _stdout_closed():
+            return _report_user_error(args, err)
+        return 141  # `sparseinst list | head`: the reader has what it wanted; exit quietly, as with SIGPIPE
     except USER_ERRORS as err:
-        if args.debug or os.environ.get("SPARSEINST_DEBUG", "") not in ("", "0"):
-            raise
-        print(f"{_prog(args)}: error: {str(err) or type(err).__name__}", file=sys.stderr)
-        print("(run with --debug for the full traceback)", file=sys.stderr)
-        return 1
+        return _report_user_error(args, err)
     except Exception:
         traceback.print_exc()
         _report_bug(args, sys.stderr)
         return 1
+
+
+def _report_user_error(args: argparse.Namespace, err: Exception) -> int:
+    """The one-line error (the traceback with --debug or SPARSEINST_DEBUG=1); returns the exit code, 1."""
+    if args.debug or os.environ.get("SPARSEINST_DEBUG", "") not in ("", "0"):
+        raise err
+    print(f"{_prog(args)}: error: {str(err) or type(err).__name__}", file=sys.stderr)
+    print("(run with --debug for the full traceback)", file=sys.stderr)
+    return 1
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe its reader closed (poll reports an error on it); if so it is pointed at
+    /dev/null, so that Python's final flush does not print a second error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        closed = any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or no real stdout
+        return False
+    if closed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return closed
 
 
 def _prog(args: argparse.Namespace) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import subprocess
+import sys
 import types
 
 import pytest
@@ -205,3 +208,15 @@ def test_help_and_version_import_neither_torch_nor_commands():
 
     done = subprocess.run([sys.executable, "-c", STARTUP_PROBE], capture_output=True, text=True, check=True)
     assert done.stderr.strip().splitlines()[-1] == "IMPORTED [] []"
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
+    read, write = os.pipe()
+    os.close(read)  # as `sparseinst list | head -1` once head has its line
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sparseinst_zoo", "list"], stdout=write, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, "")

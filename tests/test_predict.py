@@ -481,3 +481,23 @@ def test_python_writer_takes_a_new_run_folder_and_never_replaces_a_file(tiny_mod
     again = tiny_model.predict(str(photos / "a.png"), save=True, save_json=True, out=photos, exist_ok=True)
     assert again[0].save_dir == str(photos) and (photos / "a.png").read_bytes() == original
     assert sorted(os.listdir(photos)) == ["a.png", "a_2.png", "predictions.json"]
+
+
+@pytest.mark.parametrize("writer", ["predict", "track"])
+def test_a_run_folder_made_by_another_run_after_the_check_is_not_shared(tmp_path, monkeypatch, writer):
+    from sparseinst_zoo.inference.tracking import TrackWriter
+    from sparseinst_zoo.inference.writer import ResultsWriter
+
+    out, stat, started = tmp_path / "runs", os.stat, []
+
+    def another_run_starts(path, *args, **kwargs):  # it makes the folder just after this run found the name free
+        if os.fspath(path) == str(out) and not started:
+            started.append(os.mkdir(out))
+            raise FileNotFoundError(path)
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", another_run_starts)
+    make = ResultsWriter if writer == "predict" else TrackWriter
+    with make(out) as made:
+        chosen = made.save_dir if isinstance(made, ResultsWriter) else made.directory
+    assert chosen == f"{out}2"

@@ -26,7 +26,7 @@ from typing import IO, Any
 import numpy as np
 from torch import nn
 
-from .._io import free_path, make_dirs, next_run_dir, publish, remove_empty_dirs, temporary_path
+from .._io import free_path, publish, remove_empty_dirs, reserve_run_dir, temporary_path
 from ..errors import MissingDependency, SparseInstError
 from .predictor import Predictor
 from .results import Results
@@ -264,8 +264,8 @@ class TrackWriter:
         exist_ok: bool = False,
         sources: Iterable[Any] = (),
     ) -> None:
-        self.directory = next_run_dir(out_dir, exist_ok)
-        self._created = make_dirs(self.directory)  # reserves the name; taken back on close if nothing was written
+        # reserves the name, also against a run started at the same time; taken back on close if nothing was written
+        self.directory, self._created = reserve_run_dir(out_dir, exist_ok)
         self.overlays = overlays
         self.show_ids = show_ids
         self.written: list[str] = []

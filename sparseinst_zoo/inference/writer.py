@@ -38,7 +38,7 @@ from typing import Any
 
 from .._constants import DEFAULT_PREDICT_DIR
 from .._distributed import barrier, broadcast_from_rank0, gather_to_rank0, rank, world_size
-from .._io import atomic_write_json, free_path, make_dirs, next_run_dir, remove_empty_dirs
+from .._io import atomic_write_json, free_path, remove_empty_dirs, reserve_run_dir
 from ..errors import SparseInstError
 from .masks import rle_area
 from .results import Results
@@ -120,8 +120,7 @@ class ResultsWriter:
         """The run folder, created to reserve its name; with many processes rank 0 alone chooses and creates it."""
         save_dir = ""
         if self._rank == 0:
-            save_dir = next_run_dir(out, exist_ok)
-            self._created = make_dirs(save_dir)
+            save_dir, self._created = reserve_run_dir(out, exist_ok)
         return save_dir if self._world == 1 else broadcast_from_rank0(save_dir)
 
     def _plan_overlays(self, sources: list[Any]) -> dict[str, deque[str]]:

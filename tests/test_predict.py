@@ -172,6 +172,23 @@ def test_video_frames(tiny_model, tmp_path):
     assert all(r.path == path and r.image_size == (64, 96) for r in results)
 
 
+def test_a_video_named_twice_gets_two_overlay_videos(tiny_model, tmp_path):
+    av = pytest.importorskip("av")
+    from sparseinst_zoo.inference.visualise import VideoWriter
+
+    path = str(tmp_path / "clip.mp4")
+    writer = VideoWriter(path, fps=5)
+    for i in range(3):
+        writer.write(np.full((64, 96, 3), 50 * i, np.uint8))
+    writer.close()
+    results = list(predict(tiny_model, [path, path], save=True, out=tmp_path / "run", min_size=64, **OPTS))
+    assert [r.frame for r in results] == [0, 1, 2, 0, 1, 2]
+    assert sorted(os.listdir(tmp_path / "run")) == ["clip.mp4", "clip_2.mp4"]
+    for name in ("clip.mp4", "clip_2.mp4"):  # not one video of six frames
+        with av.open(str(tmp_path / "run" / name)) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 3
+
+
 def test_background_decoding_keeps_order_and_errors(tiny_model, tmp_path, rgb_image):
     for i in range(3):
         Image.fromarray(np.roll(rgb_image, 7 * i, axis=1)).save(tmp_path / f"{i}.png")

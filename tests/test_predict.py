@@ -189,6 +189,24 @@ def test_a_video_named_twice_gets_two_overlay_videos(tiny_model, tmp_path):
             assert sum(1 for _ in container.decode(video=0)) == 3
 
 
+def test_a_saving_video_generator_makes_its_run_folder_when_iterated(tiny_model, tmp_path):
+    pytest.importorskip("av")
+    from sparseinst_zoo.inference.visualise import VideoWriter
+
+    path = str(tmp_path / "clip.mp4")
+    writer = VideoWriter(path, fps=5)
+    for i in range(2):
+        writer.write(np.full((64, 96, 3), 50 * i, np.uint8))
+    writer.close()
+    unused = predict(tiny_model, path, save=True, out=tmp_path / "unused", min_size=64, **OPTS)
+    del unused  # never iterated: nothing written, and no empty folder that pushes the next run to "unused2"
+    assert not (tmp_path / "unused").exists()
+    results = predict(tiny_model, path, save=True, out=tmp_path / "run", min_size=64, **OPTS)
+    assert not (tmp_path / "run").exists()
+    assert [r.save_dir for r in results] == [str(tmp_path / "run")] * 2
+    assert os.listdir(tmp_path / "run") == ["clip.mp4"]
+
+
 def test_background_decoding_keeps_order_and_errors(tiny_model, tmp_path, rgb_image):
     for i in range(3):
         Image.fromarray(np.roll(rgb_image, 7 * i, axis=1)).save(tmp_path / f"{i}.png")

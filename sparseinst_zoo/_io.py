@@ -27,6 +27,7 @@ __all__ = [
     "publish",
     "staged_path",
     "next_run_dir",
+    "reserve_run_dir",
     "free_path",
     "check_json_path",
     "write_new_json",
@@ -142,6 +143,30 @@ def next_run_dir(
     while in_use(f"{path}{n}"):
         n += 1
     return f"{path}{n}"
+
+
+def reserve_run_dir(path: str | os.PathLike[str], exist_ok: bool = False) -> tuple[str, list[str]]:
+    """Create :func:`next_run_dir`'s folder; returns it and the folders created (as :func:`make_dirs`).
+
+    The folder is made with ``os.mkdir``, which fails if it exists: when another thread or process took the name
+    between the check and the creation, the next free one is used, so two runs started at once never share a folder.
+
+    Example:
+        >>> import tempfile, os
+        >>> base = os.path.join(tempfile.mkdtemp(), "predict")
+        >>> [os.path.basename(reserve_run_dir(base)[0]) for _ in range(2)]
+        ['predict', 'predict2']
+    """
+    chosen = next_run_dir(path, exist_ok)
+    if exist_ok:
+        return chosen, make_dirs(chosen)
+    parents = make_dirs(os.path.dirname(os.path.abspath(chosen)))
+    while True:
+        try:
+            os.mkdir(chosen)
+            return chosen, [*parents, os.path.abspath(chosen)]
+        except FileExistsError:
+            chosen = next_run_dir(path)  # taken meanwhile: it exists now, so this is a later name
 
 
 def free_path(folder: str, stem: str, suffix: str, taken: set[str], companions: Sequence[str] = ()) -> str:

@@ -172,6 +172,41 @@ def test_video_frames(tiny_model, tmp_path):
     assert all(r.path == path and r.image_size == (64, 96) for r in results)
 
 
+def test_a_video_named_twice_gets_two_overlay_videos(tiny_model, tmp_path):
+    av = pytest.importorskip("av")
+    from sparseinst_zoo.inference.visualise import VideoWriter
+
+    path = str(tmp_path / "clip.mp4")
+    writer = VideoWriter(path, fps=5)
+    for i in range(3):
+        writer.write(np.full((64, 96, 3), 50 * i, np.uint8))
+    writer.close()
+    results = list(predict(tiny_model, [path, path], save=True, out=tmp_path / "run", min_size=64, **OPTS))
+    assert [r.frame for r in results] == [0, 1, 2, 0, 1, 2]
+    assert sorted(os.listdir(tmp_path / "run")) == ["clip.mp4", "clip_2.mp4"]
+    for name in ("clip.mp4", "clip_2.mp4"):  # not one video of six frames
+        with av.open(str(tmp_path / "run" / name)) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 3
+
+
+def test_a_saving_video_generator_makes_its_run_folder_when_iterated(tiny_model, tmp_path):
+    pytest.importorskip("av")
+    from sparseinst_zoo.inference.visualise import VideoWriter
+
+    path = str(tmp_path / "clip.mp4")
+    writer = VideoWriter(path, fps=5)
+    for i in range(2):
+        writer.write(np.full((64, 96, 3), 50 * i, np.uint8))
+    writer.close()
+    unused = predict(tiny_model, path, save=True, out=tmp_path / "unused", min_size=64, **OPTS)
+    del unused  # never iterated: nothing written, and no empty folder that pushes the next run to "unused2"
+    assert not (tmp_path / "unused").exists()
+    results = predict(tiny_model, path, save=True, out=tmp_path / "run", min_size=64, **OPTS)
+    assert not (tmp_path / "run").exists()
+    assert [r.save_dir for r in results] == [str(tmp_path / "run")] * 2
+    assert os.listdir(tmp_path / "run") == ["clip.mp4"]
+
+
 def test_background_decoding_keeps_order_and_errors(tiny_model, tmp_path, rgb_image):
     for i in range(3):
         Image.fromarray(np.roll(rgb_image, 7 * i, axis=1)).save(tmp_path / f"{i}.png")
@@ -481,3 +516,23 @@ def test_python_writer_takes_a_new_run_folder_and_never_replaces_a_file(tiny_mod
     again = tiny_model.predict(str(photos / "a.png"), save=True, save_json=True, out=photos, exist_ok=True)
     assert again[0].save_dir == str(photos) and (photos / "a.png").read_bytes() == original
     assert sorted(os.listdir(photos)) == ["a.png", "a_2.png", "predictions.json"]
+
+
+@pytest.mark.parametrize("writer", ["predict", "track"])
+def test_a_run_folder_made_by_another_run_after_the_check_is_not_shared(tmp_path, monkeypatch, writer):
+    from sparseinst_zoo.inference.tracking import TrackWriter
+    from sparseinst_zoo.inference.writer import ResultsWriter
+
+    out, stat, started = tmp_path / "runs", os.stat, []
+
+    def another_run_starts(path, *args, **kwargs):  # it makes the folder just after this run found the name free
+        if os.fspath(path) == str(out) and not started:
+            started.append(os.mkdir(out))
+            raise FileNotFoundError(path)
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", another_run_starts)
+    make = ResultsWriter if writer == "predict" else TrackWriter
+    with make(out) as made:
+        chosen = made.save_dir if isinstance(made, ResultsWriter) else made.directory
+    assert chosen == f"{out}2"

@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 from sparseinst_zoo._coco import COCO_CATEGORY_IDS, COCO_CLASSES
 from sparseinst_zoo.errors import MissingDependency
 from sparseinst_zoo.inference.results import Results, mask_to_polygons, masks_to_boxes
-from sparseinst_zoo.inference.visualise import draw_instances, instance_colors
+from sparseinst_zoo.inference.visualise import VideoWriter, draw_instances, instance_colors
 
 
 def make_results(names=COCO_CLASSES, image=None) -> Results:
@@ -198,3 +198,20 @@ def test_a_missing_optional_package_is_a_user_error_that_says_what_to_install(mo
     with pytest.raises(MissingDependency, match="pip install supervision") as error:
         make_results().to_supervision()
     assert isinstance(error.value, ImportError) and isinstance(error.value, ValueError)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (65, 97), (3, 40)])
+def test_video_writer_keeps_every_pixel_of_odd_sized_frames(tmp_path, size):
+    """4:2:0 video needs even sides: odd ones grow by a repeated edge (a 1-pixel video was a libx264 crash)."""
+    av = pytest.importorskip("av")
+    frame = np.zeros((*size, 3), np.uint8)
+    frame[:, -1] = (255, 255, 255)  # the last column, which cropping to even sides lost
+    writer = VideoWriter(tmp_path / "clip.mp4", fps=5)
+    for _ in range(3):
+        writer.write(frame)
+    writer.close()
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    height, width = size[0] + size[0] % 2, size[1] + size[1] % 2
+    assert len(decoded) == 3 and decoded[0].shape == (height, width, 3)
+    assert decoded[-1][: size[0], size[1] - 1].mean() > 200  # lossy codec: near white, not dropped

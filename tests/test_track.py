@@ -333,3 +333,45 @@ def test_cli_track_writes_overlay_video_and_json_lines(confident_model_folder, t
     assert (tmp_path / "runs" / "track2" / "tracks.jsonl").is_file()
     assert main(["track", str(confident_model_folder), str(video), "--out", str(tmp_path), "--exist-ok"]) == 0
     assert video.read_bytes() == original and (tmp_path / "clip_2.mp4").is_file()  # beside the source, not over it
+
+
+class Terminated(Exception):
+    """What SIGTERM raises in this test when the command does not handle it (its default would kill pytest)."""
+
+
+def test_cli_track_killed_with_sigterm_keeps_the_frames_done(confident_model_folder, tmp_path, monkeypatch):
+    import os
+    import signal
+    import threading
+    import time
+
+    import av
+
+    video = tmp_path / "clip.mp4"
+    write_video(video, [frame[:64, :96] for frame in colour_frames(6)] * 10)
+    out = tmp_path / "run"
+
+    def raise_terminated(signum, frame):
+        raise Terminated
+
+    def kill_after_the_first_frame():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (out.is_dir() and any(out.glob(".tmp-*.mp4"))):
+            time.sleep(0.01)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGTERM)  # as kill, timeout or a batch scheduler end a run
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    killer = threading.Thread(target=kill_after_the_first_frame)
+    try:
+        killer.start()
+        code = main(["track", str(confident_model_folder), str(video), "--out", str(out), "--save-json", "--quiet"])
+        killer.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 130  # handled as Ctrl-C: the files are finished and moved into place, no hidden temporaries
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4", "tracks.jsonl"]
+    with av.open(str(out / "clip.mp4")) as container:
+        done = sum(1 for _ in container.decode(video=0))
+    frames = {json.loads(line)["frame"] for line in (out / "tracks.jsonl").read_text().splitlines()}
+    assert 0 < done < 60 and frames == set(range(done))

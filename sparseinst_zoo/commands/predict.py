@@ -21,6 +21,7 @@ from .._constants import DEFAULT_SCORE_THRESHOLD
 from ..errors import SparseInstError
 from ._model import add_model_arguments, load_cli_model
 from ._options import add_speed_arguments, speed_kwargs, warn_deprecated
+from ._signals import terminate_as_interrupt
 
 HELP = "segment instances in images, folders, globs or videos; write overlay images and COCO-style JSON"
 
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = _options(args)
     flat = flatten_sources(args.sources or [sample_image_path()])  # a typo fails before the model is built
-    with process_group_from_env(args.device):
+    with process_group_from_env(args.device), terminate_as_interrupt():
         return _predict(args, options, flat)
 
 

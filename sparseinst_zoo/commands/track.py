@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from ._model import add_model_arguments, load_cli_model
+from ._signals import terminate_as_interrupt
 
 HELP = "segment and track instances through videos (ByteTrack ids); write overlay videos and tracks.jsonl"
 
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         exist_ok=args.exist_ok,
         sources=flat,
     )
-    with writer, tqdm(unit="frame", disable=args.quiet, file=sys.stderr, leave=False) as bar:
+    with terminate_as_interrupt(), writer, tqdm(unit="frame", disable=args.quiet, file=sys.stderr, leave=False) as bar:
         for result in frames:
             writer.write(result)
             bar.update(1)

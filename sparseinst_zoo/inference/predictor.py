@@ -10,6 +10,7 @@ by padded size keeps every result identical to predicting the image alone.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -297,6 +298,12 @@ def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torc
     return model_device(model) if device is None else select_device(device)
 
 
+def _write_when_iterated(writer: Callable[[], ResultsWriter], results: Iterator[Results]) -> Iterator[Results]:
+    """``results``, written as they come by ``writer()``, made at the first frame asked for: a returned generator
+    that is never iterated (a video) makes no run folder."""
+    yield from writer().write_all(results)
+
+
 def predict(
     model: nn.Module,
     source: Any = None,
@@ -346,7 +353,8 @@ def predict(
     share = shard_sources(flat, current_rank(), world_size()) if distributed else flat
     results = predictor.stream_items(share)
     if save or save_json:
-        writer = ResultsWriter(
+        writer = functools.partial(
+            ResultsWriter,
             out,
             overlays=save,
             save_json=save_json,
@@ -356,7 +364,7 @@ def predict(
             sources=flat,
             distributed=distributed,
         )
-        results = writer.write_all(results)
+        results = _write_when_iterated(writer, results)
     if stream or has_video(flat):  # the whole list: every rank returns the same kind
         return results
     return list(results)

@@ -26,12 +26,13 @@ from typing import IO, Any
 import numpy as np
 from torch import nn
 
-from .._io import free_path, make_dirs, next_run_dir, publish, remove_empty_dirs, temporary_path
+from .._io import free_path, publish, remove_empty_dirs, reserve_run_dir, temporary_path
 from ..errors import MissingDependency, SparseInstError
 from .predictor import Predictor
 from .results import Results
 from .sources import VIDEO_EXTENSIONS, video_fps
-from .visualise import VideoWriter, save_image
+from .visualise import save_image
+from .writer import VideoOverlays
 
 __all__ = [
     "InstanceTracker",
@@ -264,8 +265,8 @@ class TrackWriter:
         exist_ok: bool = False,
         sources: Iterable[Any] = (),
     ) -> None:
-        self.directory = next_run_dir(out_dir, exist_ok)
-        self._created = make_dirs(self.directory)  # reserves the name; taken back on close if nothing was written
+        # reserves the name, also against a run started at the same time; taken back on close if nothing was written
+        self.directory, self._created = reserve_run_dir(out_dir, exist_ok)
         self.overlays = overlays
         self.show_ids = show_ids
         self.written: list[str] = []
@@ -273,7 +274,7 @@ class TrackWriter:
         self.tracks: set[tuple[str | None, int]] = set()  # (sequence, track id): ids restart in each video
         self._taken = {os.path.realpath(s) for s in sources if isinstance(s, (str, os.PathLike))}
         self._next_image_frame = 0
-        self._videos: dict[str, VideoWriter] = {}
+        self._videos = VideoOverlays(self.written)
         self._json: tuple[str, str, IO[str]] | None = None
         if save_json:
             path = free_path(self.directory, "tracks", ".jsonl", self._taken)
@@ -312,19 +313,11 @@ class TrackWriter:
         if not _is_video_frame(result):
             self.written.append(save_image(overlay, self._new_name(result, frame, ".png")))
             return
-        writer = self._videos.get(str(result.path))
-        if writer is None or result.frame == 0:  # a video named twice gets two files
-            if writer is not None:
-                self.written.append(writer.close())
-            writer = VideoWriter(self._new_name(result, frame, ".mp4"), fps=video_fps(str(result.path)))
-            self._videos[str(result.path)] = writer
-        writer.write(overlay)
+        self._videos.write(str(result.path), frame, overlay, lambda: self._new_name(result, frame, ".mp4"))
 
     def close(self) -> list[str]:
         """Finish the videos and ``tracks.jsonl``; returns every file written."""
-        for writer in self._videos.values():
-            self.written.append(writer.close())
-        self._videos.clear()
+        self._videos.close()
         if self._json is not None:
             path, tmp, handle = self._json
             handle.close()

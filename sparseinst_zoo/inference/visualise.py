@@ -150,6 +150,9 @@ def save_image(image: np.ndarray, path: str | os.PathLike[str]) -> str:
 class VideoWriter:
     """Write RGB uint8 frames to a video file with PyAV (H.264 if available, else MPEG-4), atomically on close.
 
+    The video has the size of the first frame, rounded up to even sides (4:2:0 video needs them) by repeating the
+    last row or column: every pixel of a frame is kept, also for a 1-pixel-wide one.
+
     Example:
         >>> writer = VideoWriter("overlay.mp4", fps=25)  # doctest: +SKIP
         >>> writer.write(frame); writer.close()  # doctest: +SKIP
@@ -173,11 +176,13 @@ class VideoWriter:
             codec = "h264" if "h264" in self._av.codecs_available else "mpeg4"
             rate = Fraction(self.fps).limit_denominator(1001)
             stream = cast("VideoStream", self._container.add_stream(codec, rate=rate))  # a video codec's stream
-            stream.height, stream.width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2
+            stream.height, stream.width = frame.shape[0] + frame.shape[0] % 2, frame.shape[1] + frame.shape[1] % 2
             stream.pix_fmt = "yuv420p"
             self._stream = stream
         stream = self._stream
-        frame = np.ascontiguousarray(frame[: stream.height, : stream.width])
+        frame = frame[: stream.height, : stream.width]
+        pad = ((0, stream.height - frame.shape[0]), (0, stream.width - frame.shape[1]), (0, 0))
+        frame = np.ascontiguousarray(np.pad(frame, pad, mode="edge"))
         for packet in stream.encode(self._av.VideoFrame.from_ndarray(frame, format="rgb24")):
             self._container.mux(packet)
 

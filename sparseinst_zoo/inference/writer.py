@@ -32,13 +32,15 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+
 from .._constants import DEFAULT_PREDICT_DIR
 from .._distributed import barrier, broadcast_from_rank0, gather_to_rank0, rank, world_size
-from .._io import atomic_write_json, free_path, make_dirs, next_run_dir, remove_empty_dirs
+from .._io import atomic_write_json, free_path, remove_empty_dirs, reserve_run_dir
 from ..errors import SparseInstError
 from .masks import rle_area
 from .results import Results
@@ -46,7 +48,7 @@ from .sharding import merge_predictions, shard_bounds
 from .sources import VIDEO_EXTENSIONS, video_fps
 from .visualise import VideoWriter
 
-__all__ = ["DEFAULT_RUN_DIR", "ResultsWriter"]
+__all__ = ["DEFAULT_RUN_DIR", "ResultsWriter", "VideoOverlays"]
 
 DEFAULT_RUN_DIR = DEFAULT_PREDICT_DIR
 
@@ -54,6 +56,32 @@ DEFAULT_RUN_DIR = DEFAULT_PREDICT_DIR
 def _stem(path: str | None, index: int) -> str:
     """Output file stem: the source's file name without extension, or ``image<i>`` for in-memory images."""
     return os.path.splitext(os.path.basename(path))[0] if path else f"image{index}"
+
+
+class VideoOverlays:
+    """The overlay video of each source video being written, finished files appended to ``written``.
+
+    A video whose frame 0 comes again (the same file named twice) gets a second file, not its frames appended.
+    """
+
+    def __init__(self, written: list[str]) -> None:
+        self.written = written
+        self._open: dict[str, VideoWriter] = {}
+
+    def write(self, source: str, frame: int, overlay: np.ndarray, new_path: Callable[[], str]) -> None:
+        """Append ``overlay`` to ``source``'s video; ``new_path()`` names a new one (read at ``source``'s rate)."""
+        video = self._open.get(source)
+        if video is None or frame == 0:
+            if video is not None:
+                self.written.append(video.close())
+            video = self._open[source] = VideoWriter(new_path(), fps=video_fps(source))
+        video.write(overlay)
+
+    def close(self) -> None:
+        """Finish every open video."""
+        for video in self._open.values():
+            self.written.append(video.close())
+        self._open.clear()
 
 
 class ResultsWriter:
@@ -103,7 +131,7 @@ class ResultsWriter:
         self.plot_options = dict(plot_options or {})
         self.written: list[str] = []
         self._taken = {os.path.realpath(s) for s in sources if isinstance(s, (str, os.PathLike))}
-        self._videos: dict[str, VideoWriter] = {}
+        self._videos = VideoOverlays(self.written)
         self._coco: dict[str, Any] = {
             "info": {"description": description, **(info or {})},
             "images": [],
@@ -120,8 +148,7 @@ class ResultsWriter:
         """The run folder, created to reserve its name; with many processes rank 0 alone chooses and creates it."""
         save_dir = ""
         if self._rank == 0:
-            save_dir = next_run_dir(out, exist_ok)
-            self._created = make_dirs(save_dir)
+            save_dir, self._created = reserve_run_dir(out, exist_ok)
         return save_dir if self._world == 1 else broadcast_from_rank0(save_dir)
 
     def _plan_overlays(self, sources: list[Any]) -> dict[str, deque[str]]:
@@ -157,10 +184,10 @@ class ResultsWriter:
         if result.frame is None:
             self.written.append(result.save(self._overlay_path(result.path, index, ".png"), **self.plot_options))
             return
-        key = str(result.path)
-        if key not in self._videos:
-            self._videos[key] = VideoWriter(self._overlay_path(result.path, index, ".mp4"), fps=video_fps(key))
-        self._videos[key].write(result.plot(**self.plot_options))
+        overlay = result.plot(**self.plot_options)
+        self._videos.write(
+            str(result.path), result.frame, overlay, lambda: self._overlay_path(result.path, index, ".mp4")
+        )
 
     def _add_json(self, result: Results, image_id: int, index: int) -> None:
         entry: dict[str, Any] = {
@@ -197,9 +224,7 @@ class ResultsWriter:
         if self._closed:
             return self.written
         self._closed = True
-        for video in self._videos.values():
-            self.written.append(video.close())
-        self._videos.clear()
+        self._videos.close()
         if self.save_json:
             parts = gather_to_rank0(self._coco) if self._world > 1 else [self._coco]
             if parts is not None:

@@ -40,6 +40,7 @@ __all__ = [
     "METRIC_KEYS",
     "EVAL_BACKENDS",
     "coco_ground_truth",
+    "check_crowd_kept",
     "score_detections",
     "summarize_coco_eval",
     "resolve_backend",
@@ -124,8 +125,27 @@ def _coco_api(backend: str) -> tuple[Any, Any]:
     return COCO, COCOeval
 
 
+def check_crowd_kept(dataset: InstanceSet) -> None:
+    """Raise a DataError when ``dataset`` was read without its crowd annotations (``keep_crowd=False``).
+
+    COCOeval ignores the detections that cover a crowd region only when the region is in the ground truth; without
+    it they count as false positives and the AP is lower than COCO's.
+    """
+    kept = sum(ann["iscrowd"] for image in dataset.images for ann in image.annotations)
+    if dataset.num_crowd > kept:
+        raise DataError(
+            f"{dataset.source} was loaded without its {dataset.num_crowd} crowd annotation(s), which COCO AP needs "
+            "(detections on crowd regions are ignored, not false positives): load it with keep_crowd=True"
+        )
+
+
 def coco_ground_truth(dataset: InstanceSet, backend: str = "pycocotools") -> Any:
-    """A ``COCO`` object of ``backend`` built from a validated dataset (``area`` and ``iscrowd`` filled in)."""
+    """A ``COCO`` object of ``backend`` built from a validated dataset (``area`` and ``iscrowd`` filled in).
+
+    Raises:
+        DataError: if the dataset was read without its crowd annotations (see :func:`check_crowd_kept`).
+    """
+    check_crowd_kept(dataset)
     annotations = []
     for image in dataset.images:
         for ann in image.annotations:
@@ -362,6 +382,7 @@ def evaluate(
         if data is None:
             raise SparseInstError("evaluate needs data= (a COCO JSON with images=, or a data.yaml) or dataset=")
         dataset = load_instances(data, images, split=split, keep_crowd=True)
+    check_crowd_kept(dataset)  # before predicting
     predictor = _predictor(
         model,
         checkpoint,

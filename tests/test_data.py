@@ -8,9 +8,10 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from sparseinst_zoo.data import Augmentation, AugmentConfig, CocoInstances, Collator, InstanceDataset, TrainSampler
+from sparseinst_zoo.data.instances import image_size
 from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
 from sparseinst_zoo.inference.transforms import get_output_shape
 
@@ -106,6 +107,45 @@ def test_missing_image_files_fail_before_training(tmp_path):
     data["images"].append({"id": 2, "file_name": "sub/gone.jpg", "height": 20, "width": 30})  # no annotation
     with pytest.raises(FileNotFoundError, match=r"1 of 2 image file\(s\) not found in .*sub/gone.jpg \(image id 2\)"):
         CocoInstances(_write(tmp_path, data), tmp_path)
+
+
+def _turned_jpeg(path, height, width):
+    """A JPEG stored as ``height x width`` pixels whose EXIF orientation (6) displays it turned by 90 degrees."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(path, exif=exif.tobytes())
+
+
+def test_image_sizes_are_checked_at_load_time_with_exif_orientation_applied(tmp_path):
+    """A size the JSON gets wrong fails when the dataset is loaded, not at the first batch or evaluation reading it;
+    an EXIF-turned image whose JSON gives its stored size says that the orientation is why."""
+    data = _base([{"id": 7, "image_id": 1, "category_id": 5, "segmentation": [[0, 0, 5, 0, 5, 5]]}])
+    data["images"].append({"id": 2, "file_name": "2.jpg", "height": 20, "width": 30})  # no annotation: eval only
+    path = _write(tmp_path, data)
+    _turned_jpeg(tmp_path / "2.jpg", 20, 30)  # displayed 30x20
+    with pytest.raises(ValueError, match=r"2\.jpg \(image id 2\) is 30x20 \(HxW\) but the JSON says 20x30; its EXIF "):
+        CocoInstances(path, tmp_path)
+    data["images"][1].update(height=30, width=20)  # the displayed size: what read_image and predict see
+    coco = CocoInstances(_write(tmp_path, data), tmp_path)
+    assert coco.load_image(coco.images[1]).shape == (30, 20, 3)
+    data["images"][0].update(height=30, width=20)
+    with pytest.raises(ValueError, match=r"1\.png \(image id 1\) is 20x30 .* says 30x20; correct the JSON's height"):
+        CocoInstances(_write(tmp_path, data), tmp_path)
+
+
+def test_image_sizes_of_pngs_come_from_the_header(tmp_path, monkeypatch):
+    """Reading a PNG's size (every image of a dataset at load time) must not decode its pixels."""
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "plain.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "turned.png", exif=exif.tobytes())
+
+    def refuse(self):
+        raise AssertionError("the pixels were decoded")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", refuse)
+    assert image_size(str(tmp_path / "plain.png")) == (20, 30)
+    assert image_size(str(tmp_path / "turned.png")) == (30, 20)
 
 
 def test_degenerate_polygons_dropped_and_empty_images_skipped(tmp_path, caplog):

@@ -6,16 +6,19 @@ import contextlib
 import io
 import json
 
+import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 import torch
 from detections import perturbed_detections
+from PIL import Image
+from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import sparseinst_zoo
 from sparseinst_zoo.data import CocoInstances
 from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
-from sparseinst_zoo.errors import SparseInstError
+from sparseinst_zoo.errors import DataError, SparseInstError
 from sparseinst_zoo.evaluation import (
     METRIC_KEYS,
     coco_ground_truth,
@@ -112,6 +115,66 @@ def test_faster_coco_eval_and_pycocotools_agree(tmp_path):
     assert all(abs(slow["per_class"][n] - fast["per_class"][n]) < 1e-2 for n in SHAPE_CLASSES)  # 1e-4 in [0, 1]
     with pytest.raises(SparseInstError, match="backend must be one of"):
         score_detections(coco, detections, "fast")
+
+
+def test_crowd_regions_are_scored_as_coco_does_and_never_silently_dropped(tmp_path):
+    """A detection on a crowd region is ignored by COCOeval, as pycocotools run on the JSON by hand shows; a dataset
+    read without its crowd annotations (``keep_crowd=False``, the training default) would count it as a false
+    positive, so scoring it is refused."""
+    Image.fromarray(np.full((40, 40, 3), 80, np.uint8)).save(tmp_path / "1.png")
+    crowd = np.zeros((40, 40), np.uint8)
+    crowd[25:38, 2:38] = 1
+    flat = crowd.flatten(order="F")  # uncompressed RLE: column-major runs, starting with a run of zeros
+    runs = np.diff([0, *(np.flatnonzero(np.diff(flat)) + 1), flat.size]).tolist()
+    data = {
+        "images": [{"id": 1, "file_name": "1.png", "height": 40, "width": 40}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 4,
+                "iscrowd": 0,
+                "segmentation": [[2, 2, 20, 2, 20, 20, 2, 20]],
+                "area": 324,
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 4,
+                "iscrowd": 1,
+                "area": int(crowd.sum()),
+                "segmentation": {"size": [40, 40], "counts": runs},
+            },
+        ],
+        "categories": [{"id": 4, "name": "a"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    with_crowd = CocoInstances(tmp_path / "ann.json", tmp_path, keep_crowd=True)
+    masks = {1: with_crowd.load_targets(with_crowd.images[0])[1][0], 2: crowd}
+    detections = [
+        {"image_id": 1, "category_id": 4, "segmentation": _rle(masks[i]), "score": score}
+        for i, score in ((2, 0.95), (1, 0.9))  # the crowd region first: a false positive if it were not ignored
+    ]
+    gt = COCO(str(tmp_path / "ann.json"))
+    with contextlib.redirect_stdout(io.StringIO()):
+        by_hand = COCOeval(gt, gt.loadRes([dict(d) for d in detections]), iouType="segm")  # loadRes adds keys
+        by_hand.evaluate()
+        by_hand.accumulate()
+        by_hand.summarize()
+    assert 100.0 * by_hand.stats[0] == pytest.approx(100.0)
+    for backend in ("pycocotools", "faster"):
+        assert score_detections(with_crowd, detections, backend)["AP"] == pytest.approx(100.0)
+    without = CocoInstances(tmp_path / "ann.json", tmp_path)
+    message = r"ann\.json was loaded without its 1 crowd annotation\(s\), .*: load it with keep_crowd=True"
+    with pytest.raises(DataError, match=message):
+        score_detections(without, detections)
+    with pytest.raises(DataError, match=message):  # before any prediction
+        evaluate(sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=1), dataset=without)
+
+
+def _rle(mask):
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    return {"size": rle["size"], "counts": rle["counts"].decode()}
 
 
 def test_no_detections_score_zero_where_there_is_ground_truth(shapes):

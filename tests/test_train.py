@@ -198,6 +198,32 @@ def test_resume_continues_the_same_curve(shapes, tmp_path, caplog):
     assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
 
 
+def test_resume_refuses_changed_settings_and_a_finished_run(shapes, tmp_path, capsys):
+    """Settings given with --resume used to be ignored without a word (``--iters 400`` trained nothing more), and
+    resuming a finished run rewrote its ``last/`` without its metrics."""
+    out = tmp_path / "run"
+    settings = _tiny(shapes, out, iters=4, checkpoint_period=2, val_json=shapes["val_json"])
+    settings["val_images"] = shapes["val_images"]
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**settings, callbacks=[_StopAt(3)]).train()
+    with pytest.raises(SparseInstError, match=r"but iters=8 \(the checkpoint has 4\) was given; drop it to continue"):
+        Trainer(resume=True, out=str(out), iters=8, workers=1)
+    assert main(["train", "--resume", "--out", str(out), "--lr", "1", "--min-sizes", "64,96"]) == 1
+    err = capsys.readouterr().err
+    assert "min_sizes=(64, 96) (the checkpoint has [64]), lr=1.0 (the checkpoint has 0.002) were given" in err
+    argv = ["--model", "sparseinst_tiny_test", "--train-json", shapes["train_json"], "--train-images"]
+    argv += [shapes["train_images"], "--val-json", shapes["val_json"], "--val-images", shapes["val_images"]]
+    argv += ["--iters", "4", "--batch-size", "4", "--lr", "2e-3", "--min-sizes", "64", "--max-size", "96"]
+    argv += ["--checkpoint-period", "2", "--log-period", "1", "--precision", "fp32", "--out", str(out), "--resume"]
+    config = train_command.config_from_args(_parse(train_command, argv))  # the run's own command, plus --resume
+    assert Trainer(resume=True, **config).train()["step"] == 4
+    card = (out / "last" / "README.md").read_text()
+    assert "mask AP" in card
+    with pytest.raises(SparseInstError, match=r"end of a finished run \(step 4 of 4\): nothing to resume; .*--check"):
+        Trainer(resume=True, out=str(out)).train()
+    assert (out / "last" / "README.md").read_text() == card
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_path, monkeypatch):
     original = SparseInstCriterion.forward
     calls = {"n": 0}

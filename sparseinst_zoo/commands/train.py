@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import SparseInstError
-from ..training.config import RESUME_OVERRIDES, TrainConfig
+from ..training.config import TrainConfig
 from ._options import add_device_argument, add_precision_argument
 
 HELP = "fine-tune or train a model on a data.yaml or COCO dataset (mixed precision, EMA, resume, DDP via torchrun)"
@@ -121,9 +121,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig | dict[str, Any]:
-    """The :class:`TrainConfig` of a new run, or (with ``--resume``) the settings that may change on resume."""
+    """The :class:`TrainConfig` of a new run, or (with ``--resume``) the options as given: those that may change on
+    resume are used, any other given with a value that differs from the checkpoint's is refused."""
+    names = [spec.name for spec in dataclasses.fields(TrainConfig) if hasattr(args, spec.name)]
     if args.resume:
-        return {key: getattr(args, key) for key in (*RESUME_OVERRIDES, "out")}
+        return {name: getattr(args, name) for name in names}
     coco_flags = ["--" + name.replace("_", "-") for name in _COCO_FIELDS if getattr(args, name)]
     if args.data and coco_flags:
         raise SparseInstError(f"give either --data DATA.yaml or {' '.join(coco_flags)}, not both")
@@ -132,7 +134,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig | dict[str, Any]:
             "name the training data: --data DATA.yaml, or --train-json with --train-images "
             "(or --resume to continue a run)"
         )
-    names = [spec.name for spec in dataclasses.fields(TrainConfig) if hasattr(args, spec.name)]
     return TrainConfig(**{name: getattr(args, name) for name in names})
 
 

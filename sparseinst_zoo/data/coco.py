@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DataError
-from .instances import ImageRecord, InstanceSet, compressed_rle_counts
+from .instances import ImageRecord, InstanceSet, compressed_rle_counts, image_header
 
 __all__ = ["CocoInstances", "parse_integer"]
 
@@ -279,3 +279,26 @@ class CocoInstances(InstanceSet):
                 f"{self.json_path}: {len(missing)} of {len(self.images)} image file(s) not found in {self.image_dir}: "
                 f"{shown}{more}; check the image folder and the file_name entries"
             )
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Fail at load time, not at the first batch or evaluation that reads it, when an image is not the size the
+        JSON gives it (from the image headers, EXIF orientation applied as when the pixels are read)."""
+        wrong = [(img, *image_header(img.path)) for img in self.images]
+        wrong = [(img, size, turned) for img, size, turned in wrong if size != (img.height, img.width)]
+        if not wrong:
+            return
+        img, (height, width), turned = wrong[0]
+        more = f" ({len(wrong)} of {len(self.images)} images differ)" if len(wrong) > 1 else ""
+        if turned and (width, height) == (img.height, img.width):
+            fix = (
+                "its EXIF orientation turns it by 90 degrees and the JSON gives the stored size, so the annotations "
+                "are likely on the stored pixels: remove the orientation tag (e.g. exiftool -Orientation= FILE) or "
+                "annotate the image as it is displayed"
+            )
+        else:
+            fix = "correct the JSON's height and width or replace the image"
+        raise DataError(
+            f"{self.json_path}: {img.file_name} (image id {img.id}) is {height}x{width} (HxW) but the JSON says "
+            f"{img.height}x{img.width}{more}; {fix}"
+        )

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_utils
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 from ..inference.sources import load_image
@@ -29,6 +30,8 @@ __all__ = [
     "ImageRecord",
     "InstanceSet",
     "read_image",
+    "image_size",
+    "image_header",
     "segmentation_to_rle",
     "decode_segmentation",
     "segmentation_area",
@@ -36,6 +39,8 @@ __all__ = [
 ]
 
 Segmentation = list[list[float]] | dict[str, Any]
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 degrees: width and height swap
 
 
 @dataclass
@@ -115,6 +120,30 @@ def read_image(path: str) -> np.ndarray:
         return load_image(path)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{err} (check the image folder of the dataset and its file names)") from None
+
+
+def image_header(path: str) -> tuple[tuple[int, int], bool]:
+    """``(height, width)`` of an image file after its EXIF orientation, and whether that orientation turns it by 90
+    degrees (the stored pixels are then ``width x height``); from the header only.
+
+    Raises:
+        DataError: if the file cannot be read as an image.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            # a PNG's getexif() decodes the whole image to look for a late eXIf chunk: read the header's only
+            header_only = image.format == "PNG" and "exif" not in image.info
+            orientation = None if header_only else image.getexif().get(_EXIF_ORIENTATION)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path} cannot be read as an image ({err}); remove it or replace it") from None
+    turned = orientation in _TRANSPOSED_ORIENTATIONS
+    return ((width, height) if turned else (height, width)), turned
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """``(height, width)`` of an image file after its EXIF orientation (as :func:`read_image` decodes it)."""
+    return image_header(path)[0]
 
 
 def segmentation_to_rle(segm: Segmentation, height: int, width: int) -> dict[str, Any]:

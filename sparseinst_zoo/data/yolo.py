@@ -18,17 +18,13 @@ import math
 import os
 from collections.abc import Sequence
 
-from PIL import Image, UnidentifiedImageError
-
 from ..errors import DataError
-from .instances import ImageRecord, InstanceSet
+from .instances import ImageRecord, InstanceSet, image_size
 
 __all__ = ["IMAGE_SUFFIXES", "YoloInstances", "label_path_for", "list_images", "parse_label_file"]
 
 _logger = logging.getLogger("sparseinst_zoo")
 IMAGE_SUFFIXES: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp")
-_EXIF_ORIENTATION = 0x0112
-_TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 degrees: width and height swap
 
 
 def label_path_for(image_path: str) -> str:
@@ -76,17 +72,6 @@ def list_images(sources: Sequence[str], where: str) -> list[str]:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise FileNotFoundError(f"{where}: image file not found: {missing[0]}{more}")
     return sorted(dict.fromkeys(os.path.normpath(p) for p in found))
-
-
-def image_size(path: str) -> tuple[int, int]:
-    """``(height, width)`` of an image file after its EXIF orientation, from the header only."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(_EXIF_ORIENTATION)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path} cannot be read as an image ({err}); remove it or replace it") from None
-    return (width, height) if orientation in _TRANSPOSED_ORIENTATIONS else (height, width)
 
 
 def _parse_line(fields: list[str], where: str, category_to_label: dict[int, int]) -> tuple[int, list[float]]:

@@ -35,7 +35,14 @@ from ..data.augment import REFERENCE_MIN_SIZES, AugmentConfig
 from ..errors import SparseInstError
 from ..inference.precision import PRECISIONS, parse_precision
 
-__all__ = ["TrainConfig", "CPU_STARTER", "GPU_DEFAULTS", "RESUME_OVERRIDES", "resolve_defaults"]
+__all__ = [
+    "TrainConfig",
+    "CPU_STARTER",
+    "GPU_DEFAULTS",
+    "RESUME_OVERRIDES",
+    "resolve_defaults",
+    "check_resume_settings",
+]
 
 # Settings that may differ when resuming; everything else is taken from the checkpoint.
 RESUME_OVERRIDES = ("workers", "progress", "device", "tensorboard")
@@ -51,6 +58,7 @@ CPU_STARTER: dict[str, Any] = {
 GPU_DEFAULTS: dict[str, Any] = {"model": "sparseinst_r50_giam", "min_sizes": REFERENCE_MIN_SIZES, "max_size": 853}
 _REFERENCE_MAX_SIZE = 853
 _PATH_FIELDS = ("data", "train_json", "train_images", "val_json", "val_images", "checkpoint", "out")
+_NOT_COMPARED_ON_RESUME = (*RESUME_OVERRIDES, "out", "exist_ok", "amp")
 
 
 def _option(default: Any, help: str, group: str = "run", **cli: Any) -> Any:
@@ -239,3 +247,36 @@ def resolve_defaults(config: TrainConfig, device: torch.device | str) -> TrainCo
     defaults = CPU_STARTER if config.model is None and torch.device(device).type != "cuda" else GPU_DEFAULTS
     values = {k: v for k, v in defaults.items() if getattr(config, k) is None}
     return dataclasses.replace(config, **values) if values else config
+
+
+def _comparable(name: str, value: Any, device: str | None) -> Any:
+    """A setting as the checkpoint stores it: JSON types, an absolute path, a resolved precision."""
+    if name in _PATH_FIELDS and isinstance(value, (str, os.PathLike)) and value:
+        return os.path.abspath(os.fspath(value))
+    if name == "precision" and isinstance(value, str):
+        return parse_precision(value, select_device(device))
+    return json.loads(json.dumps(value))
+
+
+def check_resume_settings(saved: dict[str, Any], given: dict[str, Any], out: str) -> None:
+    """Refuse settings given with ``resume`` that differ from the checkpoint's (they would be ignored).
+
+    Values equal to a field's default count as not given, so the full command of the run plus ``--resume`` passes.
+
+    Raises:
+        SparseInstError: naming every differing setting, its value and the checkpoint's.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    device = given.get("device")
+    changed = []
+    for name, value in given.items():
+        if name not in defaults or name in _NOT_COMPARED_ON_RESUME or value == defaults[name]:
+            continue
+        if _comparable(name, value, device) != _comparable(name, saved.get(name, defaults[name]), device):
+            changed.append(f"{name}={value!r} (the checkpoint has {saved.get(name, defaults[name])!r})")
+    if changed:
+        was, it = ("was", "it") if len(changed) == 1 else ("were", "them")
+        raise SparseInstError(
+            f"a resumed run keeps the settings of its checkpoint, but {', '.join(changed)} {was} given; drop {it} "
+            f"to continue the run, or start a new run from its weights (--checkpoint {os.path.join(out, 'last')})"
+        )

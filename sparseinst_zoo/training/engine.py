@@ -52,7 +52,7 @@ from .checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from .config import RESUME_OVERRIDES, TrainConfig, resolve_defaults
+from .config import RESUME_OVERRIDES, TrainConfig, check_resume_settings, resolve_defaults
 from .losses import SparseInstCriterion
 from .metrics_log import MetricsLog, ProgressBar, console_above_bar
 from .plot import try_plot_run
@@ -134,7 +134,8 @@ class Trainer:
         config: a :class:`TrainConfig` (or keyword arguments for one).
         resume: ``True`` to continue from ``out/checkpoints/last.pt``, or the path of a checkpoint; the run's
             settings then come from the checkpoint (except ``out``, ``workers``, ``progress``, ``device`` and
-            ``tensorboard``), so ``Trainer(resume=True, out="runs/x")`` is enough.
+            ``tensorboard``; another setting given with a different value is refused), so
+            ``Trainer(resume=True, out="runs/x")`` is enough. A finished run is not resumed.
         callbacks: called as ``callback(trainer, step, record)`` after every step (``record``: the step's losses).
 
     Example:
@@ -163,8 +164,10 @@ class Trainer:
             self.resume_state = load_checkpoint(path)
             self.resume_path = path
             given = config.to_dict() if config is not None else kwargs
+            saved = json.loads(self.resume_state["config"])
+            check_resume_settings(saved, given, out)
             overrides = {key: given[key] for key in RESUME_OVERRIDES if key in given}
-            config = TrainConfig.from_saved(json.loads(self.resume_state["config"]), **overrides, out=out)
+            config = TrainConfig.from_saved(saved, **overrides, out=out)
         elif config is None:
             config = TrainConfig(**kwargs)
         elif kwargs:
@@ -297,6 +300,7 @@ class Trainer:
         dataset = InstanceDataset(train_set, Augmentation(augment))
         iters_per_epoch = max(len(dataset) // (cfg.batch_size * world), 1)
         max_iters = int(cfg.iters) if cfg.iters else int(cfg.epochs or 12) * iters_per_epoch
+        self._check_unfinished(max_iters)
         opt = self._optimisation(model, max_iters, device)
         start_step, best_ap = self._restore(model, opt) if self.resume_state is not None else (0, -math.inf)
         wrapped: nn.Module = model
@@ -337,6 +341,17 @@ class Trainer:
             best_ap=best_ap,
             last_saved=start_step if self.resume_state is not None else None,
         )
+
+    def _check_unfinished(self, max_iters: int) -> None:
+        """Refuse to resume a run that finished (its ``last/`` written): resuming would only rewrite its results."""
+        if self.resume_state is None or int(self.resume_state["step"]) < max_iters:
+            return
+        last = os.path.join(self.config.out, "last")
+        if os.path.isfile(os.path.join(last, "model.safetensors")):
+            raise SparseInstError(
+                f"{self.resume_path} is the end of a finished run (step {int(self.resume_state['step'])} of "
+                f"{max_iters}): nothing to resume; to train on, start a new run from its weights (--checkpoint {last})"
+            )
 
     def _restore(self, model: nn.Module, opt: _Optimisation) -> tuple[int, float]:
         """Load the checkpoint's state into ``model`` and ``opt`` and the RNGs; returns its step and best AP."""

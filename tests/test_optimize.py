@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -273,6 +274,21 @@ def test_cuda_graphs_match_eager_on_gpu(tiny_model, monkeypatch):
         out = fast(x)
         _assert_fold_exact(out, ref, rel=1e-3)
     assert fast._runner.num_graphs == 2  # batches 1 and 3/4 (3 padded to the bucket 4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_give_each_thread_its_own_results(tiny_model):
+    fast = optimize_for_inference(tiny_model.cuda(), cuda_graphs=True, batch_buckets=(2,))
+    inputs = [
+        torch.randn(2, 3, 64, 96, device="cuda", generator=torch.Generator("cuda").manual_seed(i)) for i in range(8)
+    ]
+    expected = [fast(x)["pred_masks"].cpu() for x in inputs]  # one graph, captured by the first call
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: [fast(x)["pred_masks"].cpu() for _ in range(5)], inputs))
+    for runs, want in zip(got, expected):
+        for out in runs:
+            torch.testing.assert_close(out, want, rtol=0, atol=0)
+    assert fast._runner.num_graphs == 1
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -262,6 +263,9 @@ class CUDAGraphRunner:
         max_graphs: graphs kept (least recently used are released; each holds its own memory pool).
         warmup_iters: eager runs on a side stream before a capture (lets cuDNN / compile pick their kernels).
         clone_outputs: return copies; with False the tensors are the graph's buffers, overwritten by the next call.
+
+    Calls from several threads take turns (a lock around copy-in, replay and copy-out): every Predictor on one model
+    and options shares this runner, and its graphs have one input and one output buffer each.
     """
 
     def __init__(
@@ -280,6 +284,7 @@ class CUDAGraphRunner:
         self.warmup_iters = warmup_iters
         self.clone_outputs = clone_outputs
         self._graphs: OrderedDict[tuple[Any, ...], _Graph] = OrderedDict()
+        self._lock = threading.Lock()
 
     @property
     def num_graphs(self) -> int:
@@ -308,6 +313,10 @@ class CUDAGraphRunner:
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if not images.is_cuda:
             raise SparseInstError(f"CUDA graphs need the input on a CUDA device, got a tensor on {images.device}")
+        with self._lock:  # another thread's copy-in between this copy-in and replay would swap the results
+            return self._replay(images)
+
+    def _replay(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         batch = images.shape[0]
         bucket = self.bucket(batch)
         channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)

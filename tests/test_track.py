@@ -257,6 +257,8 @@ def test_bad_tracker_options_fail_before_the_first_frame(tiny_model):
         track(tiny_model, [np.zeros((64, 96, 3), np.uint8)], lost_track_buffer=-1)  # no iteration needed
     with pytest.raises(ValueError, match="track_activation_threshold must be in"):
         InstanceTracker(track_activation_threshold=1.5)
+    with pytest.raises(ValueError, match="drop sort_by_score"):
+        tiny_model.track([np.zeros((64, 96, 3), np.uint8)], sort_by_score=False)
 
 
 def test_run_folders_and_files_are_never_reused(tmp_path):

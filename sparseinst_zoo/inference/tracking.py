@@ -209,6 +209,10 @@ def track(
     """
     if not 0.0 <= score_threshold < 1.0:
         raise SparseInstError(f"score_threshold must be in [0, 1), got {score_threshold}")
+    if "sort_by_score" in predict_options:
+        raise SparseInstError(
+            "track always orders the instances of a frame by score (as ByteTrack ranks them); drop sort_by_score"
+        )
     require_byte_track()  # a missing extra or a bad option fails here, before the first frame is decoded
     _check_options(
         track_activation_threshold,

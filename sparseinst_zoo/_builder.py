@@ -71,6 +71,7 @@ class _Weights:
     state_dict: dict[str, torch.Tensor]
     cfg: PretrainedCfg | None = None
     fetched: FetchedWeights | None = None
+    saved_from: str | None = None  # a local folder saved from another architecture: its model name and path
 
 
 def _read_local(checkpoint_path: str | os.PathLike[str], arch: str) -> _Weights:
@@ -94,9 +95,11 @@ def _read_local(checkpoint_path: str | os.PathLike[str], arch: str) -> _Weights:
     if path.suffix != ".safetensors" or not config_path.is_file():
         return _Weights(state_dict)
     config = read_config(config_path)
+    saved_from = None
     if config["model_name"] != arch:
         _logger.warning("loading weights saved from %s into %s", config["model_name"], arch)
-    return _Weights(state_dict, cfg_from_config(config))
+        saved_from = f"{config['model_name']!r} ({os.fspath(path.parent)!r})"
+    return _Weights(state_dict, cfg_from_config(config), saved_from=saved_from)
 
 
 def _fetch(cfg: PretrainedCfg, cache_dir: str | os.PathLike[str] | None) -> _Weights:
@@ -144,9 +147,17 @@ def _build_and_load(
     model.pretrained_cfg = cfg.replace(num_classes=build_classes)
     if weights is not None:
         state_dict = weights.state_dict
-        if pretrained_filter_fn is not None:
-            state_dict = pretrained_filter_fn(state_dict, model)
-        load_state_dict_strict(model, state_dict)
+        try:
+            if pretrained_filter_fn is not None:
+                state_dict = pretrained_filter_fn(state_dict, model)
+            load_state_dict_strict(model, state_dict)
+        except ConversionError as err:
+            if weights.saved_from is None:
+                raise
+            raise ConversionError(
+                f"{err} The weights were saved from {weights.saved_from}: to load them with their own architecture, "
+                "pass the folder as the model name, create_model(folder)."
+            ) from None
     return model
 
 

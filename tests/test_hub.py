@@ -306,7 +306,9 @@ def test_loading_errors_name_the_problem(tmp_path, tiny_model):
         sparseinst_zoo.from_pretrained("not a repo")
     folder = tiny_model.save_pretrained(tmp_path / "tiny")
     assert same_outputs(sparseinst_zoo.from_pretrained(str(folder / WEIGHTS_NAME)), tiny_model)  # config beside it
-    with pytest.raises(ValueError, match=r"not fit sparseinst_giam: .*missing.*unexpected"):
+    with pytest.raises(
+        ValueError, match=r"not fit sparseinst_giam: .*missing.*unexpected.* saved from 'sparseinst_tiny"
+    ):
         sparseinst_zoo.create_model("sparseinst_giam", backbone="resnet18", checkpoint_path=folder)
     state = dict(tiny_model.state_dict())
     state["decoder.inst_branch.fc.weight"] = torch.zeros(3, 3)

@@ -376,4 +376,5 @@ def test_cli_track_killed_with_sigterm_keeps_the_frames_done(confident_model_fol
     with av.open(str(out / "clip.mp4")) as container:
         done = sum(1 for _ in container.decode(video=0))
     frames = {json.loads(line)["frame"] for line in (out / "tracks.jsonl").read_text().splitlines()}
-    assert 0 < done < 60 and frames == set(range(done))
+    # every frame done is in both files; the signal may land between a frame's JSON line and its overlay (one more)
+    assert 0 < done < 60 and set(range(done)) <= frames <= set(range(done + 1))

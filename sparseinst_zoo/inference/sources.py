@@ -319,12 +319,15 @@ def video_fps(path: str, default: float = 25.0) -> float:
 
 
 _DONE = object()
+_JOIN_TIMEOUT_S = 10.0  # one frame's decoding, at the most, is left to finish after a stop
 
 
 def prefetch(iterator: Iterator[Any], depth: int) -> Iterator[Any]:
     """Run ``iterator`` in a background thread, ``depth`` items ahead, so decoding overlaps the caller's work.
 
-    Items and exceptions arrive in order; closing the returned generator stops the thread.
+    Items and exceptions arrive in order; closing the returned generator (or an exception in the caller, Ctrl-C
+    included) stops the thread and waits for it: a daemon thread still decoding when the interpreter exits is killed
+    inside native code, which aborts the process ("terminate called without an active exception").
     """
     items: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
@@ -346,6 +349,10 @@ def prefetch(iterator: Iterator[Any], depth: int) -> Iterator[Any]:
             put(_DONE)
         except BaseException as err:  # handed to the consumer, which re-raises it in its own thread
             put(err)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # the decoder's files, in this thread, which runs it
 
     thread = threading.Thread(target=produce, name="sparseinst-decode", daemon=True)
     thread.start()
@@ -359,6 +366,7 @@ def prefetch(iterator: Iterator[Any], depth: int) -> Iterator[Any]:
             yield item
     finally:
         stop.set()
+        thread.join(timeout=_JOIN_TIMEOUT_S)
 
 
 def _describe(item: Any, index: int) -> str:

@@ -484,6 +484,24 @@ def test_cli_pt2_roundtrip_with_pixel_input(tmp_path):
         torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
 
 
+def test_cli_pt2_with_postprocess_bakes_in_the_given_mask_threshold(tmp_path):
+    """``--mask-threshold`` reaches the rescoring of a postprocessed ``.pt2`` (it was silently 0.45)."""
+    model = tiny("giam", seed=2)
+    model.save_pretrained(tmp_path / "giam")
+    path = tmp_path / "pp.pt2"
+    argv = ["export", str(tmp_path / "giam"), "--format", "pt2", "--with-postprocess", "--mask-threshold", "0.2"]
+    assert cli.main([*argv, "--height", "64", "--width", "64", "--out", str(path)]) == 0
+    images = pixels(1, 64, 64)
+    scores = torch.export.load(path).module()(images)[0]
+    pred_logits, pred_masks, pred_scores = torch_raw(model, images)
+    expected = postprocess_graph(pred_logits, pred_masks, pred_scores, (64, 64), mask_threshold=0.2)[0]
+    default = postprocess_graph(pred_logits, pred_masks, pred_scores, (64, 64))[0]
+    assert (expected - default).abs().max() > 1e-3  # the threshold matters for this model
+    torch.testing.assert_close(scores.detach(), expected, atol=1e-5, rtol=0)
+    with pytest.raises(SparseInstError, match=r"mask_threshold must be in \(0, 1\)"):
+        export_program(model, 64, 64, with_preprocess=True, with_postprocess=True, mask_threshold=1.5)
+
+
 def test_torch_compile_fullgraph_traces_without_breaks():
     model = tiny("giam")
     compiled = torch.compile(model, fullgraph=True, backend="eager")  # fullgraph: any graph break raises

@@ -168,6 +168,7 @@ def _export(args: argparse.Namespace, model: Any, path: str, size: tuple[int, in
             dynamic=dynamic,
             with_preprocess=True,
             with_postprocess=args.with_postprocess,
+            mask_threshold=args.mask_threshold,
             input_dtype=input_dtype,
         )
         return

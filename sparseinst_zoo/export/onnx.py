@@ -28,6 +28,7 @@ from .verify import EXACT_TOLERANCE, HALF_TOLERANCE, verify_onnx
 from .wrapper import (
     EXAMPLE_BATCH,
     ExportWrapper,
+    check_mask_threshold,
     check_model,
     dynamic_shapes,
     example_input,
@@ -96,8 +97,7 @@ def _require_onnx() -> None:
 def _check_options(model: nn.Module, input_dtype: str, mask_threshold: float, opset: int) -> None:
     if input_dtype not in ("float32", "uint8"):
         raise SparseInstError(f"input_dtype must be 'float32' or 'uint8', got {input_dtype!r}")
-    if not 0.0 < mask_threshold < 1.0:
-        raise SparseInstError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
+    check_mask_threshold(mask_threshold)
     if opset < 13:
         raise SparseInstError(f"opset {opset} is too old; use opset >= 17 (default {DEFAULT_OPSET})")
     if opset < MIN_DCN_OPSET and has_deform_conv(model):

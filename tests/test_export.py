@@ -314,6 +314,9 @@ def test_cli_errors_are_clear(tmp_path):
         export_onnx(tiny(backbone="resnet14t", dcn_stages=(3, 4)), tmp_path / "dcn.onnx", 64, 64, opset=17)
     with pytest.raises(ValueError, match="directory"):
         export_onnx(tiny(), tmp_path, 64, 64)
+    # below 18 the exporter's version converter wrote a graph onnxruntime rejects, unchecked with verify=False
+    with pytest.raises(SparseInstError, match=r"opset 17 is not supported.*opset >= 18"):
+        export_onnx(tiny(), tmp_path / "old.onnx", 64, 64, opset=17, verify=False)
     assert not list(tmp_path.iterdir())
 
 

@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dynamic height and width (the default; with --height/--width those only set the size traced and "
         "verified at); the batch dimension is always dynamic",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 19; DCN models need >= 19)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset, >= 18 (default 19; DCN models need >= 19)")
     parser.add_argument("--half", action="store_true", help="float16 weights and activations (GPU runtimes)")
     parser.add_argument(
         "--with-postprocess",

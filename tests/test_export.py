@@ -677,6 +677,19 @@ def test_openvino_export_and_predict_match_pytorch(tmp_path, capsys):
     assert result.image_size == expected.image_size and len(result) > 0
 
 
+def test_openvino_upper_case_xml_is_refused_before_the_export(tmp_path):
+    """OpenVINO saves only ``.xml``: ``--out M.XML`` used to export, then fail naming a temporary path."""
+    pytest.importorskip("openvino")
+    from sparseinst_zoo.export import export_openvino
+
+    out = tmp_path / "M.XML"
+    with pytest.raises(SparseInstError, match=r"does not end in \.xml.*'.*M\.xml'"):
+        run_cli(["sparseinst_tiny_test", "--weights", "random", "--format", "openvino", "--out", str(out)])
+    with pytest.raises(SparseInstError, match=f"NAME.xml.*got {str(out)!r}$"):
+        export_openvino(tiny(), out, verify=False)
+    assert not list(tmp_path.iterdir())
+
+
 def test_backend_errors_are_one_actionable_line(tmp_path, monkeypatch):
     from sparseinst_zoo.errors import SparseInstError
     from sparseinst_zoo.inference.backends import load_backend

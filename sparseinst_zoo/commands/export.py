@@ -109,7 +109,7 @@ def _output_path(args: argparse.Namespace) -> str:
     if args.out is not None:
         folder, name = os.path.split(os.path.expanduser(args.out))
         stem, given = os.path.splitext(name)
-        if given.lower() != suffix:
+        if given.lower() != suffix or (args.format == "openvino" and given != suffix):  # OpenVINO: only .xml
             raise SparseInstError(
                 f"--out {args.out!r} does not end in {suffix}, the suffix of --format {args.format}; give e.g. "
                 f"{os.path.join(folder, (stem or 'model') + suffix)!r}"

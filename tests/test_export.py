@@ -690,6 +690,46 @@ def test_openvino_upper_case_xml_is_refused_before_the_export(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_openvino_files_moved_cut_or_foreign_are_one_line_errors(giam_dynamic, tmp_path):
+    """An .xml moved without its .bin, a cut .bin, a foreign IR, a bad setting: one line naming the file and what to
+    do (was OpenVINO's first line, ``Exception from src/inference/src/cpp/core.cpp:84:``, or the IR's inner name)."""
+    pytest.importorskip("openvino")
+    import shutil
+
+    import openvino as ov
+
+    from sparseinst_zoo.export import convert_onnx_to_openvino
+    from sparseinst_zoo.inference.backends import OpenVinoPredictor
+
+    model, onnx_path = giam_dynamic
+    xml = convert_onnx_to_openvino(onnx_path, tmp_path / "model.xml")
+    moved = tmp_path / "moved" / "model.xml"
+    moved.parent.mkdir()
+    shutil.copy(xml, moved)
+    cut = tmp_path / "cut.xml"
+    shutil.copy(xml, cut)
+    (tmp_path / "cut.bin").write_bytes((tmp_path / "model.bin").read_bytes()[:1000])
+    conv = torch.nn.Conv2d(3, 4, 3).eval()  # a model from another tool: no sparseinst-zoo metadata
+    torch.onnx.export(conv, (torch.zeros(1, 3, 32, 32),), tmp_path / "plain.onnx", dynamo=True)
+    ov.save_model(ov.convert_model(str(tmp_path / "plain.onnx")), str(tmp_path / "plain.xml"))
+    cases = {
+        moved: f"has no weights file {str(moved.with_suffix('.bin'))!r} beside it.*move or copy both",
+        cut: r"cannot read .*cut.xml'.*Incorrect weights in bin file.*export the model again",
+        tmp_path / "plain.xml": f"{str(tmp_path / 'plain.xml')!r} has no sparseinst-zoo metadata",
+    }
+    for path, message in cases.items():
+        with pytest.raises(SparseInstError, match=message) as error:
+            OpenVinoPredictor(path)
+        assert "\n" not in str(error.value) and "src/" not in str(error.value)
+    with pytest.raises(SparseInstError, match=r"cannot compile .* INFERENCE_NUM_THREADS\. Expected only non neg"):
+        OpenVinoPredictor(xml, num_threads=-1)
+    upper = tmp_path / "MODEL.ONNX"  # read as ONNX (was looked up as an IR: "no sparseinst-zoo metadata")
+    shutil.copy(onnx_path, upper)
+    landscape = image(75, 110)
+    got = create_predictor(upper, backend="openvino", precision="fp32", score_threshold=0.01)(landscape)[0]
+    assert_same_instances(got, model.predict(landscape, score_threshold=0.01)[0])
+
+
 def test_backend_errors_are_one_actionable_line(tmp_path, monkeypatch):
     from sparseinst_zoo.errors import SparseInstError
     from sparseinst_zoo.inference.backends import load_backend

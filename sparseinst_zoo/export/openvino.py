@@ -24,7 +24,13 @@ from .._io import staged_path
 from ..errors import SparseInstError
 from ..inference.backends.base import check_model_file
 from ..inference.backends.metadata import read_onnx_file_metadata
-from ..inference.backends.openvino import RT_INFO_KEY, OpenVinoBackend, default_precision, require_openvino
+from ..inference.backends.openvino import (
+    RT_INFO_KEY,
+    OpenVinoBackend,
+    default_precision,
+    openvino_message,
+    require_openvino,
+)
 from .onnx import export_onnx
 from .verify import BF16_TOLERANCE, EXACT_TOLERANCE, HALF_TOLERANCE, Tolerance, verify_export
 from .wrapper import check_model, export_shape, output_target
@@ -62,8 +68,7 @@ def convert_onnx_to_openvino(onnx_path: str | os.PathLike[str], path: str | os.P
     try:
         model = ov.convert_model(os.fspath(onnx_path))
     except Exception as err:  # OpenVINO's converter raises its own types
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RuntimeError(f"OpenVINO cannot convert {os.fspath(onnx_path)!r}: {message}") from err
+        raise RuntimeError(f"OpenVINO cannot convert {os.fspath(onnx_path)!r}: {openvino_message(err)}") from err
     for key, value in metadata.raw.items():
         model.set_rt_info(value, [RT_INFO_KEY, key])
     with staged_path(target, WEIGHTS_SUFFIXES) as staged:

@@ -389,6 +389,12 @@ def test_create_predictor_runs_an_onnx_file_like_model_predict(giam_dynamic):
         create_predictor(path.replace(".onnx", ".xml"), backend="onnxruntime")
     with pytest.raises(sparseinst_zoo.errors.SparseInstError, match="no 'half' option"):
         create_predictor(path, half=True)
+    # fp32 in any spelling the PyTorch predictor takes (was refused: "export with --half for float16")
+    for fp32 in ("float32", "FP32"):
+        assert create_predictor(path, precision=fp32).backend.runtime == "onnxruntime"
+        assert OnnxPredictor(path, precision=fp32).input_size is None
+    with pytest.raises(sparseinst_zoo.errors.SparseInstError, match="export with --half for float16"):
+        create_predictor(path, precision="fp16")
 
 
 def test_onnx_predictor_rejects_bad_files(tmp_path):

@@ -199,6 +199,34 @@ def test_metadata_is_complete(giam_dynamic, iam_fixed):
     assert session_meta["model_name"] == "sparseinst_tiny_test" and json.loads(session_meta["label_names"])[0]
 
 
+def test_an_export_keeps_the_dataset_category_ids_of_a_trained_model(tmp_path):
+    """``predict model.onnx --save-json`` writes the dataset's category ids as ``predict MODEL`` does (it wrote the
+    label indices: the ids training stores in ``pretrained_cfg.extra`` were not in the file)."""
+    from PIL import Image
+
+    model = tiny("giam", num_classes=3)
+    cfg = model.pretrained_cfg
+    model.pretrained_cfg = cfg.replace(
+        label_names=("cat", "dog", "bird"), extra={**cfg.extra, "category_ids": [3, 7, 12]}
+    )
+    path = export_onnx(model, tmp_path / "cats.onnx", 64, 96)
+    meta = read_onnx_metadata(path)
+    assert meta.category_ids == (3, 7, 12) and meta.label_names == ("cat", "dog", "bird")
+    Image.fromarray(image(75, 110)).save(tmp_path / "photo.png")
+    argv = ["predict", path, str(tmp_path / "photo.png"), "--save-json", "--score-threshold", "0.01", "--quiet"]
+    assert cli.main([*argv, "--no-overlay", "--out", str(tmp_path / "run")]) == 0
+    written = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    assert written["categories"] == [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}, {"id": 12, "name": "bird"}]
+    assert written["annotations"] and {a["category_id"] for a in written["annotations"]} <= {3, 7, 12}
+    graph = onnx.load(path)  # a file exported before the ids were stored: the labels are the ids, as before
+    kept = [p for p in graph.metadata_props if p.key != "category_ids"]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    onnx.save(graph, tmp_path / "older.onnx")
+    assert read_onnx_metadata(tmp_path / "older.onnx").category_ids is None
+    assert create_predictor(tmp_path / "older.onnx").category_ids is None
+
+
 def test_onnx_predictor_dynamic_equals_model_predict(giam_dynamic):
     model, path = giam_dynamic
     images = [image(75, 110), image(130, 90, seed=3), image(64, 64, seed=4)]

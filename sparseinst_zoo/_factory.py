@@ -86,6 +86,11 @@ def _path_source(name: str, path: Path) -> ModelSource:
         return ModelSource("folder", name, path=path)
     if (path.parent / CONFIG_NAME).is_file() and path.suffix == ".safetensors":
         return ModelSource("folder", name, path=path.parent)
+    if path.suffix.lower() == ".pt2":  # `sparseinst export --format pt2` writes a program, not weights
+        raise SparseInstError(
+            f"{path} is a torch.export program: run it with torch.export.load({os.fspath(path)!r}).module(); "
+            "to predict or evaluate, give the model it was exported from or an .onnx / OpenVINO .xml export"
+        )
     raise SparseInstError(
         f"{path} is a weights file without a config.json beside it; name the architecture: "
         f"create_model(name, checkpoint_path={os.fspath(path)!r}) or `--checkpoint {os.fspath(path)}`"

@@ -199,6 +199,34 @@ def test_metadata_is_complete(giam_dynamic, iam_fixed):
     assert session_meta["model_name"] == "sparseinst_tiny_test" and json.loads(session_meta["label_names"])[0]
 
 
+def test_an_export_keeps_the_dataset_category_ids_of_a_trained_model(tmp_path):
+    """``predict model.onnx --save-json`` writes the dataset's category ids as ``predict MODEL`` does (it wrote the
+    label indices: the ids training stores in ``pretrained_cfg.extra`` were not in the file)."""
+    from PIL import Image
+
+    model = tiny("giam", num_classes=3)
+    cfg = model.pretrained_cfg
+    model.pretrained_cfg = cfg.replace(
+        label_names=("cat", "dog", "bird"), extra={**cfg.extra, "category_ids": [3, 7, 12]}
+    )
+    path = export_onnx(model, tmp_path / "cats.onnx", 64, 96)
+    meta = read_onnx_metadata(path)
+    assert meta.category_ids == (3, 7, 12) and meta.label_names == ("cat", "dog", "bird")
+    Image.fromarray(image(75, 110)).save(tmp_path / "photo.png")
+    argv = ["predict", path, str(tmp_path / "photo.png"), "--save-json", "--score-threshold", "0.01", "--quiet"]
+    assert cli.main([*argv, "--no-overlay", "--out", str(tmp_path / "run")]) == 0
+    written = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    assert written["categories"] == [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}, {"id": 12, "name": "bird"}]
+    assert written["annotations"] and {a["category_id"] for a in written["annotations"]} <= {3, 7, 12}
+    graph = onnx.load(path)  # a file exported before the ids were stored: the labels are the ids, as before
+    kept = [p for p in graph.metadata_props if p.key != "category_ids"]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    onnx.save(graph, tmp_path / "older.onnx")
+    assert read_onnx_metadata(tmp_path / "older.onnx").category_ids is None
+    assert create_predictor(tmp_path / "older.onnx").category_ids is None
+
+
 def test_onnx_predictor_dynamic_equals_model_predict(giam_dynamic):
     model, path = giam_dynamic
     images = [image(75, 110), image(130, 90, seed=3), image(64, 64, seed=4)]
@@ -314,6 +342,9 @@ def test_cli_errors_are_clear(tmp_path):
         export_onnx(tiny(backbone="resnet14t", dcn_stages=(3, 4)), tmp_path / "dcn.onnx", 64, 64, opset=17)
     with pytest.raises(ValueError, match="directory"):
         export_onnx(tiny(), tmp_path, 64, 64)
+    # below 18 the exporter's version converter wrote a graph onnxruntime rejects, unchecked with verify=False
+    with pytest.raises(SparseInstError, match=r"opset 17 is not supported.*opset >= 18"):
+        export_onnx(tiny(), tmp_path / "old.onnx", 64, 64, opset=17, verify=False)
     assert not list(tmp_path.iterdir())
 
 
@@ -386,6 +417,12 @@ def test_create_predictor_runs_an_onnx_file_like_model_predict(giam_dynamic):
         create_predictor(path.replace(".onnx", ".xml"), backend="onnxruntime")
     with pytest.raises(sparseinst_zoo.errors.SparseInstError, match="no 'half' option"):
         create_predictor(path, half=True)
+    # fp32 in any spelling the PyTorch predictor takes (was refused: "export with --half for float16")
+    for fp32 in ("float32", "FP32"):
+        assert create_predictor(path, precision=fp32).backend.runtime == "onnxruntime"
+        assert OnnxPredictor(path, precision=fp32).input_size is None
+    with pytest.raises(sparseinst_zoo.errors.SparseInstError, match="export with --half for float16"):
+        create_predictor(path, precision="fp16")
 
 
 def test_onnx_predictor_rejects_bad_files(tmp_path):
@@ -479,9 +516,29 @@ def test_cli_pt2_roundtrip_with_pixel_input(tmp_path):
         == 0
     )
     loaded = torch.export.load(path).module()
+    with pytest.raises(SparseInstError, match=r"is a torch.export program: run it with torch.export.load\("):
+        sparseinst_zoo.from_pretrained(str(path))  # as `sparseinst predict x.pt2` (was: "a weights file")
     images = pixels(1, 64, 64, dtype=torch.uint8)
     for got, ref in zip(loaded(images), torch_raw(model, images)):
         torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+def test_cli_pt2_with_postprocess_bakes_in_the_given_mask_threshold(tmp_path):
+    """``--mask-threshold`` reaches the rescoring of a postprocessed ``.pt2`` (it was silently 0.45)."""
+    model = tiny("giam", seed=2)
+    model.save_pretrained(tmp_path / "giam")
+    path = tmp_path / "pp.pt2"
+    argv = ["export", str(tmp_path / "giam"), "--format", "pt2", "--with-postprocess", "--mask-threshold", "0.2"]
+    assert cli.main([*argv, "--height", "64", "--width", "64", "--out", str(path)]) == 0
+    images = pixels(1, 64, 64)
+    scores = torch.export.load(path).module()(images)[0]
+    pred_logits, pred_masks, pred_scores = torch_raw(model, images)
+    expected = postprocess_graph(pred_logits, pred_masks, pred_scores, (64, 64), mask_threshold=0.2)[0]
+    default = postprocess_graph(pred_logits, pred_masks, pred_scores, (64, 64))[0]
+    assert (expected - default).abs().max() > 1e-3  # the threshold matters for this model
+    torch.testing.assert_close(scores.detach(), expected, atol=1e-5, rtol=0)
+    with pytest.raises(SparseInstError, match=r"mask_threshold must be in \(0, 1\)"):
+        export_program(model, 64, 64, with_preprocess=True, with_postprocess=True, mask_threshold=1.5)
 
 
 def test_torch_compile_fullgraph_traces_without_breaks():
@@ -654,6 +711,59 @@ def test_openvino_export_and_predict_match_pytorch(tmp_path, capsys):
     assert fast.backend.runtime == "openvino" and fast.backend.precision in ("fp32", "bf16")
     result = fast(landscape)[0]
     assert result.image_size == expected.image_size and len(result) > 0
+
+
+def test_openvino_upper_case_xml_is_refused_before_the_export(tmp_path):
+    """OpenVINO saves only ``.xml``: ``--out M.XML`` used to export, then fail naming a temporary path."""
+    pytest.importorskip("openvino")
+    from sparseinst_zoo.export import export_openvino
+
+    out = tmp_path / "M.XML"
+    with pytest.raises(SparseInstError, match=r"does not end in \.xml.*'.*M\.xml'"):
+        run_cli(["sparseinst_tiny_test", "--weights", "random", "--format", "openvino", "--out", str(out)])
+    with pytest.raises(SparseInstError, match=f"NAME.xml.*got {str(out)!r}$"):
+        export_openvino(tiny(), out, verify=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_openvino_files_moved_cut_or_foreign_are_one_line_errors(giam_dynamic, tmp_path):
+    """An .xml moved without its .bin, a cut .bin, a foreign IR, a bad setting: one line naming the file and what to
+    do (was OpenVINO's first line, ``Exception from src/inference/src/cpp/core.cpp:84:``, or the IR's inner name)."""
+    pytest.importorskip("openvino")
+    import shutil
+
+    import openvino as ov
+
+    from sparseinst_zoo.export import convert_onnx_to_openvino
+    from sparseinst_zoo.inference.backends import OpenVinoPredictor
+
+    model, onnx_path = giam_dynamic
+    xml = convert_onnx_to_openvino(onnx_path, tmp_path / "model.xml")
+    moved = tmp_path / "moved" / "model.xml"
+    moved.parent.mkdir()
+    shutil.copy(xml, moved)
+    cut = tmp_path / "cut.xml"
+    shutil.copy(xml, cut)
+    (tmp_path / "cut.bin").write_bytes((tmp_path / "model.bin").read_bytes()[:1000])
+    conv = torch.nn.Conv2d(3, 4, 3).eval()  # a model from another tool: no sparseinst-zoo metadata
+    torch.onnx.export(conv, (torch.zeros(1, 3, 32, 32),), tmp_path / "plain.onnx", dynamo=True)
+    ov.save_model(ov.convert_model(str(tmp_path / "plain.onnx")), str(tmp_path / "plain.xml"))
+    cases = {
+        moved: f"has no weights file {str(moved.with_suffix('.bin'))!r} beside it.*move or copy both",
+        cut: r"cannot read .*cut.xml'.*Incorrect weights in bin file.*export the model again",
+        tmp_path / "plain.xml": f"{str(tmp_path / 'plain.xml')!r} has no sparseinst-zoo metadata",
+    }
+    for path, message in cases.items():
+        with pytest.raises(SparseInstError, match=message) as error:
+            OpenVinoPredictor(path)
+        assert "\n" not in str(error.value) and "src/" not in str(error.value)
+    with pytest.raises(SparseInstError, match=r"cannot compile .* INFERENCE_NUM_THREADS\. Expected only non neg"):
+        OpenVinoPredictor(xml, num_threads=-1)
+    upper = tmp_path / "MODEL.ONNX"  # read as ONNX (was looked up as an IR: "no sparseinst-zoo metadata")
+    shutil.copy(onnx_path, upper)
+    landscape = image(75, 110)
+    got = create_predictor(upper, backend="openvino", precision="fp32", score_threshold=0.01)(landscape)[0]
+    assert_same_instances(got, model.predict(landscape, score_threshold=0.01)[0])
 
 
 def test_backend_errors_are_one_actionable_line(tmp_path, monkeypatch):

@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dynamic height and width (the default; with --height/--width those only set the size traced and "
         "verified at); the batch dimension is always dynamic",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 19; DCN models need >= 19)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset, >= 18 (default 19; DCN models need >= 19)")
     parser.add_argument("--half", action="store_true", help="float16 weights and activations (GPU runtimes)")
     parser.add_argument(
         "--with-postprocess",
@@ -109,7 +109,7 @@ def _output_path(args: argparse.Namespace) -> str:
     if args.out is not None:
         folder, name = os.path.split(os.path.expanduser(args.out))
         stem, given = os.path.splitext(name)
-        if given.lower() != suffix:
+        if given.lower() != suffix or (args.format == "openvino" and given != suffix):  # OpenVINO: only .xml
             raise SparseInstError(
                 f"--out {args.out!r} does not end in {suffix}, the suffix of --format {args.format}; give e.g. "
                 f"{os.path.join(folder, (stem or 'model') + suffix)!r}"
@@ -168,6 +168,7 @@ def _export(args: argparse.Namespace, model: Any, path: str, size: tuple[int, in
             dynamic=dynamic,
             with_preprocess=True,
             with_postprocess=args.with_postprocess,
+            mask_threshold=args.mask_threshold,
             input_dtype=input_dtype,
         )
         return

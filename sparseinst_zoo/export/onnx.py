@@ -28,6 +28,7 @@ from .verify import EXACT_TOLERANCE, HALF_TOLERANCE, verify_onnx
 from .wrapper import (
     EXAMPLE_BATCH,
     ExportWrapper,
+    check_mask_threshold,
     check_model,
     dynamic_shapes,
     example_input,
@@ -38,12 +39,13 @@ from .wrapper import (
     quiet_export,
 )
 
-__all__ = ["DEFAULT_OPSET", "MIN_DCN_OPSET", "export_onnx"]
+__all__ = ["DEFAULT_OPSET", "MIN_DCN_OPSET", "MIN_OPSET", "export_onnx"]
 
 _logger = logging.getLogger("sparseinst_zoo")
 
 DEFAULT_OPSET = 19  # first opset with DeformConv
 MIN_DCN_OPSET = 19
+MIN_OPSET = 18  # torch's dynamo exporter's own opsets; lower ones go through a converter
 
 
 def _deform_conv_translation() -> dict[Any, Any]:
@@ -96,15 +98,19 @@ def _require_onnx() -> None:
 def _check_options(model: nn.Module, input_dtype: str, mask_threshold: float, opset: int) -> None:
     if input_dtype not in ("float32", "uint8"):
         raise SparseInstError(f"input_dtype must be 'float32' or 'uint8', got {input_dtype!r}")
-    if not 0.0 < mask_threshold < 1.0:
-        raise SparseInstError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
-    if opset < 13:
-        raise SparseInstError(f"opset {opset} is too old; use opset >= 17 (default {DEFAULT_OPSET})")
+    check_mask_threshold(mask_threshold)
     if opset < MIN_DCN_OPSET and has_deform_conv(model):
         raise SparseInstError(
             f"{getattr(model, 'model_name', 'this model')} has deformable convolutions (DCN), which ONNX supports "
             f"from opset {MIN_DCN_OPSET} (DeformConv); export with opset={MIN_DCN_OPSET} or higher, use torch.export "
             "(sparseinst_zoo.export.save_program / `sparseinst export --format pt2`), or pick a non-DCN variant"
+        )
+    if opset < MIN_OPSET:
+        # below 18 torch's exporter falls back to onnx's version converter, whose graphs onnxruntime rejects
+        # (ReduceLogSumExp keeps an attribute of opset 18)
+        raise SparseInstError(
+            f"opset {opset} is not supported: the ONNX exporter writes opset {MIN_OPSET} or later; use opset >= "
+            f"{MIN_OPSET} (default {DEFAULT_OPSET})"
         )
 
 
@@ -156,7 +162,7 @@ def export_onnx(
         dynamic: height and width are dynamic (any multiples of 32); the default when no size is given. The batch
             dimension is always dynamic. Prefer it: a fixed size pads every image to it, and SparseInst's outputs
             depend on the padding (the activation maps are normalised over every position).
-        opset: ONNX opset (>= 19 for the DCN variants, whose deformable convs become ``DeformConv``).
+        opset: ONNX opset, >= 18 (>= 19 for the DCN variants, whose deformable convs become ``DeformConv``).
         half: float16 weights and activations (for GPU runtimes; inputs/outputs stay float32/uint8).
         with_postprocess: output ``scores`` (B, N), ``labels`` (B, N) int64 and ``masks`` (B, N, H, W) probabilities
             instead of the raw heads (see :func:`~sparseinst_zoo.export.wrapper.postprocess_graph`).

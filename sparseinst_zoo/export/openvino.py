@@ -24,7 +24,13 @@ from .._io import staged_path
 from ..errors import SparseInstError
 from ..inference.backends.base import check_model_file
 from ..inference.backends.metadata import read_onnx_file_metadata
-from ..inference.backends.openvino import RT_INFO_KEY, OpenVinoBackend, default_precision, require_openvino
+from ..inference.backends.openvino import (
+    RT_INFO_KEY,
+    OpenVinoBackend,
+    default_precision,
+    openvino_message,
+    require_openvino,
+)
 from .onnx import export_onnx
 from .verify import BF16_TOLERANCE, EXACT_TOLERANCE, HALF_TOLERANCE, Tolerance, verify_export
 from .wrapper import check_model, export_shape, output_target
@@ -57,20 +63,24 @@ def convert_onnx_to_openvino(onnx_path: str | os.PathLike[str], path: str | os.P
     Both files appear at once (written in a temporary folder beside them, then renamed; the ``.bin`` first).
     """
     ov = require_openvino()
-    target = output_target(path, ".xml")
-    if target.suffix != ".xml":
-        raise SparseInstError(f"an OpenVINO model is saved as NAME.xml (+ NAME.bin), got {str(target)!r}")
+    target = _xml_target(path)
     metadata = read_onnx_file_metadata(check_model_file(onnx_path, "ONNX"))
     try:
         model = ov.convert_model(os.fspath(onnx_path))
     except Exception as err:  # OpenVINO's converter raises its own types
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RuntimeError(f"OpenVINO cannot convert {os.fspath(onnx_path)!r}: {message}") from err
+        raise RuntimeError(f"OpenVINO cannot convert {os.fspath(onnx_path)!r}: {openvino_message(err)}") from err
     for key, value in metadata.raw.items():
         model.set_rt_info(value, [RT_INFO_KEY, key])
     with staged_path(target, WEIGHTS_SUFFIXES) as staged:
         ov.save_model(model, staged, compress_to_fp16=False)
     return str(target)
+
+
+def _xml_target(path: str | os.PathLike[str]) -> Path:
+    """The ``.xml`` to write (its folder created); OpenVINO saves only a lower-case ``.xml`` suffix."""
+    if Path(path).suffix != ".xml":
+        raise SparseInstError(f"an OpenVINO model is saved as NAME.xml (+ NAME.bin), got {os.fspath(path)!r}")
+    return output_target(path, ".xml")
 
 
 def verify_openvino(
@@ -117,7 +127,7 @@ def export_openvino(
     require_openvino()
     check_model(model)
     height, width, dynamic = export_shape(model, height, width, dynamic)
-    target = output_target(path, ".xml")
+    target = _xml_target(path)  # before the export, so that the error names the caller's path
     with staged_path(target, WEIGHTS_SUFFIXES) as staged:
         onnx_path = Path(staged).with_suffix(".onnx")
         export_onnx(model, onnx_path, height, width, dynamic=dynamic, verify=False, **onnx_options)

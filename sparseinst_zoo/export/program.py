@@ -14,6 +14,7 @@ from ..inference.backends.metadata import InputDtype
 from .wrapper import (
     EXAMPLE_BATCH,
     ExportWrapper,
+    check_mask_threshold,
     check_model,
     dynamic_shapes,
     example_input,
@@ -34,6 +35,7 @@ def export_program(
     dynamic: bool | None = None,
     with_preprocess: bool = False,
     with_postprocess: bool = False,
+    mask_threshold: float = 0.45,
     input_dtype: InputDtype = "float32",
     strict: bool = False,
 ) -> torch.export.ExportedProgram:
@@ -47,6 +49,7 @@ def export_program(
         with_preprocess: take 0..255 pixels and normalise inside (the ``ExportWrapper`` contract, as ONNX);
             otherwise the program is the bare ``model.forward`` on a normalised batch returning the head dict.
         with_postprocess: with ``with_preprocess``, output ``(scores, labels, masks)`` instead of the heads.
+        mask_threshold: the threshold of the mask-quality rescoring in the postprocessed ``scores``.
         input_dtype: pixel dtype for ``with_preprocess``.
         strict: torch.export's strict (TorchDynamo) tracing.
 
@@ -58,12 +61,13 @@ def export_program(
     """
     check_model(model)
     height, width, dynamic = export_shape(model, height, width, dynamic)
+    mask_threshold = check_mask_threshold(mask_threshold)
     if with_postprocess and not with_preprocess:
         raise SparseInstError("with_postprocess needs with_preprocess=True (the ONNX-style pixel-input wrapper)")
     module: nn.Module = export_copy(model)
     if with_preprocess:
         cfg: Any = model.pretrained_cfg
-        module = ExportWrapper(module, cfg.mean, cfg.std, with_postprocess)
+        module = ExportWrapper(module, cfg.mean, cfg.std, with_postprocess, mask_threshold)
         example = example_input(height, width, EXAMPLE_BATCH, input_dtype)
     else:
         example = torch.randn(EXAMPLE_BATCH, 3, height, width, generator=torch.Generator().manual_seed(0))

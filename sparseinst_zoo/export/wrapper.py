@@ -32,6 +32,7 @@ __all__ = [
     "EXAMPLE_BATCH",
     "ExportWrapper",
     "MatmulAdaptiveAvgPool2d",
+    "check_mask_threshold",
     "check_model",
     "check_size",
     "dynamic_shapes",
@@ -161,6 +162,13 @@ def check_model(model: nn.Module) -> None:
         raise SparseInstError(
             f"export needs a SparseInst model from sparseinst_zoo.create_model(...), got {type(model).__name__}"
         )
+
+
+def check_mask_threshold(mask_threshold: float) -> float:
+    """``mask_threshold`` as a float if it is a probability strictly between 0 and 1, else a one-line error."""
+    if not 0.0 < float(mask_threshold) < 1.0:
+        raise SparseInstError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
+    return float(mask_threshold)
 
 
 def check_size(height: int, width: int, what: str = "export size") -> tuple[int, int]:

@@ -23,6 +23,7 @@ from ..._constants import MASK_STRIDE, SIZE_DIVISIBILITY
 from ..._registry import PretrainedCfg
 from ...errors import SparseInstError
 from ...version import __version__
+from ..results import model_category_ids
 
 __all__ = [
     "RAW_OUTPUTS",
@@ -57,12 +58,14 @@ def build_metadata(
     """The metadata of an export of ``model`` (a SparseInst model with ``pretrained_cfg``) as string pairs."""
     cfg: PretrainedCfg = model.pretrained_cfg
     label_names = list(getattr(model, "label_names", ()) or ())
+    category_ids = model_category_ids(model, label_names)
     return {
         "sparseinst_zoo.metadata_version": METADATA_VERSION,
         "sparseinst_zoo.version": __version__,
         "model_name": str(getattr(model, "model_name", "sparseinst")),
         "pretrained_tag": cfg.name,
         "label_names": json.dumps(label_names),
+        "category_ids": json.dumps(None if category_ids is None else list(category_ids)),
         "num_classes": str(int(model.num_classes)),
         "num_masks": str(int(model.num_masks)),
         "mean": json.dumps([float(v) for v in cfg.mean]),
@@ -92,6 +95,7 @@ class ExportMetadata:
 
     model_name: str
     label_names: tuple[str, ...]
+    category_ids: tuple[int, ...] | None  # the dataset id of each label (None: the ids are the labels)
     mean: tuple[float, ...]
     std: tuple[float, ...]
     input_name: str
@@ -120,6 +124,7 @@ class ExportMetadata:
             metadata = cls(
                 model_name=props["model_name"],
                 label_names=tuple(json.loads(props.get("label_names", "[]"))),
+                category_ids=_category_ids(props),
                 mean=tuple(json.loads(props["mean"])),
                 std=tuple(json.loads(props["std"])),
                 input_name=props.get("input_name", INPUT_NAME),
@@ -140,6 +145,8 @@ class ExportMetadata:
             ) from None
         if len(metadata.mean) != 3 or len(metadata.std) != 3:
             raise SparseInstError(f"{source} has damaged sparseinst-zoo metadata (mean/std are not 3 numbers each)")
+        if metadata.category_ids is not None and len(metadata.category_ids) != len(metadata.label_names):
+            raise SparseInstError(f"{source} has damaged sparseinst-zoo metadata (a category id per label name)")
         return metadata
 
     def pretrained_cfg(self) -> PretrainedCfg:
@@ -153,7 +160,14 @@ class ExportMetadata:
             std=(std[0], std[1], std[2]),
             min_size=self.min_size,
             max_size=self.max_size,
+            extra={} if self.category_ids is None else {"category_ids": list(self.category_ids)},
         )
+
+
+def _category_ids(props: Mapping[str, str]) -> tuple[int, ...] | None:
+    """The stored dataset ids of the labels (files exported before they were stored: None)."""
+    ids = json.loads(props.get("category_ids", "null"))
+    return None if ids is None else tuple(int(i) for i in ids)
 
 
 def read_onnx_file_metadata(path: str) -> ExportMetadata:

@@ -23,7 +23,14 @@ from ..precision import PrecisionLike, parse_precision
 from .base import ExportedBackend, check_model_file
 from .metadata import ExportMetadata, read_onnx_file_metadata
 
-__all__ = ["OpenVinoBackend", "RT_INFO_KEY", "default_precision", "read_openvino_metadata", "require_openvino"]
+__all__ = [
+    "OpenVinoBackend",
+    "RT_INFO_KEY",
+    "default_precision",
+    "openvino_message",
+    "read_openvino_metadata",
+    "require_openvino",
+]
 
 RT_INFO_KEY = "sparseinst_zoo"  # our metadata lives under rt_info[RT_INFO_KEY][key]
 _HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -46,21 +53,50 @@ def default_precision(device: str = "CPU") -> str:
     return _NAMES.get(name, "fp32")
 
 
+def openvino_message(err: BaseException) -> str:
+    """The line of an OpenVINO error that says what is wrong.
+
+    OpenVINO's messages start with the C++ source locations that raised them (``Exception from src/...``,
+    ``Check '...' failed at src/...``); the reason follows them.
+
+    Example:
+        >>> openvino_message(RuntimeError("Exception from src/core.cpp:84:\\nCheck 'x' failed at a.cpp:1:\\nBad!\\n"))
+        'Bad!'
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    return (reasons or lines or [type(err).__name__])[0]
+
+
+def _is_onnx(path: str) -> bool:
+    return path.lower().endswith(".onnx")
+
+
 def _read_model(core: Any, path: str) -> Any:
+    weights = os.path.splitext(path)[0] + ".bin"
+    if not _is_onnx(path) and not os.path.isfile(weights):
+        raise SparseInstError(
+            f"the OpenVINO model {path!r} has no weights file {weights!r} beside it; an export is NAME.xml + "
+            "NAME.bin: move or copy both"
+        )
     try:
         return core.read_model(path)
     except Exception as err:  # OpenVINO raises its own RuntimeError subclasses for unreadable files
-        raise SparseInstError(f"OpenVINO cannot read {path!r}: {str(err).strip().splitlines()[0]}") from err
+        raise SparseInstError(
+            f"OpenVINO cannot read {path!r}: {openvino_message(err)}; export the model again "
+            "(`sparseinst export MODEL --format openvino`)"
+        ) from err
 
 
-def read_openvino_metadata(model_or_path: Any) -> ExportMetadata:
-    """The sparseinst-zoo metadata of an OpenVINO IR (``.xml``), an ``.onnx`` file or an ``openvino.Model``."""
+def read_openvino_metadata(model_or_path: Any, source: str | None = None) -> ExportMetadata:
+    """The sparseinst-zoo metadata of an OpenVINO IR (``.xml``), an ``.onnx`` file or an ``openvino.Model``
+    (``source``: how messages name it; default its path, or the model's name)."""
     if isinstance(model_or_path, (str, os.PathLike)):
         path = check_model_file(model_or_path, "OpenVINO model")
-        if path.endswith(".onnx"):
+        if _is_onnx(path):
             return read_onnx_file_metadata(path)
-        model_or_path = _read_model(require_openvino().Core(), path)
-    source = f"the OpenVINO model {model_or_path.get_friendly_name()!r}"
+        model_or_path, source = _read_model(require_openvino().Core(), path), source or repr(path)
+    source = source or f"the OpenVINO model {model_or_path.get_friendly_name()!r}"
     if not model_or_path.has_rt_info([RT_INFO_KEY]):
         return ExportMetadata.from_props({}, source)
     entries = model_or_path.get_rt_info([RT_INFO_KEY]).astype(dict)
@@ -103,13 +139,17 @@ class OpenVinoBackend(ExportedBackend):
         path = check_model_file(path, "OpenVINO model")
         core = ov.Core()
         model = _read_model(core, path)
-        metadata = read_onnx_file_metadata(path) if path.endswith(".onnx") else read_openvino_metadata(model)
+        metadata = read_onnx_file_metadata(path) if _is_onnx(path) else read_openvino_metadata(model, repr(path))
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if num_threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         name = default_precision(device) if precision is None else parse_precision(precision, "cpu")
         config["INFERENCE_PRECISION_HINT"] = _HINTS[name]
-        return cls(core.compile_model(model, device, config), metadata, name)
+        try:
+            compiled = core.compile_model(model, device, config)
+        except Exception as err:  # a bad setting (num_threads=-1) or device: OpenVINO's multi-line RuntimeError
+            raise SparseInstError(f"OpenVINO cannot compile {path!r} for {device}: {openvino_message(err)}") from err
+        return cls(compiled, metadata, name)
 
     def _request(self) -> Any:
         request = getattr(self._requests, "request", None)

@@ -22,7 +22,7 @@ import numpy as np
 from torch import nn
 
 from ...errors import SparseInstError
-from ..precision import PrecisionLike
+from ..precision import PrecisionLike, parse_precision
 from ..predictor import Predictor
 from ..results import Results
 from ..sources import SourceItem
@@ -120,7 +120,7 @@ def load_backend(
             f"backend {backend!r} cannot run {os.fspath(path)!r}; onnxruntime runs .onnx files, "
             "openvino runs .onnx and .xml files"
         )
-    if precision not in (None, "fp32", False):
+    if parse_precision(precision) != "fp32":  # fp32 in any spelling is what an onnxruntime graph runs at
         raise SparseInstError("onnxruntime runs the precision of the graph; export with --half for float16")
     return OnnxRuntimeBackend.from_path(path, providers, num_threads)
 
@@ -143,8 +143,10 @@ class ExportedPredictor(Predictor):
     """
 
     def __init__(self, backend: ExportedBackend, **kwargs: Any) -> None:
-        for unsupported in ("device", "half", "precision", "optimize"):
-            if kwargs.pop(unsupported, None) not in (None, False, "fp32"):
+        options = {name: kwargs.pop(name, None) for name in ("device", "half", "precision", "optimize")}
+        options["precision"] = parse_precision(options["precision"])  # fp32 in any spelling is what the file runs
+        for unsupported, value in options.items():
+            if value not in (None, False, "fp32"):
                 raise SparseInstError(
                     f"an exported model has no {unsupported!r} option: its runtime fixes device and precision "
                     "(export with half=True for float16, or pick the OpenVINO precision when loading it)"

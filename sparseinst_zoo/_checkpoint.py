@@ -30,7 +30,14 @@ from torch import nn
 from ._constants import WEIGHTS_NAME
 from .errors import ConversionError
 
-__all__ = ["read_checkpoint", "key_problems", "load_state_dict_strict", "refused_objects", "WEIGHTS_NAME"]
+__all__ = [
+    "read_checkpoint",
+    "key_problems",
+    "load_state_dict_strict",
+    "refused_objects",
+    "check_not_program",
+    "WEIGHTS_NAME",
+]
 
 _NUM_SHOWN = 12  # keys listed in an error message before "... and N more"
 
@@ -119,6 +126,20 @@ def _unwrap(obj: Any, path: str) -> tuple[dict[str, torch.Tensor], str]:
     return state, layout
 
 
+def check_not_program(path: Path) -> None:
+    """Refuse a ``torch.export`` program (``.pt2``) where weights or a model are expected, saying what runs it.
+
+    Raises:
+        ConversionError: ``path`` ends in ``.pt2``.
+    """
+    if path.suffix.lower() == ".pt2":
+        raise ConversionError(
+            f"{path} is a torch.export program (`sparseinst export --format pt2`), not weights or a model folder: "
+            "run it with torch.export.load(path).module(); predict, val and benchmark take the folder it was "
+            "exported from, or an .onnx / .xml export"
+        )
+
+
 def _looks_like_torch_file(path: Path) -> bool:
     """True for what ``torch.save`` writes: a zip archive (since PyTorch 1.6) or a legacy pickle (protocol 2+)."""
     head = _file_head(path)
@@ -202,6 +223,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         path = path / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    check_not_program(path)
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path)), "safetensors"

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import pickletools
@@ -30,7 +31,15 @@ from torch import nn
 from ._constants import WEIGHTS_NAME
 from .errors import ConversionError
 
-__all__ = ["read_checkpoint", "key_problems", "load_state_dict_strict", "refused_objects", "WEIGHTS_NAME"]
+__all__ = [
+    "read_checkpoint",
+    "key_problems",
+    "load_state_dict_strict",
+    "refused_objects",
+    "check_not_program",
+    "read_training_config",
+    "WEIGHTS_NAME",
+]
 
 _NUM_SHOWN = 12  # keys listed in an error message before "... and N more"
 
@@ -103,8 +112,8 @@ def _unwrap(obj: Any, path: str) -> tuple[dict[str, torch.Tensor], str]:
         inner, layout = obj["state_dict"], "mmdetection"
     elif isinstance(obj.get("model"), Mapping) and isinstance(obj.get("ema"), Mapping):
         inner, layout = obj["ema"], "sparseinst train, EMA"  # the weights the run evaluated and saved in best/, last/
-    elif isinstance(obj.get("model"), Mapping):  # detectron2
-        inner, layout = obj["model"], "detectron2"
+    elif isinstance(obj.get("model"), Mapping):  # detectron2, or sparseinst train without --ema
+        inner, layout = obj["model"], "sparseinst train" if "model_config" in obj else "detectron2"
     elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         inner, layout = obj, "state_dict"
     else:
@@ -117,6 +126,20 @@ def _unwrap(obj: Any, path: str) -> tuple[dict[str, torch.Tensor], str]:
     if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state, layout
+
+
+def check_not_program(path: Path) -> None:
+    """Refuse a ``torch.export`` program (``.pt2``) where weights or a model are expected, saying what runs it.
+
+    Raises:
+        ConversionError: ``path`` ends in ``.pt2``.
+    """
+    if path.suffix.lower() == ".pt2":
+        raise ConversionError(
+            f"{path} is a torch.export program (`sparseinst export --format pt2`), not weights or a model folder: "
+            "run it with torch.export.load(path).module(); predict, val and benchmark take the folder it was "
+            "exported from, or an .onnx / .xml export"
+        )
 
 
 def _looks_like_torch_file(path: Path) -> bool:
@@ -194,7 +217,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     """Load the tensors of a ``.safetensors`` file or a pickled checkpoint (``weights_only=True`` only).
 
     Returns:
-        ``(state_dict, layout)`` where layout is ``'safetensors'``, ``'detectron2'``, ``'mmdetection'`` or
+        ``(state_dict, layout)`` where layout is ``'safetensors'``, ``'detectron2'``, ``'mmdetection'``,
+        ``'sparseinst train'`` (``', EMA'`` added for its EMA weights) or
         ``'state_dict'``; keys are as stored (not yet renamed).
     """
     path = Path(path)
@@ -202,6 +226,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         path = path / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    check_not_program(path)
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path)), "safetensors"
@@ -235,3 +260,26 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
             "with torch.save's default protocol"
         ) from None
     return _unwrap(obj, str(path))
+
+
+def read_training_config(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``config.json`` content (``model_name``, ``model_args``, ``pretrained_cfg``) a ``sparseinst train``
+    checkpoint stores, or None for any other file.
+
+    Checkpoints written before ``folder_config`` was stored give the run's model and arguments without the
+    pretrained cfg (class names and test size then fall back to the architecture's).
+    """
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".safetensors" or not zipfile.is_zipfile(path):
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if "folder_config" in state:
+            config = json.loads(state["folder_config"])
+        else:
+            settings, model_args = json.loads(state["config"]), json.loads(state["model_config"])
+            config = {"model_name": settings["model"], "model_args": model_args}
+    except (KeyError, TypeError, ValueError):  # not a training checkpoint (JSON errors are ValueErrors)
+        return None
+    valid = isinstance(config, dict) and isinstance(config.get("model_name"), str)
+    return config if valid and isinstance(config.get("model_args"), dict) else None

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol, cast
 
 from torch import nn
 
+from ._checkpoint import check_not_program
 from ._hub import CONFIG_NAME, REPO_ID, cfg_from_config, hub_folder, read_config
 from ._registry import get_pretrained_cfg, is_model, model_entrypoint, split_model_name_tag, unknown_model_error
 from .errors import SparseInstError
@@ -86,11 +87,7 @@ def _path_source(name: str, path: Path) -> ModelSource:
         return ModelSource("folder", name, path=path)
     if (path.parent / CONFIG_NAME).is_file() and path.suffix == ".safetensors":
         return ModelSource("folder", name, path=path.parent)
-    if path.suffix.lower() == ".pt2":  # `sparseinst export --format pt2` writes a program, not weights
-        raise SparseInstError(
-            f"{path} is a torch.export program: run it with torch.export.load({os.fspath(path)!r}).module(); "
-            "to predict or evaluate, give the model it was exported from or an .onnx / OpenVINO .xml export"
-        )
+    check_not_program(path)
     raise SparseInstError(
         f"{path} is a weights file without a config.json beside it; name the architecture: "
         f"create_model(name, checkpoint_path={os.fspath(path)!r}) or `--checkpoint {os.fspath(path)}`"

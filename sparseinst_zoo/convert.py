@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ._checkpoint import read_checkpoint
+from ._checkpoint import read_checkpoint, read_training_config
 from ._factory import create_model
 from ._hub import CARD_NAME, CONFIG_NAME
 from ._registry import PretrainedCfg, get_pretrained_cfg
@@ -154,7 +154,7 @@ def convert_checkpoint(
         >>> # state_dict, report = convert_checkpoint("sparse_inst_r50_giam_aug_2b7d68.pth", out_dir="r50_giam_aug")
     """
     state_dict, layout = read_checkpoint(src)
-    config = _own_config(src)
+    config = _own_config(src) or read_training_config(src)
     if model_name is None:
         model_name = (config or {}).get("model_name") or detect_model(state_dict, filename=os.fspath(src))
     converted, report = convert_state_dict(state_dict, model_name, source_layout=layout, **model_kwargs)

@@ -143,6 +143,24 @@ def test_track_refuses_an_exported_file_in_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "{pt2}"],
+        ["val", "{pt2}", "--json", "gt.json", "--images", "."],
+        ["predict", "sparseinst_tiny_test", "--checkpoint", "{pt2}"],
+    ],
+)
+def test_a_torch_export_program_is_named_as_such_not_as_weights(argv, tmp_path, capsys):
+    """A .pt2 written by `sparseinst export --format pt2` was called weights without a config.json (or corrupt)."""
+    program = tmp_path / "best.pt2"
+    program.write_bytes(b"PK\x03\x04")  # the suffix decides, whatever the archive holds
+    assert main([arg.format(pt2=program) for arg in argv]) == 1
+    err = capsys.readouterr().err
+    assert "is a torch.export program" in err and "torch.export.load" in err and "Traceback" not in err
+    assert "config.json" not in err and "corrupt" not in err
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["sparseinst_tiny_test"], "has no released weights"),

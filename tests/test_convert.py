@@ -436,3 +436,33 @@ def test_the_cli_never_replaces_a_saved_model_and_a_failed_conversion_leaves_no_
     assert not (tmp_path / "new").exists()  # nor the parent it would have needed
     assert main([*convert, str(tmp_path / "fresh"), "--card"]) == 0
     assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_converting_a_training_checkpoint_keeps_its_architecture_classes_and_test_size(tmp_path, capsys):
+    """`sparseinst convert RUN/checkpoints/last.pt` refused every architecture outside the reference zoo (the CPU
+    starter, sparseinst_tiny_test) and lost the class names and test size of the run."""
+    from sparseinst_zoo.cli import main
+    from sparseinst_zoo.data.synthetic import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "data", num_images=4, max_shapes=1, radius=(0.2, 0.3), seed=0)
+    torch.manual_seed(0)
+    sparseinst_zoo.train(
+        model="sparseinst_tiny_test", train_json=data, train_images=str(tmp_path / "data"), iters=1, batch_size=2,
+        min_sizes=(64,), max_size=96, test_size=64, out=str(tmp_path / "run"), workers=0, progress=False,
+        tensorboard=False,
+    )  # fmt: skip
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert main(["convert", str(checkpoint), "--out", str(tmp_path / "mine")]) == 0
+    assert "(sparseinst train layout)" in capsys.readouterr().out
+    saved, converted = (json.loads((tmp_path / f / "config.json").read_text()) for f in ("run/last", "mine"))
+    assert converted == saved
+    weights = sparseinst_zoo.create_model(str(tmp_path / "mine")).state_dict()
+    assert all(
+        torch.equal(weights[k], v)
+        for k, v in sparseinst_zoo.create_model(str(tmp_path / "run" / "last")).state_dict().items()
+    )
+    state = load_checkpoint(str(checkpoint))
+    del state["folder_config"]  # a checkpoint of an earlier version: the architecture still comes from its settings
+    torch.save(state, tmp_path / "old.pt")
+    _, report = convert_checkpoint(tmp_path / "old.pt")
+    assert report.model_name == "sparseinst_tiny_test"

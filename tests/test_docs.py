@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -22,3 +23,52 @@ def test_every_page_is_in_the_navigation():
     in_nav = {page for entry in config["nav"] for page in entry.values()}
     pages = {path.name for path in (ROOT / "docs").glob("*.md")}
     assert pages - in_nav == set()
+
+
+def _pages() -> list[Path]:
+    return sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+
+
+def test_the_home_page_links_every_page():
+    linked = set(re.findall(r"\]\(([\w-]+\.md)\)", (ROOT / "docs" / "index.md").read_text(encoding="utf-8")))
+    pages = {path.name for path in (ROOT / "docs").glob("*.md")} - {"index.md"}
+    assert pages - linked == set()
+
+
+def _anchor(heading: str) -> str:
+    """The id MkDocs' toc gives a heading (lower case, punctuation dropped, spaces to hyphens)."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_local_links_and_anchors_resolve():
+    broken = []
+    for page in _pages():
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", target):
+                continue
+            file, _, anchor = target.partition("#")
+            linked = page.parent / file if file else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and anchor not in map(_anchor, re.findall(r"^#+ (.+)$", linked.read_text("utf-8"), re.M)):
+                broken.append(f"{page.name}: {target}")
+    assert broken == []
+
+
+def test_every_command_line_option_the_docs_name_exists():
+    from sparseinst_zoo.cli import COMMANDS, build_parser
+
+    options = {}
+    for name in COMMANDS:
+        parser = build_parser(name)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+        options[name] = {flag for action in sub._actions for flag in action.option_strings}
+    unknown, checked = [], 0
+    for page in _pages():
+        text = page.read_text(encoding="utf-8").replace("\\\n", " ")  # continued shell lines
+        for command, rest in re.findall(r"sparseinst(?:_zoo(?:\.cli)?)? (\w+)([^\n`|#]*)", text):
+            for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest) if command in options else []:
+                checked += 1
+                if flag not in options[command]:
+                    unknown.append(f"{page.name}: sparseinst {command} {flag}")
+    assert checked > 100 and unknown == []

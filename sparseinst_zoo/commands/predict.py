@@ -92,7 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the plain eager model (default: the exact fast path, BatchNorm folded)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no per-image lines and no progress bar")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no per-image lines, progress bar or summary (warnings and errors only)"
+    )
     add_speed_arguments(parser)
     _allow_sources_after_options(parser)
 

@@ -1,10 +1,13 @@
 """Instance-segmentation datasets: COCO JSON and YOLO-format readers, training batches, the synthetic toy set.
 
 Example:
-    >>> from sparseinst_zoo.data import load_instances  # doctest: +SKIP
-    >>> val = load_instances("data.yaml", split="val")  # doctest: +SKIP
-    >>> val.label_names, len(val.images)  # doctest: +SKIP
-    (('cat', 'dog'), 412)
+    >>> import tempfile
+    >>> from sparseinst_zoo.data import load_instances
+    >>> from sparseinst_zoo.data.synthetic import make_shapes_yolo_dataset
+    >>> data_yaml = make_shapes_yolo_dataset(tempfile.mkdtemp(), "val", num_images=4)  # or your own data.yaml
+    >>> val = load_instances(data_yaml, split="val")
+    >>> val.label_names, len(val.images)
+    (('square', 'disc', 'triangle'), 4)
 """
 
 from __future__ import annotations

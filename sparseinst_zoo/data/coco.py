@@ -157,9 +157,12 @@ class CocoInstances(InstanceSet):
         DataError: for a malformed file, naming the offending annotation/image/category id.
 
     Example:
-        >>> coco = CocoInstances("annotations/instances_val.json", "images/val")  # doctest: +SKIP
-        >>> coco.label_names[:2], len(coco.training_images())  # doctest: +SKIP
-        (('cat', 'dog'), 412)
+        >>> import tempfile
+        >>> from sparseinst_zoo.data.synthetic import make_shapes_dataset
+        >>> folder = tempfile.mkdtemp()
+        >>> coco = CocoInstances(make_shapes_dataset(folder, num_images=3), folder)  # JSON file, image folder
+        >>> coco.label_names[:2], len(coco.training_images())
+        (('square', 'disc'), 3)
     """
 
     def __init__(self, json_path: str | os.PathLike[str], image_dir: str | os.PathLike[str], keep_crowd: bool = False):

@@ -11,8 +11,12 @@ file's folder, or to the working directory, default: the YAML file's folder)::
     names: {0: square, 1: disc}     # or a list; required for YOLO splits
 
 Example:
-    >>> spec = load_dataset_spec("data.yaml")  # doctest: +SKIP
-    >>> val = build_dataset(spec, "val", keep_crowd=True)  # doctest: +SKIP
+    >>> import tempfile
+    >>> from sparseinst_zoo.data.synthetic import make_shapes_yolo_dataset
+    >>> spec = load_dataset_spec(make_shapes_yolo_dataset(tempfile.mkdtemp(), "val", num_images=2))
+    >>> val = build_dataset(spec, "val", keep_crowd=True)
+    >>> type(val).__name__, len(val.images)
+    ('YoloInstances', 2)
 """
 
 from __future__ import annotations

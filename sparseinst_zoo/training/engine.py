@@ -31,7 +31,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .. import _factory
+from .. import _factory, _save
 from .._device import select_device
 from .._distributed import broadcast_from_rank0, join_process_group, local_rank, world_size
 from .._distributed import rank as current_rank
@@ -393,6 +393,8 @@ class Trainer:
                 "rng": states,
                 "config": json.dumps(self.config.to_dict()),
                 "model_config": json.dumps(_unwrap(run.model).config),
+                # the config.json of best/ and last/ (class names, ids, test size): `sparseinst convert` reads it
+                "folder_config": json.dumps(_save.model_config(_unwrap(run.model))),
             }
             save_checkpoint(os.path.join(self.config.out, CHECKPOINT_NAME), state, self.resume_command)
         run.last_saved = run.step

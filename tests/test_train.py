@@ -198,6 +198,30 @@ def test_resume_continues_the_same_curve(shapes, tmp_path, caplog):
     assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
 
 
+def test_resume_keeps_the_log_window_and_the_best_metrics(shapes, tmp_path, capsys):
+    """A checkpoint inside a log window used to drop the window's first steps (the resumed run logged the mean of
+    fewer steps), and a resumed run forgot its best evaluation (``summary["best"]`` None, no ``best`` line)."""
+    settings = dict(iters=8, checkpoint_period=3, log_period=4, eval_period=3, val_json=shapes["val_json"])
+    settings["val_images"] = shapes["val_images"]
+    full = Trainer(**_tiny(shapes, tmp_path / "full", **settings)).train()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**_tiny(shapes, tmp_path / "cut", **settings), callbacks=[_StopAt(5)]).train()
+    assert main(["train", "--resume", "--out", str(tmp_path / "cut"), "--no-progress"]) == 0
+    assert f"best ({tmp_path / 'cut'}/best): AP {full['best']['AP']:.2f}" in capsys.readouterr().out
+    resumed = Trainer(**_tiny(shapes, tmp_path / "cut2", **settings), callbacks=[_StopAt(7)])
+    with pytest.raises(KeyboardInterrupt):
+        resumed.train()
+    summary = Trainer(resume=True, out=str(tmp_path / "cut2"), progress=False).train()
+    assert summary["best"] == full["best"] and summary["last"] == full["last"]
+
+    def curve(run):
+        records = map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
+        return [(r["step"], r["loss"], r["lr"]) for r in records if r["type"] == "train"]
+
+    assert [step for step, _, _ in curve("cut")] == [4, 8]
+    assert curve("cut") == curve("full") == curve("cut2")
+
+
 def test_resume_refuses_changed_settings_and_a_finished_run(shapes, tmp_path, capsys):
     """Settings given with --resume used to be ignored without a word (``--iters 400`` trained nothing more), and
     resuming a finished run rewrote its ``last/`` without its metrics."""

@@ -70,6 +70,11 @@ def _unwrap(model: nn.Module) -> SparseInst:
     return cast(SparseInst, inner)
 
 
+def _own_state(states: list[Any]) -> Any:
+    """This process's entry of a per-process checkpoint list (the first when the process count changed)."""
+    return states[current_rank()] if len(states) == world_size() else states[0]
+
+
 def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: no weight decay for normalisation layers, patch embeddings and class tokens (as the reference)."""
     norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
@@ -327,7 +332,7 @@ class Trainer:
             collate_fn=collate,
             pin_memory=device.type == "cuda",
         )
-        return _Run(
+        run = _Run(
             model=wrapped,
             opt=opt,
             step_fn=step_fn,
@@ -341,6 +346,9 @@ class Trainer:
             best_ap=best_ap,
             last_saved=start_step if self.resume_state is not None else None,
         )
+        if self.resume_state is not None:
+            self._restore_progress(run, device)
+        return run
 
     def _check_unfinished(self, max_iters: int) -> None:
         """Refuse to resume a run that finished (its ``last/`` written): resuming would only rewrite its results."""
@@ -363,8 +371,7 @@ class Trainer:
         opt.scaler.load_state_dict(state["scaler"])
         if opt.ema is not None and state.get("ema") is not None:
             opt.ema.module.load_state_dict(state["ema"])
-        rng_states = state["rng"]
-        set_rng_state(rng_states[current_rank()] if len(rng_states) == world_size() else rng_states[0])
+        set_rng_state(_own_state(state["rng"]))
         if current_rank() == 0:
             _logger.info("resumed from %s at step %d", self.resume_path, int(state["step"]))
         return int(state["step"]), float(state["best_ap"])
@@ -375,9 +382,23 @@ class Trainer:
         """The command that continues this run from its last checkpoint."""
         return f"sparseinst train --resume --out {self.config.out}"
 
+    def _restore_progress(self, run: _Run, device: torch.device) -> None:
+        """The checkpoint's log window (steps since the last log line) and metrics, so the log and summary go on
+        as in an uninterrupted run; checkpoints of earlier versions have neither."""
+        state = self.resume_state
+        assert state is not None
+        if state.get("window"):
+            window = _own_state(state["window"])
+            run.window = list(window["terms"].to(device))
+            run.step_time, run.data_time = float(window["step_time"]), float(window["data_time"])
+        metrics = json.loads(state.get("metrics") or "{}")
+        run.best_metrics, run.last_metrics = metrics.get("best"), metrics.get("last")
+
     def _save_checkpoint(self, run: _Run) -> None:
-        states: list[Any] = [rng_state()]
-        if world_size() > 1:
+        terms = torch.stack(run.window).cpu() if run.window else torch.empty(0)
+        window = {"terms": terms, "step_time": run.step_time, "data_time": run.data_time}
+        states: list[Any] = [(rng_state(), window)]
+        if world_size() > 1:  # every process's random state and log window
             gathered: list[Any] = [None] * world_size()
             dist.all_gather_object(gathered, states[0])
             states = gathered
@@ -390,7 +411,9 @@ class Trainer:
                 "scaler": run.opt.scaler.state_dict(),
                 "ema": run.opt.ema.module.state_dict() if run.opt.ema is not None else None,
                 "best_ap": run.best_ap,
-                "rng": states,
+                "rng": [rng for rng, _ in states],
+                "window": [window for _, window in states],
+                "metrics": json.dumps({"best": run.best_metrics, "last": run.last_metrics}),
                 "config": json.dumps(self.config.to_dict()),
                 "model_config": json.dumps(_unwrap(run.model).config),
             }

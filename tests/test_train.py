@@ -618,6 +618,26 @@ def test_without_matplotlib_training_warns_once_and_skips_the_figure(tmp_path, m
         training_plot.plot_run(str(tmp_path / "nowhere"))
 
 
+def test_plot_out_is_the_file_it_writes_or_one_line_refusing_it(tmp_path, capsys):
+    """``--out curves`` wrote curves.png but printed ``curves``, ``--out FOLDER`` wrote FOLDER.png beside it, and
+    ``--out curves.txt`` ended in a traceback calling itself a bug."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"type": "train", "step": 1, "loss": 1.0, "lr": 0.1}\n')
+    assert main(["plot", str(run), "--out", str(tmp_path / "curves")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "curves.png") and (tmp_path / "curves.png").is_file()
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    assert training_plot.plot_run(str(run), str(figures)) == str(figures / "results.png")
+    assert (figures / "results.png").is_file() and not (tmp_path / "figures.png").exists()
+    for name in ("curves.txt", "run/metrics.jsonl"):
+        assert main(["plot", str(run), "--out", str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name}: not an image format matplotlib writes (use .png, .jpg, .pdf, .svg" in err
+        assert "Traceback" not in err and "this is a bug" not in err
+    assert (run / "metrics.jsonl").read_text().startswith('{"type": "train"')
+
+
 @pytest.fixture(scope="module")
 def twin_shapes(tmp_path_factory):
     """The same shapes twice: a YOLO-format data.yaml and COCO JSON files of exactly the same polygons."""

@@ -411,6 +411,33 @@ def test_a_new_run_never_touches_an_earlier_one(shapes, tmp_path):
     assert third["out"] == str(out) and not (out / "best").exists()
 
 
+def test_exist_ok_drops_the_earlier_runs_tensorboard_events(shapes, tmp_path):
+    """The earlier run's TensorBoard events stayed in ``tensorboard/``: its curves showed as the new run's."""
+    out = tmp_path / "run"
+    sparseinst_zoo.train(**_tiny(shapes, out, iters=1))
+    events = out / "tensorboard" / "events.out.tfevents.1700000000.host.1.0"
+    events.parent.mkdir()
+    events.write_bytes(b"an earlier run's scalars")
+    notes = out / "tensorboard" / "notes.txt"  # not ours: kept
+    notes.write_text("mine")
+    sparseinst_zoo.train(**_tiny(shapes, out, iters=1, exist_ok=True))
+    assert not events.exists() and notes.read_text() == "mine"
+
+
+def test_a_resumed_run_hides_the_tensorboard_steps_it_logs_again(shapes, tmp_path):
+    """TensorBoard showed the steps between the checkpoint and the interruption twice (old and new values)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**_tiny(shapes, out, iters=4, checkpoint_period=2, tensorboard=True), callbacks=[_StopAt(4)]).train()
+    Trainer(resume=True, out=str(out), progress=False).train()
+    runs = EventMultiplexer().AddRunsFromDirectory(str(out / "tensorboard"))
+    runs.Reload()
+    assert [event.step for event in runs.Scalars(".", "train/loss")] == [1, 2, 3, 4]
+
+
 def test_a_run_that_fails_before_its_first_result_leaves_no_folder(shapes, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     with pytest.raises(ValueError, match="num_classes=2 but"):  # rejected data / settings: nothing is made

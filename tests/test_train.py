@@ -222,6 +222,24 @@ def test_resume_keeps_the_log_window_and_the_best_metrics(shapes, tmp_path, caps
     assert curve("cut") == curve("full") == curve("cut2")
 
 
+def test_resume_from_a_checkpoint_file_continues_its_own_run_not_the_default_folder(
+    shapes, tmp_path, monkeypatch, capsys
+):
+    """``--resume runs/exp/checkpoints/last.pt`` without ``--out`` resumed into runs/train, overwriting the
+    checkpoint, models and metrics.jsonl of the run there."""
+    monkeypatch.chdir(tmp_path)
+    sparseinst_zoo.train(**_tiny(shapes, "runs/train", iters=2))
+    before = {p: p.read_bytes() for p in (tmp_path / "runs" / "train").rglob("*") if p.is_file()}
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**_tiny(shapes, "runs/exp", iters=4, checkpoint_period=2), callbacks=[_StopAt(3)]).train()
+    checkpoint = os.path.join("runs", "exp", "checkpoints", "last.pt")
+    with pytest.raises(SparseInstError, match=r"runs/train holds another run .*; resume into .* with --out runs/exp"):
+        Trainer(resume=checkpoint, out=str(tmp_path / "runs" / "train"))
+    assert main(["train", "--resume", checkpoint, "--no-progress"]) == 0
+    assert "final model: runs/exp/last" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in (tmp_path / "runs" / "train").rglob("*") if p.is_file()} == before
+
+
 def test_resume_refuses_changed_settings_and_a_finished_run(shapes, tmp_path, capsys):
     """Settings given with --resume used to be ignored without a word (``--iters 400`` trained nothing more), and
     resuming a finished run rewrote its ``last/`` without its metrics."""

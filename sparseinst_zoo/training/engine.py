@@ -56,7 +56,7 @@ from .config import RESUME_OVERRIDES, TrainConfig, check_resume_settings, resolv
 from .losses import SparseInstCriterion
 from .metrics_log import MetricsLog, ProgressBar, console_above_bar
 from .plot import try_plot_run
-from .run_folder import METRICS_NAME, TRAIN_CONFIG_NAME, claim_run_folder, discard_unstarted_run
+from .run_folder import METRICS_NAME, TRAIN_CONFIG_NAME, claim_run_folder, discard_unstarted_run, holds_run
 from .schedule import WarmupSchedule, resolve_milestones
 from .step import NotFinite, TrainStep
 
@@ -73,6 +73,28 @@ def _unwrap(model: nn.Module) -> SparseInst:
 def _own_state(states: list[Any]) -> Any:
     """This process's entry of a per-process checkpoint list (the first when the process count changed)."""
     return states[current_rank()] if len(states) == world_size() else states[0]
+
+
+def _resume_folder(checkpoint: str, out: str) -> str:
+    """Where a run resumed from the file ``checkpoint`` goes: ``out``, or (``out`` left at its default) the run
+    folder holding the checkpoint (``RUN/checkpoints/last.pt``).
+
+    Raises:
+        SparseInstError: that folder holds another run (resuming would overwrite its checkpoint, models and log).
+    """
+    parent = os.path.dirname(os.path.abspath(checkpoint))
+    in_run = os.path.basename(parent) == "checkpoints"
+    own_run = (os.path.dirname(os.path.dirname(os.path.normpath(checkpoint))) or ".") if in_run else None
+    if out == TrainConfig.out and own_run is not None:
+        out = own_run
+    own = os.path.join(out, CHECKPOINT_NAME)
+    if holds_run(out) and not (os.path.isfile(own) and os.path.samefile(own, checkpoint)):
+        where = f" with --out {own_run}" if own_run is not None else ""
+        raise SparseInstError(
+            f"{out} holds another run (its {CHECKPOINT_NAME} is not {checkpoint}); resume into the checkpoint's own "
+            f"run{where}, or give an --out that holds no run"
+        )
+    return out
 
 
 def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -137,7 +159,8 @@ class Trainer:
 
     Args:
         config: a :class:`TrainConfig` (or keyword arguments for one).
-        resume: ``True`` to continue from ``out/checkpoints/last.pt``, or the path of a checkpoint; the run's
+        resume: ``True`` to continue from ``out/checkpoints/last.pt``, or the path of a checkpoint (then ``out``
+            defaults to the run folder holding it; an ``out`` with another run is refused); the run's
             settings then come from the checkpoint (except ``out``, ``workers``, ``progress``, ``device`` and
             ``tensorboard``; another setting given with a different value is refused), so
             ``Trainer(resume=True, out="runs/x")`` is enough. A finished run is not resumed.
@@ -168,6 +191,8 @@ class Trainer:
             path = os.path.join(out, CHECKPOINT_NAME) if resume is True else os.fspath(resume)
             self.resume_state = load_checkpoint(path)
             self.resume_path = path
+            if resume is not True:
+                out = _resume_folder(path, out)
             given = config.to_dict() if config is not None else kwargs
             saved = json.loads(self.resume_state["config"])
             check_resume_settings(saved, given, out)

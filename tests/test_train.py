@@ -198,6 +198,48 @@ def test_resume_continues_the_same_curve(shapes, tmp_path, caplog):
     assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
 
 
+def test_resume_keeps_the_log_window_and_the_best_metrics(shapes, tmp_path, capsys):
+    """A checkpoint inside a log window used to drop the window's first steps (the resumed run logged the mean of
+    fewer steps), and a resumed run forgot its best evaluation (``summary["best"]`` None, no ``best`` line)."""
+    settings = dict(iters=8, checkpoint_period=3, log_period=4, eval_period=3, val_json=shapes["val_json"])
+    settings["val_images"] = shapes["val_images"]
+    full = Trainer(**_tiny(shapes, tmp_path / "full", **settings)).train()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**_tiny(shapes, tmp_path / "cut", **settings), callbacks=[_StopAt(5)]).train()
+    assert main(["train", "--resume", "--out", str(tmp_path / "cut"), "--no-progress"]) == 0
+    assert f"best ({tmp_path / 'cut'}/best): AP {full['best']['AP']:.2f}" in capsys.readouterr().out
+    resumed = Trainer(**_tiny(shapes, tmp_path / "cut2", **settings), callbacks=[_StopAt(7)])
+    with pytest.raises(KeyboardInterrupt):
+        resumed.train()
+    summary = Trainer(resume=True, out=str(tmp_path / "cut2"), progress=False).train()
+    assert summary["best"] == full["best"] and summary["last"] == full["last"]
+
+    def curve(run):
+        records = map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
+        return [(r["step"], r["loss"], r["lr"]) for r in records if r["type"] == "train"]
+
+    assert [step for step, _, _ in curve("cut")] == [4, 8]
+    assert curve("cut") == curve("full") == curve("cut2")
+
+
+def test_resume_from_a_checkpoint_file_continues_its_own_run_not_the_default_folder(
+    shapes, tmp_path, monkeypatch, capsys
+):
+    """``--resume runs/exp/checkpoints/last.pt`` without ``--out`` resumed into runs/train, overwriting the
+    checkpoint, models and metrics.jsonl of the run there."""
+    monkeypatch.chdir(tmp_path)
+    sparseinst_zoo.train(**_tiny(shapes, "runs/train", iters=2))
+    before = {p: p.read_bytes() for p in (tmp_path / "runs" / "train").rglob("*") if p.is_file()}
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**_tiny(shapes, "runs/exp", iters=4, checkpoint_period=2), callbacks=[_StopAt(3)]).train()
+    checkpoint = os.path.join("runs", "exp", "checkpoints", "last.pt")
+    with pytest.raises(SparseInstError, match=r"runs/train holds another run .*; resume into .* with --out runs/exp"):
+        Trainer(resume=checkpoint, out=str(tmp_path / "runs" / "train"))
+    assert main(["train", "--resume", checkpoint, "--no-progress"]) == 0
+    assert "final model: runs/exp/last" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in (tmp_path / "runs" / "train").rglob("*") if p.is_file()} == before
+
+
 def test_resume_refuses_changed_settings_and_a_finished_run(shapes, tmp_path, capsys):
     """Settings given with --resume used to be ignored without a word (``--iters 400`` trained nothing more), and
     resuming a finished run rewrote its ``last/`` without its metrics."""
@@ -385,6 +427,33 @@ def test_a_new_run_never_touches_an_earlier_one(shapes, tmp_path):
     assert json.loads((out.parent / "train2" / "train_config.json").read_text())["iters"] == 2
     third = sparseinst_zoo.train(**_tiny(shapes, out, iters=1, exist_ok=True))
     assert third["out"] == str(out) and not (out / "best").exists()
+
+
+def test_exist_ok_drops_the_earlier_runs_tensorboard_events(shapes, tmp_path):
+    """The earlier run's TensorBoard events stayed in ``tensorboard/``: its curves showed as the new run's."""
+    out = tmp_path / "run"
+    sparseinst_zoo.train(**_tiny(shapes, out, iters=1))
+    events = out / "tensorboard" / "events.out.tfevents.1700000000.host.1.0"
+    events.parent.mkdir()
+    events.write_bytes(b"an earlier run's scalars")
+    notes = out / "tensorboard" / "notes.txt"  # not ours: kept
+    notes.write_text("mine")
+    sparseinst_zoo.train(**_tiny(shapes, out, iters=1, exist_ok=True))
+    assert not events.exists() and notes.read_text() == "mine"
+
+
+def test_a_resumed_run_hides_the_tensorboard_steps_it_logs_again(shapes, tmp_path):
+    """TensorBoard showed the steps between the checkpoint and the interruption twice (old and new values)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**_tiny(shapes, out, iters=4, checkpoint_period=2, tensorboard=True), callbacks=[_StopAt(4)]).train()
+    Trainer(resume=True, out=str(out), progress=False).train()
+    runs = EventMultiplexer().AddRunsFromDirectory(str(out / "tensorboard"))
+    runs.Reload()
+    assert [event.step for event in runs.Scalars(".", "train/loss")] == [1, 2, 3, 4]
 
 
 def test_a_run_that_fails_before_its_first_result_leaves_no_folder(shapes, tmp_path, monkeypatch):
@@ -592,6 +661,26 @@ def test_without_matplotlib_training_warns_once_and_skips_the_figure(tmp_path, m
         plot_command.run(_parse(plot_command, [str(tmp_path)]))
     with pytest.raises(FileNotFoundError, match="give the output folder of a `sparseinst train` run"):
         training_plot.plot_run(str(tmp_path / "nowhere"))
+
+
+def test_plot_out_is_the_file_it_writes_or_one_line_refusing_it(tmp_path, capsys):
+    """``--out curves`` wrote curves.png but printed ``curves``, ``--out FOLDER`` wrote FOLDER.png beside it, and
+    ``--out curves.txt`` ended in a traceback calling itself a bug."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"type": "train", "step": 1, "loss": 1.0, "lr": 0.1}\n')
+    assert main(["plot", str(run), "--out", str(tmp_path / "curves")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "curves.png") and (tmp_path / "curves.png").is_file()
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    assert training_plot.plot_run(str(run), str(figures)) == str(figures / "results.png")
+    assert (figures / "results.png").is_file() and not (tmp_path / "figures.png").exists()
+    for name in ("curves.txt", "run/metrics.jsonl"):
+        assert main(["plot", str(run), "--out", str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name}: not an image format matplotlib writes (use .png, .jpg, .pdf, .svg" in err
+        assert "Traceback" not in err and "this is a bug" not in err
+    assert (run / "metrics.jsonl").read_text().startswith('{"type": "train"')
 
 
 @pytest.fixture(scope="module")

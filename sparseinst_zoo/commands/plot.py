@@ -15,7 +15,11 @@ HELP = "draw the training curves of a run (losses, learning rate, mask AP) into 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the plot options on ``parser``."""
     parser.add_argument("run", metavar="RUN", help="output folder of `sparseinst train` (holds metrics.jsonl)")
-    parser.add_argument("--out", default=None, help="PNG to write (default: RUN/results.png)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="image to write (.png, .jpg, .pdf, .svg ...; a folder: FOLDER/results.png; default: RUN/results.png)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -150,7 +150,9 @@ class TrainConfig:
         "output folder; if it holds a previous run, the next free one (runs/train2, ...) is used unless --exist-ok",
     )
     exist_ok: bool = _option(False, "reuse OUT even if it holds a previous run (its results are replaced)")
-    eval_period: int | None = _option(None, "evaluate every N iterations (default: 5 times per run)")
+    eval_period: int | None = _option(
+        None, "evaluate every N iterations and at the end (default: ceil(iters/5), at most 5 times per run)"
+    )
     checkpoint_period: int | None = _option(
         None,
         "write the resumable checkpoint every N iterations (default: min(500, iters/5), so every run can be resumed)",

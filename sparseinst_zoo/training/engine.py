@@ -56,7 +56,7 @@ from .config import RESUME_OVERRIDES, TrainConfig, check_resume_settings, resolv
 from .losses import SparseInstCriterion
 from .metrics_log import MetricsLog, ProgressBar, console_above_bar
 from .plot import try_plot_run
-from .run_folder import METRICS_NAME, TRAIN_CONFIG_NAME, claim_run_folder, discard_unstarted_run
+from .run_folder import METRICS_NAME, TRAIN_CONFIG_NAME, claim_run_folder, discard_unstarted_run, holds_run
 from .schedule import WarmupSchedule, resolve_milestones
 from .step import NotFinite, TrainStep
 
@@ -68,6 +68,33 @@ _logger = logging.getLogger("sparseinst_zoo")
 def _unwrap(model: nn.Module) -> SparseInst:
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     return cast(SparseInst, inner)
+
+
+def _own_state(states: list[Any]) -> Any:
+    """This process's entry of a per-process checkpoint list (the first when the process count changed)."""
+    return states[current_rank()] if len(states) == world_size() else states[0]
+
+
+def _resume_folder(checkpoint: str, out: str) -> str:
+    """Where a run resumed from the file ``checkpoint`` goes: ``out``, or (``out`` left at its default) the run
+    folder holding the checkpoint (``RUN/checkpoints/last.pt``).
+
+    Raises:
+        SparseInstError: that folder holds another run (resuming would overwrite its checkpoint, models and log).
+    """
+    parent = os.path.dirname(os.path.abspath(checkpoint))
+    in_run = os.path.basename(parent) == "checkpoints"
+    own_run = (os.path.dirname(os.path.dirname(os.path.normpath(checkpoint))) or ".") if in_run else None
+    if out == TrainConfig.out and own_run is not None:
+        out = own_run
+    own = os.path.join(out, CHECKPOINT_NAME)
+    if holds_run(out) and not (os.path.isfile(own) and os.path.samefile(own, checkpoint)):
+        where = f" with --out {own_run}" if own_run is not None else ""
+        raise SparseInstError(
+            f"{out} holds another run (its {CHECKPOINT_NAME} is not {checkpoint}); resume into the checkpoint's own "
+            f"run{where}, or give an --out that holds no run"
+        )
+    return out
 
 
 def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -132,7 +159,8 @@ class Trainer:
 
     Args:
         config: a :class:`TrainConfig` (or keyword arguments for one).
-        resume: ``True`` to continue from ``out/checkpoints/last.pt``, or the path of a checkpoint; the run's
+        resume: ``True`` to continue from ``out/checkpoints/last.pt``, or the path of a checkpoint (then ``out``
+            defaults to the run folder holding it; an ``out`` with another run is refused); the run's
             settings then come from the checkpoint (except ``out``, ``workers``, ``progress``, ``device`` and
             ``tensorboard``; another setting given with a different value is refused), so
             ``Trainer(resume=True, out="runs/x")`` is enough. A finished run is not resumed.
@@ -163,6 +191,8 @@ class Trainer:
             path = os.path.join(out, CHECKPOINT_NAME) if resume is True else os.fspath(resume)
             self.resume_state = load_checkpoint(path)
             self.resume_path = path
+            if resume is not True:
+                out = _resume_folder(path, out)
             given = config.to_dict() if config is not None else kwargs
             saved = json.loads(self.resume_state["config"])
             check_resume_settings(saved, given, out)
@@ -327,7 +357,7 @@ class Trainer:
             collate_fn=collate,
             pin_memory=device.type == "cuda",
         )
-        return _Run(
+        run = _Run(
             model=wrapped,
             opt=opt,
             step_fn=step_fn,
@@ -341,6 +371,9 @@ class Trainer:
             best_ap=best_ap,
             last_saved=start_step if self.resume_state is not None else None,
         )
+        if self.resume_state is not None:
+            self._restore_progress(run, device)
+        return run
 
     def _check_unfinished(self, max_iters: int) -> None:
         """Refuse to resume a run that finished (its ``last/`` written): resuming would only rewrite its results."""
@@ -363,8 +396,7 @@ class Trainer:
         opt.scaler.load_state_dict(state["scaler"])
         if opt.ema is not None and state.get("ema") is not None:
             opt.ema.module.load_state_dict(state["ema"])
-        rng_states = state["rng"]
-        set_rng_state(rng_states[current_rank()] if len(rng_states) == world_size() else rng_states[0])
+        set_rng_state(_own_state(state["rng"]))
         if current_rank() == 0:
             _logger.info("resumed from %s at step %d", self.resume_path, int(state["step"]))
         return int(state["step"]), float(state["best_ap"])
@@ -375,9 +407,23 @@ class Trainer:
         """The command that continues this run from its last checkpoint."""
         return f"sparseinst train --resume --out {self.config.out}"
 
+    def _restore_progress(self, run: _Run, device: torch.device) -> None:
+        """The checkpoint's log window (steps since the last log line) and metrics, so the log and summary go on
+        as in an uninterrupted run; checkpoints of earlier versions have neither."""
+        state = self.resume_state
+        assert state is not None
+        if state.get("window"):
+            window = _own_state(state["window"])
+            run.window = list(window["terms"].to(device))
+            run.step_time, run.data_time = float(window["step_time"]), float(window["data_time"])
+        metrics = json.loads(state.get("metrics") or "{}")
+        run.best_metrics, run.last_metrics = metrics.get("best"), metrics.get("last")
+
     def _save_checkpoint(self, run: _Run) -> None:
-        states: list[Any] = [rng_state()]
-        if world_size() > 1:
+        terms = torch.stack(run.window).cpu() if run.window else torch.empty(0)
+        window = {"terms": terms, "step_time": run.step_time, "data_time": run.data_time}
+        states: list[Any] = [(rng_state(), window)]
+        if world_size() > 1:  # every process's random state and log window
             gathered: list[Any] = [None] * world_size()
             dist.all_gather_object(gathered, states[0])
             states = gathered
@@ -390,7 +436,9 @@ class Trainer:
                 "scaler": run.opt.scaler.state_dict(),
                 "ema": run.opt.ema.module.state_dict() if run.opt.ema is not None else None,
                 "best_ap": run.best_ap,
-                "rng": states,
+                "rng": [rng for rng, _ in states],
+                "window": [window for _, window in states],
+                "metrics": json.dumps({"best": run.best_metrics, "last": run.last_metrics}),
                 "config": json.dumps(self.config.to_dict()),
                 "model_config": json.dumps(_unwrap(run.model).config),
                 # the config.json of best/ and last/ (class names, ids, test size): `sparseinst convert` reads it

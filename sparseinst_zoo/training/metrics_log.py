@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["MetricsLog", "ProgressBar", "read_metrics", "console_above_bar", "LOSS_SHORT_NAMES"]
+__all__ = ["MetricsLog", "ProgressBar", "read_metrics", "console_above_bar", "tensorboard_folder", "LOSS_SHORT_NAMES"]
 
 _logger = logging.getLogger("sparseinst_zoo")
 LOSS_SHORT_NAMES = {"loss": "loss", "loss_ce": "ce", "loss_mask": "mask", "loss_dice": "dice", "loss_objectness": "obj"}
@@ -46,13 +46,18 @@ def read_metrics(path: str, until_step: int | None = None) -> list[dict[str, Any
     return records
 
 
+def tensorboard_folder(run: str) -> str:
+    """Where a run's TensorBoard events are."""
+    return os.path.join(run, "tensorboard")
+
+
 class MetricsLog:
     """Append-only JSONL metrics log, optionally mirrored to TensorBoard.
 
     Args:
         path: the ``metrics.jsonl`` file.
         resume_step: None for a new run (the file is started empty); else the checkpoint's step: records after it
-            (they will be logged again) and damaged lines are dropped.
+            (they will be logged again) and damaged lines are dropped, and TensorBoard hides its events after it.
         tensorboard: also write TensorBoard scalars to ``tensorboard/`` beside ``path`` (when installed); the
             folder is made with the first record, so a run that logs nothing leaves none.
 
@@ -66,6 +71,7 @@ class MetricsLog:
         with open(path, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(record) + "\n" for record in kept)
         self.records = len(kept)
+        self.resume_step = resume_step
         self.tensorboard = tensorboard
         self.writer: Any = None
 
@@ -76,7 +82,9 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(os.path.join(os.path.dirname(self.path), "tensorboard"))
+                # purge_step: the events an interrupted run wrote after the checkpoint are logged again
+                purge = None if self.resume_step is None else self.resume_step + 1
+                self.writer = SummaryWriter(tensorboard_folder(os.path.dirname(self.path)), purge_step=purge)
             except ImportError:
                 pass
         return self.writer

@@ -20,7 +20,7 @@ import logging
 import os
 from typing import Any
 
-from ..errors import MissingDependency
+from ..errors import MissingDependency, SparseInstError
 from .metrics_log import read_metrics
 
 __all__ = ["plot_run", "plot_metrics", "try_plot_run", "RESULTS_NAME"]
@@ -37,11 +37,32 @@ def _series(records: list[dict[str, Any]], kind: str, key: str) -> tuple[list[in
     return [s for s, _ in points], [v for _, v in points]
 
 
+def _image_path(path: str, formats: dict[str, str]) -> str:
+    """The file matplotlib writes for ``path``: ``results.png`` in a folder, ``.png`` added without an extension.
+
+    Raises:
+        SparseInstError: the extension is not one of ``formats`` (it would fail after the figure is drawn).
+    """
+    if os.path.isdir(path):
+        return os.path.join(path, RESULTS_NAME)
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if not extension:
+        return path + ".png"
+    if extension not in formats:
+        raise SparseInstError(
+            f"{path}: not an image format matplotlib writes (use .png, .jpg, .pdf, .svg or another of "
+            f"{', '.join(sorted(formats))})"
+        )
+    return path
+
+
 def plot_metrics(records: list[dict[str, Any]], out_path: str, title: str = "") -> str:
-    """Draw the curves of ``records`` (``metrics.jsonl`` records) into the PNG ``out_path``; returns it.
+    """Draw the curves of ``records`` (``metrics.jsonl`` records) into the image ``out_path``; returns its path
+    (``out_path/results.png`` for a folder, ``out_path.png`` without an extension).
 
     Raises:
         MissingDependency: matplotlib is not installed (``pip install 'sparseinst-zoo[plot]'``).
+        SparseInstError: ``out_path`` has an extension matplotlib cannot write.
     """
     try:
         from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
@@ -49,6 +70,7 @@ def plot_metrics(records: list[dict[str, Any]], out_path: str, title: str = "") 
         raise MissingDependency("drawing curves needs matplotlib: pip install 'sparseinst-zoo[plot]'") from None
 
     figure = Figure(figsize=(15, 4.2), layout="constrained")
+    out_path = _image_path(out_path, figure.canvas.get_supported_filetypes())
     losses, lr, ap = figure.subplots(1, 3)
     for key in LOSS_KEYS:
         steps, values = _series(records, "train", key)
@@ -75,7 +97,7 @@ def plot_metrics(records: list[dict[str, Any]], out_path: str, title: str = "") 
 
 
 def plot_run(run: str, out_path: str | None = None) -> str:
-    """Redraw ``RUN/results.png`` (or ``out_path``) from ``RUN/metrics.jsonl``; returns the PNG's path.
+    """Redraw ``RUN/results.png`` (or ``out_path``) from ``RUN/metrics.jsonl``; returns the image's path.
 
     Raises:
         FileNotFoundError: ``run`` has no ``metrics.jsonl``.

@@ -16,12 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
 
 from .._io import make_dirs, next_run_dir, remove_empty_dirs
 from .checkpoint import CHECKPOINT_NAME
+from .metrics_log import tensorboard_folder
 
 __all__ = ["RUN_MARKERS", "holds_run", "claim_run_folder", "discard_unstarted_run", "TRAIN_CONFIG_NAME", "METRICS_NAME"]
 
@@ -38,7 +40,8 @@ def holds_run(folder: str) -> bool:
 
 
 def _clear_previous_outputs(folder: str) -> None:
-    """With ``exist_ok``: drop the earlier run's models and checkpoint so none is mistaken for the new run's."""
+    """With ``exist_ok``: drop the earlier run's models, checkpoint, curves and TensorBoard events so none is
+    mistaken for the new run's."""
     for name in ("best", "last"):
         path = os.path.join(folder, name)
         if all(os.path.isfile(os.path.join(path, f)) for f in _MODEL_FOLDER_FILES):
@@ -46,6 +49,8 @@ def _clear_previous_outputs(folder: str) -> None:
     for name in (CHECKPOINT_NAME, "results.png"):
         if os.path.isfile(os.path.join(folder, name)):
             os.unlink(os.path.join(folder, name))
+    for events in glob.glob(os.path.join(glob.escape(tensorboard_folder(folder)), "events.out.tfevents.*")):
+        os.unlink(events)  # else TensorBoard draws the earlier run's curves as the new run's
 
 
 def claim_run_folder(out: str, exist_ok: bool) -> tuple[str, list[str]]:

@@ -48,6 +48,7 @@ from .inference.transforms import get_output_shape, padded_shape
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
     "RESULT_KEYS",
+    "check_result_path",
     "count_flops",
     "environment",
     "format_result",
@@ -445,7 +446,12 @@ def format_result(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_result_path(path: str | os.PathLike[str]) -> str:
+    """``path`` if it can name a new ``.json`` result file, else a one-line SparseInstError (check it before a run)."""
+    return check_json_path(path, "the benchmark result", "result.json")
+
+
 def write_json(result: dict[str, Any] | list[dict[str, Any]], path: str | os.PathLike[str]) -> str:
     """Write ``result`` as indented JSON, atomically, to ``path`` or, when that exists, the next free ``<stem>_2.json``
     (an earlier result is never replaced). Returns the path written."""
-    return write_new_json(check_json_path(path, "the benchmark result", "result.json"), result)
+    return write_new_json(check_result_path(path), result)

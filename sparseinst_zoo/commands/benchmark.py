@@ -83,12 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one benchmark, print a summary and optionally write JSON. Returns 0."""
-    from .._io import check_json_path
-    from ..benchmark import format_result, run_benchmark, write_json
+    from ..benchmark import check_result_path, format_result, run_benchmark, write_json
     from ..inference.backends import EXPORTED_SUFFIXES
 
     if args.json:
-        check_json_path(args.json, "the benchmark result", "result.json")  # before the run, not after it
+        check_result_path(args.json)  # before the run, not after it
     backend = args.backend or EXPORTED_SUFFIXES.get(os.path.splitext(args.model)[1].lower(), "torch")
     result = run_benchmark(
         args.model,

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .. import _factory, _save
+from .._constants import WEIGHTS_NAME
 from .._device import select_device
 from .._distributed import broadcast_from_rank0, join_process_group, local_rank, world_size
 from .._distributed import rank as current_rank
@@ -380,7 +381,7 @@ class Trainer:
         if self.resume_state is None or int(self.resume_state["step"]) < max_iters:
             return
         last = os.path.join(self.config.out, "last")
-        if os.path.isfile(os.path.join(last, "model.safetensors")):
+        if os.path.isfile(os.path.join(last, WEIGHTS_NAME)):
             raise SparseInstError(
                 f"{self.resume_path} is the end of a finished run (step {int(self.resume_state['step'])} of "
                 f"{max_iters}): nothing to resume; to train on, start a new run from its weights (--checkpoint {last})"

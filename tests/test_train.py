@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import warnings
 
@@ -36,6 +37,7 @@ from sparseinst_zoo.training.config import TrainConfig, resolve_defaults
 from sparseinst_zoo.training.engine import Trainer, TrainingDiverged
 from sparseinst_zoo.training.losses import SparseInstCriterion
 from sparseinst_zoo.training.metrics_log import ProgressBar, console_above_bar
+from sparseinst_zoo.training.run_folder import claim_run_folder, discard_unstarted_run
 
 _TWIN_ITERS = 60
 
@@ -427,6 +429,26 @@ def test_a_new_run_never_touches_an_earlier_one(shapes, tmp_path):
     assert json.loads((out.parent / "train2" / "train_config.json").read_text())["iters"] == 2
     third = sparseinst_zoo.train(**_tiny(shapes, out, iters=1, exist_ok=True))
     assert third["out"] == str(out) and not (out / "best").exists()
+
+
+def test_trainings_started_at_the_same_moment_never_share_a_run_folder(tmp_path):
+    """A parallel sweep into ``runs/train``: each run reserves its folder before writing anything, so none shares
+    one (claiming by "holds a run" alone gave all of them ``runs/train``)."""
+    out, start, chosen = str(tmp_path / "runs" / "train"), threading.Barrier(4), []
+
+    def claim() -> None:
+        start.wait()
+        chosen.append(claim_run_folder(out, exist_ok=False))
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(folder for folder, _ in chosen) == [out, out + "2", out + "3", out + "4"]
+    folder, created = next((folder, created) for folder, created in chosen if folder == out + "4")
+    discard_unstarted_run(folder, created)  # a run that stopped before its first result gives its name back
+    assert not os.path.exists(folder) and claim_run_folder(out, exist_ok=False)[0] == out + "4"
 
 
 def test_exist_ok_drops_the_earlier_runs_tensorboard_events(shapes, tmp_path):

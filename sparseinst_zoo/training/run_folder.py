@@ -53,26 +53,45 @@ def _clear_previous_outputs(folder: str) -> None:
         os.unlink(events)  # else TensorBoard draws the earlier run's curves as the new run's
 
 
+def _reserve(folder: str) -> list[str] | None:
+    """Create ``folder`` with an empty :data:`TRAIN_CONFIG_NAME` in it, made with ``O_EXCL`` so that of two runs
+    started at once only one gets the folder; None when another run holds it already (the folders this call
+    created, which the other run now uses too, are left)."""
+    created = make_dirs(folder)
+    try:
+        os.close(os.open(os.path.join(folder, TRAIN_CONFIG_NAME), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return None
+    return created
+
+
 def claim_run_folder(out: str, exist_ok: bool) -> tuple[str, list[str]]:
     """The folder a new run writes to (created): ``out``, or its next free sibling when ``out`` holds a run.
+
+    The folder is reserved by creating its ``train_config.json`` exclusively, so two trainings started at the same
+    moment (a parallel sweep into ``runs/train``) never share one; :func:`discard_unstarted_run` releases it.
 
     Returns:
         The folder and the folders created for it (see :func:`~sparseinst_zoo._io.make_dirs`).
     """
-    if holds_run(out):
-        if exist_ok:
+    if exist_ok:
+        if holds_run(out):
             _logger.warning("%s holds a previous run; its results are replaced (exist_ok)", out)
             _clear_previous_outputs(out)
-        else:
-            chosen = next_run_dir(out, in_use=holds_run)
-            _logger.warning(
-                "%s holds a previous run, so this one writes to %s (--exist-ok reuses %s, --resume continues it)",
-                out,
-                chosen,
-                out,
-            )
-            out = chosen
-    return out, make_dirs(out)
+        return out, make_dirs(out)
+    while True:  # a name another run reserved between the check and the reservation sends this one further
+        chosen = next_run_dir(out, in_use=holds_run)
+        created = _reserve(chosen)
+        if created is not None:
+            break
+    if chosen != out:
+        _logger.warning(
+            "%s holds a previous run, so this one writes to %s (--exist-ok reuses %s, --resume continues it)",
+            out,
+            chosen,
+            out,
+        )
+    return chosen, created
 
 
 def discard_unstarted_run(folder: str, created: list[str]) -> None:

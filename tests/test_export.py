@@ -35,6 +35,7 @@ from sparseinst_zoo.export import (  # noqa: E402
     export_onnx,
     export_program,
     postprocess_graph,
+    save_program,
     verify_onnx,
 )
 from sparseinst_zoo.export.wrapper import export_shape  # noqa: E402
@@ -342,6 +343,13 @@ def test_cli_errors_are_clear(tmp_path):
         export_onnx(tiny(backbone="resnet14t", dcn_stages=(3, 4)), tmp_path / "dcn.onnx", 64, 64, opset=17)
     with pytest.raises(ValueError, match="directory"):
         export_onnx(tiny(), tmp_path, 64, 64)
+    # predict picks the runtime by suffix: an ONNX graph written as m.xml (or m.pt2, or m) was a file nothing loads
+    with pytest.raises(SparseInstError, match=r"'.*m\.xml' does not end in \.onnx.*'.*m\.onnx' \(export_openvino"):
+        export_onnx(tiny(), tmp_path / "m.xml", 64, 64)
+    with pytest.raises(SparseInstError, match=r"does not end in \.onnx.*'.*model\.v2\.onnx'$"):
+        export_onnx(tiny(), tmp_path / "model.v2", 64, 64)
+    with pytest.raises(SparseInstError, match=r"does not end in \.pt2.*'.*m\.pt2' \(export_onnx writes \.onnx"):
+        save_program(tiny(), tmp_path / "m.onnx", 64, 64)
     # below 18 the exporter's version converter wrote a graph onnxruntime rejects, unchecked with verify=False
     with pytest.raises(SparseInstError, match=r"opset 17 is not supported.*opset >= 18"):
         export_onnx(tiny(), tmp_path / "old.onnx", 64, 64, opset=17, verify=False)

@@ -214,11 +214,29 @@ def has_deform_conv(model: nn.Module) -> bool:
     return any(isinstance(module, DeformConv2d) for module in model.modules())
 
 
+#: which exporter writes each file kind: a file is loaded by its suffix, so each export keeps its own
+_WRITERS = {".onnx": "export_onnx", ".xml": "export_openvino", ".pt2": "save_program"}
+
+
 def output_target(path: str | os.PathLike[str], suffix: str) -> Path:
-    """The file to write (its folder created); a folder given as the file is an error."""
+    """The file to write (its folder created); a folder, or a name without ``suffix``, is an error.
+
+    Example:
+        >>> output_target("m.xml", ".onnx")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sparseinst_zoo.errors.SparseInstError: 'm.xml' does not end in .onnx, ... 'm.onnx' (export_openvino writes ...)
+    """
     target = Path(path)
     if target.is_dir():
         raise SparseInstError(f"output path {str(target)!r} is a directory; give a file name such as model{suffix}")
+    given = target.suffix.lower()
+    if given != suffix:  # predict and the loaders pick the runtime by suffix: m.xml holding ONNX would fail later
+        writer = f" ({_WRITERS[given]} writes {given} files)" if given in _WRITERS else ""
+        raise SparseInstError(
+            f"{str(target)!r} does not end in {suffix}, the file this export writes; name it e.g. "
+            f"{str(target.with_suffix(suffix) if writer else Path(f'{target}{suffix}'))!r}{writer}"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     return target
 

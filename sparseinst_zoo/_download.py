@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from urllib.parse import urlsplit
 from filelock import FileLock
 
 from .errors import DownloadError
+
+_logger = logging.getLogger("sparseinst_zoo")
 
 __all__ = ["Downloaded", "download_original", "file_sha256", "sha256_matches", "download_timeout"]
 
@@ -126,13 +129,19 @@ def download_original(
     dest.parent.mkdir(parents=True, exist_ok=True)
     source = url or f"https://drive.google.com/file/d/{google_drive_id}"
     with FileLock(str(dest) + ".lock"):
-        if not dest.is_file():
+        cached = dest.is_file()
+        if not cached:
             _gdown(url, None if url else google_drive_id, dest, progress)
         if not dest.is_file():
             raise DownloadError(f"downloading {source} produced no file at {dest}")
         digest = file_sha256(dest)
-        if not sha256_matches(digest, sha256):
+        if cached and not sha256_matches(digest, sha256):  # a cached copy gone bad (cut copy, disk): fetch it anew
+            _logger.warning("cached %s fails its pinned sha256 (corrupt): deleted, downloading it again", dest)
             dest.unlink()
+            _gdown(url, None if url else google_drive_id, dest, progress)
+            digest = file_sha256(dest) if dest.is_file() else "none (no file)"
+        if not sha256_matches(digest, sha256):
+            dest.unlink(missing_ok=True)
             raise DownloadError(
                 f"{source} has sha256 {digest}, but {sha256} is pinned: the file is corrupt or was replaced "
                 "(deleted it; run again to re-download)"

@@ -4,8 +4,10 @@ loopback original-release server (tests/release_server.py) serving a reference-f
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -174,6 +176,20 @@ def test_a_wrong_sha256_is_refused_and_the_file_deleted(hub, release, tmp_path):
     with pytest.raises(DownloadError, match="sha256 .* but 00000000 is pinned"):
         fetch(release, tmp_path / "cache", original_sha256="00000000")
     assert not list((tmp_path / "cache" / "sparseinst-zoo" / "originals").rglob("*.pth"))
+
+
+def test_a_corrupted_cached_original_is_downloaded_again(hub, release, reference, tmp_path, caplog):
+    """A cached original that fails its pinned sha256 (a damaged disk, a cut copy) was deleted with "run again"."""
+    pinned = hashlib.sha256(reference.read_bytes()).hexdigest()[:8]
+    fetch(release, tmp_path / "cache", original_sha256=pinned)
+    shutil.rmtree(converted(release, tmp_path / "cache", original_sha256=pinned))
+    (original,) = (tmp_path / "cache" / "sparseinst-zoo" / "originals").rglob("*.pth")
+    original.write_bytes(original.read_bytes()[:-100] + b"\xff" * 100)
+    release.requests.clear()
+    model = fetch(release, tmp_path / "cache", original_sha256=pinned)
+    assert "fails its pinned sha256 (corrupt): deleted, downloading it again" in caplog.text
+    assert [r[:2] for r in release.requests] == [("GET", f"/{PTH}")]
+    assert same(model, sparseinst_zoo.create_model(TINY, checkpoint_path=reference))
 
 
 def test_a_corrupted_cached_safetensors_is_reported_and_fetched_again(hub, release, reference, tmp_path, caplog):

@@ -397,6 +397,14 @@ def test_device_option_moves_a_copy_not_the_model(tiny_model, rgb_image):
     assert predictor.model is not tiny_model and not predictor.model.training and tiny_model.training
 
 
+def test_a_model_or_device_without_values_is_a_one_line_error(tiny_model, rgb_image):
+    with pytest.raises(SparseInstError, match=r"meta device .*to_empty") as err:
+        copy.deepcopy(tiny_model).to("meta").predict(rgb_image)
+    assert "\n" not in str(err.value)
+    with pytest.raises(SparseInstError, match="device 'meta' holds shapes without values"):
+        tiny_model.predict(rgb_image, device="meta")
+
+
 def test_half_is_a_deprecated_alias_of_precision(tiny_model, rgb_image):
     with pytest.warns(DeprecationWarning, match="precision="):
         old = Predictor(tiny_model, half="bf16", score_threshold=0.0)

@@ -281,6 +281,11 @@ def _check_options(
 ) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"Predictor needs a torch model, got {type(model).__name__}")
+    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        raise SparseInstError(
+            "the model's weights are on the meta device (shapes without values); give them values first, e.g. "
+            "model.to_empty(device='cpu') and then model.load_state_dict(...)"
+        )
     if not 0.0 <= score_threshold < 1.0:
         raise SparseInstError(f"score_threshold must be in [0, 1), got {score_threshold}")
     if not 0.0 < mask_threshold < 1.0:

@@ -443,6 +443,20 @@ def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path, mode):
     assert load_image(tmp_path / "depth.png")[0, :, 0].tolist() == [0, 100, 255]
 
 
+def test_float_image_must_hold_grey_levels_not_clipped_to_black(tmp_path):
+    from sparseinst_zoo.inference.sources import to_rgb_uint8
+
+    levels = Image.fromarray(np.array([[0.0, 100.0, 255.0]], np.float32))
+    assert to_rgb_uint8(levels)[0, :, 0].tolist() == [0, 100, 255]  # as PIL's convert (detectron2's read_image)
+    for values in ([[0.0, 0.5, 1.0]], [[0.0, 300.0]], [[-1.0, 3.0]], [[0.0, np.nan]]):
+        image = Image.fromarray(np.array(values, np.float32))
+        with pytest.raises(SparseInstError, match=r"source 0.*mode F.*0\.\.255"):
+            to_rgb_uint8(image, "source 0")
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32)).save(tmp_path / "unit.tif")
+    with pytest.raises(SparseInstError, match=r"unit\.tif.*holds values from 0 to 1;"):
+        load_image(tmp_path / "unit.tif")  # the file's values are named, not called corrupt
+
+
 def test_extreme_aspect_ratio_is_named_and_skipped_in_a_folder(tiny_model, rgb_image, tmp_path):
     from sparseinst_zoo.errors import DataError
 

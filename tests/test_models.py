@@ -261,6 +261,14 @@ def test_a_new_class_head_drops_the_old_heads_names_and_dataset_ids(tmp_path):
     assert same.label_names == ("a", "b", "c") and model_category_ids(same) == (1, 5, 9)
 
 
+def test_an_unknown_model_argument_names_the_close_ones():
+    with pytest.raises(TypeError, match=r"^SparseInst got an unexpected argument 'num_clases' \(did you mean num_cl") as err:
+        sparseinst_zoo.create_model("sparseinst_tiny_test", num_clases=3)
+    assert "it takes: backbone, " in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(TypeError, match="unexpected arguments 'foo', 'bar'; it takes"):
+        sparseinst_zoo.SparseInst(foo=1, bar=2)
+
+
 def test_coordinates_and_ppm_match_the_spec():
     coords = coordinate_channels(torch.zeros(2, 4, 3, 5))
     assert coords.shape == (2, 2, 3, 5)

@@ -405,6 +405,12 @@ def test_a_model_or_device_without_values_is_a_one_line_error(tiny_model, rgb_im
         tiny_model.predict(rgb_image, device="meta")
 
 
+@pytest.mark.parametrize(("typed", "ours"), [("conf", "score_threshold"), ("imgsz", "min_size"), ("batchsize", "batch_size")])
+def test_an_unknown_predict_option_names_ours(tiny_model, rgb_image, typed, ours):
+    with pytest.raises(TypeError, match=rf"^predict got an unexpected argument '{typed}' \(did you mean {ours}\?\)"):
+        tiny_model.predict(rgb_image, **{typed: 1})
+
+
 def test_half_is_a_deprecated_alias_of_precision(tiny_model, rgb_image):
     with pytest.warns(DeprecationWarning, match="precision="):
         old = Predictor(tiny_model, half="bf16", score_threshold=0.0)

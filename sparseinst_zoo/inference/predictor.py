@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import itertools
 import logging
 import os
@@ -26,7 +27,7 @@ from .._constants import DEFAULT_MEAN, DEFAULT_SCORE_THRESHOLD, DEFAULT_STD
 from .._device import select_device
 from .._distributed import join_process_group, world_size
 from .._distributed import rank as current_rank
-from ..errors import DataError, SparseInstError
+from ..errors import DataError, SparseInstError, unknown_keywords_error
 from .network import OptimizeOption, inference_network, model_device, model_dtype
 from .optimize import OptimizedModel
 from .postprocess import postprocess
@@ -303,6 +304,19 @@ def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torc
     return model_device(model) if device is None else select_device(device)
 
 
+_PREDICTOR_OPTIONS = [name for name in inspect.signature(Predictor.__init__).parameters if name not in ("self", "model")]
+_PREDICT_ONLY = ("stream", "save", "save_json", "out", "exist_ok", "distributed")
+# Ultralytics' names for the same options, which its users type first
+_ULTRALYTICS_NAMES = {
+    "conf": "score_threshold",
+    "threshold": "score_threshold",
+    "imgsz": "min_size",
+    "max_det": "max_detections",
+    "batch": "batch_size",
+    "project": "out",
+}
+
+
 def _write_when_iterated(writer: Callable[[], ResultsWriter], results: Iterator[Results]) -> Iterator[Results]:
     """``results``, written as they come by ``writer()``, made at the first frame asked for: a returned generator
     that is never iterated (a video) makes no run folder."""
@@ -351,6 +365,9 @@ def predict(
         >>> results[0].masks.shape[1:]
         torch.Size([75, 110])
     """
+    unknown = [name for name in options if name not in _PREDICTOR_OPTIONS]
+    if unknown:
+        raise unknown_keywords_error("predict", unknown, [*_PREDICTOR_OPTIONS, *_PREDICT_ONLY], _ULTRALYTICS_NAMES)
     if distributed:
         join_process_group(options.get("device"))  # before the Predictor: it puts this process on its own GPU
     predictor = Predictor(model, **options)

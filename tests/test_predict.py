@@ -256,7 +256,10 @@ def test_sample_image_loads():
         (np.zeros((3, 10, 10), np.uint8), ValueError, "channels must be last"),
         (torch.zeros(2, 10, 10), ValueError, "CxHxW"),
         (torch.full((3, 10, 10), 255.0), ValueError, r"\[0, 1\]"),
-        (torch.zeros(3, 10, 10, dtype=torch.int32), ValueError, "uint8 or float"),
+        (torch.zeros(3, 10, 10, dtype=torch.int32), ValueError, r"uint8 or float.*x\.clip\(0, 255\)\.to\(torch"),
+        (np.zeros((10, 10), np.uint16), ValueError, r"uint16; convert it, e\.g\. \(x / 257\)"),  # not "* 255"
+        (np.zeros((10, 10), bool), ValueError, r"x\.astype\(np\.uint8\) \* 255 for a bool mask"),
+        (torch.zeros(3, 10, 10, dtype=torch.bool), ValueError, r"x\.to\(torch\.uint8\) \* 255"),
         ({"image": 1}, TypeError, "unsupported source type"),
         ([], ValueError, "empty list"),
         ("does/not/exist.jpg", FileNotFoundError, "does/not/exist.jpg"),

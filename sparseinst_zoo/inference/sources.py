@@ -154,11 +154,23 @@ def _pil_to_rgb_array(image: Image.Image, name: str) -> np.ndarray:
     return np.array(image.convert("RGB"))
 
 
+def _to_uint8_hint(kind: str, cast: str) -> str:
+    """How to make 8-bit levels of an array of this dtype ``kind`` (``'b'`` bool, ``'u16'``, ``'f'``, ``'i'``)."""
+    if kind == "b":
+        return f"x.{cast} * 255 for a bool mask"
+    if kind == "u16":
+        return f"(x / 257).round().{cast} for a 16-bit image (a PIL I;16 image is scaled so for you)"
+    if kind == "f":
+        return f"(x * 255).round().clip(0, 255).{cast} for values in [0, 1]"
+    return f"x.clip(0, 255).{cast} for 0..255 levels"
+
+
 def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
     if array.dtype != np.uint8:
+        kind = "u16" if array.dtype == np.uint16 else array.dtype.kind
         raise SparseInstError(
-            f"{name}: expected a uint8 array, got dtype {array.dtype}; convert it with e.g. "
-            "(x * 255).round().clip(0, 255).astype(np.uint8) for values in [0, 1]"
+            f"{name}: expected a uint8 array, got dtype {array.dtype}; convert it, e.g. "
+            + _to_uint8_hint(kind, "astype(np.uint8)")
         )
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -191,7 +203,11 @@ def _tensor_to_rgb(tensor: torch.Tensor, name: str) -> np.ndarray:
             )
         tensor = (tensor * 255).round().to(torch.uint8)
     elif tensor.dtype != torch.uint8:
-        raise SparseInstError(f"{name}: expected a uint8 or float tensor, got dtype {tensor.dtype}")
+        kind = "b" if tensor.dtype == torch.bool else "u16" if tensor.dtype == torch.uint16 else "i"
+        raise SparseInstError(
+            f"{name}: expected a uint8 or float tensor, got dtype {tensor.dtype}; convert it, e.g. "
+            + _to_uint8_hint(kind, "to(torch.uint8)")
+        )
     return _array_to_rgb(tensor.permute(1, 2, 0).cpu().numpy(), name)
 
 

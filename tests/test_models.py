@@ -14,13 +14,13 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 
 import sparseinst_zoo
+from sparseinst_zoo.inference.results import model_category_ids
 from sparseinst_zoo.models.backbones import (
     DeformableBottleneck,
     create_backbone,
     outputs_channels_last,
     select_feature_levels,
 )
-from sparseinst_zoo.inference.results import model_category_ids
 from sparseinst_zoo.models.decoder import coordinate_channels
 from sparseinst_zoo.models.encoder import PyramidPoolingModule
 
@@ -262,7 +262,8 @@ def test_a_new_class_head_drops_the_old_heads_names_and_dataset_ids(tmp_path):
 
 
 def test_an_unknown_model_argument_names_the_close_ones():
-    with pytest.raises(TypeError, match=r"^SparseInst got an unexpected argument 'num_clases' \(did you mean num_cl") as err:
+    expected = r"^SparseInst got an unexpected argument 'num_clases' \(did you mean num_classes"
+    with pytest.raises(TypeError, match=expected) as err:
         sparseinst_zoo.create_model("sparseinst_tiny_test", num_clases=3)
     assert "it takes: backbone, " in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(TypeError, match="unexpected arguments 'foo', 'bar'; it takes"):

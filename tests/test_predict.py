@@ -408,7 +408,9 @@ def test_a_model_or_device_without_values_is_a_one_line_error(tiny_model, rgb_im
         tiny_model.predict(rgb_image, device="meta")
 
 
-@pytest.mark.parametrize(("typed", "ours"), [("conf", "score_threshold"), ("imgsz", "min_size"), ("batchsize", "batch_size")])
+@pytest.mark.parametrize(
+    ("typed", "ours"), [("conf", "score_threshold"), ("imgsz", "min_size"), ("batchsize", "batch_size")]
+)
 def test_an_unknown_predict_option_names_ours(tiny_model, rgb_image, typed, ours):
     with pytest.raises(TypeError, match=rf"^predict got an unexpected argument '{typed}' \(did you mean {ours}\?\)"):
         tiny_model.predict(rgb_image, **{typed: 1})

@@ -304,7 +304,9 @@ def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torc
     return model_device(model) if device is None else select_device(device)
 
 
-_PREDICTOR_OPTIONS = [name for name in inspect.signature(Predictor.__init__).parameters if name not in ("self", "model")]
+_PREDICTOR_OPTIONS = [
+    name for name in inspect.signature(Predictor.__init__).parameters if name not in {"self", "model"}
+]
 _PREDICT_ONLY = ("stream", "save", "save_json", "out", "exist_ok", "distributed")
 # Ultralytics' names for the same options, which its users type first
 _ULTRALYTICS_NAMES = {

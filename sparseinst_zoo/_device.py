@@ -44,6 +44,8 @@ def select_device(device: str | torch.device | None = None, *, local_rank: int |
         if chosen.index is None and local_rank is not None:
             chosen = torch.device("cuda", local_rank)
         _check_cuda(chosen)
+    elif chosen.type == "meta":
+        raise SparseInstError("device 'meta' holds shapes without values, nothing can run there; use 'cpu' or 'cuda'")
     elif chosen.type == "mps" and not torch.backends.mps.is_available():
         raise SparseInstError(
             f"device {str(chosen)!r} was requested but Apple's MPS is not available here; use device='cpu' or 'auto'"

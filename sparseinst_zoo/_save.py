@@ -8,6 +8,7 @@ A saved model is a folder (or Hub repository) with ``config.json`` (``model_name
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -39,6 +40,9 @@ from .errors import SparseInstError
 from .version import __version__
 
 __all__ = ["model_config", "push_to_hub", "save_pretrained", "store_converted"]
+
+_logger = logging.getLogger("sparseinst_zoo")
+_CARD_HEAD = 1000  # characters of a README searched for our front matter (it is a few lines long)
 
 
 def _saved_cfg(model: nn.Module, repo_id: str | None) -> PretrainedCfg:
@@ -82,7 +86,8 @@ def save_pretrained(
 ) -> Path:
     """Write ``config.json``, ``model.safetensors`` and (``card=True``) a ``README.md`` model card to a folder.
 
-    Each file is written atomically. Frozen-BN buffers, DCN offsets and every other state-dict entry are saved.
+    Each file is written atomically. Frozen-BN buffers, DCN offsets and every other state-dict entry are saved. A
+    ``README.md`` already there that is not a sparseinst-zoo model card (your own notes) is kept, with a warning.
 
     Example:
         >>> import tempfile, sparseinst_zoo
@@ -101,10 +106,23 @@ def save_pretrained(
     atomic_save(folder / WEIGHTS_NAME, lambda tmp: save_file(state_dict, tmp, metadata=metadata))
     text = json.dumps(config, indent=2) + "\n"
     atomic_save(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    if card:
+    if card and _foreign_card(folder / CARD_NAME):
+        _logger.warning(
+            "kept the README.md in %s (it is not a sparseinst-zoo model card); move it away to get one written", folder
+        )
+    elif card:
         readme = model_card(config, sum(p.numel() for p in model.parameters()), repo_id, metrics)
         atomic_save(folder / CARD_NAME, lambda tmp: Path(tmp).write_text(readme, encoding="utf-8"))
     return folder
+
+
+def _foreign_card(path: Path) -> bool:
+    """True if ``path`` is a README someone else wrote (ours name the library in their front matter)."""
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:_CARD_HEAD]
+    except FileNotFoundError:
+        return False
+    return not (head.startswith("---") and f"library_name: {LIBRARY_NAME}" in head)
 
 
 def push_to_hub(

@@ -14,6 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Mapping
+
 __all__ = [
     "SparseInstError",
     "ConversionError",
@@ -49,3 +52,23 @@ class MissingDependency(SparseInstError, ImportError):
 
     Also an ``ImportError``, so ``except ImportError`` around optional features keeps working.
     """
+
+
+def unknown_keywords_error(
+    caller: str, unknown: Iterable[str], known: Iterable[str], aliases: Mapping[str, str] | None = None
+) -> TypeError:
+    """The one-line TypeError for keyword arguments ``caller`` does not take, with the close known names.
+
+    ``aliases`` maps other libraries' names to ours (Ultralytics' ``conf`` is our ``score_threshold``).
+
+    Example:
+        >>> str(unknown_keywords_error("predict", ["conf"], ["score_threshold"], {"conf": "score_threshold"}))
+        "predict got an unexpected argument 'conf' (did you mean score_threshold?); it takes: score_threshold"
+    """
+    known, aliases = sorted(known), aliases or {}
+    hints = []
+    for name in unknown:
+        close = [aliases[name]] if name in aliases else difflib.get_close_matches(name, known, n=2, cutoff=0.6)
+        hints.append(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    what = "unexpected arguments" if len(hints) > 1 else "an unexpected argument"
+    return TypeError(f"{caller} got {what} {', '.join(hints)}; it takes: {', '.join(known)}")

@@ -72,3 +72,22 @@ def test_every_command_line_option_the_docs_name_exists():
                 if flag not in options[command]:
                     unknown.append(f"{page.name}: sparseinst {command} {flag}")
     assert checked > 100 and unknown == []
+
+
+def test_the_reusable_postprocessing_example_gives_what_predict_gives():
+    """The snippet of docs/predict.md, run as written on a model fresh from create_model (in training mode)."""
+    import numpy as np
+    import torch
+
+    import sparseinst_zoo
+
+    page = (ROOT / "docs" / "predict.md").read_text(encoding="utf-8")
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "import postprocess" in b]
+    torch.manual_seed(0)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", frozen_bn=False)  # train-mode BatchNorm differs
+    image = np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8)
+    scope = {"model": model, "image": image}
+    exec(snippet, scope)
+    expected = model.predict(image, min_size=640, max_size=853, score_threshold=0.005, optimize=False)[0]
+    (got,) = scope["instances"]
+    assert torch.equal(got["masks"], expected.masks) and torch.allclose(got["scores"], expected.scores)

@@ -225,6 +225,17 @@ def test_save_and_load_round_trip(tmp_path, tiny_model):
     assert 'from_pretrained("path/to/this/folder")' in card
 
 
+def test_save_pretrained_keeps_a_readme_that_is_not_its_model_card(tmp_path, tiny_model, caplog):
+    (tmp_path / "README.md").write_text("# my project notes\n")
+    with caplog.at_level(logging.WARNING, logger="sparseinst_zoo"):
+        tiny_model.save_pretrained(tmp_path)
+    assert (tmp_path / "README.md").read_text() == "# my project notes\n"
+    assert "kept the README.md" in caplog.text and (tmp_path / WEIGHTS_NAME).is_file()
+    folder = tiny_model.save_pretrained(tmp_path / "saved")
+    tiny_model.save_pretrained(folder, metrics={"mask AP (val)": 1.5})  # its own card is rewritten
+    assert "| mask AP (val) | 1.50 |" in (folder / "README.md").read_text()
+
+
 def test_reference_pth_loads_directly(tmp_path, tiny_model):
     torch.save({"model": tiny_model.state_dict()}, tmp_path / "model_final.pth")
     model = sparseinst_zoo.create_model(TINY, checkpoint_path=tmp_path / "model_final.pth")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 
 import sparseinst_zoo
+from sparseinst_zoo.inference.results import model_category_ids
 from sparseinst_zoo.models.backbones import (
     DeformableBottleneck,
     create_backbone,
@@ -242,6 +244,30 @@ def test_num_classes_override_and_reset_classifier():
     assert model.decoder.inst_branch.cls_score.out_features == 5 and model.config["num_classes"] == 5
     coco = sparseinst_zoo.create_model("sparseinst_r50_iam")
     assert coco.label_names[0] == "person" and len(coco.label_names) == 80
+
+
+def test_a_new_class_head_drops_the_old_heads_names_and_dataset_ids(tmp_path):
+    trained = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3)
+    trained.pretrained_cfg = trained.pretrained_cfg.replace(
+        label_names=("a", "b", "c"), extra={"category_ids": [1, 5, 9], "note": "kept"}
+    )
+    folder = trained.save_pretrained(tmp_path / "trained")
+    finetune = sparseinst_zoo.create_model(os.fspath(folder), num_classes=5)
+    assert finetune.label_names == tuple(f"class_{i}" for i in range(5))
+    assert finetune.pretrained_cfg.extra == {"note": "kept"}
+    assert model_category_ids(finetune) is None  # predictions.json lists the 5 new classes, not the 3 old ids
+    same = sparseinst_zoo.create_model(os.fspath(folder))
+    same.reset_classifier(3)  # a fresh head for the same classes keeps their names and ids
+    assert same.label_names == ("a", "b", "c") and model_category_ids(same) == (1, 5, 9)
+
+
+def test_an_unknown_model_argument_names_the_close_ones():
+    expected = r"^SparseInst got an unexpected argument 'num_clases' \(did you mean num_classes"
+    with pytest.raises(TypeError, match=expected) as err:
+        sparseinst_zoo.create_model("sparseinst_tiny_test", num_clases=3)
+    assert "it takes: backbone, " in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(TypeError, match="unexpected arguments 'foo', 'bar'; it takes"):
+        sparseinst_zoo.SparseInst(foo=1, bar=2)
 
 
 def test_coordinates_and_ppm_match_the_spec():

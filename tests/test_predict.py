@@ -256,7 +256,10 @@ def test_sample_image_loads():
         (np.zeros((3, 10, 10), np.uint8), ValueError, "channels must be last"),
         (torch.zeros(2, 10, 10), ValueError, "CxHxW"),
         (torch.full((3, 10, 10), 255.0), ValueError, r"\[0, 1\]"),
-        (torch.zeros(3, 10, 10, dtype=torch.int32), ValueError, "uint8 or float"),
+        (torch.zeros(3, 10, 10, dtype=torch.int32), ValueError, r"uint8 or float.*x\.clip\(0, 255\)\.to\(torch"),
+        (np.zeros((10, 10), np.uint16), ValueError, r"uint16; convert it, e\.g\. \(x / 257\)"),  # not "* 255"
+        (np.zeros((10, 10), bool), ValueError, r"x\.astype\(np\.uint8\) \* 255 for a bool mask"),
+        (torch.zeros(3, 10, 10, dtype=torch.bool), ValueError, r"x\.to\(torch\.uint8\) \* 255"),
         ({"image": 1}, TypeError, "unsupported source type"),
         ([], ValueError, "empty list"),
         ("does/not/exist.jpg", FileNotFoundError, "does/not/exist.jpg"),
@@ -397,6 +400,22 @@ def test_device_option_moves_a_copy_not_the_model(tiny_model, rgb_image):
     assert predictor.model is not tiny_model and not predictor.model.training and tiny_model.training
 
 
+def test_a_model_or_device_without_values_is_a_one_line_error(tiny_model, rgb_image):
+    with pytest.raises(SparseInstError, match=r"meta device .*to_empty") as err:
+        copy.deepcopy(tiny_model).to("meta").predict(rgb_image)
+    assert "\n" not in str(err.value)
+    with pytest.raises(SparseInstError, match="device 'meta' holds shapes without values"):
+        tiny_model.predict(rgb_image, device="meta")
+
+
+@pytest.mark.parametrize(
+    ("typed", "ours"), [("conf", "score_threshold"), ("imgsz", "min_size"), ("batchsize", "batch_size")]
+)
+def test_an_unknown_predict_option_names_ours(tiny_model, rgb_image, typed, ours):
+    with pytest.raises(TypeError, match=rf"^predict got an unexpected argument '{typed}' \(did you mean {ours}\?\)"):
+        tiny_model.predict(rgb_image, **{typed: 1})
+
+
 def test_half_is_a_deprecated_alias_of_precision(tiny_model, rgb_image):
     with pytest.warns(DeprecationWarning, match="precision="):
         old = Predictor(tiny_model, half="bf16", score_threshold=0.0)
@@ -433,6 +452,20 @@ def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path, mode):
     with Image.open(tmp_path / "depth.png") as check:
         assert check.mode == "I;16"
     assert load_image(tmp_path / "depth.png")[0, :, 0].tolist() == [0, 100, 255]
+
+
+def test_float_image_must_hold_grey_levels_not_clipped_to_black(tmp_path):
+    from sparseinst_zoo.inference.sources import to_rgb_uint8
+
+    levels = Image.fromarray(np.array([[0.0, 100.0, 255.0]], np.float32))
+    assert to_rgb_uint8(levels)[0, :, 0].tolist() == [0, 100, 255]  # as PIL's convert (detectron2's read_image)
+    for values in ([[0.0, 0.5, 1.0]], [[0.0, 300.0]], [[-1.0, 3.0]], [[0.0, np.nan]]):
+        image = Image.fromarray(np.array(values, np.float32))
+        with pytest.raises(SparseInstError, match=r"source 0.*mode F.*0\.\.255"):
+            to_rgb_uint8(image, "source 0")
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32)).save(tmp_path / "unit.tif")
+    with pytest.raises(SparseInstError, match=r"unit\.tif.*holds values from 0 to 1;"):
+        load_image(tmp_path / "unit.tif")  # the file's values are named, not called corrupt
 
 
 def test_extreme_aspect_ratio_is_named_and_skipped_in_a_folder(tiny_model, rgb_image, tmp_path):

@@ -98,6 +98,15 @@ def test_to_json_cpu_numpy_and_indexing():
     assert "1 cat" in repr(results) and "x.jpg" in repr(results)
 
 
+def test_an_empty_index_list_keeps_no_instance():
+    results = make_results()
+    results.track_ids = np.array([4, 5, 6])
+    for r in (results, results.numpy()):
+        for index in ([], (), [i for i, s in enumerate(r.scores.tolist()) if s > 2]):
+            none = r[index]
+            assert len(none) == 0 and tuple(none.masks.shape) == (0, 40, 60) and none.track_ids.tolist() == []
+
+
 def test_scalar_index_keeps_one_instance():
     results = make_results()
     for r in (results, results.numpy()):
@@ -136,6 +145,15 @@ def test_plot_and_save(tmp_path):
 def test_plot_accepts_a_pil_image():
     image = np.full((40, 60, 3), 128, np.uint8)
     np.testing.assert_array_equal(make_results().plot(Image.fromarray(image)), make_results(image=image).plot())
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "I;16", "CMYK"])
+def test_plot_takes_a_pil_image_of_any_mode_as_predict_does(mode):
+    pil = Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).convert(mode)
+    rgb = np.asarray(pil.convert("RGB")) if mode != "I;16" else np.full((40, 60, 3), round(128 / 257), np.uint8)
+    np.testing.assert_array_equal(make_results().plot(pil), make_results(image=rgb).plot())
+    gray = np.full((40, 60), 128, np.uint8)  # and a grayscale array, replicated
+    np.testing.assert_array_equal(make_results().plot(gray), make_results(image=np.dstack([gray] * 3)).plot())
 
 
 def test_plot_needs_an_image():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import itertools
 import logging
 import os
@@ -26,7 +27,7 @@ from .._constants import DEFAULT_MEAN, DEFAULT_SCORE_THRESHOLD, DEFAULT_STD
 from .._device import select_device
 from .._distributed import join_process_group, world_size
 from .._distributed import rank as current_rank
-from ..errors import DataError, SparseInstError
+from ..errors import DataError, SparseInstError, unknown_keywords_error
 from .network import OptimizeOption, inference_network, model_device, model_dtype
 from .optimize import OptimizedModel
 from .postprocess import postprocess
@@ -281,6 +282,11 @@ def _check_options(
 ) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"Predictor needs a torch model, got {type(model).__name__}")
+    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        raise SparseInstError(
+            "the model's weights are on the meta device (shapes without values); give them values first, e.g. "
+            "model.to_empty(device='cpu') and then model.load_state_dict(...)"
+        )
     if not 0.0 <= score_threshold < 1.0:
         raise SparseInstError(f"score_threshold must be in [0, 1), got {score_threshold}")
     if not 0.0 < mask_threshold < 1.0:
@@ -296,6 +302,21 @@ def _check_options(
 def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
     """Where the model already is when no device is asked for, else the requested device, checked to exist."""
     return model_device(model) if device is None else select_device(device)
+
+
+_PREDICTOR_OPTIONS = [
+    name for name in inspect.signature(Predictor.__init__).parameters if name not in {"self", "model"}
+]
+_PREDICT_ONLY = ("stream", "save", "save_json", "out", "exist_ok", "distributed")
+# Ultralytics' names for the same options, which its users type first
+_ULTRALYTICS_NAMES = {
+    "conf": "score_threshold",
+    "threshold": "score_threshold",
+    "imgsz": "min_size",
+    "max_det": "max_detections",
+    "batch": "batch_size",
+    "project": "out",
+}
 
 
 def _write_when_iterated(writer: Callable[[], ResultsWriter], results: Iterator[Results]) -> Iterator[Results]:
@@ -346,6 +367,9 @@ def predict(
         >>> results[0].masks.shape[1:]
         torch.Size([75, 110])
     """
+    unknown = [name for name in options if name not in _PREDICTOR_OPTIONS]
+    if unknown:
+        raise unknown_keywords_error("predict", unknown, [*_PREDICTOR_OPTIONS, *_PREDICT_ONLY], _ULTRALYTICS_NAMES)
     if distributed:
         join_process_group(options.get("device"))  # before the Predictor: it puts this process on its own GPU
     predictor = Predictor(model, **options)

@@ -13,6 +13,7 @@ import torch
 from .._coco import COCO_CATEGORY_IDS, COCO_CLASSES
 from ..errors import MissingDependency, SparseInstError
 from .masks import encode_rle, mask_to_polygons, masks_to_boxes
+from .sources import to_rgb_uint8
 from .visualise import draw_instances, save_image
 
 __all__ = ["Results", "masks_to_boxes", "mask_to_polygons", "encode_rle"]  # the geometry is re-exported from .masks
@@ -125,6 +126,8 @@ class Results:
     def __getitem__(self, index: Any) -> Results:
         if _is_integer_scalar(index):  # one instance (e.g. ``r[r.scores.argmax()]``) stays a Results of length 1
             index = [int(index)]
+        elif isinstance(index, (list, tuple)) and not index:  # nothing kept, e.g. by a list comprehension
+            index = np.zeros(0, np.int64)  # an empty list would become a float tensor, which cannot index
         track_ids = None
         if self.track_ids is not None:
             track_ids = self.track_ids[index if isinstance(index, slice) else _to_numpy(index)]
@@ -298,14 +301,15 @@ class Results:
 
     # -- visualisation ---------------------------------------------------------------------------------------
     def plot(self, image: np.ndarray | None = None, **kwargs: Any) -> np.ndarray:
-        """An RGB uint8 overlay of the instances on ``image`` (uint8 HxWx3 RGB array or PIL image; default: the
-        predicted image). ``kwargs``: ``alpha``, ``outline``, ``labels``, ``show_boxes``, ``show_ids`` of
+        """An RGB uint8 overlay of the instances on ``image`` (default: the predicted image; else any image
+        ``predict`` takes in memory: a PIL image of any mode, a uint8 RGB or grayscale array, a CHW tensor).
+        ``kwargs``: ``alpha``, ``outline``, ``labels``, ``show_boxes``, ``show_ids`` of
         :func:`~sparseinst_zoo.inference.visualise.draw_instances`; tracked instances are coloured by track id."""
         if image is None:
             image = self.orig_img
         if image is None:
             raise SparseInstError("Results.plot needs the image: this Results has no orig_img, pass plot(image=...)")
-        image = np.asarray(image)  # a PIL image works too
+        image = to_rgb_uint8(image, "Results.plot image")  # converted as predict converts its sources
         if tuple(image.shape[:2]) != self.image_size:
             raise SparseInstError(
                 f"Results.plot: image size {image.shape[:2]} differs from the results' {self.image_size}"

@@ -8,7 +8,7 @@ Every image becomes a uint8 HxWx3 RGB numpy array:
   channel (no blending); other dtypes are rejected (convert to uint8 yourself, the scaling is ambiguous);
 - torch tensors: CHW (or a BxCxHxW batch) with C in {1, 3, 4} treated like the arrays above; uint8 values are used as
   is, float tensors must hold values in [0, 1] (torchvision's convention) and are scaled by 255 and rounded;
-- PIL images: converted with ``convert("RGB")``.
+- PIL images: converted with ``convert("RGB")`` (16-bit grayscale scaled to 8 bits; float images must hold 0..255).
 
 Video files (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.webm``, ...) are decoded frame by frame with PyAV
 (``pip install av``) or, if that is missing, OpenCV (``pip install opencv-python-headless``).
@@ -117,7 +117,9 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
                     "Convert it to a video (e.g. .mp4) to predict every frame",
                     stacklevel=2,
                 )
-            array = _pil_to_rgb_array(ImageOps.exif_transpose(opened))
+            array = _pil_to_rgb_array(ImageOps.exif_transpose(opened), f"image {path!r}")
+    except SparseInstError:
+        raise  # decoded, but its values cannot be used: the message says so (not "corrupt")
     except Image.DecompressionBombError as err:  # not an OSError: Pillow refuses > 2 * MAX_IMAGE_PIXELS pixels
         raise SparseInstError(
             f"cannot read image {path!r}: it is too large to decode ({err}); downscale it, or raise "
@@ -133,8 +135,18 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
 _WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-def _pil_to_rgb_array(image: Image.Image) -> np.ndarray:
-    """uint8 HxWx3 RGB of a PIL image; 16-bit grayscale (modes I;16 and I) is scaled to 8 bits, not clipped."""
+def _pil_to_rgb_array(image: Image.Image, name: str) -> np.ndarray:
+    """uint8 HxWx3 RGB of a PIL image; 16-bit grayscale (modes I;16 and I) is scaled to 8 bits, not clipped; 32-bit
+    float grayscale (mode F) must hold 0..255 levels, which PIL converts (it would clip others, and 0..1 to black)."""
+    if image.mode == "F":
+        values = np.asarray(image)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if not (np.isfinite(values).all() and 0.0 <= low and high <= 255.0) or 0.0 < high <= 1.0:
+            raise SparseInstError(
+                f"{name}: a float (mode F) image is read as 0..255 grey levels, but it holds values from {low:.3g} to "
+                f"{high:.3g}; scale it to 0..255 and convert it to 8 bits first, e.g. "
+                "Image.fromarray((values * 255).round().astype(np.uint8)) for values in [0, 1]"
+            )
     if image.mode in _WIDE_INTEGER_MODES:
         wide = np.asarray(image).astype(np.float64)
         levels = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)  # 65535 -> 255, as ImageMagick/OpenCV
@@ -142,11 +154,23 @@ def _pil_to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.array(image.convert("RGB"))
 
 
+def _to_uint8_hint(kind: str, cast: str) -> str:
+    """How to make 8-bit levels of an array of this dtype ``kind`` (``'b'`` bool, ``'u16'``, ``'f'``, ``'i'``)."""
+    if kind == "b":
+        return f"x.{cast} * 255 for a bool mask"
+    if kind == "u16":
+        return f"(x / 257).round().{cast} for a 16-bit image (a PIL I;16 image is scaled so for you)"
+    if kind == "f":
+        return f"(x * 255).round().clip(0, 255).{cast} for values in [0, 1]"
+    return f"x.clip(0, 255).{cast} for 0..255 levels"
+
+
 def _array_to_rgb(array: np.ndarray, name: str) -> np.ndarray:
     if array.dtype != np.uint8:
+        kind = "u16" if array.dtype == np.uint16 else array.dtype.kind
         raise SparseInstError(
-            f"{name}: expected a uint8 array, got dtype {array.dtype}; convert it with e.g. "
-            "(x * 255).round().clip(0, 255).astype(np.uint8) for values in [0, 1]"
+            f"{name}: expected a uint8 array, got dtype {array.dtype}; convert it, e.g. "
+            + _to_uint8_hint(kind, "astype(np.uint8)")
         )
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -179,7 +203,11 @@ def _tensor_to_rgb(tensor: torch.Tensor, name: str) -> np.ndarray:
             )
         tensor = (tensor * 255).round().to(torch.uint8)
     elif tensor.dtype != torch.uint8:
-        raise SparseInstError(f"{name}: expected a uint8 or float tensor, got dtype {tensor.dtype}")
+        kind = "b" if tensor.dtype == torch.bool else "u16" if tensor.dtype == torch.uint16 else "i"
+        raise SparseInstError(
+            f"{name}: expected a uint8 or float tensor, got dtype {tensor.dtype}; convert it, e.g. "
+            + _to_uint8_hint(kind, "to(torch.uint8)")
+        )
     return _array_to_rgb(tensor.permute(1, 2, 0).cpu().numpy(), name)
 
 
@@ -191,7 +219,7 @@ def to_rgb_uint8(image: Any, name: str = "image") -> np.ndarray:
         (4, 5, 3)
     """
     if isinstance(image, Image.Image):
-        return _array_to_rgb(_pil_to_rgb_array(image), name)
+        return _array_to_rgb(_pil_to_rgb_array(image, name), name)
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image, name)
     if isinstance(image, torch.Tensor):

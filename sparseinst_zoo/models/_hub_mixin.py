@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import _save
 from .._registry import json_ready
+from ..errors import unknown_keywords_error
 
 __all__ = ["HubMixin", "PredictMixin"]
 
@@ -50,7 +51,12 @@ class HubMixin(PredictMixin):
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         instance = super().__new__(cls)
-        bound = inspect.signature(cls.__init__).bind_partial(instance, *args, **kwargs)  # copy/unpickle: no args
+        signature = inspect.signature(cls.__init__)
+        unknown = [name for name in kwargs if name not in signature.parameters]
+        if unknown:  # named here: Python's own message names neither the model nor the arguments it takes
+            known = [name for name in signature.parameters if name != "self"]
+            raise unknown_keywords_error(cls.__name__, unknown, known)
+        bound = signature.bind_partial(instance, *args, **kwargs)  # copy/unpickle: no args
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         arguments.pop("self", None)

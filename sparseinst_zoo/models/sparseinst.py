@@ -176,8 +176,11 @@ class SparseInst(HubMixin, nn.Module):
         self.decoder.inst_branch.reset_classifier(num_classes)
         self.num_classes = num_classes
         self.config["num_classes"] = num_classes
-        if len(self.pretrained_cfg.label_names) != num_classes:
-            self.pretrained_cfg = self.pretrained_cfg.replace(label_names=(), num_classes=num_classes)
+        cfg = self.pretrained_cfg
+        # names and dataset ids describe the old head's classes: kept, they would label the new ones wrongly
+        extra = {k: v for k, v in cfg.extra.items() if k != "category_ids" or len(v) == num_classes}
+        label_names = cfg.label_names if len(cfg.label_names) == num_classes else ()
+        self.pretrained_cfg = cfg.replace(label_names=label_names, num_classes=num_classes, extra=extra)
 
 
 _CASTS: dict[torch.dtype, str] = {torch.float32: "float()", torch.float16: "half()", torch.bfloat16: "bfloat16()"}

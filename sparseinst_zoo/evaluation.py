@@ -142,11 +142,17 @@ def check_crowd_kept(dataset: InstanceSet) -> None:
 def coco_ground_truth(dataset: InstanceSet, backend: str = "pycocotools") -> Any:
     """A ``COCO`` object of ``backend`` built from a validated dataset (``area`` and ``iscrowd`` filled in).
 
+    Annotation ids are the dataset's, or 1..N in image order when one of them is below 1 (COCOeval's matching reads
+    id 0 as "unmatched").
+
     Raises:
         DataError: if the dataset was read without its crowd annotations (see :func:`check_crowd_kept`).
     """
     check_crowd_kept(dataset)
-    annotations = []
+    # COCOeval marks an unmatched ground truth with id 0, so an annotation numbered 0 (Roboflow's exports count from
+    # 0) would have its true positive scored as a false positive: ids below 1 are renumbered 1..N
+    renumber = any(ann["id"] < 1 for image in dataset.images for ann in image.annotations)
+    annotations: list[dict[str, Any]] = []
     for image in dataset.images:
         for ann in image.annotations:
             area = ann.get("area")
@@ -154,7 +160,7 @@ def coco_ground_truth(dataset: InstanceSet, backend: str = "pycocotools") -> Any
                 area = segmentation_area(ann["segmentation"], image.height, image.width)
             annotations.append(
                 {
-                    "id": ann["id"],
+                    "id": len(annotations) + 1 if renumber else ann["id"],
                     "image_id": image.id,
                     "category_id": dataset.category_ids[ann["label"]],
                     "segmentation": ann["segmentation"],

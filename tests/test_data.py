@@ -13,6 +13,8 @@ from PIL import Image, PngImagePlugin
 from sparseinst_zoo.data import Augmentation, AugmentConfig, CocoInstances, Collator, InstanceDataset, TrainSampler
 from sparseinst_zoo.data.instances import image_size
 from sparseinst_zoo.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
+from sparseinst_zoo.errors import DataError
+from sparseinst_zoo.evaluation import score_detections
 from sparseinst_zoo.inference.transforms import get_output_shape
 
 
@@ -150,16 +152,87 @@ def test_image_sizes_of_pngs_come_from_the_header(tmp_path, monkeypatch):
 
 def test_degenerate_polygons_dropped_and_empty_images_skipped(tmp_path, caplog):
     anns = [{"id": 3, "image_id": 1, "category_id": 5, "segmentation": [[1, 1, 4, 4]]}]
+    anns.append({"id": 5, "image_id": 1, "category_id": 5, "segmentation": [], "bbox": [1, 1, 4, 4]})  # box-only
     data = _base(anns)
     data["images"].append({"id": 2, "file_name": "2.png", "height": 20, "width": 30})
     data["annotations"].append({"id": 4, "image_id": 2, "category_id": 2, "segmentation": [[0, 0, 9, 0, 9, 9]]})
     coco = CocoInstances(_write(tmp_path, data, images=((1, 20, 30), (2, 20, 30))), tmp_path)
-    assert "ids 3" in caplog.text and coco.num_dropped == 1
+    assert "dropped 2 annotation(s) without a mask" in caplog.text and "box-only" in caplog.text
+    assert "ids 3, 5" in caplog.text and coco.num_dropped == 2
     assert [img.id for img in coco.training_images()] == [2]
     (tmp_path / "2.png").unlink()
     Image.fromarray(np.zeros((21, 30, 3), np.uint8)).save(tmp_path / "2.png")
     with pytest.raises(ValueError, match="2.png is 21x30 .* says 20x30 for image id 2"):
         coco.load_image(coco.images[1])
+
+
+def _truncated_jpeg(path, height=20, width=30):
+    """A JPEG cut in half, as an interrupted download leaves it: its header (and size) reads, its pixels do not."""
+    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(path, quality=95)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def test_a_truncated_image_in_a_coco_file_fails_at_load_time_naming_it(tmp_path):
+    """Its header reads, so without the end-marker check training failed only when a batch first decoded it."""
+    data = _base([{"id": 7, "image_id": 1, "category_id": 5, "segmentation": [[0, 0, 5, 0, 5, 5]]}])
+    data["images"].append({"id": 2, "file_name": "cut.jpg", "height": 20, "width": 30})
+    path = _write(tmp_path, data)
+    _truncated_jpeg(tmp_path / "cut.jpg")
+    message = r"(?i)ann\.json: cut\.jpg \(image id 2\) cannot be read as an image \(.*truncated"
+    with pytest.raises(DataError, match=message):
+        CocoInstances(path, tmp_path)
+    trailing = Image.fromarray(np.full((20, 30, 3), 90, np.uint8))
+    trailing.save(tmp_path / "cut.jpg")
+    with open(tmp_path / "cut.jpg", "ab") as handle:  # data after the end marker (a phone's motion photo): fine
+        handle.write(b"\x00" * 64)
+    assert CocoInstances(path, tmp_path).images[1].height == 20
+
+
+def _square(ann_id, image_id, category_id):
+    square = [[2, 2, 12, 2, 12, 12, 2, 12]]
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "segmentation": square}
+
+
+def _roboflow_export(tmp_path, categories):
+    """Two images with a square each, numbered from 0 as Roboflow numbers images, annotations and categories."""
+    data = {
+        "images": [{"id": i, "file_name": f"{i}.png", "height": 20, "width": 30} for i in (0, 1)],
+        "annotations": [_square(0, 0, 1), _square(1, 1, 2)],
+        "categories": categories,
+    }
+    return data, _write(tmp_path, data, images=((0, 20, 30), (1, 20, 30)))
+
+
+def test_a_perfect_detection_of_annotation_id_0_is_a_true_positive(tmp_path):
+    """COCOeval marks an unmatched ground truth with id 0: a detection of annotation 0 counted as a false positive
+    (AP 25 instead of 100 here)."""
+    _, path = _roboflow_export(tmp_path, [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}])
+    coco = CocoInstances(path, tmp_path, keep_crowd=True)
+    rle = mask_utils.encode(np.asfortranarray(coco.load_targets(coco.images[0])[1][0]))
+    rle["counts"] = rle["counts"].decode()
+    detections = [{"image_id": i, "category_id": 1 + i, "segmentation": rle, "score": 0.9} for i in (0, 1)]
+    for backend in ("pycocotools", "faster"):
+        assert score_detections(coco, detections, backend=backend)["AP"] == pytest.approx(100.0)
+
+
+def test_a_roboflow_root_category_without_annotations_is_not_a_class(tmp_path, caplog):
+    """Roboflow's category 0 is the dataset's name, the supercategory of every class, never annotated (its YOLO
+    export leaves it out): it was a class of its own, never trained on."""
+    categories = [
+        {"id": 0, "name": "pets", "supercategory": "none"},
+        {"id": 1, "name": "cat", "supercategory": "pets"},
+        {"id": 2, "name": "dog", "supercategory": "pets"},
+    ]
+    data, path = _roboflow_export(tmp_path, categories)
+    coco = CocoInstances(path, tmp_path)
+    assert coco.category_ids == (1, 2) and coco.label_names == ("cat", "dog")
+    assert "ignoring 1 category(ies) that only group others and have no annotation: id 0 'pets'" in caplog.text
+    data["annotations"].append(_square(2, 1, 0))  # an annotated parent class is a class
+    assert CocoInstances(_write(tmp_path, data, images=()), tmp_path).category_ids == (0, 1, 2)
+    coco_style = [{"id": 1, "name": "person", "supercategory": "person"}, {"id": 2, "name": "car"}]
+    data.update(annotations=[_square(0, 0, 2)], categories=coco_style)  # a class of its own supercategory: kept
+    assert CocoInstances(_write(tmp_path, data, images=()), tmp_path).category_ids == (1, 2)
 
 
 def test_augmentation_sizes_flip_and_crop():

@@ -133,6 +133,49 @@ def test_bad_label_lines_name_the_file_and_line(tmp_path, labels, message):
         load_instances(_layout(tmp_path, labels))
 
 
+def test_coordinates_up_to_1_percent_outside_the_image_are_kept_as_ultralytics_keeps_them(tmp_path):
+    """Annotation tools round border vertices to -0.001 or 1.0005; Ultralytics accepts 1% either side."""
+    dataset = load_instances(_layout(tmp_path, "0 -0.01 0 1.01 0 1.005 1\n"))
+    assert dataset.images[0].annotations[0]["segmentation"] == [[-0.32, 0.0, 32.32, 0.0, 32.16, 16.0]]
+
+
+def test_a_roboflow_data_yaml_with_parent_relative_splits(tmp_path):
+    """Roboflow writes ``train: ../train/images`` next to ``train/``; Ultralytics reads a missing ``../x`` as ``x``."""
+    for split in ("train", "valid"):
+        (tmp_path / split / "images" / "nested").mkdir(parents=True)
+        (tmp_path / split / "labels").mkdir(parents=True)
+        Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(tmp_path / split / "images" / "nested" / "a.JPG", "JPEG")
+        Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(tmp_path / split / "images" / "b.PNG")
+        (tmp_path / split / "labels" / "b.txt").write_text("1 0 0 1 0 1 1\n")
+    path = tmp_path / "data.yaml"
+    roboflow = "train: ../train/images\nval: ../valid/images\n\nnc: 2\nnames: ['cat', 'dog']\n\nroboflow:\n  v: 1\n"
+    path.write_text(roboflow)
+    train = load_instances(path, split="train")
+    assert [img.file_name for img in train.images] == ["train/images/b.PNG", "train/images/nested/a.JPG"]
+    assert [len(img.annotations) for img in train.images] == [1, 0]
+    assert len(load_instances(path, split="val").images) == 2
+    path.write_text("train: ../elsewhere/images\nnames: [cat, dog]\n")
+    with pytest.raises(FileNotFoundError, match="elsewhere/images is not an image folder"):
+        load_instances(path, split="train")
+
+
+def test_unreadable_images_in_a_yolo_folder_are_skipped_with_a_warning(tmp_path, caplog):
+    """As Ultralytics, and as predict skips the files it finds in a folder; a truncated file's header still reads,
+    so it used to stop training when a batch first decoded it."""
+    path = _layout(tmp_path, "1 0 0 1 0 1 1\n")
+    (tmp_path / "images/val/bad.png").write_bytes(b"not an image")
+    Image.fromarray(np.full((16, 32, 3), 90, np.uint8)).save(tmp_path / "images/val/cut.jpg", quality=95)
+    raw = (tmp_path / "images/val/cut.jpg").read_bytes()
+    (tmp_path / "images/val/cut.jpg").write_bytes(raw[: len(raw) // 2])
+    dataset = load_instances(path)
+    assert [(img.id, img.file_name) for img in dataset.images] == [(1, "images/val/x.png")]
+    assert dataset.num_unreadable == 2 and "skipped 2 image(s) that cannot be read" in caplog.text
+    assert "bad.png" in caplog.text and "cut.jpg" in caplog.text
+    (tmp_path / "images/val/x.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"none of its 3 image file\(s\) can be read"):
+        load_instances(path)
+
+
 def test_image_lists_name_dicts_and_coco_splits_in_one_yaml(tmp_path):
     path = _layout(tmp_path, "1 0 0 1 0 1 1\n")
     (tmp_path / "val.txt").write_text("./images/val/x.png\n")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DataError
-from .instances import ImageRecord, InstanceSet, compressed_rle_counts, image_header
+from .instances import ImageRecord, InstanceSet, UnreadableImage, compressed_rle_counts, image_header
 
 __all__ = ["CocoInstances", "parse_integer"]
 
@@ -174,7 +174,8 @@ class CocoInstances(InstanceSet):
             raise FileNotFoundError(f"image folder not found: {self.image_dir}")
         data = _read_json(self.json_path)
         self._check_layout(data)
-        super().__init__(self.json_path, [], self._parse_categories(data["categories"]))
+        categories = self._parse_categories(data["categories"])
+        super().__init__(self.json_path, [], self._drop_grouping_categories(categories, data))
         by_id = self._parse_images(data["images"])
         self._parse_annotations(data["annotations"], by_id, keep_crowd)
         self._check_files()
@@ -201,6 +202,27 @@ class CocoInstances(InstanceSet):
         if not categories:
             raise DataError(f"{self.json_path}: 'categories' is empty; list the object classes there")
         return categories
+
+    def _drop_grouping_categories(self, categories: dict[int, str], data: dict[str, Any]) -> dict[int, str]:
+        """The categories less those that only group others: the supercategory of another category, without any
+        annotation of their own (Roboflow's exports start with such a root named after the dataset; its YOLO export
+        of the same data leaves it out). They would add a class that is never trained on."""
+        parents = {
+            str(cat.get("supercategory"))
+            for cat in data["categories"]
+            if isinstance(cat, dict) and cat.get("supercategory") != cat.get("name")  # COCO's person is person's
+        }
+        used = {parse_integer(ann.get("category_id")) for ann in data["annotations"] if isinstance(ann, dict)}
+        grouping = [c for c, name in categories.items() if name in parents and c not in used]
+        if not grouping or len(grouping) == len(categories):
+            return categories
+        _logger.warning(
+            "%s: ignoring %d category(ies) that only group others and have no annotation: %s",
+            self.json_path,
+            len(grouping),
+            ", ".join(f"id {c} '{categories[c]}'" for c in grouping),
+        )
+        return {c: name for c, name in categories.items() if c not in grouping}
 
     def _parse_images(self, entries: list[Any]) -> dict[int, ImageRecord]:
         path = self.json_path
@@ -265,7 +287,8 @@ class CocoInstances(InstanceSet):
         if dropped:
             shown = ", ".join(str(i) for i in dropped[:10]) + (" ..." if len(dropped) > 10 else "")
             _logger.warning(
-                "%s: dropped %d annotation(s) without a valid polygon (fewer than 3 points): ids %s",
+                "%s: dropped %d annotation(s) without a mask (an empty segmentation, as a box-only annotation has, or "
+                "polygons with fewer than 3 points): ids %s",
                 path,
                 len(dropped),
                 shown,
@@ -284,10 +307,19 @@ class CocoInstances(InstanceSet):
             )
         self._check_sizes()
 
+    def _header(self, img: ImageRecord) -> tuple[tuple[int, int], bool]:
+        try:
+            return image_header(img.path)
+        except UnreadableImage as err:  # the JSON names the file: an error, where a YOLO folder's bad file is skipped
+            raise DataError(
+                f"{self.json_path}: {img.file_name} (image id {img.id}) cannot be read as an image ({err.reason}); "
+                "replace the file, or remove the image and its annotations from the JSON"
+            ) from None
+
     def _check_sizes(self) -> None:
         """Fail at load time, not at the first batch or evaluation that reads it, when an image is not the size the
         JSON gives it (from the image headers, EXIF orientation applied as when the pixels are read)."""
-        wrong = [(img, *image_header(img.path)) for img in self.images]
+        wrong = [(img, *self._header(img)) for img in self.images]
         wrong = [(img, size, turned) for img, size, turned in wrong if size != (img.height, img.width)]
         if not wrong:
             return

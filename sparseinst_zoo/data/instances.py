@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from ..inference.sources import load_image
 __all__ = [
     "ImageRecord",
     "InstanceSet",
+    "UnreadableImage",
     "read_image",
     "image_size",
     "image_header",
@@ -41,6 +43,15 @@ __all__ = [
 Segmentation = list[list[float]] | dict[str, Any]
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 degrees: width and height swap
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"\x00\x00\x00\x00IEND\xaeB`\x82"}  # EOI; the empty IEND chunk
+
+
+class UnreadableImage(DataError):
+    """An image file that cannot be decoded (not an image, corrupt or truncated); ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path} cannot be read as an image ({reason}); remove it or replace it")
+        self.path, self.reason = path, reason
 
 
 @dataclass
@@ -73,6 +84,7 @@ class InstanceSet:
         label_names: category names in label order.
         num_dropped: annotations dropped because their polygons had fewer than 3 points.
         num_crowd: crowd annotations seen (kept only when asked).
+        num_unreadable: image files skipped because they cannot be read (YOLO folders only; COCO refuses them).
     """
 
     def __init__(self, source: str, images: list[ImageRecord], categories: dict[int, str]) -> None:
@@ -83,6 +95,7 @@ class InstanceSet:
         self.category_to_label: dict[int, int] = {c: i for i, c in enumerate(self.category_ids)}
         self.num_dropped = 0
         self.num_crowd = 0
+        self.num_unreadable = 0
 
     @property
     def num_classes(self) -> int:
@@ -127,7 +140,7 @@ def image_header(path: str) -> tuple[tuple[int, int], bool]:
     degrees (the stored pixels are then ``width x height``); from the header only.
 
     Raises:
-        DataError: if the file cannot be read as an image.
+        UnreadableImage: if the file cannot be read as an image (header, or a JPEG or PNG cut short).
     """
     try:
         with Image.open(path) as image:
@@ -135,10 +148,26 @@ def image_header(path: str) -> tuple[tuple[int, int], bool]:
             # a PNG's getexif() decodes the whole image to look for a late eXIf chunk: read the header's only
             header_only = image.format == "PNG" and "exif" not in image.info
             orientation = None if header_only else image.getexif().get(_EXIF_ORIENTATION)
+            if not _ends_as_complete(path, image.format):
+                image.load()  # a file cut short (an interrupted download or copy) fails here, not mid-training
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path} cannot be read as an image ({err}); remove it or replace it") from None
+        raise UnreadableImage(path, str(err)) from None
     turned = orientation in _TRANSPOSED_ORIENTATIONS
     return ((width, height) if turned else (height, width)), turned
+
+
+def _ends_as_complete(path: str, image_format: str | None) -> bool:
+    """Whether a JPEG or PNG file ends with its end marker (other formats: True); a cheap test for a truncated file.
+
+    A JPEG with data after its end marker (some phones append a video) is not truncated: it is decoded to find out.
+    """
+    tail = _END_MARKERS.get(image_format or "")
+    if tail is None:
+        return True
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(handle.tell() - len(tail), 0))
+        return handle.read() == tail
 
 
 def image_size(path: str) -> tuple[int, int]:

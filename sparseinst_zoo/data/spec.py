@@ -174,7 +174,17 @@ def _parse_split(name: str, value: Any, root: str, path: str) -> SplitSpec:
             f"{where}: expected an image folder, a .txt image list, a list of them, or "
             f"{{json: ..., images: ...}} for COCO, got {value!r}"
         )
-    return SplitSpec(name, "yolo", sources=tuple(os.path.join(root, os.path.expanduser(e)) for e in entries))
+    return SplitSpec(name, "yolo", sources=tuple(_yolo_source(root, entry) for entry in entries))
+
+
+def _yolo_source(root: str, entry: str) -> str:
+    """A YOLO split entry joined to the root; a missing ``../x`` is looked up as ``x``, as Ultralytics does (Roboflow
+    writes ``train: ../train/images`` next to ``train/``)."""
+    entry = os.path.expanduser(entry)
+    joined = os.path.join(root, entry)
+    if not os.path.exists(joined) and entry.startswith("../"):
+        return os.path.join(root, entry[3:])
+    return joined
 
 
 def load_dataset_spec(path: str | os.PathLike[str]) -> DatasetSpec:

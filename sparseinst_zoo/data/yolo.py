@@ -19,12 +19,15 @@ import os
 from collections.abc import Sequence
 
 from ..errors import DataError
-from .instances import ImageRecord, InstanceSet, image_size
+from .instances import ImageRecord, InstanceSet, UnreadableImage, image_size
 
 __all__ = ["IMAGE_SUFFIXES", "YoloInstances", "label_path_for", "list_images", "parse_label_file"]
 
 _logger = logging.getLogger("sparseinst_zoo")
 IMAGE_SUFFIXES: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp")
+# Ultralytics accepts coordinates up to 1% outside 0..1 (vertices rounded onto the image border by annotation tools);
+# the polygon is rasterised as it is, clipped by the image like a COCO polygon that leaves the image.
+_TOLERANCE = 0.01
 
 
 def label_path_for(image_path: str) -> str:
@@ -91,7 +94,7 @@ def _parse_line(fields: list[str], where: str, category_to_label: dict[int, int]
         raise DataError(f"{where}: coordinates must be numbers, got {' '.join(fields[1:])!r}") from None
     if len(coords) % 2:
         raise DataError(f"{where}: {len(coords)} coordinates after the class; a polygon is x y pairs")
-    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in coords):
+    if not all(math.isfinite(v) and -_TOLERANCE <= v <= 1.0 + _TOLERANCE for v in coords):
         raise DataError(f"{where}: coordinates must be normalised to 0..1 by the image width and height")
     return category_to_label[int(class_value)], coords
 
@@ -135,7 +138,7 @@ class YoloInstances(InstanceSet):
         root: folder the ground truth's ``file_name`` entries are relative to.
 
     Images get ids 1.. in sorted path order, annotations 1.. in file and line order; category ids are the class
-    indices.
+    indices. An image file that cannot be read (corrupt, truncated) is skipped with one warning naming it.
     """
 
     def __init__(self, sources: Sequence[str], names: dict[int, str], source: str, root: str = "") -> None:
@@ -143,9 +146,15 @@ class YoloInstances(InstanceSet):
             raise DataError(f"{source}: 'names' is empty; list the object classes there")
         super().__init__(source, [], dict(names))
         dropped: list[str] = []
+        unreadable: list[str] = []
         next_id = 1
-        for image_id, path in enumerate(list_images(sources, source), 1):
-            height, width = image_size(path)
+        for path in list_images(sources, source):
+            try:
+                height, width = image_size(path)
+            except UnreadableImage:
+                unreadable.append(path)
+                continue
+            image_id = len(self.images) + 1
             file_name = os.path.relpath(path, root) if root else path
             record = ImageRecord(image_id, file_name, height, width, path)
             label_file = label_path_for(path)
@@ -166,3 +175,17 @@ class YoloInstances(InstanceSet):
                 shown,
             )
         self.num_dropped = len(dropped)
+        self.num_unreadable = len(unreadable)
+        if unreadable and not self.images:
+            raise DataError(f"{source}: none of its {len(unreadable)} image file(s) can be read, e.g. {unreadable[0]}")
+        if unreadable:
+            # as Ultralytics does, and as predict skips the files it finds in a folder: one bad file is no reason to
+            # stop, but it is counted and named
+            shown = ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
+            _logger.warning(
+                "%s: skipped %d image(s) that cannot be read (corrupt or truncated) and their labels: %s; "
+                "replace or remove them",
+                source,
+                len(unreadable),
+                shown,
+            )

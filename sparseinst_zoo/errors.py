@@ -21,6 +21,7 @@ __all__ = [
     "DataError",
     "TrainingDiverged",
     "MissingDependency",
+    "install_hint",
 ]
 
 
@@ -49,3 +50,13 @@ class MissingDependency(SparseInstError, ImportError):
 
     Also an ``ImportError``, so ``except ImportError`` around optional features keeps working.
     """
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs the optional ``extra`` of pyproject.toml (double quotes: bash, zsh, cmd, PowerShell).
+
+    Example:
+        >>> install_hint("export")
+        'pip install "sparseinst-zoo[export]"'
+    """
+    return f'pip install "sparseinst-zoo[{extra}]"'

@@ -24,6 +24,7 @@ __all__ = [
     "DataError",
     "TrainingDiverged",
     "MissingDependency",
+    "install_hint",
 ]
 
 
@@ -72,3 +73,13 @@ def unknown_keywords_error(
         hints.append(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
     what = "unexpected arguments" if len(hints) > 1 else "an unexpected argument"
     return TypeError(f"{caller} got {what} {', '.join(hints)}; it takes: {', '.join(known)}")
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs the optional ``extra`` of pyproject.toml (double quotes: bash, zsh, cmd, PowerShell).
+
+    Example:
+        >>> install_hint("export")
+        'pip install "sparseinst-zoo[export]"'
+    """
+    return f'pip install "sparseinst-zoo[{extra}]"'

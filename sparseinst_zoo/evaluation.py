@@ -1,7 +1,7 @@
 """COCO mask AP of a model on a dataset (COCO JSON or a ``data.yaml``), with ``COCOeval`` and ``iouType='segm'``.
 
 Scoring runs on `faster-coco-eval <https://github.com/MiXaiLL76/faster_coco_eval>`_ when it is installed
-(``pip install sparseinst-zoo[fast-eval]``, same metrics, several times faster) and on pycocotools otherwise;
+(``pip install "sparseinst-zoo[fast-eval]"``, same metrics, several times faster) and on pycocotools otherwise;
 ``backend=`` forces either. Predictions use the model's predictor (reference preprocessing and postprocessing); under
 ``torch.distributed`` each process predicts a share of the images and rank 0 scores them.
 """
@@ -30,7 +30,7 @@ from ._io import check_json_path, write_new_json
 from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
 from .data.instances import ImageRecord, InstanceSet, segmentation_area
 from .data.spec import load_instances
-from .errors import DataError, SparseInstError
+from .errors import DataError, MissingDependency, SparseInstError, install_hint
 from .inference.backends import create_predictor, is_exported_model
 from .inference.precision import PrecisionLike, parse_precision
 from .inference.predictor import Predictor
@@ -65,7 +65,7 @@ def resolve_backend(backend: str = "auto") -> str:
         raise SparseInstError(f"backend must be one of {EVAL_BACKENDS}, got {backend!r}")
     installed = importlib.util.find_spec("faster_coco_eval") is not None
     if backend == "faster" and not installed:
-        raise SparseInstError("backend='faster' needs faster-coco-eval: pip install 'sparseinst-zoo[fast-eval]'")
+        raise MissingDependency(f"backend='faster' needs faster-coco-eval: {install_hint('fast-eval')}")
     if backend == "auto":
         return "faster" if installed else "pycocotools"
     return backend

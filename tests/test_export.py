@@ -784,9 +784,9 @@ def test_backend_errors_are_one_actionable_line(tmp_path, monkeypatch):
         load_backend(tmp_path / "missing.xml")
     (tmp_path / "model.xml").write_text("<net/>")
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if openvino were not installed
-    with pytest.raises(SparseInstError, match=r"pip install 'sparseinst-zoo\[openvino\]'"):
+    with pytest.raises(SparseInstError, match=r'pip install "sparseinst-zoo\[openvino\]"'):
         load_backend(tmp_path / "model.xml")
-    with pytest.raises(SparseInstError, match=r"pip install 'sparseinst-zoo\[openvino\]'"):
+    with pytest.raises(SparseInstError, match=r'pip install "sparseinst-zoo\[openvino\]"'):
         cli_export_openvino = [
             "sparseinst_tiny_test",
             "--weights",

@@ -213,7 +213,7 @@ def test_a_missing_optional_package_is_a_user_error_that_says_what_to_install(mo
     import sys
 
     monkeypatch.setitem(sys.modules, "supervision", None)
-    with pytest.raises(MissingDependency, match="pip install supervision") as error:
+    with pytest.raises(MissingDependency, match=r'pip install "sparseinst-zoo\[supervision\]"') as error:
         make_results().to_supervision()
     assert isinstance(error.value, ImportError) and isinstance(error.value, ValueError)
 

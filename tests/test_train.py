@@ -679,7 +679,7 @@ def test_without_matplotlib_training_warns_once_and_skips_the_figure(tmp_path, m
     monkeypatch.setattr(training_plot, "_warned_missing", False)
     assert training_plot.try_plot_run(str(tmp_path)) is None and training_plot.try_plot_run(str(tmp_path)) is None
     assert caplog.text.count("matplotlib is not installed") == 1 and not (tmp_path / "results.png").exists()
-    with pytest.raises(ValueError, match=r"needs matplotlib: pip install 'sparseinst-zoo\[plot\]'"):
+    with pytest.raises(ValueError, match=r'needs matplotlib: pip install "sparseinst-zoo\[plot\]"'):
         plot_command.run(_parse(plot_command, [str(tmp_path)]))
     with pytest.raises(FileNotFoundError, match="give the output folder of a `sparseinst train` run"):
         training_plot.plot_run(str(tmp_path / "nowhere"))

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .._io import staged_path
-from ..errors import MissingDependency, SparseInstError
+from ..errors import MissingDependency, SparseInstError, install_hint
 from ..inference.backends.metadata import INPUT_NAME, POSTPROCESSED_OUTPUTS, RAW_OUTPUTS, InputDtype, build_metadata
 from .verify import EXACT_TOLERANCE, HALF_TOLERANCE, verify_onnx
 from .wrapper import (
@@ -92,7 +92,7 @@ def _require_onnx() -> None:
         except ImportError:
             missing.append(module)
     if missing:
-        raise MissingDependency(f"ONNX export needs {' and '.join(missing)}: pip install 'sparseinst-zoo[export]'")
+        raise MissingDependency(f"ONNX export needs {' and '.join(missing)}: {install_hint('export')}")
 
 
 def _check_options(model: nn.Module, input_dtype: str, mask_threshold: float, opset: int) -> None:

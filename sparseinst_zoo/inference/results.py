@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .._coco import COCO_CATEGORY_IDS, COCO_CLASSES
-from ..errors import MissingDependency, SparseInstError
+from ..errors import MissingDependency, SparseInstError, install_hint
 from .masks import encode_rle, mask_to_polygons, masks_to_boxes
 from .sources import to_rgb_uint8
 from .visualise import draw_instances, save_image
@@ -247,8 +247,8 @@ class Results:
         ]
 
     def to_supervision(self) -> Any:
-        """The instances as a ``supervision.Detections`` (``pip install supervision``): ``xyxy`` boxes, bool
-        ``mask``, ``confidence``, ``class_id`` and ``data["class_name"]``, for its annotators, trackers and zones.
+        """The instances as a ``supervision.Detections``: ``xyxy`` boxes, bool ``mask``, ``confidence``, ``class_id``
+        and ``data["class_name"]``, for its annotators and trackers (``pip install "sparseinst-zoo[supervision]"``).
 
         Example:
             >>> import supervision as sv  # doctest: +SKIP
@@ -260,8 +260,7 @@ class Results:
             import supervision
         except ImportError:
             raise MissingDependency(
-                "Results.to_supervision needs the supervision package: pip install supervision  "
-                "(or: pip install 'sparseinst-zoo[supervision]')"
+                f"Results.to_supervision needs the supervision package: {install_hint('supervision')}"
             ) from None
         masks = _to_numpy(self.masks).astype(bool, copy=False)
         return supervision.Detections(

@@ -11,7 +11,7 @@ Every image becomes a uint8 HxWx3 RGB numpy array:
 - PIL images: converted with ``convert("RGB")`` (16-bit grayscale scaled to 8 bits; float images must hold 0..255).
 
 Video files (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.webm``, ...) are decoded frame by frame with PyAV
-(``pip install av``) or, if that is missing, OpenCV (``pip install opencv-python-headless``).
+(``pip install "sparseinst-zoo[video]"``) or, if that is missing, OpenCV (``pip install opencv-python-headless``).
 
 A file you name that cannot be decoded is an error. A file found in a folder or by a glob pattern that cannot be
 decoded is skipped with a warning (one broken download should not stop a folder of thousands); if none of them can
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import MissingDependency, SparseInstError
+from ..errors import MissingDependency, SparseInstError, install_hint
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -319,7 +319,8 @@ def _opencv_frames(path: str) -> Iterator[np.ndarray]:
         import cv2
     except ImportError:
         raise MissingDependency(
-            f"reading the video {path!r} needs PyAV or OpenCV: pip install av  (or: pip install opencv-python-headless)"
+            f"reading the video {path!r} needs PyAV or OpenCV: {install_hint('video')} "
+            "(or: pip install opencv-python-headless)"
         ) from None
     capture = cv2.VideoCapture(path)
     if not capture.isOpened():

@@ -27,7 +27,7 @@ import numpy as np
 from torch import nn
 
 from .._io import free_path, publish, remove_empty_dirs, reserve_run_dir, temporary_path
-from ..errors import MissingDependency, SparseInstError
+from ..errors import MissingDependency, SparseInstError, install_hint
 from .predictor import Predictor
 from .results import Results
 from .sources import VIDEO_EXTENSIONS, video_fps
@@ -42,7 +42,7 @@ __all__ = [
     "track_results",
 ]
 
-INSTALL_HINT = 'pip install "sparseinst-zoo[track]"'
+INSTALL_HINT = install_hint("track")
 DEFAULT_FRAME_RATE = 30.0  # for image sequences, whose frame rate nobody told us (ByteTrack's own default)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .._io import atomic_write, publish, temporary_path
-from ..errors import MissingDependency, SparseInstError
+from ..errors import MissingDependency, SparseInstError, install_hint
 from .masks import masks_to_boxes
 
 if TYPE_CHECKING:  # PyAV is optional: imported when a video is written
@@ -162,7 +162,7 @@ class VideoWriter:
         try:
             import av
         except ImportError:
-            raise MissingDependency("writing overlay videos needs PyAV: pip install av") from None
+            raise MissingDependency(f"writing overlay videos needs PyAV: {install_hint('video')}") from None
         self._av = av
         self.path = os.fspath(path)
         self.fps = fps

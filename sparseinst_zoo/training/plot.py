@@ -20,7 +20,7 @@ import logging
 import os
 from typing import Any
 
-from ..errors import MissingDependency, SparseInstError
+from ..errors import MissingDependency, SparseInstError, install_hint
 from .metrics_log import read_metrics
 
 __all__ = ["plot_run", "plot_metrics", "try_plot_run", "RESULTS_NAME"]
@@ -61,13 +61,13 @@ def plot_metrics(records: list[dict[str, Any]], out_path: str, title: str = "") 
     (``out_path/results.png`` for a folder, ``out_path.png`` without an extension).
 
     Raises:
-        MissingDependency: matplotlib is not installed (``pip install 'sparseinst-zoo[plot]'``).
+        MissingDependency: matplotlib is not installed (``pip install "sparseinst-zoo[plot]"``).
         SparseInstError: ``out_path`` has an extension matplotlib cannot write.
     """
     try:
         from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
     except ImportError:
-        raise MissingDependency("drawing curves needs matplotlib: pip install 'sparseinst-zoo[plot]'") from None
+        raise MissingDependency(f"drawing curves needs matplotlib: {install_hint('plot')}") from None
 
     figure = Figure(figsize=(15, 4.2), layout="constrained")
     out_path = _image_path(out_path, figure.canvas.get_supported_filetypes())
@@ -117,8 +117,6 @@ def try_plot_run(run: str) -> str | None:
         return plot_run(run)
     except ImportError:  # MissingDependency included
         if not _warned_missing:
-            _logger.warning(
-                "matplotlib is not installed, so no %s is drawn (pip install 'sparseinst-zoo[plot]')", RESULTS_NAME
-            )
+            _logger.warning("matplotlib is not installed, so no %s is drawn (%s)", RESULTS_NAME, install_hint("plot"))
             _warned_missing = True
         return None

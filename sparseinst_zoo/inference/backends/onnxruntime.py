@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import MissingDependency, SparseInstError
+from ...errors import MissingDependency, SparseInstError, install_hint
 from .base import ExportedBackend, check_model_file
 from .metadata import ExportMetadata, read_onnx_file_metadata
 
@@ -27,7 +27,7 @@ def _require_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as err:
-        raise MissingDependency("running ONNX files needs onnxruntime: pip install 'sparseinst-zoo[export]'") from err
+        raise MissingDependency(f"running ONNX files needs onnxruntime: {install_hint('export')}") from err
     return onnxruntime
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import MissingDependency, SparseInstError
+from ...errors import MissingDependency, SparseInstError, install_hint
 from ..precision import PrecisionLike, parse_precision
 from .base import ExportedBackend, check_model_file
 from .metadata import ExportMetadata, read_onnx_file_metadata
@@ -42,7 +42,7 @@ def require_openvino() -> Any:
     try:
         import openvino
     except ImportError as err:
-        raise MissingDependency("the OpenVINO backend needs openvino: pip install 'sparseinst-zoo[openvino]'") from err
+        raise MissingDependency(f"OpenVINO export and inference need openvino: {install_hint('openvino')}") from err
     return openvino
 
 

@@ -67,30 +67,27 @@ def test_the_faster_scorer_without_faster_coco_eval_is_a_missing_dependency(monk
     assert evaluation.resolve_backend("auto") == "pycocotools"
 
 
+def _build_step(step: str, out: Path, source: Path) -> Path:
+    """Run setuptools' PEP 517 ``build_sdist`` or ``build_wheel`` in ``source``; returns the file it wrote."""
+    code = f"import sys; from setuptools import build_meta as b; print(b.{step}(sys.argv[1]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(out)], cwd=source, check=True, capture_output=True, text=True
+    )
+    return out / done.stdout.splitlines()[-1]
+
+
 def _build(tmp_path: Path) -> tuple[Path, Path]:
     """Build the sdist from a copy of the tree (the build writes egg-info), then the wheel from that sdist."""
     source = tmp_path / "src"
-    skip = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "runs")
-    shutil.copytree(ROOT, source, ignore=skip)
-    out = tmp_path / "dist"
-    code = "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))"
-    sdist = (
-        out
-        / subprocess.run(
-            [sys.executable, "-c", code, str(out)], cwd=source, check=True, capture_output=True, text=True
-        ).stdout.splitlines()[-1]
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", ".whl", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "runs"
     )
+    shutil.copytree(ROOT, source, ignore=skip)
+    sdist = _build_step("build_sdist", tmp_path / "dist", source)
     with tarfile.open(sdist) as archive:
         archive.extractall(tmp_path / "unpacked", filter="data")
     unpacked = next((tmp_path / "unpacked").iterdir())
-    code = "import sys; from setuptools import build_meta as b; print(b.build_wheel(sys.argv[1]))"
-    wheel = (
-        out
-        / subprocess.run(
-            [sys.executable, "-c", code, str(out)], cwd=unpacked, check=True, capture_output=True, text=True
-        ).stdout.splitlines()[-1]
-    )
-    return sdist, wheel
+    return sdist, _build_step("build_wheel", tmp_path / "dist", unpacked)
 
 
 def test_the_wheel_holds_the_package_and_its_assets_and_the_sdist_the_test_suite(tmp_path):

@@ -314,6 +314,22 @@ def test_frozen_backbone_ema_clipping_bf16(shapes, tmp_path):
     assert changed
 
 
+def test_ema_warmup_makes_a_short_run_follow_training(shapes, tmp_path):
+    """With a constant decay of 0.9998 a short run's EMA (what it evaluates and saves) stays at its first step."""
+    behind = {}
+    for warmup in (True, False):
+        torch.manual_seed(0)
+        sparseinst_zoo.train(**_tiny(shapes, tmp_path / str(warmup), iters=6, ema=True, ema_warmup=warmup))
+        state = torch.load(tmp_path / str(warmup) / "checkpoints" / "last.pt", weights_only=True)
+        weights = [k for k, v in state["model"].items() if v.is_floating_point()]
+        behind[warmup] = float(sum((state["ema"][k] - state["model"][k]).norm() for k in weights))
+    assert behind[True] < 0.5 * behind[False], behind  # warm-up decays 0, 0.37, 0.52, 0.60, 0.66, 0.70
+
+    saved = TrainConfig.from_saved({}, **_tiny(shapes, tmp_path / "old", ema=True)).to_dict()
+    del saved["ema_warmup"]  # a run saved before the warm-up existed resumes with its constant decay
+    assert TrainConfig.from_saved(saved).ema_warmup is False
+
+
 def test_fp16_gradient_scaling_trains_and_resumes(shapes, tmp_path, recwarn):
     torch.manual_seed(0)
     initial = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3).state_dict()

@@ -143,6 +143,12 @@ class TrainConfig:
     clip_grad: float | None = _option(None, "clip the global gradient norm to this value", "optimisation")
     ema: bool = _option(False, "keep an EMA of the weights (evaluated and saved)", "optimisation")
     ema_decay: float = _option(0.9998, "EMA decay", "optimisation")
+    ema_warmup: bool = _option(
+        True,
+        "ramp the EMA decay up as 1 - (1 + step)^(-2/3), capped at ema_decay (timm's warm-up), so that the EMA of a "
+        "short run follows its training instead of staying near the initial weights",
+        "optimisation",
+    )
     seed: int = _option(0, "seed of initialisation, sampling and augmentation", "optimisation")
 
     out: str = _option(
@@ -236,6 +242,8 @@ class TrainConfig:
         if "amp" in saved and "precision" not in saved:
             saved["precision"] = parse_precision(saved.pop("amp"), "cpu", name="amp")
         saved.pop("amp", None)
+        if "ema" in saved and "ema_warmup" not in saved:
+            saved["ema_warmup"] = False  # runs saved before the warm-up existed keep their constant decay
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in {**saved, **overrides}.items() if k in known})
 

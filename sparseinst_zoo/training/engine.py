@@ -316,7 +316,7 @@ class Trainer:
             optimizer=optimizer,
             scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
             scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
-            ema=ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None,
+            ema=ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup) if cfg.ema else None,
         )
 
     def _setup(self, device: torch.device) -> _Run:

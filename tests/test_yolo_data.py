@@ -206,10 +206,17 @@ def test_image_lists_name_dicts_and_coco_splits_in_one_yaml(tmp_path):
         load_instances(path, split="test")
 
 
+def test_nc_without_names_gives_ultralytics_class_names(tmp_path):
+    dataset = load_instances(_layout(tmp_path, "2 0 0 0.5 0 0.5 1\n", yaml_text="val: images/val\nnc: 3\n"))
+    assert dataset.label_names == ("class_0", "class_1", "class_2")
+    assert dataset.images[0].annotations[0]["label"] == 2
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "error", "message"),
     [
-        ("val: images/val\n", DataError, "YOLO-format splits need 'names'"),
+        ("val: images/val\n", DataError, "YOLO-format splits need 'names' .* or 'nc'"),
+        ("val: images/val\nnc: 0\n", DataError, "nc must be a number of classes >= 1, got 0"),
         ("names: [a]\n", DataError, "names no split"),
         ("val: [images/val\n", DataError, "is not valid YAML"),
         ("- a\n", DataError, "a dataset YAML file is a mapping"),

@@ -145,6 +145,16 @@ def _parse_names(data: dict[str, Any], path: str) -> dict[int, str] | None:
     return parsed
 
 
+def _names_from_count(count: Any, path: str) -> dict[int, str]:
+    """``class_0``, ``class_1``, ... for a file giving ``nc`` without ``names``, as Ultralytics names them."""
+    if count is None:
+        raise DataError(f"{path}: YOLO-format splits need 'names' (a list of class names or index: name) or 'nc'")
+    number = parse_integer(count)
+    if number is None or number < 1:
+        raise DataError(f"{path}: nc must be a number of classes >= 1, got {count!r}")
+    return {index: f"class_{index}" for index in range(number)}
+
+
 def _resolve_root(data: dict[str, Any], path: str) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     root = data.get("path")
@@ -206,7 +216,7 @@ def load_dataset_spec(path: str | os.PathLike[str]) -> DatasetSpec:
     if not splits:
         raise DataError(f"{path} names no split; add at least 'train: ...' or 'val: ...' (image folders or lists)")
     if names is None and any(split.kind == "yolo" for split in splits.values()):
-        raise DataError(f"{path}: YOLO-format splits need 'names' (a list of class names or index: name)")
+        names = _names_from_count(data.get("nc"), path)
     return DatasetSpec(path, root, names, splits)
 
 

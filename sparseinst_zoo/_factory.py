@@ -156,6 +156,8 @@ def from_pretrained(
     try:
         model = entrypoint(pretrained=False, pretrained_cfg=cfg_from_config(config), checkpoint_path=folder, **args)
     except TypeError as err:
+        if any(repr(name) in str(err) for name in kwargs):
+            raise  # the caller's own keyword argument, not the folder's config.json
         raise SparseInstError(f"{origin}: model_args do not fit {config['model_name']} ({err})") from None
     if source.kind == "hub":
         model.pretrained_cfg = model.pretrained_cfg.replace(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import pytest
 import torch
@@ -317,6 +318,15 @@ def test_loading_errors_name_the_problem(tmp_path, tiny_model):
         sparseinst_zoo.from_pretrained("not a repo")
     folder = tiny_model.save_pretrained(tmp_path / "tiny")
     assert same_outputs(sparseinst_zoo.from_pretrained(str(folder / WEIGHTS_NAME)), tiny_model)  # config beside it
+    with pytest.raises(TypeError, match=r"^SparseInst got an unexpected argument 'num_clases' \(did you mean num_cl"):
+        sparseinst_zoo.create_model(str(folder), num_clases=3)  # the caller's typo, not the folder's config.json
+    config = json.loads((folder / "config.json").read_text())
+    config["model_args"]["num_clases"] = 3
+    (tmp_path / "edited").mkdir()
+    (tmp_path / "edited" / "config.json").write_text(json.dumps(config))
+    shutil.copy(folder / WEIGHTS_NAME, tmp_path / "edited")
+    with pytest.raises(SparseInstError, match=r"edited/config.json: model_args do not fit sparseinst_tiny_test"):
+        sparseinst_zoo.create_model(str(tmp_path / "edited"))
     with pytest.raises(
         ValueError, match=r"not fit sparseinst_giam: .*missing.*unexpected.* saved from 'sparseinst_tiny"
     ):

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .version import __version__
+
 __all__ = ["PeakMemory", "count_flops", "environment", "latency_summary", "time_calls"]
 
 
@@ -61,8 +63,6 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
     """Versions, device and threading facts that a benchmark figure depends on."""
     import timm
     import torchvision
-
-    from .version import __version__
 
     device = torch.device(device)
     env: dict[str, Any] = {

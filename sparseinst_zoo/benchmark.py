@@ -35,6 +35,7 @@ from torch import nn
 
 from ._constants import EVAL_SCORE_THRESHOLD
 from ._device import select_device
+from ._factory import create_model
 from ._io import check_json_path, write_new_json
 from ._measure import PeakMemory, count_flops, environment, latency_summary, time_calls
 from .errors import SparseInstError
@@ -128,8 +129,6 @@ def input_size_for(image_size: tuple[int, int], min_size: int, max_size: int) ->
 def _load_model(model: nn.Module | str, pretrained: bool, checkpoint_path: str | None) -> tuple[nn.Module, str]:
     if isinstance(model, nn.Module):
         return model, "given"
-    from ._factory import create_model
-
     built = create_model(model, pretrained=pretrained, checkpoint_path=checkpoint_path)
     weights = checkpoint_path or ("pretrained" if pretrained else "random")
     return built, str(weights)

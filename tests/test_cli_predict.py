@@ -351,3 +351,31 @@ def test_predict_runs_an_exported_onnx_file_like_the_model(tiny_model, tmp_path,
     capsys.readouterr()
     assert main(["predict", onnx_path, "--device", "cpu", str(image_path), "--out", str(tmp_path / "x")]) == 1
     assert "exported model carries its weights" in capsys.readouterr().err
+
+
+def test_an_interrupted_folder_run_keeps_valid_files_and_says_what_it_kept(checkpoint, tmp_path, monkeypatch, capsys):
+    """Ctrl-C at the 4th of 6 images: the JSON of the first three is complete and the last line names what was kept."""
+    from sparseinst_zoo.inference.writer import ResultsWriter
+
+    (tmp_path / "photos").mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((40, 56, 3), 40 * i, np.uint8)).save(tmp_path / "photos" / f"p{i}.png")
+    write = ResultsWriter.write
+
+    def interrupt_at_the_fourth(self, result):
+        if len(self.written) == 3:
+            raise KeyboardInterrupt
+        return write(self, result)
+
+    monkeypatch.setattr(ResultsWriter, "write", interrupt_at_the_fourth)
+    out = tmp_path / "run"
+    args = ["sparseinst_tiny_test", "--checkpoint", str(checkpoint), str(tmp_path / "photos"), "--out", str(out)]
+    assert main(["predict", *args, "--save-json", "--score-threshold", "0"]) == 130
+    err = capsys.readouterr().err.splitlines()
+    assert (
+        err[-1]
+        == f"sparseinst predict: interrupted; 3 of 6 image(s) predicted; kept in {out}: predictions.json, 3 overlay(s)"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png", "predictions.json"]
+    images = json.loads((out / "predictions.json").read_text())["images"]
+    assert [image["file_name"].rsplit("/", 1)[-1] for image in images] == ["p0.png", "p1.png", "p2.png"]

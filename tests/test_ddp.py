@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from torchrun import TORCHRUN_ENV, free_port, run_torchrun
 
 import sparseinst_zoo
+from sparseinst_zoo.cli import main
 from sparseinst_zoo.data.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.ddp
@@ -126,3 +128,31 @@ def test_ddp_matches_one_process_and_two_machines_resume_exactly(tmp_path):
     assert curve("two")[::3] == [1, 2, 3, 4]
     assert curve("two") == pytest.approx(curve("ddp"), rel=1e-6, abs=1e-9)
     assert (tmp_path / "two" / "last" / "model.safetensors").is_file()
+
+
+def test_cli_train_and_val_under_torchrun_shard_the_work_and_print_once(tmp_path, capsys):
+    """7 training and 9 evaluation images (odd) on two processes: one summary, one metrics file, one process's AP."""
+    train = make_shapes_dataset(tmp_path / "train", num_images=7, max_shapes=3, radius=(0.2, 0.3), seed=1)
+    val = make_shapes_dataset(tmp_path / "val", num_images=9, max_shapes=3, radius=(0.2, 0.3), seed=4)
+    data = ["--val-json", val, "--val-images", str(tmp_path / "val")]
+    proc = run_torchrun(
+        *("-m", "sparseinst_zoo", "train", "--model", "sparseinst_tiny_test", "--train-json", train, "--train-images"),
+        *(str(tmp_path / "train"), *data, "--iters", "80", "--batch-size", "2", "--lr", "3e-3", "--min-sizes", "64"),
+        *("--max-size", "96", "--workers", "0", "--eval-period", "80", "--log-period", "80", "--no-tensorboard"),
+        *("--no-progress", "--device", "cpu", "--out", str(tmp_path / "run")),
+    )
+    assert proc.stdout.count("trained 80 iterations") == 1, proc.stdout  # rank 0 alone prints the summary
+    model = str(tmp_path / "run" / "last")
+    val_args = [model, "--json", val, "--images", str(tmp_path / "val"), "--workers", "0", "--device", "cpu"]
+    proc = run_torchrun("-m", "sparseinst_zoo", "val", *val_args, "--out", str(tmp_path / "ddp.json"))
+    assert proc.stdout.count("square") == 1 and "wrote" in proc.stdout, proc.stdout
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["ddp.json"]  # not a ddp_2.json of a second rank
+    assert "/5 [" in proc.stderr and "/9 [" not in proc.stderr  # rank 0's bar: its 5 of the 9 images
+
+    torch.set_num_threads(1)
+    assert main(["val", *val_args, "--out", str(tmp_path / "one.json")]) == 0
+    capsys.readouterr()
+    ddp, one = (json.loads((tmp_path / name).read_text()) for name in ("ddp.json", "one.json"))
+    assert ddp == one and one["AP"] > 0  # no image dropped or scored twice
+    evals = [r for r in _train_records(tmp_path / "run") if r["type"] == "eval"]
+    assert [r["AP"] for r in evals] == [pytest.approx(one["AP"])]  # training's sharded evaluation too

@@ -822,3 +822,28 @@ def test_data_yaml_or_coco_json_not_both_and_the_same_classes(twin_shapes, shape
     shuffled = _yaml(tmp_path / "shuffled.yaml", data_yaml, names=reordered, val=coco_val)
     with pytest.raises(ValueError, match=r"annotations.json and .*shuffled.yaml \(train\) have different classes"):
         sparseinst_zoo.train(**_tiny(shapes, tmp_path, data=shuffled, **data_only))
+
+
+class _Joined(Exception):
+    """Raised by the stand-in for init_process_group once it has seen the backend."""
+
+
+@pytest.mark.parametrize(("device", "backend"), [("cpu", "gloo"), ("auto", "nccl")])
+def test_torchrun_training_on_cpu_joins_gloo_even_on_a_gpu_machine(device, backend, tmp_path, monkeypatch):
+    """--device cpu under torchrun on a GPU machine: NCCL cannot reduce CPU tensors, so the group must be gloo."""
+    seen: list[str] = []
+
+    def init_process_group(chosen: str) -> None:
+        seen.append(chosen)
+        raise _Joined
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    monkeypatch.setattr(torch.distributed, "init_process_group", init_process_group)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    trainer = Trainer(
+        model="sparseinst_tiny_test", train_json="t.json", train_images=".", out=str(tmp_path), device=device
+    )
+    with pytest.raises(_Joined):
+        trainer.train()
+    assert seen == [backend]

@@ -207,7 +207,7 @@ def _predict(args: argparse.Namespace, options: dict[str, Any], flat: list[Any])
     from ..inference.sources import has_video
     from ..inference.writer import ResultsWriter
 
-    share, world = shard_sources(flat, rank(), world_size()), world_size()
+    share = shard_sources(flat, rank(), world_size())
     skipped: list[str] = []
 
     def on_skip(path: str, error: Exception) -> None:
@@ -233,32 +233,51 @@ def _predict(args: argparse.Namespace, options: dict[str, Any], flat: list[Any])
     verbose = not quiet and total is not None and total <= 20
     count = images = 0
     logger = logging.getLogger("sparseinst_zoo")
-    with (
-        writer,
-        logging_redirect_tqdm([logger]),
-        tqdm(total=total, unit="img", file=sys.stderr, leave=False, disable=quiet or total == 1) as bar,
-    ):
-        for result in predictor.stream_items(share):
-            # the threshold applies to the final (rescored) score too, as the reference demo's display filter
-            result = result[result.scores > threshold]
-            writer.write(result)
-            images, count = images + 1, count + len(result)
-            if verbose:
-                summary = result.summary()
-                where = result.path or f"image {images - 1}"
-                tqdm.write(f"{where}: {len(result)} instance(s){': ' + summary if summary else ''}", file=sys.stderr)
-            bar.update(1)
+    try:
+        with (
+            writer,
+            logging_redirect_tqdm([logger]),
+            tqdm(total=total, unit="img", file=sys.stderr, leave=False, disable=quiet or total == 1) as bar,
+        ):
+            for result in predictor.stream_items(share):
+                # the threshold applies to the final (rescored) score too, as the reference demo's display filter
+                result = result[result.scores > threshold]
+                writer.write(result)
+                images, count = images + 1, count + len(result)
+                if verbose:
+                    summary = result.summary()
+                    where = result.path or f"image {images - 1}"
+                    tqdm.write(
+                        f"{where}: {len(result)} instance(s){': ' + summary if summary else ''}", file=sys.stderr
+                    )
+                bar.update(1)
+    except KeyboardInterrupt:
+        args.resume_hint = interrupted_summary(writer.save_dir, writer.written, images, total)  # the files closed
+        raise
     if not args.quiet:
-        prefix = f"rank {rank()}/{world}: " if world > 1 else ""
-        _print_summary(prefix, writer.written, count, images, threshold, len(skipped))
-        if count == 0 and args.weights == "random" and not args.checkpoint and rank() == 0:
-            print("(random weights score below 0.1: add --score-threshold 0 to draw their meaningless masks anyway)")
+        _print_summary(args, writer.written, count, images, threshold, len(skipped))
     return 0
 
 
-def _print_summary(prefix: str, written: list[str], count: int, images: int, threshold: float, skipped: int) -> None:
+def interrupted_summary(folder: str, written: list[str], done: int, total: int | None) -> str:
+    """What a stopped run predicted and kept, e.g. ``612 of 2000 image(s) predicted; kept in runs/predict2: ...``."""
+    progress = f"{done} of {total} image(s)" if total is not None else f"{done} image(s) or frame(s)"
+    json_files = [os.path.basename(path) for path in written if path.endswith(".json")]
+    overlays = len(written) - len(json_files)
+    kept = [*json_files, f"{overlays} overlay(s)"] if overlays or not json_files else json_files
+    return f"{progress} predicted; kept in {folder}: {', '.join(kept)}" if written else f"{progress} predicted"
+
+
+def _print_summary(
+    args: argparse.Namespace, written: list[str], count: int, images: int, threshold: float, skipped: int
+) -> None:
+    from .._distributed import rank, world_size
+
+    prefix = f"rank {rank()}/{world_size()}: " if world_size() > 1 else ""
     files = ", ".join(written[:3]) + (f" and {len(written) - 3} more" if len(written) > 3 else "")
     unread = f" ({skipped} unreadable file(s) skipped)" if skipped else ""
     print(
         f"{prefix}{count} instance(s) with score > {threshold} in {images} image(s){unread}; wrote {files or 'nothing'}"
     )
+    if count == 0 and args.weights == "random" and not args.checkpoint and rank() == 0:
+        print("(random weights score below 0.1: add --score-threshold 0 to draw their meaningless masks anyway)")

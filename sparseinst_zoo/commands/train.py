@@ -139,18 +139,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig | dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Train, then print where the models are and the final metrics. Returns 0."""
-    from .._distributed import rank
+    from .._distributed import process_group_from_env, rank
     from ..evaluation import METRIC_KEYS
     from ..training.engine import Trainer
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = config_from_args(args)
-    if isinstance(config, TrainConfig):
-        summary = Trainer(config).train()
-    else:
-        summary = Trainer(resume=args.resume, **config).train()
-    if rank() != 0:
-        return 0
+    trainer = Trainer(config) if isinstance(config, TrainConfig) else Trainer(resume=args.resume, **config)
+    with process_group_from_env(trainer.config.device):  # held past train(), so that only rank 0 prints below
+        summary = trainer.train()
+        if rank() != 0:
+            return 0
     out = summary["out"]
     print(f"trained {summary['step']} iterations; final model: {out}/last")
     for name in ("best", "last"):

@@ -89,17 +89,30 @@ def _data_arguments(args: argparse.Namespace) -> tuple[str, str | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate, print the table, optionally write JSON. Returns 0."""
-    from .._device import select_device
-    from ..evaluation import check_metrics_path, evaluate, write_metrics
-    from ..inference.backends import is_exported_model
+    """Evaluate, print the table, optionally write JSON. Returns 0.
+
+    Under ``torchrun`` every process predicts its share of the images and rank 0 alone prints and writes.
+    """
+    from .._distributed import process_group_from_env
+    from ..evaluation import check_metrics_path
 
     data, images = _data_arguments(args)
     if args.out is not None:
         check_metrics_path(args.out)  # before the model is loaded and the images predicted
+    with process_group_from_env(args.device):
+        return _evaluate(args, data, images)
+
+
+def _evaluate(args: argparse.Namespace, data: str, images: str | None) -> int:
+    from .._device import select_device
+    from .._distributed import local_rank, rank
+    from ..evaluation import evaluate, write_metrics
+    from ..inference.backends import is_exported_model
+
     exported = is_exported_model(args.model)
-    device = None if exported else select_device(args.device)  # a bad --device fails before any model is built
-    model = args.model if exported else load_cli_model(args.model, checkpoint=args.checkpoint)
+    # a bad --device fails before any model is built; under torchrun a bare cuda is this process's GPU
+    device = None if exported else select_device(args.device, local_rank=local_rank())
+    model = args.model if exported else load_cli_model(args.model, checkpoint=args.checkpoint, quiet=rank() > 0)
     metrics = evaluate(
         model,
         data,
@@ -114,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         progress=True,
         backend=args.coco_eval,
     )
+    if rank() != 0:
+        return 0
     print(format_metrics(metrics))
     if metrics["AP"] is None:
         print("no ground truth to measure: every metric is undefined (see the warning above)")

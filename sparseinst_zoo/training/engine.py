@@ -476,7 +476,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Run (or resume) training; returns ``{"step", "best", "last", "out"}`` (metrics dicts or None)."""
-        created_group = join_process_group()
+        created_group = join_process_group(self.config.device)  # gloo for --device cpu, also on a GPU machine
         try:
             return self._train()
         finally:

@@ -6,9 +6,9 @@ line of help, so that ``sparseinst --help`` and ``--version`` import no command 
 module is imported only when that command runs or its own ``--help`` is asked for.
 
 Errors: a :class:`~sparseinst_zoo.errors.SparseInstError` or an ``OSError`` (a user's mistake or the environment)
-prints one line; anything else is a bug and prints its traceback and where to report it. A command may set
-``resume_hint`` on its arguments (``parser.set_defaults(resume_hint=...)`` or ``args.resume_hint = ...`` in
-``run``), printed after Ctrl-C.
+prints one line (the error's ``cli_message`` where it has one; ``--debug`` shows the traceback); anything else is a
+bug and prints its traceback and where to report it. A command may set ``resume_hint`` on its arguments
+(``parser.set_defaults(resume_hint=...)`` or ``args.resume_hint = ...`` in ``run``), printed after Ctrl-C.
 
 Example:
     $ sparseinst list 'sparseinst_r50*' --pretrained
@@ -171,8 +171,8 @@ def _report_user_error(args: argparse.Namespace, err: Exception) -> int:
     """The one-line error (the traceback with --debug or SPARSEINST_DEBUG=1); returns the exit code, 1."""
     if args.debug or os.environ.get("SPARSEINST_DEBUG", "") not in ("", "0"):
         raise err
-    print(f"{_prog(args)}: error: {str(err) or type(err).__name__}", file=sys.stderr)
-    print("(run with --debug for the full traceback)", file=sys.stderr)
+    message = getattr(err, "cli_message", None) or str(err) or type(err).__name__
+    print(f"{_prog(args)}: error: {message}", file=sys.stderr)
     return 1
 
 

@@ -128,7 +128,13 @@ def test_user_errors_are_one_line(raising_command, capsys, error):
     raising_command(error)
     assert cli.main(["list"]) == 1
     err = capsys.readouterr().err
-    assert err.splitlines() == [f"sparseinst list: error: {error}", "(run with --debug for the full traceback)"]
+    assert err.splitlines() == [f"sparseinst list: error: {error}"]  # one line: --help says --debug shows more
+
+
+def test_the_cli_words_of_an_error_replace_the_python_ones(raising_command, capsys):
+    raising_command(SparseInstError("pass model_name='x'", cli_message="pass --model x"))
+    assert cli.main(["list"]) == 1
+    assert capsys.readouterr().err == "sparseinst list: error: pass --model x\n"
 
 
 @pytest.mark.parametrize(
@@ -220,3 +226,22 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
     finally:
         os.close(write)
     assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_a_conversion_error_names_the_argument_of_its_caller(tmp_path, capsys):
+    """Python callers are told model_name=, `sparseinst convert` users --model (a CLI flag means nothing to Python)."""
+    import torch
+
+    from sparseinst_zoo import create_model
+    from sparseinst_zoo.convert import convert_checkpoint
+    from sparseinst_zoo.errors import ConversionError
+
+    path = tmp_path / "unknown.pth"
+    torch.save({"model": create_model("sparseinst_tiny_test").state_dict()}, path)
+    with pytest.raises(ConversionError, match=r"fits none of the reference models") as info:
+        convert_checkpoint(path)
+    assert "model_name=" in str(info.value) and "--model" not in str(info.value)
+    assert cli.main(["convert", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sparseinst convert: error: could not recognise") and err.count("\n") == 1
+    assert "(--model NAME)" in err and "model_name" not in err

@@ -200,4 +200,4 @@ def test_image_too_large_to_decode_is_one_line(tmp_path, monkeypatch, capsys):
     argv = ["predict", "sparseinst_tiny_test", str(tmp_path / "big.png"), "--weights", "random", "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if "RANDOM weights" not in line]
-    assert len(lines) == 2 and "error: " in lines[0] and "too large to decode" in lines[0], lines
+    assert len(lines) == 1 and "error: " in lines[0] and "too large to decode" in lines[0], lines

@@ -245,3 +245,44 @@ def test_a_conversion_error_names_the_argument_of_its_caller(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("sparseinst convert: error: could not recognise") and err.count("\n") == 1
     assert "(--model NAME)" in err and "model_name" not in err
+
+
+def test_download_failures_go_to_stderr_and_json_output_stays_json(tmp_path, capsys):
+    """A failure was printed on stdout, and --json output ended in a 'cache: ...' line no JSON reader takes."""
+    argv = ["download", "sparseinst_r50_gaim", "sparseinst_tiny_test", "--cache-dir", str(tmp_path)]
+    assert cli.main([*argv, "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines()[0].startswith("sparseinst download: error: sparseinst_r50_gaim: Unknown model")
+    assert "Did you mean 'sparseinst_r50_giam'" in captured.err
+    assert captured.err.splitlines()[1:] == [
+        "sparseinst download: error: sparseinst_tiny_test: 'sparseinst_tiny_test' has no released weights "
+        "(see `sparseinst list --pretrained`)",
+        "sparseinst download: 2 of 2 model(s) failed",
+    ]
+    assert cli.main(argv[:2] + argv[3:]) == 1
+    assert capsys.readouterr().out == f"cache: {tmp_path / 'sparseinst-zoo'}\n"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workers", "-1"], "workers must be >= 0 (0 loads the data in the main process), got -1"),  # a traceback
+        (["--test-size", "-1"], "test_size must be >= 1, got -1"),  # was accepted
+        (["--num-classes", "0"], "num_classes must be >= 1, got 0"),
+    ],
+)
+def test_train_refuses_bad_numbers_in_one_line(flags, message, capsys):
+    assert cli.main(["train", "--train-json", "t.json", "--train-images", "images", *flags]) == 1
+    assert capsys.readouterr().err == f"sparseinst train: error: {message}\n"
+
+
+def test_train_draws_its_bar_on_a_terminal_only_unless_told():
+    from sparseinst_zoo.commands import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    data = ["--train-json", "t.json", "--train-images", "images", "--device", "cpu"]
+    assert train_command.config_from_args(parser.parse_args(data)).progress is False  # pytest's stderr: no terminal
+    assert train_command.config_from_args(parser.parse_args([*data, "--progress"])).progress is True
+    assert train_command.config_from_args(parser.parse_args([*data, "--no-progress"])).progress is False

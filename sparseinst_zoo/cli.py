@@ -29,7 +29,7 @@ from typing import NamedTuple, TextIO
 from .errors import SparseInstError
 from .version import __version__
 
-__all__ = ["COMMANDS", "ISSUES_URL", "USER_ERRORS", "Command", "build_parser", "import_command", "main"]
+__all__ = ["COMMANDS", "ISSUES_URL", "USER_ERRORS", "Command", "build_parser", "examples", "import_command", "main"]
 
 ISSUES_URL = "https://github.com/sparseinst-zoo/sparseinst-zoo/issues"
 
@@ -116,7 +116,29 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             module = import_command(name)
             module.add_arguments(sub)
             sub.set_defaults(_run=module.run, _parser=sub)
+            _add_examples(sub, module)
     return parser
+
+
+def examples(module: ModuleType) -> list[str]:
+    """The command lines of the ``Example:`` section of a command module's docstring (``$`` and indent removed).
+
+    Example:
+        >>> examples(import_command("list"))
+        ['sparseinst list r50 --pretrained']
+    """
+    section = (module.__doc__ or "").partition("\nExample:\n")[2].split("\n\n", 1)[0]
+    # a backslash-newline in a docstring joins the lines: collapse the indent it leaves inside the command
+    return [" ".join(line.split()[1:]) for line in section.splitlines() if line.strip().startswith("$ ")]
+
+
+def _add_examples(parser: argparse.ArgumentParser, module: ModuleType) -> None:
+    """Show the module's examples under the options of ``COMMAND --help`` (after the command's own epilog)."""
+    lines = examples(module)
+    if lines:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' line breaks
+        parts = [parser.epilog, "examples:\n" + "\n".join(f"  {line}" for line in lines)]
+        parser.epilog = "\n\n".join(part for part in parts if part)
 
 
 def _command_in(argv: Sequence[str]) -> str | None:

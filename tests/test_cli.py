@@ -286,3 +286,36 @@ def test_train_draws_its_bar_on_a_terminal_only_unless_told():
     assert train_command.config_from_args(parser.parse_args(data)).progress is False  # pytest's stderr: no terminal
     assert train_command.config_from_args(parser.parse_args([*data, "--progress"])).progress is True
     assert train_command.config_from_args(parser.parse_args([*data, "--no-progress"])).progress is False
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_help_example_is_shown_and_parses(name, capsys):
+    """The examples of `sparseinst COMMAND --help` (its module's docstring) name only options that exist."""
+    import shlex
+
+    lines = cli.examples(cli.import_command(name))
+    assert lines, f"`sparseinst {name} --help` shows no example"
+    with pytest.raises(SystemExit):
+        cli.main([name, "--help"])
+    shown = capsys.readouterr().out
+    for line in lines:
+        assert f"  {line}" in shown
+        argv = shlex.split(line, comments=True)
+        if argv[0] == "sparseinst":
+            assert argv[1] == name
+            cli._parse(cli.build_parser(name), argv[1:])  # an unknown option or bad value exits here
+        else:  # python -c / torchrun -m: the module they name can be run
+            assert argv[0] in ("python", "torchrun") and (
+                "-c" in argv or argv[argv.index("-m") + 1] == "sparseinst_zoo.cli"
+            )
+
+
+def test_val_names_a_long_class_mismatch_in_a_short_line(tmp_path, caplog):
+    """80 model classes against 80 other names: the warning listed all 160 (1,800 characters)."""
+    from sparseinst_zoo.evaluation import _check_classes
+
+    model = types.SimpleNamespace(num_classes=80, label_names=tuple(f"class_{i}" for i in range(80)))
+    dataset = types.SimpleNamespace(num_classes=80, label_names=tuple(f"c{i}" for i in range(80)), source="gt.json")
+    _check_classes(model, dataset)  # type: ignore[arg-type]
+    assert "['class_0', 'class_1', 'class_2', 'class_3', 'class_4', 'class_5', ... (80 in all)]" in caplog.text
+    assert "class_6" not in caplog.text and len(caplog.text) < 400

@@ -407,3 +407,36 @@ def test_no_progress_bar_frames_when_stderr_is_not_a_terminal(tmp_path, rgb_imag
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "\r" not in err and "a.png: 0 instance(s)" in err
+
+
+def test_predict_lists_no_flag_that_changes_nothing(capsys):
+    """--fold-bn and --channels-last are what predict does by default: hidden, accepted with a warning."""
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    shown = capsys.readouterr().out
+    assert "--fold-bn" not in shown and "--channels-last" not in shown and "--compile" in shown
+    from sparseinst_zoo.commands import predict as predict_command
+
+    parser = argparse.ArgumentParser(prog="sparseinst predict")
+    predict_command.add_arguments(parser)
+    assert predict_command._options(parser.parse_args(["m", "--fold-bn"]))["optimize"] is None  # the default path
+    assert capsys.readouterr().err == (
+        "warning: --fold-bn is what sparseinst predict does by default; drop it (--no-optimize runs the plain eager "
+        "model)\n"
+    )
+
+
+def test_no_optimize_with_a_fast_path_is_refused(tmp_path, capsys):
+    """--compile and --cuda-graphs were silently dropped under --no-optimize."""
+    argv = [
+        "predict",
+        "sparseinst_tiny_test",
+        "--weights",
+        "random",
+        "--no-optimize",
+        "--compile",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.startswith("sparseinst predict: error: --no-optimize runs the plain eager model")

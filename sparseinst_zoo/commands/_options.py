@@ -300,10 +300,33 @@ def add_resize_arguments(
     )
 
 
-def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    """The exact fast inference paths (read by :func:`speed_kwargs`); combine with :func:`add_precision_argument`."""
-    parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorms into the convolutions")
-    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+class _DefaultAlready(argparse.Action):
+    """A flag naming what the command does anyway: accepted (scripts have it), hidden from --help, said once."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *_: Any) -> None:
+        print(
+            f"warning: {self.option_strings[0]} is what {parser.prog} does by default; drop it (--no-optimize runs "
+            "the plain eager model)",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, True)
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser, fold_and_nhwc_by_default: bool = False) -> None:
+    """The exact fast inference paths (read by :func:`speed_kwargs`); combine with :func:`add_precision_argument`.
+
+    ``fold_and_nhwc_by_default``: the command folds BatchNorms and runs NHWC anyway (``predict``): ``--fold-bn`` and
+    ``--channels-last`` are accepted with a warning but not listed, as they change nothing.
+    """
+    if fold_and_nhwc_by_default:
+        for flag in ("--fold-bn", "--channels-last"):
+            parser.add_argument(flag, action=_DefaultAlready, default=False, help=argparse.SUPPRESS)
+    else:
+        parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorms into the convolutions")
+        parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     parser.add_argument(
         "--compile",
         nargs="?",

@@ -18,6 +18,7 @@ from typing import Any
 
 from .._constants import DEFAULT_PREDICT_DIR as DEFAULT_RUN_DIR
 from .._constants import DEFAULT_SCORE_THRESHOLD
+from ..errors import SparseInstError
 from ._model import add_model_arguments, load_cli_model, refuse_weights_for_exported
 from ._options import (
     PRECISION_SPELLINGS,
@@ -76,12 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-optimize",
         action="store_true",
-        help="run the plain eager model (default: the exact fast path, BatchNorm folded)",
+        help="run the plain eager model (default: the exact fast path, BatchNorms folded, NHWC)",
     )
     parser.add_argument(
         "--quiet", action="store_true", help="no per-image lines, progress bar or summary (warnings and errors only)"
     )
-    add_speed_arguments(parser)
+    add_speed_arguments(parser, fold_and_nhwc_by_default=True)
     _allow_sources_after_options(parser)
 
 
@@ -124,6 +125,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     """Predictor keyword arguments from the flags."""
     speed = speed_kwargs(args)
     optimize: bool | dict[str, Any] | None = None  # the default exact fast path already folds BN, channels_last
+    if args.no_optimize and (speed["compile"] or speed["cuda_graphs"]):
+        raise SparseInstError("--no-optimize runs the plain eager model: drop it, or drop --compile and --cuda-graphs")
     if args.no_optimize:
         optimize = False
     elif speed["compile"] or speed["cuda_graphs"]:

@@ -84,6 +84,8 @@ def _add_field(group: argparse._ArgumentGroup, spec: dataclasses.Field[Any], ann
     kind = _plain_type(annotation)
     if kind is bool:
         action = argparse.BooleanOptionalAction if default is not False else "store_true"
+        if default is True and "default:" not in help_text:
+            help_text += " (default: on)"
         group.add_argument(flag, action=action, default=default, help=help_text)
         return
     if default is not None and default != "" and "default:" not in help_text:

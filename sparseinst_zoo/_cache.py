@@ -50,7 +50,8 @@ def hf_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> str:
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Folder of converted original releases: ``cache_dir``, ``SPARSEINST_CACHE`` or ``$HF_HOME/sparseinst-zoo``."""
+    """Folder of converted original releases: ``cache_dir/sparseinst-zoo``, ``SPARSEINST_CACHE`` or
+    ``$HF_HOME/sparseinst-zoo``."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser() / LIBRARY_NAME
     if os.environ.get(CACHE_ENV):

@@ -6,9 +6,9 @@ line of help, so that ``sparseinst --help`` and ``--version`` import no command 
 module is imported only when that command runs or its own ``--help`` is asked for.
 
 Errors: a :class:`~sparseinst_zoo.errors.SparseInstError` or an ``OSError`` (a user's mistake or the environment)
-prints one line; anything else is a bug and prints its traceback and where to report it. A command may set
-``resume_hint`` on its arguments (``parser.set_defaults(resume_hint=...)`` or ``args.resume_hint = ...`` in
-``run``), printed after Ctrl-C.
+prints one line (the error's ``cli_message`` where it has one; ``--debug`` shows the traceback); anything else is a
+bug and prints its traceback and where to report it. A command may set ``resume_hint`` on its arguments
+(``parser.set_defaults(resume_hint=...)`` or ``args.resume_hint = ...`` in ``run``), printed after Ctrl-C.
 
 Example:
     $ sparseinst list 'sparseinst_r50*' --pretrained
@@ -29,7 +29,7 @@ from typing import NamedTuple, TextIO
 from .errors import SparseInstError
 from .version import __version__
 
-__all__ = ["COMMANDS", "ISSUES_URL", "USER_ERRORS", "Command", "build_parser", "import_command", "main"]
+__all__ = ["COMMANDS", "ISSUES_URL", "USER_ERRORS", "Command", "build_parser", "examples", "import_command", "main"]
 
 ISSUES_URL = "https://github.com/sparseinst-zoo/sparseinst-zoo/issues"
 
@@ -116,7 +116,29 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             module = import_command(name)
             module.add_arguments(sub)
             sub.set_defaults(_run=module.run, _parser=sub)
+            _add_examples(sub, module)
     return parser
+
+
+def examples(module: ModuleType) -> list[str]:
+    """The command lines of the ``Example:`` section of a command module's docstring (``$`` and indent removed).
+
+    Example:
+        >>> examples(import_command("list"))
+        ['sparseinst list r50 --pretrained']
+    """
+    section = (module.__doc__ or "").partition("\nExample:\n")[2].split("\n\n", 1)[0]
+    # a backslash-newline in a docstring joins the lines: collapse the indent it leaves inside the command
+    return [" ".join(line.split()[1:]) for line in section.splitlines() if line.strip().startswith("$ ")]
+
+
+def _add_examples(parser: argparse.ArgumentParser, module: ModuleType) -> None:
+    """Show the module's examples under the options of ``COMMAND --help`` (after the command's own epilog)."""
+    lines = examples(module)
+    if lines:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' line breaks
+        parts = [parser.epilog, "examples:\n" + "\n".join(f"  {line}" for line in lines)]
+        parser.epilog = "\n\n".join(part for part in parts if part)
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
@@ -171,8 +193,8 @@ def _report_user_error(args: argparse.Namespace, err: Exception) -> int:
     """The one-line error (the traceback with --debug or SPARSEINST_DEBUG=1); returns the exit code, 1."""
     if args.debug or os.environ.get("SPARSEINST_DEBUG", "") not in ("", "0"):
         raise err
-    print(f"{_prog(args)}: error: {str(err) or type(err).__name__}", file=sys.stderr)
-    print("(run with --debug for the full traceback)", file=sys.stderr)
+    message = getattr(err, "cli_message", None) or str(err) or type(err).__name__
+    print(f"{_prog(args)}: error: {message}", file=sys.stderr)
     return 1
 
 

@@ -113,9 +113,13 @@ def detect_model(
         if target == renamed:
             fits.append(name)
     if not fits:
-        raise ConversionError(
+        problem = (
             "could not recognise the architecture of this checkpoint: it fits none of the reference models "
-            f"({', '.join(names)}); pass the model name explicitly (--model) to see which keys differ"
+            f"({', '.join(names)}); "
+        )
+        raise ConversionError(
+            problem + "pass the architecture it was trained as (model_name=...) to see which keys differ",
+            cli_message=problem + "pass the architecture it was trained as (--model NAME) to see which keys differ",
         )
     if len(fits) == 1:
         return fits[0]
@@ -127,9 +131,10 @@ def detect_model(
         )
         if matching:
             return matching[-1]
+    problem = f"the checkpoint fits several architectures that differ only in their training recipe ({', '.join(fits)})"
     raise ConversionError(
-        f"the checkpoint fits several architectures that differ only in their training recipe ({', '.join(fits)}); "
-        "pass the one it was trained as with --model"
+        f"{problem}; pass the one it was trained as: model_name={fits[0]!r} or another of them",
+        cli_message=f"{problem}; pass the one it was trained as: --model {fits[0]} or another of them",
     )
 
 

@@ -29,7 +29,21 @@ __all__ = [
 
 
 class SparseInstError(ValueError):
-    """Base of every error caused by what the user passed in (a name, a file, an argument, a dataset)."""
+    """Base of every error caused by what the user passed in (a name, a file, an argument, a dataset).
+
+    Args:
+        cli_message: the same error in the words of the ``sparseinst`` command line, where the fix it names is an
+            argument (``--model NAME`` instead of ``model_name=``); the CLI prints it instead of the message.
+
+    Example:
+        >>> err = SparseInstError("pass model_name=...", cli_message="pass --model NAME")
+        >>> str(err), err.cli_message
+        ('pass model_name=...', 'pass --model NAME')
+    """
+
+    def __init__(self, *args: object, cli_message: str | None = None) -> None:
+        super().__init__(*args)
+        self.cli_message = cli_message
 
 
 class ConversionError(SparseInstError):

@@ -14,7 +14,7 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -292,10 +292,22 @@ def _check_classes(model: nn.Module, dataset: InstanceSet) -> None:
         _logger.warning(
             "the model's classes %s differ from the categories of %s %s; predicted label i is scored "
             "as the dataset's i-th category",
-            list(model_names),
+            _short_list(model_names),
             dataset.source,
-            list(dataset.label_names),
+            _short_list(dataset.label_names),
         )
+
+
+def _short_list(names: Sequence[str], shown: int = 6) -> str:
+    """``names`` as a list, its first few only when long (80 COCO names made the warning 1,800 characters long).
+
+    Example:
+        >>> _short_list([f"c{i}" for i in range(80)], shown=2)
+        "['c0', 'c1', ... (80 in all)]"
+    """
+    if len(names) <= shown + 2:
+        return repr(list(names))
+    return "[" + ", ".join(map(repr, names[:shown])) + f", ... ({len(names)} in all)]"
 
 
 def _predict_shard(predictor: Predictor, dataset: InstanceSet, batch_size: int, workers: int, progress: bool):

@@ -83,8 +83,6 @@ def test_command_predict_with_fast_paths(tmp_path):
     [
         (["--cuda-graphs"], "needs a CUDA device"),
         (["--size", "640by480"], "HEIGHTxWIDTH"),
-        (["--batch-size", "0"], "batch size must be >= 1"),
-        (["--iters", "0"], "iters must be >= 1"),
         (["--what", "predict", "--min-size", "0"], "min-size >= 1"),
         (["--backend", "onnxruntime", "--precision", "bf16"], "use --precision fp32 with --backend onnxruntime"),
         (["--backend", "openvino", "--fold-bn"], "are PyTorch fast paths"),

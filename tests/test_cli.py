@@ -128,7 +128,13 @@ def test_user_errors_are_one_line(raising_command, capsys, error):
     raising_command(error)
     assert cli.main(["list"]) == 1
     err = capsys.readouterr().err
-    assert err.splitlines() == [f"sparseinst list: error: {error}", "(run with --debug for the full traceback)"]
+    assert err.splitlines() == [f"sparseinst list: error: {error}"]  # one line: --help says --debug shows more
+
+
+def test_the_cli_words_of_an_error_replace_the_python_ones(raising_command, capsys):
+    raising_command(SparseInstError("pass model_name='x'", cli_message="pass --model x"))
+    assert cli.main(["list"]) == 1
+    assert capsys.readouterr().err == "sparseinst list: error: pass --model x\n"
 
 
 @pytest.mark.parametrize(
@@ -220,3 +226,96 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
     finally:
         os.close(write)
     assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_a_conversion_error_names_the_argument_of_its_caller(tmp_path, capsys):
+    """Python callers are told model_name=, `sparseinst convert` users --model (a CLI flag means nothing to Python)."""
+    import torch
+
+    from sparseinst_zoo import create_model
+    from sparseinst_zoo.convert import convert_checkpoint
+    from sparseinst_zoo.errors import ConversionError
+
+    path = tmp_path / "unknown.pth"
+    torch.save({"model": create_model("sparseinst_tiny_test").state_dict()}, path)
+    with pytest.raises(ConversionError, match=r"fits none of the reference models") as info:
+        convert_checkpoint(path)
+    assert "model_name=" in str(info.value) and "--model" not in str(info.value)
+    assert cli.main(["convert", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sparseinst convert: error: could not recognise") and err.count("\n") == 1
+    assert "(--model NAME)" in err and "model_name" not in err
+
+
+def test_download_failures_go_to_stderr_and_json_output_stays_json(tmp_path, capsys):
+    """A failure was printed on stdout, and --json output ended in a 'cache: ...' line no JSON reader takes."""
+    argv = ["download", "sparseinst_r50_gaim", "sparseinst_tiny_test", "--cache-dir", str(tmp_path)]
+    assert cli.main([*argv, "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines()[0].startswith("sparseinst download: error: sparseinst_r50_gaim: Unknown model")
+    assert "Did you mean 'sparseinst_r50_giam'" in captured.err
+    assert captured.err.splitlines()[1:] == [
+        "sparseinst download: error: sparseinst_tiny_test: 'sparseinst_tiny_test' has no released weights "
+        "(see `sparseinst list --pretrained`)",
+        "sparseinst download: 2 of 2 model(s) failed",
+    ]
+    assert cli.main(argv[:2] + argv[3:]) == 1
+    assert capsys.readouterr().out == f"cache: {tmp_path / 'sparseinst-zoo'}\n"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workers", "-1"], "workers must be >= 0 (0 loads the data in the main process), got -1"),  # a traceback
+        (["--test-size", "-1"], "test_size must be >= 1, got -1"),  # was accepted
+        (["--num-classes", "0"], "num_classes must be >= 1, got 0"),
+    ],
+)
+def test_train_refuses_bad_numbers_in_one_line(flags, message, capsys):
+    assert cli.main(["train", "--train-json", "t.json", "--train-images", "images", *flags]) == 1
+    assert capsys.readouterr().err == f"sparseinst train: error: {message}\n"
+
+
+def test_train_draws_its_bar_on_a_terminal_only_unless_told():
+    from sparseinst_zoo.commands import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    data = ["--train-json", "t.json", "--train-images", "images", "--device", "cpu"]
+    assert train_command.config_from_args(parser.parse_args(data)).progress is False  # pytest's stderr: no terminal
+    assert train_command.config_from_args(parser.parse_args([*data, "--progress"])).progress is True
+    assert train_command.config_from_args(parser.parse_args([*data, "--no-progress"])).progress is False
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_help_example_is_shown_and_parses(name, capsys):
+    """The examples of `sparseinst COMMAND --help` (its module's docstring) name only options that exist."""
+    import shlex
+
+    lines = cli.examples(cli.import_command(name))
+    assert lines, f"`sparseinst {name} --help` shows no example"
+    with pytest.raises(SystemExit):
+        cli.main([name, "--help"])
+    shown = capsys.readouterr().out
+    for line in lines:
+        assert f"  {line}" in shown
+        argv = shlex.split(line, comments=True)
+        if argv[0] == "sparseinst":
+            assert argv[1] == name
+            cli._parse(cli.build_parser(name), argv[1:])  # an unknown option or bad value exits here
+        else:  # python -c / torchrun -m: the module they name can be run
+            assert argv[0] in ("python", "torchrun") and (
+                "-c" in argv or argv[argv.index("-m") + 1] == "sparseinst_zoo.cli"
+            )
+
+
+def test_val_names_a_long_class_mismatch_in_a_short_line(tmp_path, caplog):
+    """80 model classes against 80 other names: the warning listed all 160 (1,800 characters)."""
+    from sparseinst_zoo.evaluation import _check_classes
+
+    model = types.SimpleNamespace(num_classes=80, label_names=tuple(f"class_{i}" for i in range(80)))
+    dataset = types.SimpleNamespace(num_classes=80, label_names=tuple(f"c{i}" for i in range(80)), source="gt.json")
+    _check_classes(model, dataset)  # type: ignore[arg-type]
+    assert "['class_0', 'class_1', 'class_2', 'class_3', 'class_4', 'class_5', ... (80 in all)]" in caplog.text
+    assert "class_6" not in caplog.text and len(caplog.text) < 400

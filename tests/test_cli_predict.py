@@ -33,7 +33,8 @@ def test_predict_sample_image_with_random_weights(tmp_path, capsys):
     assert overlay.shape == (300, 451, 3)
     data = json.loads((out / "predictions.json").read_text())
     assert data["images"] == [{"id": 1, "file_name": sample_image_path(), "height": 300, "width": 451}]
-    assert "wrote" in captured.out and "--score-threshold 0" in captured.out  # nothing passes 0.25: say how to see it
+    assert "wrote" in captured.out and "--score-threshold 0" in captured.err  # nothing passes 0.25: say how to see it
+    assert "--score-threshold" not in captured.out  # stdout: the results only
 
 
 def test_predict_with_local_checkpoint_matches_python_api(tiny_model, checkpoint, tmp_path, rgb_image, capsys):
@@ -167,7 +168,6 @@ def test_a_torch_export_program_is_named_as_such_not_as_weights(argv, tmp_path, 
         (["sparseinst_r50_giam"], "--weights random"),  # the Hub is offline in tests
         (["sparseinst_r50_gam", "--weights", "random"], "Did you mean"),
         (["sparseinst_tiny_test", "missing.jpg", "--weights", "random"], "missing.jpg"),
-        (["sparseinst_tiny_test", "--weights", "random", "--threshold", "2"], "--threshold"),
     ],
 )
 def test_predict_errors_are_one_clear_line(argv, message, tmp_path, capsys):
@@ -202,12 +202,12 @@ def test_bare_half_before_a_source(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     predict_command.add_arguments(parser)
     args, extras = parser.parse_known_args(["m", "a.png", "--half", str(photo), "--out", "o"])
-    assert (args.half, args.sources, extras) == ("auto", ["a.png", str(photo)], [])  # the path is a SOURCE
+    assert (args.precision, args.sources, extras) == ("auto", ["a.png", str(photo)], [])  # the path is a SOURCE
     args, _ = parser.parse_known_args(["m", "--half", "bf16", str(photo)])
-    assert (args.half, args.sources) == ("bf16", [str(photo)])
+    assert (args.precision, args.sources) == ("bf16", [str(photo)])
     with pytest.raises(SystemExit):
         parser.parse_known_args(["m", "--half", "fp8", str(photo)])
-    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+    assert "argument --half: expected one of fp32, fp16, bf16, auto, got 'fp8'" in capsys.readouterr().err
 
 
 def test_corrupt_image_is_named(tmp_path, capsys):
@@ -257,9 +257,11 @@ def test_list_table(capsys):
     assert main(["list"]) == 0
     assert "sparseinst_tiny_test" in capsys.readouterr().out
     assert main(["list", "nothing_like_this"]) == 1
-    assert "run `sparseinst list` for all names" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("sparseinst list: no models match 'nothing_like_this'")
+    assert "run `sparseinst list` for all names" in captured.err
     assert main(["list", "r50*"]) == 1  # anchored at the start, as timm users write it
-    assert "try 'sparseinst_r50*'" in capsys.readouterr().out
+    assert "try 'sparseinst_r50*'" in capsys.readouterr().err
 
 
 def test_device_option_keeps_cpu(checkpoint, tmp_path):
@@ -350,7 +352,9 @@ def test_predict_runs_an_exported_onnx_file_like_the_model(tiny_model, tmp_path,
     assert [a["category_id"] for a in runs["onnx"]] == [a["category_id"] for a in runs["torch"]]
     capsys.readouterr()
     assert main(["predict", onnx_path, "--device", "cpu", str(image_path), "--out", str(tmp_path / "x")]) == 1
-    assert "exported model carries its weights" in capsys.readouterr().err
+    assert "is an exported model: it carries its weights" in capsys.readouterr().err
+    assert main(["predict", onnx_path, "--weights", "random", str(image_path), "--out", str(tmp_path / "x")]) == 1
+    assert capsys.readouterr().err.rstrip().endswith("own runtime; drop --weights random")  # it was ignored
 
 
 def test_an_interrupted_folder_run_keeps_valid_files_and_says_what_it_kept(checkpoint, tmp_path, monkeypatch, capsys):
@@ -379,3 +383,88 @@ def test_an_interrupted_folder_run_keeps_valid_files_and_says_what_it_kept(check
     assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png", "predictions.json"]
     images = json.loads((out / "predictions.json").read_text())["images"]
     assert [image["file_name"].rsplit("/", 1)[-1] for image in images] == ["p0.png", "p1.png", "p2.png"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["predict", "M", "--threshold", "2"], "argument --threshold: must be in [0, 1), got 2"),
+        (["predict", "M", "--mask-threshold", "2"], "argument --mask-threshold: must be in (0, 1), got 2"),
+        (["predict", "M", "--max-detections", "0"], "argument --max-detections: must be at least 1, got 0"),
+        (["predict", "M", "--batch-size", "-2"], "argument --batch-size: must be at least 1, got -2"),
+        (["predict", "M", "--min-size", "-5"], "argument --min-size: must be at least 1, got -5"),
+        (["predict", "M", "--precision", "fp8"], "--precision: expected one of fp32, fp16, bf16, auto, got 'fp8'"),
+        (["track", "M", "x.mp4", "--score-threshold", "2"], "argument --score-threshold: must be in [0, 1), got 2"),
+        (["track", "M", "x.mp4", "--lost-track-buffer", "-3"], "--lost-track-buffer: must be 0 or more, got -3"),
+        (["track", "M", "x.mp4", "--match-threshold", "0"], "argument --match-threshold: must be in (0, 1], got 0"),
+        (["track", "M", "x.mp4", "--max-detections", "0"], "argument --max-detections: must be at least 1, got 0"),
+        (["val", "M", "--workers", "-1"], "argument --workers: must be 0 or more, got -1"),  # was a traceback
+        (["val", "M", "--test-size", "-1"], "argument --min-size/--test-size: must be at least 1, got -1"),
+        (["export", "M", "--mask-threshold", "3"], "argument --mask-threshold: must be in (0, 1), got 3"),
+        (["benchmark", "M", "--iters", "0"], "argument --iters: must be at least 1, got 0"),
+        (["benchmark", "M", "--warmup", "-1"], "argument --warmup: must be 0 or more, got -1"),
+        (["benchmark", "M", "--threads", "0"], "argument --threads: must be at least 1, got 0"),
+        (["benchmark", "M", "--max-size", "0"], "argument --max-size: must be at least 1, got 0"),
+    ],
+)
+def test_bad_numbers_are_refused_by_the_flag_that_took_them(argv, message, capsys):
+    """Before any model is built, and in the flag's name (not the Python argument's, as `mask_threshold must ...`)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.rstrip().endswith(message), err
+
+
+@pytest.mark.parametrize("command", ["predict", "track", "export", "val"])
+def test_random_weights_and_a_checkpoint_contradict_each_other(command, checkpoint, tmp_path, capsys):
+    """The checkpoint was taken silently, the explicit --weights random ignored."""
+    extra = {"predict": [sample_image_path()], "track": [sample_image_path()], "val": ["--data", "d.yaml"]}
+    out = tmp_path / ("out.onnx" if command == "export" else "out.json")
+    argv = [command, "sparseinst_tiny_test", "--weights", "random", "--checkpoint", str(checkpoint)]
+    assert main([*argv, *extra.get(command, []), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"sparseinst {command}: error: --weights random and --checkpoint ") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_no_progress_bar_frames_when_stderr_is_not_a_terminal(tmp_path, rgb_image, capsys):
+    """A piped stderr got the bar's carriage-return frames, and the next line was written onto the last one."""
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rgb_image).save(tmp_path / name)
+    argv = ["predict", "sparseinst_tiny_test", "--weights", "random", str(tmp_path / "*.png"), "--out", str(tmp_path)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "a.png: 0 instance(s)" in err
+
+
+def test_predict_lists_no_flag_that_changes_nothing(capsys):
+    """--fold-bn and --channels-last are what predict does by default: hidden, accepted with a warning."""
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    shown = capsys.readouterr().out
+    assert "--fold-bn" not in shown and "--channels-last" not in shown and "--compile" in shown
+    from sparseinst_zoo.commands import predict as predict_command
+
+    parser = argparse.ArgumentParser(prog="sparseinst predict")
+    predict_command.add_arguments(parser)
+    assert predict_command._options(parser.parse_args(["m", "--fold-bn"]))["optimize"] is None  # the default path
+    assert capsys.readouterr().err == (
+        "warning: --fold-bn is what sparseinst predict does by default; drop it (--no-optimize runs the plain eager "
+        "model)\n"
+    )
+
+
+def test_no_optimize_with_a_fast_path_is_refused(tmp_path, capsys):
+    """--compile and --cuda-graphs were silently dropped under --no-optimize."""
+    argv = [
+        "predict",
+        "sparseinst_tiny_test",
+        "--weights",
+        "random",
+        "--no-optimize",
+        "--compile",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.startswith("sparseinst predict: error: --no-optimize runs the plain eager model")

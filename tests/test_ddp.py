@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -144,7 +145,13 @@ def test_cli_train_and_val_under_torchrun_shard_the_work_and_print_once(tmp_path
     assert proc.stdout.count("trained 80 iterations") == 1, proc.stdout  # rank 0 alone prints the summary
     model = str(tmp_path / "run" / "last")
     val_args = [model, "--json", val, "--images", str(tmp_path / "val"), "--workers", "0", "--device", "cpu"]
-    proc = run_torchrun("-m", "sparseinst_zoo", "val", *val_args, "--out", str(tmp_path / "ddp.json"))
+    # stderr captured as if it were a terminal, so that the processes draw their progress bars
+    (tmp_path / "tty").mkdir()
+    (tmp_path / "tty" / "sitecustomize.py").write_text("import sys\nsys.stderr.isatty = lambda: True\n")
+    path = os.pathsep.join(filter(None, [str(tmp_path / "tty"), os.environ.get("PYTHONPATH")]))
+    proc = run_torchrun(
+        "-m", "sparseinst_zoo", "val", *val_args, "--out", str(tmp_path / "ddp.json"), env={"PYTHONPATH": path}
+    )
     assert proc.stdout.count("square") == 1 and "wrote" in proc.stdout, proc.stdout
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["ddp.json"]  # not a ddp_2.json of a second rank
     assert "/5 [" in proc.stderr and "/9 [" not in proc.stderr  # rank 0's bar: its 5 of the 9 images

@@ -121,3 +121,14 @@ def test_missing_cuda_and_unknown_names_are_one_line(monkeypatch):
         select_device("gpu")
     with pytest.raises(SparseInstError, match="unknown device"):
         select_device("cuda:x")
+
+
+def test_every_train_switch_that_is_on_says_so():
+    """--tensorboard and --ema-warmup did not say they are on unless --no-... is given."""
+    from sparseinst_zoo.commands import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    for action in parser._actions:
+        if isinstance(action, argparse.BooleanOptionalAction):
+            assert "default:" in (action.help or ""), action.option_strings

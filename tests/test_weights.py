@@ -334,7 +334,7 @@ def test_download_refuses_a_bad_overlay_in_one_line(monkeypatch, capsys):
     from sparseinst_zoo.cli import main
 
     assert main(["download", "sparseinst_r50_giam"]) == 1
-    assert "pretrained_cfg_overlay has unknown field(s) colour" in capsys.readouterr().out
+    assert "pretrained_cfg_overlay has unknown field(s) colour" in capsys.readouterr().err
 
 
 def test_google_drive_code_path_against_loopback(release, reference, tmp_path):

@@ -33,10 +33,19 @@ def torchrun_command(*args: str, nproc: int = 2) -> list[str]:
     ]
 
 
-def run_torchrun(*args: str, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run :func:`torchrun_command` and assert it succeeded (its stderr tail is the message otherwise)."""
+def run_torchrun(
+    *args: str, nproc: int = 2, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run :func:`torchrun_command` and assert it succeeded (its stderr tail is the message otherwise).
+
+    ``env`` adds to (or replaces entries of) :data:`TORCHRUN_ENV`.
+    """
     proc = subprocess.run(
-        torchrun_command(*args, nproc=nproc), env=TORCHRUN_ENV, capture_output=True, text=True, timeout=timeout
+        torchrun_command(*args, nproc=nproc),
+        env={**TORCHRUN_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

@@ -20,7 +20,15 @@ from typing import Any
 from .._registry import get_pretrained_cfg
 from ..errors import DownloadError, SparseInstError
 
-__all__ = ["RANDOM_WEIGHTS_WARNING", "OVERLAY_ENV", "add_model_arguments", "load_cli_model", "cli_overlay"]
+__all__ = [
+    "MODEL_HELP",
+    "RANDOM_WEIGHTS_WARNING",
+    "OVERLAY_ENV",
+    "add_model_arguments",
+    "load_cli_model",
+    "cli_overlay",
+    "refuse_weights_for_exported",
+]
 
 OVERLAY_ENV = "SPARSEINST_PRETRAINED_CFG_OVERLAY"
 RANDOM_WEIGHTS_WARNING = (
@@ -29,13 +37,12 @@ RANDOM_WEIGHTS_WARNING = (
 )
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+MODEL_HELP = "registered name (see `sparseinst list`), hf-hub:org/repo, or a save_pretrained folder"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, model_help: str = MODEL_HELP) -> None:
     """``MODEL`` plus ``--weights pretrained|random`` and ``--checkpoint PATH`` (read by :func:`load_cli_model`)."""
-    parser.add_argument(
-        "model",
-        metavar="MODEL",
-        help="registered name (see `sparseinst list`), hf-hub:org/repo, or a save_pretrained folder",
-    )
+    parser.add_argument("model", metavar="MODEL", help=model_help)
     parser.add_argument(
         "--weights",
         choices=("pretrained", "random"),
@@ -70,6 +77,11 @@ def load_cli_model(name: str, weights: str = "pretrained", checkpoint: str | Non
     """Build the model a CLI command names, by the policy of this module."""
     from .._factory import check_weight_options, create_model, parse_model_name  # torch: only once a command runs
 
+    if weights == "random" and checkpoint:
+        raise SparseInstError(
+            f"--weights random and --checkpoint {checkpoint} contradict each other: drop --weights random to run "
+            "your weights, or --checkpoint for the random smoke test"
+        )
     source = parse_model_name(name)
     given = "--weights random and --checkpoint" if weights == "random" or checkpoint else None
     check_weight_options(name, source, given, runner="this command runs")
@@ -95,3 +107,15 @@ def load_cli_model(name: str, weights: str = "pretrained", checkpoint: str | Non
             f"{err} Alternatives: --checkpoint PATH with a local checkpoint, or --weights random for an offline "
             "smoke test (meaningless masks)."
         ) from None
+
+
+def refuse_weights_for_exported(args: argparse.Namespace, *others: str) -> None:
+    """Refuse ``--checkpoint``, ``--weights random`` and the ``others`` flags the caller found given for an exported
+    MODEL: it carries its weights and runs on its own runtime, so they would be ignored."""
+    weights = [("--checkpoint", args.checkpoint), ("--weights random", args.weights == "random")]
+    given = [flag for flag, value in weights if value] + list(others)
+    if given:
+        raise SparseInstError(
+            f"{args.model} is an exported model: it carries its weights and runs on its own runtime; drop "
+            f"{', '.join(given)}"
+        )

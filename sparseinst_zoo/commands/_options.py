@@ -19,30 +19,38 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
     "PRECISION_CHOICES",
+    "PRECISION_SPELLINGS",
     "add_batch_size_argument",
     "add_device_argument",
     "add_mask_threshold_argument",
+    "add_max_detections_argument",
     "add_precision_argument",
     "add_resize_arguments",
     "add_score_threshold_argument",
     "add_speed_arguments",
     "add_threads_argument",
     "add_workers_argument",
+    "fraction",
+    "mask_probability",
+    "non_negative_int",
     "positive_int",
     "probability",
     "warn_deprecated",
+    "show_bar",
     "speed_kwargs",
 ]
 
 # The names of sparseinst_zoo.inference.precision.PRECISIONS plus 'auto' (fp16 on CUDA, bf16 on CPU); repeated here
 # so that building a parser does not import torch (tests/test_options.py checks that the two agree).
 PRECISION_CHOICES: tuple[str, ...] = ("fp32", "fp16", "bf16", "auto")
-_PRECISION_SPELLINGS = {"none": "fp32", "float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
+_ALIASES = {"none": "fp32", "float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
+# every spelling --precision accepts, in lower case
+PRECISION_SPELLINGS: frozenset[str] = frozenset((*PRECISION_CHOICES, *_ALIASES))
 COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -62,24 +70,51 @@ def positive_int(text: str) -> int:
     return value
 
 
-def probability(text: str) -> float:
-    """A number in [0, 1) (argparse ``type=``): a score or mask threshold that still lets something through.
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (argparse ``type=``).
 
     Example:
-        >>> probability("0.25")
-        0.25
+        >>> non_negative_int("0")
+        0
     """
     try:
-        value = float(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
+def fraction(low_open: bool = False, high_open: bool = True) -> Callable[[str], float]:
+    """An argparse ``type=`` for a number between 0 and 1, each end included or not (``open``: excluded).
+
+    Example:
+        >>> fraction(high_open=False)("1")
+        1.0
+    """
+    interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}") from None
+        above = value > 0.0 if low_open else value >= 0.0
+        below = value < 1.0 if high_open else value <= 1.0
+        if not (above and below):  # also rejects nan
+            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
+        return value
+
+    return parse
+
+
+probability = fraction()  # [0, 1): a score threshold that still lets something through
+mask_probability = fraction(low_open=True)  # (0, 1): a mask threshold of 0 would put every pixel in every mask
+
+
 def _precision(text: str) -> str:
-    name = _PRECISION_SPELLINGS.get(text.lower(), text.lower())
+    name = _ALIASES.get(text.lower(), text.lower())
     if name not in PRECISION_CHOICES:
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(PRECISION_CHOICES)}, got {text!r}")
     return name
@@ -122,11 +157,15 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision_argument(
-    parser: argparse.ArgumentParser, default: str = "fp32", aliases: Sequence[str] = ("--half",)
+    parser: argparse.ArgumentParser,
+    default: str | None = "fp32",
+    aliases: Sequence[str] = ("--half",),
+    default_help: str | None = None,
 ) -> None:
     """``--precision {fp32,fp16,bf16,auto}`` (``args.precision``) and its deprecated ``aliases``.
 
-    An alias without a value means ``auto``; ``none`` means fp32 (so ``--amp none`` keeps working).
+    An alias without a value means ``auto``; ``none`` means fp32 (so ``--amp none`` keeps working). ``default_help``
+    says what the default means where ``default`` alone does not (None: the model's or the runtime's own).
 
     Example:
         >>> parser = argparse.ArgumentParser()
@@ -139,7 +178,7 @@ def add_precision_argument(
         type=_precision,
         default=default,
         metavar="{fp32,fp16,bf16,auto}",
-        help=f"fp32, or fp16/bf16 autocast; auto: fp16 on CUDA, bf16 on CPU (default: {default})",
+        help=f"fp32, or fp16/bf16 autocast; auto: fp16 on CUDA, bf16 on CPU (default: {default_help or default})",
     )
     for alias in aliases:
         parser.add_argument(
@@ -154,33 +193,50 @@ def add_precision_argument(
         )
 
 
-def add_score_threshold_argument(parser: argparse.ArgumentParser, default: float) -> None:
-    """``--score-threshold`` (``args.score_threshold``), with ``--threshold`` as its deprecated alias."""
+def add_score_threshold_argument(
+    parser: argparse.ArgumentParser, default: float, note: str = "", alias: bool = True
+) -> None:
+    """``--score-threshold`` (``args.score_threshold``), with ``--threshold`` as its deprecated alias.
+
+    ``note`` is added to the help text; ``alias=False`` leaves out ``--threshold`` (a command that never had it).
+    """
     parser.add_argument(
         "--score-threshold",
         type=probability,
         default=default,
         metavar="SCORE",
-        help=f"keep instances whose score is above this, in [0, 1) (default: {default})",
+        help=f"keep instances whose score is above this, in [0, 1) (default: {default}{'; ' + note if note else ''})",
     )
-    parser.add_argument(
-        "--threshold",
-        dest="score_threshold",
-        type=probability,
-        action=_DeprecatedAlias,
-        replacement="--score-threshold",
-        help=argparse.SUPPRESS,
-    )
+    if alias:
+        parser.add_argument(
+            "--threshold",
+            dest="score_threshold",
+            type=probability,
+            action=_DeprecatedAlias,
+            replacement="--score-threshold",
+            help=argparse.SUPPRESS,
+        )
 
 
-def add_mask_threshold_argument(parser: argparse.ArgumentParser, default: float = 0.45) -> None:
+def add_mask_threshold_argument(parser: argparse.ArgumentParser, default: float = 0.45, note: str = "") -> None:
     """``--mask-threshold`` (``args.mask_threshold``): the mask probability above which a pixel belongs to it."""
     parser.add_argument(
         "--mask-threshold",
-        type=probability,
+        type=mask_probability,
         default=default,
         metavar="PROB",
-        help=f"mask probability threshold (default: {default})",
+        help=f"mask probability above which a pixel is in the mask (default: {default}{'; ' + note if note else ''})",
+    )
+
+
+def add_max_detections_argument(parser: argparse.ArgumentParser, default: int = 100) -> None:
+    """``--max-detections`` (``args.max_detections``), an integer >= 1."""
+    parser.add_argument(
+        "--max-detections",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help=f"at most N instances per image, the highest scores (default: {default})",
     )
 
 
@@ -210,37 +266,67 @@ def add_workers_argument(parser: argparse.ArgumentParser, default: int = 2) -> N
     """``--workers`` (``args.workers``): image-decoding processes; 0 decodes in the main process."""
     parser.add_argument(
         "--workers",
-        type=int,
+        type=non_negative_int,
         default=default,
         metavar="N",
         help=f"image-decoding processes, 0 for none (default: {default})",
     )
 
 
-def add_resize_arguments(parser: argparse.ArgumentParser, test_size_alias: bool = False) -> None:
+def add_resize_arguments(
+    parser: argparse.ArgumentParser, test_size_alias: bool = False, no_resize: bool = False
+) -> None:
     """``--min-size`` and ``--max-size`` of the test resize (``args.min_size``, ``args.max_size``; None: the model's).
 
-    ``test_size_alias=True`` also accepts ``--test-size`` for ``--min-size`` (the name ``val`` and ``train`` use).
-    The values are checked where they are used (``benchmark`` reads ``--min-size 0`` as "no resize").
+    ``test_size_alias=True`` also accepts ``--test-size`` for ``--min-size`` (the name ``val`` and ``train`` use);
+    ``no_resize=True`` accepts ``--min-size 0`` for "no resize" (``benchmark``'s forward pass).
     """
     names = ("--min-size", "--test-size") if test_size_alias else ("--min-size",)
     parser.add_argument(
         *names,
         dest="min_size",
-        type=int,
+        type=non_negative_int if no_resize else positive_int,
         default=None,
         metavar="PIXELS",
-        help="shorter side of the test resize (default: the model's)",
+        help="shorter side of the test resize (default: the model's"
+        + ("; 0: no resize, forward only)" if no_resize else ")"),
     )
     parser.add_argument(
-        "--max-size", type=int, default=None, metavar="PIXELS", help="cap of the longer side (default: the model's)"
+        "--max-size",
+        type=positive_int,
+        default=None,
+        metavar="PIXELS",
+        help="cap of the longer side (default: the model's)",
     )
 
 
-def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    """The exact fast inference paths (read by :func:`speed_kwargs`); combine with :func:`add_precision_argument`."""
-    parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorms into the convolutions")
-    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+class _DefaultAlready(argparse.Action):
+    """A flag naming what the command does anyway: accepted (scripts have it), hidden from --help, said once."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *_: Any) -> None:
+        print(
+            f"warning: {self.option_strings[0]} is what {parser.prog} does by default; drop it (--no-optimize runs "
+            "the plain eager model)",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, True)
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser, fold_and_nhwc_by_default: bool = False) -> None:
+    """The exact fast inference paths (read by :func:`speed_kwargs`); combine with :func:`add_precision_argument`.
+
+    ``fold_and_nhwc_by_default``: the command folds BatchNorms and runs NHWC anyway (``predict``): ``--fold-bn`` and
+    ``--channels-last`` are accepted with a warning but not listed, as they change nothing.
+    """
+    if fold_and_nhwc_by_default:
+        for flag in ("--fold-bn", "--channels-last"):
+            parser.add_argument(flag, action=_DefaultAlready, default=False, help=argparse.SUPPRESS)
+    else:
+        parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorms into the convolutions")
+        parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     parser.add_argument(
         "--compile",
         nargs="?",
@@ -273,3 +359,12 @@ def speed_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if hasattr(args, "precision"):
         options["precision"] = args.precision
     return options
+
+
+def show_bar(quiet: bool = False) -> bool:
+    """Whether a command draws a progress bar: not with ``--quiet``, and only on a terminal.
+
+    A bar redraws itself with carriage returns: piped or redirected, it leaves its frames in the log, and the next
+    line (an error, a summary) is written onto the last of them.
+    """
+    return not quiet and sys.stderr.isatty()

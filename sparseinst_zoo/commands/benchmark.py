@@ -14,7 +14,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ._options import add_precision_argument, add_speed_arguments, speed_kwargs
+from ._options import (
+    add_batch_size_argument,
+    add_device_argument,
+    add_precision_argument,
+    add_resize_arguments,
+    add_speed_arguments,
+    add_threads_argument,
+    non_negative_int,
+    positive_int,
+    speed_kwargs,
+)
 
 HELP = "measure latency (median/p10/p90), images/s, peak memory and GFLOPs of a model and its fast inference paths"
 
@@ -34,35 +44,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default for .xml; --precision bf16 is OpenVINO's default on AVX512-BF16/AMX CPUs); a "
         "model name is exported at the input size first",
     )
-    parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per call (default: 1)")
+    add_device_argument(parser)
+    add_batch_size_argument(parser, default=1)
     parser.add_argument(
-        "--size", default="640x853", help="HEIGHTxWIDTH of the decoded image (default: 640x853, a COCO-like photo)"
+        "--size",
+        default="640x853",
+        metavar="HxW",
+        help="HEIGHTxWIDTH of the decoded image (default: 640x853, a COCO-like photo)",
     )
-    parser.add_argument(
-        "--min-size",
-        type=int,
-        default=None,
-        help="test resize: shorter side (default: the model's; 0 = no resize, forward only)",
-    )
-    parser.add_argument("--max-size", type=int, default=None, help="test resize: cap of the longer side")
+    add_resize_arguments(parser, no_resize=True)
     add_precision_argument(parser, default="fp32", aliases=())
     add_speed_arguments(parser)
     parser.add_argument(
         "--what",
         choices=("forward", "predict"),
         default="forward",
-        help="forward: network on a padded float batch; predict: end to end on uint8 images",
+        help="forward (the default): network on a padded float batch; predict: end to end on uint8 images",
     )
     parser.add_argument(
         "--resize-backend",
         choices=("pil", "torch"),
         default=None,
-        help="predict only: resize with PIL (reference) or torch on the device (default on CUDA)",
+        help="--what predict: resize with PIL (the reference, default on CPU) or torch on the device (default on CUDA)",
     )
-    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: 50 on CUDA, 10 on CPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up iterations (default: 10 / 2)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument(
+        "--iters",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="timed iterations (default: 50 on CUDA, 10 on CPU)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="untimed warm-up iterations (default: 10 on CUDA, 2 on CPU)",
+    )
+    add_threads_argument(parser)
     parser.add_argument("--no-flops", action="store_true", help="skip the GFLOPs count (one extra forward)")
     parser.add_argument(
         "--weights",
@@ -71,14 +90,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="random (default: speed does not depend on the weights, but predict keeps every query) "
         "or the released weights (needs the Hub or its cache)",
     )
-    parser.add_argument("--checkpoint", default=None, metavar="PATH", help="weights file or folder to load instead")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="PATH",
+        help="local weights instead: model.safetensors, a save_pretrained folder or a reference .pth",
+    )
     parser.add_argument(
         "--json",
         default=None,
         metavar="OUT.json",
         help="also write the full result as JSON (an existing file is kept: the next free name _2, _3 is used)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
 
 
 def run(args: argparse.Namespace) -> int:

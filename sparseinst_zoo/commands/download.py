@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from .._cache import cache_root, original_path
@@ -34,13 +35,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="only this kind of source (default: cache, then Hub, then original release)",
     )
-    parser.add_argument("--cache-dir", default=None, metavar="DIR", help="cache folder (default: SPARSEINST_CACHE)")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="write the converted weights under DIR/sparseinst-zoo (default: $SPARSEINST_CACHE, else "
+        "$HF_HOME/sparseinst-zoo)",
+    )
     parser.add_argument(
         "--delete-original",
         action="store_true",
         help="delete the downloaded .pth once converted (the safetensors stay)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object per model")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object per model on stdout (failures go to stderr)"
+    )
 
 
 def download_one(name: str, source: str | None, cache_dir: str | None, keep_original: bool) -> dict[str, Any]:
@@ -83,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         try:
             info = download_one(name, args.source, args.cache_dir, not args.delete_original)
-        except (SparseInstError, OSError) as err:
+        except (SparseInstError, OSError) as err:  # one line on stderr; the other models are still fetched
             failed += 1
-            print(f"{name}: FAILED: {err}")
+            print(f"sparseinst download: error: {name}: {err}", file=sys.stderr)
             continue
         if args.json:
             print(json.dumps(info))
@@ -93,5 +102,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{info['model']}: {info['origin']}\n  {info['path']} ({info['size']:,} bytes, sha256 {info['sha256']})")
         if info.get("original_sha256"):
             print(f"  original release: {info['original_size']:,} bytes, sha256 {info['original_sha256']}")
-    print(f"cache: {cache_root(args.cache_dir)}")
+    if not args.json:  # stdout stays JSON lines with --json (each line holds its path)
+        print(f"cache: {cache_root(args.cache_dir)}")
+    if failed and len(names) > 1:
+        print(f"sparseinst download: {failed} of {len(names)} model(s) failed", file=sys.stderr)
     return 1 if failed else 0

@@ -25,6 +25,7 @@ from typing import Any
 from .._io import free_path, staged_path
 from ..errors import SparseInstError
 from ._model import add_model_arguments, load_cli_model
+from ._options import add_mask_threshold_argument
 
 HELP = (
     "export a model to ONNX (normalisation inside, exact pyramid pooling, DCN as DeformConv), OpenVINO (from that "
@@ -68,20 +69,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dynamic height and width (the default; with --height/--width those only set the size traced and "
         "verified at); the batch dimension is always dynamic",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset, >= 18 (default 19; DCN models need >= 19)")
-    parser.add_argument("--half", action="store_true", help="float16 weights and activations (GPU runtimes)")
+    parser.add_argument(
+        "--opset", type=int, default=None, help="ONNX opset, >= 18 (default: 19; DCN models need >= 19)"
+    )
+    parser.add_argument(
+        "--half", action="store_true", help="--format onnx: float16 weights and activations, for GPU runtimes"
+    )
     parser.add_argument(
         "--with-postprocess",
         action="store_true",
         help="output per-query scores, labels and mask probabilities at the input size instead of "
         "the raw heads (OnnxPredictor needs the raw heads)",
     )
-    parser.add_argument(
-        "--mask-threshold",
-        type=float,
-        default=0.45,
-        help="mask threshold of the in-graph rescoring (--with-postprocess; default 0.45)",
-    )
+    add_mask_threshold_argument(parser, note="the in-graph rescoring of --with-postprocess")
     parser.add_argument(
         "--uint8", action="store_true", help="uint8 pixel input instead of float32 (feed camera frames directly)"
     )

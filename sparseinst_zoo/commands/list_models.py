@@ -7,6 +7,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .._cache import cached_where
 from .._registry import PretrainedCfg, get_pretrained_cfg, list_models
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         hint = "run `sparseinst list` for all names"
         if not pattern.startswith(("sparseinst", "*")):  # a pattern anchored at the start, as in timm ('r50*')
             hint = f"every name starts with sparseinst_: try {'sparseinst_' + pattern!r}, or {hint}"
-        print(f"no {what} match {args.pattern!r}; {hint}")
+        print(f"sparseinst list: no {what} match {args.pattern!r}; {hint}", file=sys.stderr)
         return 1
     header = ["model", "AP val", "AP test-dev", "FPS (2080 Ti)", "test size", "weights from", "cached"]
     rows = []

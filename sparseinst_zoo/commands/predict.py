@@ -19,14 +19,23 @@ from typing import Any
 from .._constants import DEFAULT_PREDICT_DIR as DEFAULT_RUN_DIR
 from .._constants import DEFAULT_SCORE_THRESHOLD
 from ..errors import SparseInstError
-from ._model import add_model_arguments, load_cli_model
-from ._options import add_speed_arguments, speed_kwargs, warn_deprecated
+from ._model import add_model_arguments, load_cli_model, refuse_weights_for_exported
+from ._options import (
+    PRECISION_SPELLINGS,
+    add_batch_size_argument,
+    add_device_argument,
+    add_mask_threshold_argument,
+    add_max_detections_argument,
+    add_precision_argument,
+    add_resize_arguments,
+    add_score_threshold_argument,
+    add_speed_arguments,
+    show_bar,
+    speed_kwargs,
+)
 from ._signals import terminate_as_interrupt
 
 HELP = "segment instances in images, folders, globs or videos; write overlay images and COCO-style JSON"
-
-PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16")
-HALF_CHOICES = ("auto", "fp16", "bf16")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,36 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write into DIR even if it exists (files already there are never replaced)",
     )
-    parser.add_argument(
-        "--score-threshold",
-        type=float,
-        default=None,
-        help=f"show instances whose score is above this (default {DEFAULT_SCORE_THRESHOLD}; 0.005 "
-        "keeps what COCO evaluation keeps)",
-    )
-    parser.add_argument(
-        "--threshold", type=float, default=None, dest="threshold_alias", help="deprecated alias of --score-threshold"
-    )
-    parser.add_argument("--mask-threshold", type=float, default=0.45, help="mask probability threshold (0.45)")
-    parser.add_argument("--max-detections", type=int, default=100, help="at most this many instances per image")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument(
-        "--precision",
-        choices=PRECISION_CHOICES,
-        default=None,
-        help="autocast the network: fp16, bf16, auto (fp16 on CUDA, bf16 on CPU) or fp32 (default)",
-    )
-    parser.add_argument(
-        "--half",
-        nargs="?",
-        const="auto",
-        default=None,
-        metavar="{fp16,bf16}",
-        help="deprecated alias of --precision (without a value: auto)",
-    )
-    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
-    parser.add_argument("--min-size", type=int, default=None, help="resize shorter side (default: the model's)")
-    parser.add_argument("--max-size", type=int, default=None, help="cap of the longer side (default: the model's)")
+    add_score_threshold_argument(parser, DEFAULT_SCORE_THRESHOLD, note="0.005 keeps what COCO evaluation keeps")
+    add_mask_threshold_argument(parser)
+    add_max_detections_argument(parser)
+    add_device_argument(parser)
+    # None: the model's dtype (fp32 for a loaded model), or OpenVINO's own default for an .xml model
+    add_precision_argument(parser, default=None, default_help="fp32; an OpenVINO model: OpenVINO's choice")
+    add_batch_size_argument(parser, default=1)
+    add_resize_arguments(parser)
     parser.add_argument(
         "--save-json",
         action="store_true",
@@ -90,12 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-optimize",
         action="store_true",
-        help="run the plain eager model (default: the exact fast path, BatchNorm folded)",
+        help="run the plain eager model (default: the exact fast path, BatchNorms folded, NHWC)",
     )
     parser.add_argument(
         "--quiet", action="store_true", help="no per-image lines, progress bar or summary (warnings and errors only)"
     )
-    add_speed_arguments(parser)
+    add_speed_arguments(parser, fold_and_nhwc_by_default=True)
     _allow_sources_after_options(parser)
 
 
@@ -104,21 +91,29 @@ def _allow_sources_after_options(parser: argparse.ArgumentParser) -> None:
 
     argparse fills all positionals from the first run of them, so later paths come back as unrecognised; this
     parser's ``parse_known_args`` (which the ``sparseinst`` sub-command dispatch calls) appends them to ``sources``.
+    A bare ``--half`` before a path (``--half photo.jpg``, the deprecated alias taking an optional value) is read as
+    ``--half`` and a SOURCE.
     """
 
     def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
-        namespace, extras = argparse.ArgumentParser.parse_known_args(parser, args, namespace)
+        argv = _bare_half_before_source(sys.argv[1:] if args is None else list(args))
+        namespace, extras = argparse.ArgumentParser.parse_known_args(parser, argv, namespace)
         late = [a for a in extras if not a.startswith("-") or a == "-"]
-        half = getattr(namespace, "half", None)
-        if half is not None and half not in HALF_CHOICES:  # `--half photo.jpg`: a bare --half, then a source
-            if not _looks_like_source(half):
-                parser.error(f"argument --half: invalid choice: {half!r} (choose from fp16, bf16, or no value)")
-            namespace.half, late = "auto", [half, *late]
         if late:
             namespace.sources = list(namespace.sources or []) + late
         return namespace, [a for a in extras if a not in late]
 
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign, assignment]
+
+
+def _bare_half_before_source(argv: list[str]) -> list[str]:
+    """``argv`` with ``--half PATH`` written ``--half=auto PATH`` where PATH is no precision but a source."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        value = out[i + 1]
+        if arg == "--half" and value.lower() not in PRECISION_SPELLINGS and _looks_like_source(value):
+            out[i] = "--half=auto"
+    return out
 
 
 def _looks_like_source(value: str) -> bool:
@@ -127,32 +122,22 @@ def _looks_like_source(value: str) -> bool:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    """Predictor keyword arguments from the flags (with the deprecated aliases resolved)."""
-    for old, new, value in (
-        ("--threshold", "--score-threshold", args.threshold_alias),
-        ("--half", "--precision", args.half),
-    ):
-        if value is not None:  # after parsing, not in an argparse action: `--half photo.jpg` is sorted out first
-            warn_deprecated(old, new, value)
-    threshold = args.score_threshold if args.score_threshold is not None else args.threshold_alias
-    threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else threshold
-    if not 0.0 <= threshold < 1.0:
-        raise SparseInstError(f"--score-threshold must be in [0, 1), got {threshold}")
-    if args.precision is not None and args.half is not None:
-        raise SparseInstError("pass --precision only (--half is its deprecated alias)")
+    """Predictor keyword arguments from the flags."""
     speed = speed_kwargs(args)
     optimize: bool | dict[str, Any] | None = None  # the default exact fast path already folds BN, channels_last
+    if args.no_optimize and (speed["compile"] or speed["cuda_graphs"]):
+        raise SparseInstError("--no-optimize runs the plain eager model: drop it, or drop --compile and --cuda-graphs")
     if args.no_optimize:
         optimize = False
     elif speed["compile"] or speed["cuda_graphs"]:
         optimize = {"channels_last": True, "compile": speed["compile"], "cuda_graphs": speed["cuda_graphs"]}
     return {
-        "score_threshold": threshold,
+        "score_threshold": args.score_threshold,
         "mask_threshold": args.mask_threshold,
         "max_detections": args.max_detections,
         "min_size": args.min_size,
         "max_size": args.max_size,
-        "precision": args.precision or args.half,
+        "precision": args.precision,
         "sort_by_score": True,
         "batch_size": args.batch_size,
         "optimize": optimize,
@@ -184,11 +169,8 @@ def _predictor(args: argparse.Namespace, options: dict[str, Any], on_skip: Any) 
     from ..inference.predictor import Predictor
 
     if is_exported_model(args.model):
-        if args.checkpoint or args.device or options["optimize"] is not None:
-            raise SparseInstError(
-                "an exported model carries its weights and runs on its own runtime: drop "
-                "--checkpoint, --device and the PyTorch speed flags"
-            )
+        speed = ["the PyTorch speed flags"] if options["optimize"] is not None else []
+        refuse_weights_for_exported(args, *(["--device"] if args.device else []), *speed)
         exported = {k: v for k, v in options.items() if k != "optimize"}
         return create_predictor(args.model, on_skip=on_skip, **exported)
     if world_size() > 1 and args.weights == "random" and not args.checkpoint:
@@ -233,11 +215,12 @@ def _predict(args: argparse.Namespace, options: dict[str, Any], flat: list[Any])
     verbose = not quiet and total is not None and total <= 20
     count = images = 0
     logger = logging.getLogger("sparseinst_zoo")
+    hide_bar = not show_bar(quiet) or total == 1
     try:
         with (
             writer,
             logging_redirect_tqdm([logger]),
-            tqdm(total=total, unit="img", file=sys.stderr, leave=False, disable=quiet or total == 1) as bar,
+            tqdm(total=total, unit="img", file=sys.stderr, leave=False, disable=hide_bar) as bar,
         ):
             for result in predictor.stream_items(share):
                 # the threshold applies to the final (rescored) score too, as the reference demo's display filter
@@ -280,4 +263,7 @@ def _print_summary(
         f"{prefix}{count} instance(s) with score > {threshold} in {images} image(s){unread}; wrote {files or 'nothing'}"
     )
     if count == 0 and args.weights == "random" and not args.checkpoint and rank() == 0:
-        print("(random weights score below 0.1: add --score-threshold 0 to draw their meaningless masks anyway)")
+        print(
+            "(random weights score below 0.1: add --score-threshold 0 to draw their meaningless masks anyway)",
+            file=sys.stderr,
+        )

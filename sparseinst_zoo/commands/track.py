@@ -15,6 +15,15 @@ import argparse
 import sys
 
 from ._model import add_model_arguments, load_cli_model
+from ._options import (
+    add_device_argument,
+    add_mask_threshold_argument,
+    add_max_detections_argument,
+    add_score_threshold_argument,
+    fraction,
+    non_negative_int,
+    show_bar,
+)
 from ._signals import terminate_as_interrupt
 
 HELP = "segment and track instances through videos (ByteTrack ids); write overlay videos and tracks.jsonl"
@@ -49,25 +58,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write DIR/tracks.jsonl: one JSON line per tracked instance with frame and track_id",
     )
-    parser.add_argument(
-        "--score-threshold",
-        type=float,
-        default=DEFAULT_SCORE_THRESHOLD,
-        help=f"track instances whose score is above this (default {DEFAULT_SCORE_THRESHOLD})",
+    add_score_threshold_argument(
+        parser, DEFAULT_SCORE_THRESHOLD, note="ByteTrack keeps tracks alive on the low-score ones", alias=False
     )
     parser.add_argument(
         "--track-threshold",
-        type=float,
+        type=fraction(high_open=False),
         default=0.25,
-        help="ByteTrack's high score: a new track needs this + 0.1 (default 0.25)",
+        metavar="SCORE",
+        help="ByteTrack's high score: a new track needs this + 0.1 (default: 0.25)",
     )
     parser.add_argument(
         "--lost-track-buffer",
-        type=int,
+        type=non_negative_int,
         default=30,
-        help="frames (at 30 fps) a lost track is remembered to give a re-appearing object its id back",
+        metavar="FRAMES",
+        help="frames (at 30 fps) a lost track is remembered to give a re-appearing object its id back (default: 30)",
     )
-    parser.add_argument("--match-threshold", type=float, default=0.8, help="ByteTrack's matching threshold (0.8)")
+    parser.add_argument(
+        "--match-threshold",
+        type=fraction(low_open=True, high_open=False),
+        default=0.8,
+        metavar="IOU",
+        help="ByteTrack's matching threshold (default: 0.8)",
+    )
     parser.add_argument(
         "--keep-untracked",
         action="store_true",
@@ -79,9 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="draw '#id' in the overlay labels (default: on; colours follow the ids either way)",
     )
-    parser.add_argument("--mask-threshold", type=float, default=0.45, help="mask probability threshold (0.45)")
-    parser.add_argument("--max-detections", type=int, default=100, help="at most this many instances per frame")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    add_mask_threshold_argument(parser)
+    add_max_detections_argument(parser)
+    add_device_argument(parser)
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlays (e.g. JSON only)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
@@ -118,7 +132,11 @@ def run(args: argparse.Namespace) -> int:
         exist_ok=args.exist_ok,
         sources=flat,
     )
-    with terminate_as_interrupt(), writer, tqdm(unit="frame", disable=args.quiet, file=sys.stderr, leave=False) as bar:
+    with (
+        terminate_as_interrupt(),
+        writer,
+        tqdm(unit="frame", disable=not show_bar(args.quiet), file=sys.stderr, leave=False) as bar,
+    ):
         for result in frames:
             writer.write(result)
             bar.update(1)

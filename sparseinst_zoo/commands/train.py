@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import SparseInstError
 from ..training.config import TrainConfig
-from ._options import add_device_argument, add_precision_argument
+from ._options import add_device_argument, add_precision_argument, show_bar
 
 HELP = "fine-tune or train a model on a data.yaml or COCO dataset (mixed precision, EMA, resume, DDP via torchrun)"
 
@@ -84,6 +84,8 @@ def _add_field(group: argparse._ArgumentGroup, spec: dataclasses.Field[Any], ann
     kind = _plain_type(annotation)
     if kind is bool:
         action = argparse.BooleanOptionalAction if default is not False else "store_true"
+        if default is True and "default:" not in help_text:
+            help_text += " (default: on)"
         group.add_argument(flag, action=action, default=default, help=help_text)
         return
     if default is not None and default != "" and "default:" not in help_text:
@@ -110,6 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if spec.name not in _SHARED_FIELDS:
             _add_field(groups[spec.metadata["group"]], spec, hints[spec.name])
     _add_shared_options(groups)
+    parser.set_defaults(progress=None)  # neither --progress nor --no-progress: a bar on a terminal only (show_bar)
     groups["run"].add_argument(
         "--resume",
         nargs="?",
@@ -124,6 +127,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig | dict[str, Any]:
     """The :class:`TrainConfig` of a new run, or (with ``--resume``) the options as given: those that may change on
     resume are used, any other given with a value that differs from the checkpoint's is refused."""
     names = [spec.name for spec in dataclasses.fields(TrainConfig) if hasattr(args, spec.name)]
+    if args.progress is None:
+        args.progress = show_bar()
     if args.resume:
         return {name: getattr(args, name) for name in names}
     coco_flags = ["--" + name.replace("_", "-") for name in _COCO_FIELDS if getattr(args, name)]

@@ -13,13 +13,14 @@ import argparse
 from typing import Any
 
 from ..errors import SparseInstError
-from ._model import load_cli_model
+from ._model import add_model_arguments, load_cli_model, refuse_weights_for_exported
 from ._options import (
     add_batch_size_argument,
     add_device_argument,
     add_precision_argument,
     add_resize_arguments,
     add_workers_argument,
+    show_bar,
 )
 
 HELP = "evaluate COCO mask AP (AP, AP50, AP75, APs, APm, APl, per class) on a COCO JSON or data.yaml dataset"
@@ -27,13 +28,11 @@ HELP = "evaluate COCO mask AP (AP, AP50, AP75, APs, APm, APl, per class) on a CO
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the evaluation options on ``parser``."""
-    parser.add_argument(
-        "model",
-        metavar="MODEL",
-        help="registered name (loads its released weights unless --checkpoint), a folder written by save_pretrained "
-        "/ sparseinst train, or an exported .onnx / OpenVINO .xml",
+    add_model_arguments(
+        parser,
+        "registered name (see `sparseinst list`), hf-hub:org/repo, a folder written by save_pretrained / "
+        "sparseinst train, or an exported .onnx / OpenVINO .xml",
     )
-    parser.add_argument("--checkpoint", default=None, help="weights to load (safetensors, folder or reference .pth)")
     parser.add_argument(
         "--data",
         default=None,
@@ -43,8 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split", default="val", choices=("train", "val", "test"), help="split of --data to evaluate (default: val)"
     )
-    parser.add_argument("--json", default=None, help="COCO instances JSON with the ground truth")
-    parser.add_argument("--images", default=None, help="image folder of --json")
+    parser.add_argument(
+        "--json", default=None, metavar="ANNOTATIONS.json", help="COCO instances JSON with the ground truth"
+    )
+    parser.add_argument("--images", default=None, metavar="FOLDER", help="image folder of --json")
     parser.add_argument(
         "--out",
         default=None,
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--coco-eval",
         default="auto",
         choices=("auto", "faster", "pycocotools"),
-        help="scoring library: faster-coco-eval when installed (auto), or force one",
+        help="scoring library: faster-coco-eval when installed, else pycocotools (auto, the default), or force one",
     )
 
 
@@ -110,9 +111,11 @@ def _evaluate(args: argparse.Namespace, data: str, images: str | None) -> int:
     from ..inference.backends import is_exported_model
 
     exported = is_exported_model(args.model)
+    if exported:
+        refuse_weights_for_exported(args, *(["--device"] if args.device else []))
     # a bad --device fails before any model is built; under torchrun a bare cuda is this process's GPU
     device = None if exported else select_device(args.device, local_rank=local_rank())
-    model = args.model if exported else load_cli_model(args.model, checkpoint=args.checkpoint, quiet=rank() > 0)
+    model = args.model if exported else load_cli_model(args.model, args.weights, args.checkpoint, quiet=rank() > 0)
     metrics = evaluate(
         model,
         data,
@@ -124,7 +127,7 @@ def _evaluate(args: argparse.Namespace, data: str, images: str | None) -> int:
         device=device,
         precision=args.precision,
         workers=args.workers,
-        progress=True,
+        progress=show_bar(),
         backend=args.coco_eval,
     )
     if rank() != 0:

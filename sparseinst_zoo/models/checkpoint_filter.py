@@ -196,8 +196,8 @@ def checkpoint_filter_fn(
     problems = key_problems(target, {k: tuple(v.shape) for k, v in converted.items()}, sources)
     if problems:
         raise ConversionError(
-            f"the checkpoint does not fit {report.model_name}: " + "; ".join(problems) + ". Check that --model / the "
-            "model name is the architecture the checkpoint was trained with (see `sparseinst convert --help`)."
+            f"the checkpoint does not fit {report.model_name}: " + "; ".join(problems) + ". Check that the model "
+            "name is the architecture the checkpoint was trained with."
         )
     ordered = {k: converted[k].contiguous() for k in target}
     report.num_tensors = len(ordered)

@@ -165,7 +165,11 @@ class TrainConfig:
     )
     log_period: int = _option(20, "log the losses every N iterations")
     device: str | None = _option(None, "cpu, cuda, cuda:1 or auto (default: auto, cuda when available)")
-    progress: bool = _option(True, "show a progress bar (without it: one log line per evaluation and log period)")
+    progress: bool = _option(
+        True,
+        "show a progress bar (the command line's default: on a terminal only; without it: one log line per "
+        "evaluation and log period)",
+    )
     tensorboard: bool = _option(True, "also log to TensorBoard when it is installed")
 
     def __post_init__(self) -> None:
@@ -212,10 +216,13 @@ class TrainConfig:
             raise SparseInstError("give iters or epochs, not both")
 
     def _check_numbers(self) -> None:
-        for name in ("iters", "epochs", "batch_size", "checkpoint_period", "log_period", "eval_period"):
+        positive = ("iters", "epochs", "batch_size", "checkpoint_period", "log_period", "eval_period", "test_size")
+        for name in (*positive, "max_size", "num_classes"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise SparseInstError(f"{name} must be >= 1, got {value}")
+        if int(self.workers) < 0:
+            raise SparseInstError(f"workers must be >= 0 (0 loads the data in the main process), got {self.workers}")
         for name in ("lr", "weight_decay", "gamma", "warmup_factor", "clip_grad", "ema_decay", "flip_prob"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(float(value)):

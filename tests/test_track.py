@@ -378,3 +378,28 @@ def test_cli_track_killed_with_sigterm_keeps_the_frames_done(confident_model_fol
     frames = {json.loads(line)["frame"] for line in (out / "tracks.jsonl").read_text().splitlines()}
     # every frame done is in both files; the signal may land between a frame's JSON line and its overlay (one more)
     assert 0 < done < 60 and set(range(done)) <= frames <= set(range(done + 1))
+
+
+def test_an_interrupted_track_run_says_how_far_it_got_and_what_it_kept(
+    confident_model_folder, tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C at the 5th of 12 frames: the video and tracks.jsonl hold the 4 frames done, and the last line says so."""
+    import av
+
+    video = tmp_path / "clip.mp4"
+    write_video(video, [frame[:64, :96] for frame in colour_frames(6)] * 2)
+    write = TrackWriter.write
+
+    def interrupt_at_the_fifth(self, result):
+        if self.frames == 4:
+            raise KeyboardInterrupt
+        return write(self, result)
+
+    monkeypatch.setattr(TrackWriter, "write", interrupt_at_the_fifth)
+    out = tmp_path / "run"
+    assert main(["track", str(confident_model_folder), str(video), "--out", str(out), "--save-json"]) == 130
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"sparseinst track: interrupted; 4 frame(s) tracked; kept in {out}: clip.mp4, tracks.jsonl"
+    with av.open(str(out / "clip.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 4
+    assert {json.loads(line)["frame"] for line in (out / "tracks.jsonl").read_text().splitlines()} == {0, 1, 2, 3}

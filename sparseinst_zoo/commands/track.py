@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ._model import add_model_arguments, load_cli_model
@@ -132,14 +133,18 @@ def run(args: argparse.Namespace) -> int:
         exist_ok=args.exist_ok,
         sources=flat,
     )
-    with (
-        terminate_as_interrupt(),
-        writer,
-        tqdm(unit="frame", disable=not show_bar(args.quiet), file=sys.stderr, leave=False) as bar,
-    ):
-        for result in frames:
-            writer.write(result)
-            bar.update(1)
+    try:
+        with (
+            terminate_as_interrupt(),
+            writer,
+            tqdm(unit="frame", disable=not show_bar(args.quiet), file=sys.stderr, leave=False) as bar,
+        ):
+            for result in frames:
+                writer.write(result)
+                bar.update(1)
+    except KeyboardInterrupt:
+        args.resume_hint = interrupted_summary(writer.directory, writer.written, writer.frames)  # the files closed
+        raise
     if not args.quiet:
         more = len(writer.written) - 3
         files = ", ".join(writer.written[:3]) + (f" and {more} more" if more > 0 else "")
@@ -148,3 +153,10 @@ def run(args: argparse.Namespace) -> int:
             f"wrote {files or 'nothing'}"
         )
     return 0
+
+
+def interrupted_summary(folder: str, written: list[str], frames: int) -> str:
+    """What a stopped run tracked and kept, e.g. ``108 frame(s) tracked; kept in runs/t: clip.mp4, tracks.jsonl``."""
+    names = sorted(os.path.basename(path) for path in written)
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"{frames} frame(s) tracked" + (f"; kept in {folder}: {', '.join(names[:3])}{more}" if names else "")

@@ -54,36 +54,28 @@ PRECISION_SPELLINGS: frozenset[str] = frozenset((*PRECISION_CHOICES, *_ALIASES))
 COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (argparse ``type=``).
+def _whole_number(minimum: int, rule: str) -> Callable[[str], int]:
+    """An argparse ``type=`` for an integer >= ``minimum``; ``rule`` says so in the error ("at least 1").
 
     Example:
-        >>> positive_int("4")
-        4
+        >>> positive_int("4"), non_negative_int("0")
+        (4, 0)
     """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (argparse ``type=``).
-
-    Example:
-        >>> non_negative_int("0")
-        0
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+positive_int = _whole_number(1, "at least 1")  # counts, sizes, periods
+non_negative_int = _whole_number(0, "0 or more")  # workers, warm-up iterations, frames remembered
 
 
 def fraction(low_open: bool = False, high_open: bool = True) -> Callable[[str], float]:

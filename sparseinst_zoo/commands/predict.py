@@ -34,6 +34,7 @@ from ._options import (
     speed_kwargs,
 )
 from ._signals import terminate_as_interrupt
+from ._summary import listed
 
 HELP = "segment instances in images, folders, globs or videos; write overlay images and COCO-style JSON"
 
@@ -257,7 +258,7 @@ def _print_summary(
     from .._distributed import rank, world_size
 
     prefix = f"rank {rank()}/{world_size()}: " if world_size() > 1 else ""
-    files = ", ".join(written[:3]) + (f" and {len(written) - 3} more" if len(written) > 3 else "")
+    files = listed(written)
     unread = f" ({skipped} unreadable file(s) skipped)" if skipped else ""
     print(
         f"{prefix}{count} instance(s) with score > {threshold} in {images} image(s){unread}; wrote {files or 'nothing'}"

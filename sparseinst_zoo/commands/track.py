@@ -26,6 +26,7 @@ from ._options import (
     show_bar,
 )
 from ._signals import terminate_as_interrupt
+from ._summary import listed
 
 HELP = "segment and track instances through videos (ByteTrack ids); write overlay videos and tracks.jsonl"
 
@@ -146,8 +147,7 @@ def run(args: argparse.Namespace) -> int:
         args.resume_hint = interrupted_summary(writer.directory, writer.written, writer.frames)  # the files closed
         raise
     if not args.quiet:
-        more = len(writer.written) - 3
-        files = ", ".join(writer.written[:3]) + (f" and {more} more" if more > 0 else "")
+        files = listed(writer.written)
         print(
             f"{writer.instances} tracked instance(s), {len(writer.tracks)} track(s) in {writer.frames} frame(s); "
             f"wrote {files or 'nothing'}"
@@ -158,5 +158,4 @@ def run(args: argparse.Namespace) -> int:
 def interrupted_summary(folder: str, written: list[str], frames: int) -> str:
     """What a stopped run tracked and kept, e.g. ``108 frame(s) tracked; kept in runs/t: clip.mp4, tracks.jsonl``."""
     names = sorted(os.path.basename(path) for path in written)
-    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-    return f"{frames} frame(s) tracked" + (f"; kept in {folder}: {', '.join(names[:3])}{more}" if names else "")
+    return f"{frames} frame(s) tracked" + (f"; kept in {folder}: {listed(names)}" if names else "")

@@ -216,8 +216,8 @@ class TrainConfig:
             raise SparseInstError("give iters or epochs, not both")
 
     def _check_numbers(self) -> None:
-        positive = ("iters", "epochs", "batch_size", "checkpoint_period", "log_period", "eval_period", "test_size")
-        for name in (*positive, "max_size", "num_classes"):
+        counts = ("iters", "epochs", "batch_size", "checkpoint_period", "log_period", "eval_period")
+        for name in (*counts, "test_size", "max_size", "num_classes"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise SparseInstError(f"{name} must be >= 1, got {value}")

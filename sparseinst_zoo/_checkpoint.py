@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ._constants import WEIGHTS_NAME
+from ._text import listed
 from .errors import ConversionError
 
 __all__ = [
@@ -41,13 +42,7 @@ __all__ = [
     "WEIGHTS_NAME",
 ]
 
-_NUM_SHOWN = 12  # keys listed in an error message before "... and N more"
-
-
-def listing(keys: list[str]) -> str:
-    """``'a, b, c ... and N more'``."""
-    shown = ", ".join(keys[:_NUM_SHOWN])
-    return shown + (f" ... and {len(keys) - _NUM_SHOWN} more" if len(keys) > _NUM_SHOWN else "")
+_KEYS_SHOWN = 12  # keys named in an error message before "and N more"
 
 
 def key_problems(
@@ -76,7 +71,7 @@ def key_problems(
         if k in found and tuple(found[k]) != tuple(v)
     )
     return [
-        f"{len(keys)} {label}: {listing(keys)}"
+        f"{len(keys)} {label}: {listed(keys, shown=_KEYS_SHOWN)}"
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
         if keys
     ]

@@ -14,7 +14,7 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +28,7 @@ from ._distributed import world_size
 from ._factory import create_model
 from ._io import check_json_path, write_new_json
 from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
+from ._text import listed
 from .data.instances import ImageRecord, InstanceSet, segmentation_area
 from .data.spec import load_instances
 from .errors import DataError, MissingDependency, SparseInstError, install_hint
@@ -292,22 +293,10 @@ def _check_classes(model: nn.Module, dataset: InstanceSet) -> None:
         _logger.warning(
             "the model's classes %s differ from the categories of %s %s; predicted label i is scored "
             "as the dataset's i-th category",
-            _short_list(model_names),
+            listed(map(repr, model_names), shown=6),
             dataset.source,
-            _short_list(dataset.label_names),
+            listed(map(repr, dataset.label_names), shown=6),
         )
-
-
-def _short_list(names: Sequence[str], shown: int = 6) -> str:
-    """``names`` as a list, its first few only when long (80 COCO names made the warning 1,800 characters long).
-
-    Example:
-        >>> _short_list([f"c{i}" for i in range(80)], shown=2)
-        "['c0', 'c1', ... (80 in all)]"
-    """
-    if len(names) <= shown + 2:
-        return repr(list(names))
-    return "[" + ", ".join(map(repr, names[:shown])) + f", ... ({len(names)} in all)]"
 
 
 def _predict_shard(predictor: Predictor, dataset: InstanceSet, batch_size: int, workers: int, progress: bool):

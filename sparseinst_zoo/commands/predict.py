@@ -18,6 +18,7 @@ from typing import Any
 
 from .._constants import DEFAULT_PREDICT_DIR as DEFAULT_RUN_DIR
 from .._constants import DEFAULT_SCORE_THRESHOLD
+from .._text import listed
 from ..errors import SparseInstError
 from ._model import add_model_arguments, load_cli_model, refuse_weights_for_exported
 from ._options import (
@@ -34,7 +35,6 @@ from ._options import (
     speed_kwargs,
 )
 from ._signals import terminate_as_interrupt
-from ._summary import listed
 
 HELP = "segment instances in images, folders, globs or videos; write overlay images and COCO-style JSON"
 

@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from .._text import listed
 from ._model import add_model_arguments, load_cli_model
 from ._options import (
     add_device_argument,
@@ -26,7 +27,6 @@ from ._options import (
     show_bar,
 )
 from ._signals import terminate_as_interrupt
-from ._summary import listed
 
 HELP = "segment and track instances through videos (ByteTrack ids); write overlay videos and tracks.jsonl"
 

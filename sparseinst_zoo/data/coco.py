@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from .._text import listed
 from ..errors import DataError
 from .instances import ImageRecord, InstanceSet, UnreadableImage, compressed_rle_counts, image_header
 
@@ -285,7 +286,7 @@ class CocoInstances(InstanceSet):
                 }
             )
         if dropped:
-            shown = ", ".join(str(i) for i in dropped[:10]) + (" ..." if len(dropped) > 10 else "")
+            shown = listed(dropped, shown=10)
             _logger.warning(
                 "%s: dropped %d annotation(s) without a mask (an empty segmentation, as a box-only annotation has, or "
                 "polygons with fewer than 3 points): ids %s",
@@ -299,11 +300,10 @@ class CocoInstances(InstanceSet):
         """Fail before any work when image files are missing (instead of hours into training)."""
         missing = [img for img in self.images if not os.path.isfile(img.path)]
         if missing:
-            shown = ", ".join(f"{img.file_name} (image id {img.id})" for img in missing[:3])
-            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            shown = listed(f"{img.file_name} (image id {img.id})" for img in missing)
             raise FileNotFoundError(
                 f"{self.json_path}: {len(missing)} of {len(self.images)} image file(s) not found in {self.image_dir}: "
-                f"{shown}{more}; check the image folder and the file_name entries"
+                f"{shown}; check the image folder and the file_name entries"
             )
         self._check_sizes()
 

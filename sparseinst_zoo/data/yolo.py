@@ -18,6 +18,7 @@ import math
 import os
 from collections.abc import Sequence
 
+from .._text import listed
 from ..errors import DataError
 from .instances import ImageRecord, InstanceSet, UnreadableImage, image_size
 
@@ -72,8 +73,7 @@ def list_images(sources: Sequence[str], where: str) -> list[str]:
             raise FileNotFoundError(f"{where}: {source} is not an image folder, a .txt list of images or an image")
     missing = [path for path in found if not os.path.isfile(path)]
     if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise FileNotFoundError(f"{where}: image file not found: {missing[0]}{more}")
+        raise FileNotFoundError(f"{where}: image file(s) not found: {listed(missing, shown=1)}")
     return sorted(dict.fromkeys(os.path.normpath(p) for p in found))
 
 

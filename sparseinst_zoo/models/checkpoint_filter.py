@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checkpoint import key_problems, listing
+from .._checkpoint import key_problems
+from .._text import listed
 from ..errors import ConversionError
 
 __all__ = ["ConversionReport", "rename_key", "head_args", "checkpoint_filter_fn", "CLASSIFIER_PREFIX"]
@@ -163,7 +164,7 @@ def _rename_all(state_dict: Mapping[str, torch.Tensor], report: ConversionReport
         converted[new_key] = value
         report.renamed += new_key != key
     if duplicates:
-        raise ConversionError(f"two source keys map to the same target key: {listing(duplicates)}")
+        raise ConversionError(f"two source keys map to the same target key: {listed(duplicates, shown=12)}")
     return converted, sources
 
 

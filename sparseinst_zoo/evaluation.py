@@ -23,8 +23,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ._distributed import gather_to_rank0, world_size
 from ._distributed import rank as current_rank
-from ._distributed import world_size
 from ._factory import create_model
 from ._io import check_json_path, write_new_json
 from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
@@ -299,8 +299,13 @@ def _check_classes(model: nn.Module, dataset: InstanceSet) -> None:
         )
 
 
-def _predict_shard(predictor: Predictor, dataset: InstanceSet, batch_size: int, workers: int, progress: bool):
-    """COCO result dicts of this process's share of the images (all of them without a process group)."""
+def _predict_shard(
+    predictor: Predictor, dataset: InstanceSet, batch_size: int, workers: int, progress: bool
+) -> list[dict[str, Any]]:
+    """COCO result dicts of every image on rank 0 (gathered from the ranks' shards), none on the other ranks.
+
+    Only rank 0 scores them, so the other ranks never hold the whole validation set's detections.
+    """
     rank, world = current_rank(), world_size()
     shard = dataset.images[rank::world]
     loader = DataLoader(_ImageDataset(dataset, shard), batch_size=batch_size, num_workers=workers, collate_fn=list)
@@ -318,11 +323,8 @@ def _predict_shard(predictor: Predictor, dataset: InstanceSet, batch_size: int, 
             bar.update(len(chunk))
     if bar is not None:
         bar.close()
-    if world > 1:
-        gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, detections)
-        detections = [d for part in gathered for d in part]
-    return detections
+    parts = gather_to_rank0(detections)
+    return [d for part in parts for d in part] if parts is not None else []
 
 
 def evaluate(

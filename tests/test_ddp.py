@@ -13,7 +13,10 @@ from torchrun import TORCHRUN_ENV, free_port, run_torchrun
 
 import sparseinst_zoo
 from sparseinst_zoo.cli import main
+from sparseinst_zoo.data.spec import load_instances
 from sparseinst_zoo.data.synthetic import make_shapes_dataset
+from sparseinst_zoo.evaluation import _predict_shard
+from sparseinst_zoo.inference.predictor import Predictor
 
 pytestmark = pytest.mark.ddp
 
@@ -163,3 +166,33 @@ def test_cli_train_and_val_under_torchrun_shard_the_work_and_print_once(tmp_path
     assert ddp == one and one["AP"] > 0  # no image dropped or scored twice
     evals = [r for r in _train_records(tmp_path / "run") if r["type"] == "eval"]
     assert [r["AP"] for r in evals] == [pytest.approx(one["AP"])]  # training's sharded evaluation too
+
+
+SHARD_SCRIPT = """
+import sys, torch, torch.distributed as dist
+import sparseinst_zoo
+from sparseinst_zoo.data.spec import load_instances
+from sparseinst_zoo.evaluation import _predict_shard
+from sparseinst_zoo.inference.predictor import Predictor
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+predictor = Predictor(sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3).eval(), score_threshold=0.0)
+dataset = load_instances(sys.argv[1], sys.argv[2], keep_crowd=True)
+detections = _predict_shard(predictor, dataset, batch_size=2, workers=0, progress=False)
+print(f"rank {dist.get_rank()}: {len(detections)} detections of images {sorted({d['image_id'] for d in detections})}")
+dist.destroy_process_group()
+"""
+
+
+def test_distributed_evaluation_gathers_the_detections_on_rank0_alone(tmp_path):
+    """Rank 0 scores every image's detections; the other ranks hand theirs over and keep none (memory per rank)."""
+    ann = make_shapes_dataset(tmp_path / "val", num_images=5, max_shapes=2, radius=(0.2, 0.3), seed=3)
+    script = tmp_path / "shard.py"
+    script.write_text(SHARD_SCRIPT)
+    proc = run_torchrun(str(script), ann, str(tmp_path / "val"))
+    torch.manual_seed(0)
+    predictor = Predictor(sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3).eval(), score_threshold=0)
+    one = _predict_shard(predictor, load_instances(ann, str(tmp_path / "val"), keep_crowd=True), 2, 0, False)
+    ids = sorted({d["image_id"] for d in one})
+    assert len(ids) == 5 and f"rank 0: {len(one)} detections of images {ids}" in proc.stdout, proc.stdout
+    assert "rank 1: 0 detections of images []" in proc.stdout, proc.stdout

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from .. import _factory, _save
 from .._constants import WEIGHTS_NAME
 from .._device import select_device
-from .._distributed import broadcast_from_rank0, join_process_group, local_rank, world_size
+from .._distributed import broadcast_from_rank0, gather_to_rank0, join_process_group, local_rank, world_size
 from .._distributed import rank as current_rank
 from .._io import atomic_write_json
 from ..data import CocoInstances, Collator, InstanceDataset, InstanceSet, TrainSampler, build_dataset, load_dataset_spec
@@ -423,12 +423,8 @@ class Trainer:
     def _save_checkpoint(self, run: _Run) -> None:
         terms = torch.stack(run.window).cpu() if run.window else torch.empty(0)
         window = {"terms": terms, "step_time": run.step_time, "data_time": run.data_time}
-        states: list[Any] = [(rng_state(), window)]
-        if world_size() > 1:  # every process's random state and log window
-            gathered: list[Any] = [None] * world_size()
-            dist.all_gather_object(gathered, states[0])
-            states = gathered
-        if current_rank() == 0:
+        states = gather_to_rank0((rng_state(), window))  # every process's random state and log window
+        if states is not None:  # rank 0 writes
             state = {
                 "step": run.step,
                 "model": _unwrap(run.model).state_dict(),

@@ -257,7 +257,7 @@ def test_resume_refuses_changed_settings_and_a_finished_run(shapes, tmp_path, ca
         Trainer(resume=True, out=str(out), iters=8, workers=1)
     assert main(["train", "--resume", "--out", str(out), "--lr", "1", "--min-sizes", "64,96"]) == 1
     err = capsys.readouterr().err
-    assert "min_sizes=(64, 96) (the checkpoint has [64]), lr=1.0 (the checkpoint has 0.002) were given" in err
+    assert "--min-sizes 64,96 (the checkpoint has [64]), --lr 1.0 (the checkpoint has 0.002) were given" in err
     argv = ["--model", "sparseinst_tiny_test", "--train-json", shapes["train_json"], "--train-images"]
     argv += [shapes["train_images"], "--val-json", shapes["val_json"], "--val-images", shapes["val_images"]]
     argv += ["--iters", "4", "--batch-size", "4", "--lr", "2e-3", "--min-sizes", "64", "--max-size", "96"]

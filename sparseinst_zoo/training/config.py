@@ -290,8 +290,9 @@ def check_resume_settings(saved: dict[str, Any], given: dict[str, Any], out: str
         if name not in defaults or name in _NOT_COMPARED_ON_RESUME or value == defaults[name]:
             continue
         if _comparable(name, value, device) != _comparable(name, saved.get(name, defaults[name]), device):
-            changed[f"given{len(changed)}"] = Argument(name, value)
-            changed[f"saved{len(changed) - 1}"] = repr(saved.get(name, defaults[name]))
+            index = len(changed) // 2
+            changed[f"given{index}"] = Argument(name, value)
+            changed[f"saved{index}"] = repr(saved.get(name, defaults[name]))
     if changed:
         count = len(changed) // 2
         was, it = ("was", "it") if count == 1 else ("were", "them")

@@ -36,7 +36,7 @@ run() {  # run NAME ARGS...: one benchmark (at most $limit s), its JSON kept, a 
     local name=$1
     shift
     echo "== $name"
-    timeout "$limit" "${bench[@]}" "$@" --json "$out/$name.json" || { echo "!! $name failed or timed out"; status=1; }
+    timeout "$limit" "${bench[@]}" "$@" --out "$out/$name.json" || { echo "!! $name failed or timed out"; status=1; }
 }
 
 case "${1:-check}" in

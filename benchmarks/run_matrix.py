@@ -1,6 +1,6 @@
 """Run the standard speed matrix (modes x batch sizes x forward/predict) and write a Markdown table.
 
-Each configuration runs in a fresh process (``python -m sparseinst_zoo.commands.benchmark ... --json``), so peak
+Each configuration runs in a fresh process (``python -m sparseinst_zoo.commands.benchmark ... --out``), so peak
 memory, compile caches and CUDA graphs of one row never leak into the next. A failing row (e.g. out of memory) is
 reported in the table and the matrix goes on.
 
@@ -71,7 +71,7 @@ def run_config(model: str, flags: Sequence[str], timeout: float | None = None) -
     """Run one benchmark in a fresh process; returns its JSON result, or ``{"error": message}``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        command = [sys.executable, "-m", "sparseinst_zoo.commands.benchmark", model, *flags, "--json", out]
+        command = [sys.executable, "-m", "sparseinst_zoo.commands.benchmark", model, *flags, "--out", out]
         try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:

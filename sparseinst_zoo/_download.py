@@ -12,9 +12,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,10 +28,12 @@ from .errors import DownloadError
 
 _logger = logging.getLogger("sparseinst_zoo")
 
-__all__ = ["Downloaded", "download_original", "file_sha256", "sha256_matches", "download_timeout"]
+__all__ = ["Downloaded", "download_bars", "download_original", "file_sha256", "sha256_matches", "download_timeout"]
 
 TIMEOUT_ENV = "SPARSEINST_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT_S = 30.0
+# False inside download_bars(False) (a command's --quiet): no download draws a bar, whatever its progress= says
+_SHOW_BARS: contextvars.ContextVar[bool] = contextvars.ContextVar("sparseinst_download_bars", default=True)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,30 @@ def sha256_matches(actual: str, pinned: str | None) -> bool:
     return pinned is None or (len(pinned) >= 8 and actual.startswith(pinned.lower()))
 
 
+@contextlib.contextmanager
+def download_bars(show: bool) -> Iterator[None]:
+    """With ``show=False``, no download inside draws a progress bar: the original release's nor the Hub's.
+
+    Example:
+        >>> with download_bars(False):
+        ...     pass
+    """
+    if show:
+        yield
+        return
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    hub_bars = not are_progress_bars_disabled()
+    token = _SHOW_BARS.set(False)
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        _SHOW_BARS.reset(token)
+        if hub_bars:
+            enable_progress_bars()
+
+
 def _gdown(url: str | None, drive_id: str | None, dest: Path, progress: bool) -> None:
     import gdown  # heavy (requests, bs4): only when an original really has to be downloaded
     import requests
@@ -77,7 +106,12 @@ def _gdown(url: str | None, drive_id: str | None, dest: Path, progress: bool) ->
     where = url or f"Google Drive file {drive_id}"
     try:
         gdown.download(
-            url=url, id=drive_id, output=str(dest), quiet=not progress, resume=True, timeout=(timeout, timeout)
+            url=url,
+            id=drive_id,
+            output=str(dest),
+            quiet=not (progress and _SHOW_BARS.get()),
+            resume=True,
+            timeout=(timeout, timeout),
         )
     except requests.exceptions.Timeout:
         raise DownloadError(f"{where} did not answer within {timeout:g} s ({TIMEOUT_ENV} sets the limit)") from None

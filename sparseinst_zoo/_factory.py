@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
@@ -23,7 +24,7 @@ from torch import nn
 from ._checkpoint import check_not_program
 from ._hub import CONFIG_NAME, REPO_ID, cfg_from_config, hub_folder, read_config
 from ._registry import get_pretrained_cfg, is_model, model_entrypoint, split_model_name_tag, unknown_model_error
-from .errors import SparseInstError
+from .errors import SparseInstError, Words
 
 __all__ = [
     "HF_HUB_PREFIX",
@@ -88,9 +89,13 @@ def _path_source(name: str, path: Path) -> ModelSource:
     if (path.parent / CONFIG_NAME).is_file() and path.suffix == ".safetensors":
         return ModelSource("folder", name, path=path.parent)
     check_not_program(path)
-    raise SparseInstError(
-        f"{path} is a weights file without a config.json beside it; name the architecture: "
-        f"create_model(name, checkpoint_path={os.fspath(path)!r}) or `--checkpoint {os.fspath(path)}`"
+    raise SparseInstError.naming(
+        "{path} is a weights file without a config.json beside it; name the architecture: {how}",
+        path=path,
+        how=Words(
+            f"create_model(name, checkpoint_path={os.fspath(path)!r})",
+            f"a registered MODEL name with --checkpoint {shlex.quote(os.fspath(path))}",
+        ),
     )
 
 

@@ -38,7 +38,7 @@ from ._device import select_device
 from ._factory import create_model
 from ._io import check_json_path, write_new_json
 from ._measure import PeakMemory, count_flops, environment, latency_summary, time_calls
-from .errors import SparseInstError
+from .errors import Argument, SparseInstError
 from .export import export_onnx, export_openvino
 from .inference.backends import BACKENDS, ExportedBackend, ExportedPredictor, is_exported_model, load_backend
 from .inference.optimize import optimize_for_inference, resolve_compile_mode
@@ -61,7 +61,7 @@ __all__ = [
 
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (640, 853)
 WHAT = ("forward", "predict")
-# Top-level keys of a result (the JSON written by ``sparseinst benchmark --json``); documented in docs/performance.md.
+# Top-level keys of a result (the JSON written by ``sparseinst benchmark --out``); documented in docs/performance.md.
 RESULT_KEYS: tuple[str, ...] = (
     "model",
     "weights",
@@ -155,7 +155,11 @@ def _sizes(
     if min_size < 0 or max_size < 1:
         raise SparseInstError(f"min_size must be >= 0 and max_size >= 1, got {min_size} and {max_size}")
     if what == "predict" and min_size == 0:
-        raise SparseInstError("--what predict resizes like the predictor; give --min-size >= 1 (0 is for forward)")
+        raise SparseInstError.naming(
+            "{what} resizes like the predictor; give {min_size} >= 1 (0 is for forward)",
+            what=Argument("what", "predict"),
+            min_size=Argument("min_size"),
+        )
     return min_size, max_size, input_size_for(image_size, min_size, max_size)
 
 
@@ -171,8 +175,11 @@ def _torch_setup(
     """The PyTorch backend: the eager model, or an optimised copy when a fast path is asked for."""
     compile_mode = resolve_compile_mode(speed["compile"])
     if speed["cuda_graphs"] and device.type != "cuda":
-        raise SparseInstError(
-            f"--cuda-graphs needs a CUDA device, got {device}; drop --cuda-graphs or use --device cuda"
+        raise SparseInstError.naming(
+            "{cuda_graphs} needs a CUDA device, got {device}; drop {cuda_graphs} or use {cuda}",
+            cuda_graphs=Argument("cuda_graphs", True),
+            device=device,
+            cuda=Argument("device", "cuda"),
         )
     net, weights_name = _load_model(model, *weights)
     net = net.eval().to(device)
@@ -203,15 +210,24 @@ def _exported_setup(
 ) -> _Setup:
     """onnxruntime/OpenVINO: an exported file as given, or the model exported at the input size first."""
     if device.type != "cpu":
-        raise SparseInstError(f"--backend {backend} runs on the CPU here; use --device cpu")
+        raise SparseInstError.naming(
+            "{backend} runs on the CPU here; use {cpu}",
+            backend=Argument("backend", backend),
+            cpu=Argument("device", "cpu"),
+        )
     if speed["fold_bn"] or speed["channels_last"] or speed["compile"] or speed["cuda_graphs"]:
-        raise SparseInstError(
-            "--fold-bn/--channels-last/--compile/--cuda-graphs are PyTorch fast paths; "
-            "drop them with --backend " + backend
+        raise SparseInstError.naming(
+            "{fold_bn}/{channels_last}/{compile}/{cuda_graphs} are PyTorch fast paths; drop them with {backend}",
+            **{name: Argument(name) for name in ("fold_bn", "channels_last", "compile", "cuda_graphs")},
+            backend=Argument("backend", backend),
         )
     precision = speed["precision"]
     if backend == "onnxruntime" and precision != "fp32":
-        raise SparseInstError("onnxruntime runs the graph's precision: use --precision fp32 with --backend onnxruntime")
+        raise SparseInstError.naming(
+            "onnxruntime runs the graph's precision: use {fp32} with {backend}",
+            fp32=Argument("precision", "fp32"),
+            backend=Argument("backend", "onnxruntime"),
+        )
     torch_model: nn.Module | None = None
     if is_exported_model(model):
         path, weights_name = str(model), "exported"

@@ -7,8 +7,10 @@ module is imported only when that command runs or its own ``--help`` is asked fo
 
 Errors: a :class:`~sparseinst_zoo.errors.SparseInstError` or an ``OSError`` (a user's mistake or the environment)
 prints one line (the error's ``cli_message`` where it has one; ``--debug`` shows the traceback); anything else is a
-bug and prints its traceback and where to report it. A command may set ``resume_hint`` on its arguments
-(``parser.set_defaults(resume_hint=...)`` or ``args.resume_hint = ...`` in ``run``), printed after Ctrl-C.
+bug and prints its traceback and where to report it. A command runs inside
+:func:`~sparseinst_zoo.errors.command_line_words`, so that the library's log lines and warnings name flags too. A
+command may set ``resume_hint`` on its arguments (``parser.set_defaults(resume_hint=...)`` or
+``args.resume_hint = ...`` in ``run``), printed after Ctrl-C.
 
 Example:
     $ sparseinst list 'sparseinst_r50*' --pretrained
@@ -26,7 +28,8 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NamedTuple, TextIO
 
-from .errors import SparseInstError
+from ._download import download_bars
+from .errors import SparseInstError, command_line_words
 from .version import __version__
 
 __all__ = ["COMMANDS", "ISSUES_URL", "USER_ERRORS", "Command", "build_parser", "examples", "import_command", "main"]
@@ -173,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        return int(args._run(args) or 0)
+        # the library's messages name flags, not Python arguments; --quiet also hides download bars
+        with command_line_words(), download_bars(not getattr(args, "quiet", False)):
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         _report_interrupt(args, sys.stderr)
         return 130

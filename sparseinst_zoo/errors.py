@@ -14,8 +14,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import difflib
-from collections.abc import Iterable, Mapping
+import shlex
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 __all__ = [
     "SparseInstError",
@@ -24,8 +29,59 @@ __all__ = [
     "DataError",
     "TrainingDiverged",
     "MissingDependency",
+    "Argument",
+    "Words",
+    "argument_words",
+    "caller_words",
+    "command_line_words",
+    "on_command_line",
     "install_hint",
 ]
+
+_E = TypeVar("_E", bound="SparseInstError")
+# True while the `sparseinst` command line runs a command: caller_words() then speaks in flags
+_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("sparseinst_command_line", default=False)
+_BARE = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Words:
+    """A phrase that differs between the two readers (``half=True`` in Python is ``--precision fp16`` for export)."""
+
+    python: str
+    cli: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Argument:
+    """An argument a message tells its reader to pass, in the reader's words: Python's or the command line's.
+
+    A ``value`` of True is a switch (``resume=True`` / ``--resume``), False its ``--no-`` form; a sequence is written
+    comma-separated on the command line; without a value the bare name is meant.
+
+    Example:
+        >>> Argument("clip_grad", 1.0).python, Argument("clip_grad", 1.0).cli
+        ('clip_grad=1.0', '--clip-grad 1.0')
+        >>> Argument("resume", True).cli, Argument("lr").python, Argument("checkpoint", "my run/last").cli
+        ('--resume', 'lr', "--checkpoint 'my run/last'")
+    """
+
+    name: str
+    value: Any = _BARE
+
+    @property
+    def python(self) -> str:
+        return self.name if self.value is _BARE else f"{self.name}={self.value!r}"
+
+    @property
+    def cli(self) -> str:
+        flag = "--" + self.name.replace("_", "-")
+        if self.value is _BARE or self.value is True:
+            return flag
+        if self.value is False:
+            return "--no-" + flag[2:]
+        text = ",".join(map(str, self.value)) if isinstance(self.value, (list, tuple)) else str(self.value)
+        return f"{flag} {shlex.quote(text)}"
 
 
 class SparseInstError(ValueError):
@@ -44,6 +100,18 @@ class SparseInstError(ValueError):
     def __init__(self, *args: object, cli_message: str | None = None) -> None:
         super().__init__(*args)
         self.cli_message = cli_message
+
+    @classmethod
+    def naming(cls: type[_E], template: str, **fields: Any) -> _E:
+        """The error whose message names arguments: Python's words, and the command line's as ``cli_message``.
+
+        Example:
+            >>> err = SparseInstError.naming("lower {lr}", lr=Argument("lr"))
+            >>> str(err), err.cli_message
+            ('lower lr', 'lower --lr')
+        """
+        python, cli = argument_words(template, **fields)
+        return cls(python, cli_message=cli)
 
 
 class ConversionError(SparseInstError):
@@ -87,6 +155,56 @@ def unknown_keywords_error(
         hints.append(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
     what = "unexpected arguments" if len(hints) > 1 else "an unexpected argument"
     return TypeError(f"{caller} got {what} {', '.join(hints)}; it takes: {', '.join(known)}")
+
+
+def argument_words(template: str, **fields: Any) -> tuple[str, str]:
+    """``template`` filled in twice, in Python's words and in the command line's: an :class:`Argument` field
+    becomes ``name=value`` in the first and ``--name value`` in the second (a :class:`Words` field its ``python``
+    and ``cli``); any other field is formatted as it is.
+
+    One message, written once, for both readers (``str.format`` fields, so literal braces are doubled).
+
+    Example:
+        >>> argument_words("{path} is done; pass {resume}", path="runs/a", resume=Argument("resume", True))
+        ('runs/a is done; pass resume=True', 'runs/a is done; pass --resume')
+    """
+    worded = (Argument, Words)
+    python = template.format(**{k: v.python if isinstance(v, worded) else v for k, v in fields.items()})
+    cli = template.format(**{k: v.cli if isinstance(v, worded) else v for k, v in fields.items()})
+    return python, cli
+
+
+@contextlib.contextmanager
+def command_line_words() -> Iterator[None]:
+    """Inside it :func:`caller_words` speaks the command line's words; the ``sparseinst`` CLI runs its commands in it.
+
+    Example:
+        >>> with command_line_words():
+        ...     caller_words("pass {resume}", resume=Argument("resume", True))
+        'pass --resume'
+    """
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
+def on_command_line() -> bool:
+    """Whether the library runs for the ``sparseinst`` command line (inside :func:`command_line_words`)."""
+    return _COMMAND_LINE.get()
+
+
+def caller_words(template: str, **fields: Any) -> str:
+    """``template`` in the words of whoever called the library (see :func:`argument_words`): for a log line or a
+    warning, which carries one text (an error carries both: :meth:`SparseInstError.naming`).
+
+    Example:
+        >>> caller_words("pass {resume}", resume=Argument("resume", True))
+        'pass resume=True'
+    """
+    python, cli = argument_words(template, **fields)
+    return cli if on_command_line() else python
 
 
 def install_hint(extra: str) -> str:

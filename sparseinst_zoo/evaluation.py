@@ -31,7 +31,7 @@ from ._registry import get_pretrained_cfg, is_model, split_model_name_tag
 from ._text import listed
 from .data.instances import ImageRecord, InstanceSet, segmentation_area
 from .data.spec import load_instances
-from .errors import DataError, MissingDependency, SparseInstError, install_hint
+from .errors import Argument, DataError, MissingDependency, SparseInstError, install_hint
 from .inference.backends import create_predictor, is_exported_model
 from .inference.precision import PrecisionLike, parse_precision
 from .inference.predictor import Predictor
@@ -273,9 +273,10 @@ def _predictor(
     """The predictor of a model, a model name / folder, or an exported file (run by its own runtime)."""
     if is_exported_model(model):
         if checkpoint is not None or device is not None:
-            raise SparseInstError(
-                "an exported model carries its weights and runs on its runtime's device: "
-                "drop checkpoint= / device= (--checkpoint / --device)"
+            raise SparseInstError.naming(
+                "an exported model carries its weights and runs on its runtime's device: drop {checkpoint} / {device}",
+                checkpoint=Argument("checkpoint"),
+                device=Argument("device"),
             )
         return create_predictor(model, precision=precision, **options)
     return Predictor(_resolve_model(model, checkpoint), device=device, precision=precision, **options)

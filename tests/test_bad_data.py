@@ -102,7 +102,7 @@ def test_dataset_without_images_has_undefined_metrics(tmp_path, capsys):
     metrics = evaluate(model, path, tmp_path)
     assert all(metrics[key] is None for key in METRIC_KEYS) and metrics["per_class"] == {"a": None}
     model.save_pretrained(tmp_path / "model")
-    assert main(["val", str(tmp_path / "model"), "--json", str(path), "--images", str(tmp_path), "--workers", "0"]) == 0
+    assert main(["val", str(tmp_path / "model"), "--data", str(path), "--images", str(tmp_path), "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "0.00" not in out and "every metric is undefined" in out
 
@@ -126,11 +126,11 @@ def _write(name, text):
 
 
 def _val(make):
-    """``sparseinst val MODEL`` on the file ``make`` writes: --data for a YAML file, else --json with --images."""
+    """``sparseinst val MODEL`` on the file ``make`` writes: --data for a YAML file, else --data with --images."""
 
     def argv(folder, model):
         path = make(folder)
-        data = ["--data", str(path)] if path.suffix == ".yaml" else ["--json", str(path), "--images", str(folder)]
+        data = ["--data", str(path)] if path.suffix == ".yaml" else ["--data", str(path), "--images", str(folder)]
         return ["val", str(model), *data, "--workers", "0"]
 
     return argv

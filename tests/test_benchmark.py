@@ -36,12 +36,12 @@ def _check_result(result: dict, batch: int) -> None:
 def test_command_json_never_replaces_a_file_and_a_folder_fails_before_the_run(tmp_path, capsys):
     out = tmp_path / "result.json"
     out.write_text("my notes")
-    assert command.main([*TINY, "--iters", "1", "--warmup", "0", "--no-flops", "--json", str(out)]) == 0
+    assert command.main([*TINY, "--iters", "1", "--warmup", "0", "--no-flops", "--out", str(out)]) == 0
     assert out.read_text() == "my notes"
     assert json.loads((tmp_path / "result_2.json").read_text())["iters"] == 1
     assert f"{out} exists; wrote {tmp_path / 'result_2.json'}" in capsys.readouterr().out
     for bad, match in ((tmp_path, "is a folder"), (tmp_path / "result.txt", "name a .json file")):
-        assert command.main([*TINY, "--json", str(bad)]) == 1
+        assert command.main([*TINY, "--out", str(bad)]) == 1
         printed = capsys.readouterr()
         assert match in printed.err and printed.out == ""  # said at once: nothing was run
 
@@ -49,7 +49,7 @@ def test_command_json_never_replaces_a_file_and_a_folder_fails_before_the_run(tm
 def test_command_writes_json(tmp_path, capsys):
     out = tmp_path / "sub" / "result.json"
     threads = torch.get_num_threads()
-    assert command.main([*TINY, "--batch-size", "2", "--threads", "1", "--json", str(out)]) == 0
+    assert command.main([*TINY, "--batch-size", "2", "--threads", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     _check_result(result, batch=2)
     assert result["what"] == "forward" and result["weights"] == "random" and result["device"] == "cpu"
@@ -71,7 +71,7 @@ def test_command_writes_json(tmp_path, capsys):
 def test_command_predict_with_fast_paths(tmp_path):
     out = tmp_path / "predict.json"
     flags = ["--what", "predict", "--fold-bn", "--channels-last", "--precision", "bf16", "--no-flops"]
-    assert command.main([*TINY, *flags, "--json", str(out)]) == 0
+    assert command.main([*TINY, *flags, "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     _check_result(result, batch=1)
     assert result["what"] == "predict" and result["resize_backend"] == "pil" and result["gflops_per_image"] is None
@@ -182,7 +182,7 @@ def test_sparseinst_cli_benchmark(tmp_path, capsys):
     from sparseinst_zoo import cli
 
     out = tmp_path / "cli.json"
-    assert cli.main(["benchmark", *TINY, "--no-flops", "--channels-last", "--json", str(out)]) == 0
+    assert cli.main(["benchmark", *TINY, "--no-flops", "--channels-last", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["options"]["channels_last"] is True
     assert cli.main(["benchmark", *TINY, "--cuda-graphs"]) == 1
     assert "needs a CUDA device" in capsys.readouterr().err
@@ -215,7 +215,7 @@ def test_onnx_file_as_model_through_the_cli(tiny_onnx, tmp_path, capsys):
         "predict",
         "--threads",
         "1",
-        "--json",
+        "--out",
         str(out),
     ]
     assert cli.main(argv) == 0
@@ -231,7 +231,7 @@ def test_openvino_backend_runs_the_model_file_and_a_model_name(tiny_onnx, tmp_pa
     assert result["options"]["backend"] == "openvino" and result["options"]["precision"] == "fp32"
     assert result["input_size"] == [64, 96] and result["latency_ms"]["median"] > 0
     out = tmp_path / "ov.json"
-    argv = [*TINY, "--backend", "openvino", "--precision", "bf16", "--what", "predict", "--json", str(out)]
+    argv = [*TINY, "--backend", "openvino", "--precision", "bf16", "--what", "predict", "--out", str(out)]
     assert command.main(argv) == 0  # exported to OpenVINO IR at the input size first
     result = json.loads(out.read_text())
     _check_result(result, batch=1)

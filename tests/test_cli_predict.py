@@ -147,7 +147,7 @@ def test_track_refuses_an_exported_file_in_one_line(tmp_path, capsys):
     "argv",
     [
         ["predict", "{pt2}"],
-        ["val", "{pt2}", "--json", "gt.json", "--images", "."],
+        ["val", "{pt2}", "--data", "gt.json", "--images", "."],
         ["predict", "sparseinst_tiny_test", "--checkpoint", "{pt2}"],
     ],
 )

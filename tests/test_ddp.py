@@ -147,7 +147,7 @@ def test_cli_train_and_val_under_torchrun_shard_the_work_and_print_once(tmp_path
     )
     assert proc.stdout.count("trained 80 iterations") == 1, proc.stdout  # rank 0 alone prints the summary
     model = str(tmp_path / "run" / "last")
-    val_args = [model, "--json", val, "--images", str(tmp_path / "val"), "--workers", "0", "--device", "cpu"]
+    val_args = [model, "--data", val, "--images", str(tmp_path / "val"), "--workers", "0", "--device", "cpu"]
     # stderr captured as if it were a terminal, so that the processes draw their progress bars
     (tmp_path / "tty").mkdir()
     (tmp_path / "tty" / "sitecustomize.py").write_text("import sys\nsys.stderr.isatty = lambda: True\n")

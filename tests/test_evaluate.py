@@ -243,7 +243,7 @@ def test_metrics_never_replace_a_file_and_must_be_json(shapes, tmp_path, caplog,
     assert annotations.read_bytes() == ground_truth
     assert json.loads((tmp_path / "annotations_2.json").read_text()) == metrics
     assert "annotations.json exists, so the metrics are written to" in caplog.text
-    data = ["--json", str(annotations), "--images", images, "--workers", "0"]
+    data = ["--data", str(annotations), "--images", images, "--workers", "0"]
     assert main(["val", str(folder), *data, "--out", str(annotations)]) == 0
     assert annotations.read_bytes() == ground_truth
     assert f"wrote {tmp_path / 'annotations_3.json'}" in capsys.readouterr().out  # the path actually written

@@ -314,7 +314,8 @@ def test_half_export_runs_in_onnxruntime(tmp_path, capsys):
                 "sparseinst_tiny_test",
                 "--weights",
                 "random",
-                "--half",
+                "--precision",
+                "fp16",
                 "--height",
                 "64",
                 "--width",
@@ -429,8 +430,9 @@ def test_create_predictor_runs_an_onnx_file_like_model_predict(giam_dynamic):
     for fp32 in ("float32", "FP32"):
         assert create_predictor(path, precision=fp32).backend.runtime == "onnxruntime"
         assert OnnxPredictor(path, precision=fp32).input_size is None
-    with pytest.raises(sparseinst_zoo.errors.SparseInstError, match="export with --half for float16"):
+    with pytest.raises(sparseinst_zoo.errors.SparseInstError, match="export with half=True for float16") as caught:
         create_predictor(path, precision="fp16")
+    assert "export with --precision fp16 for float16" in caught.value.cli_message  # the CLI's words
 
 
 def test_onnx_predictor_rejects_bad_files(tmp_path):
@@ -466,8 +468,9 @@ def test_with_postprocess_outputs_match_postprocess(tmp_path):
         np.testing.assert_array_equal(labels[i, queries], inst["labels"].numpy())
         flipped = (masks[i, queries] > 0.45) != inst["masks"].numpy()
         assert np.all(np.abs(expected[2][i, queries].numpy()[flipped] - 0.45) < 1e-5)  # float32 ulps at the threshold
-    with pytest.raises(ValueError, match="without --with-postprocess"):
+    with pytest.raises(ValueError, match="without with_postprocess") as caught:
         OnnxPredictor(path)
+    assert caught.value.cli_message.endswith("export again without --with-postprocess")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

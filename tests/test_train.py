@@ -177,7 +177,7 @@ def test_resume_continues_the_same_curve(shapes, tmp_path, caplog):
     with pytest.raises(KeyboardInterrupt):
         interrupted.train()
     assert "interrupted at step 5; to continue from the last checkpoint (step 3" in caplog.text
-    assert f"sparseinst train --resume --out {tmp_path / 'cut'}" in caplog.text
+    assert f"sparseinst_zoo.train(resume=True, out={str(tmp_path / 'cut')!r})" in caplog.text  # a Python caller's words
     state = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 3
     stale = tmp_path / "cut" / "checkpoints" / ".tmp-x1y2.pt"  # a checkpoint write killed half-way
@@ -235,7 +235,10 @@ def test_resume_from_a_checkpoint_file_continues_its_own_run_not_the_default_fol
     with pytest.raises(KeyboardInterrupt):
         Trainer(**_tiny(shapes, "runs/exp", iters=4, checkpoint_period=2), callbacks=[_StopAt(3)]).train()
     checkpoint = os.path.join("runs", "exp", "checkpoints", "last.pt")
-    with pytest.raises(SparseInstError, match=r"runs/train holds another run .*; resume into .* with --out runs/exp"):
+    with pytest.raises(
+        SparseInstError,
+        match=r"runs/train holds another run .*; resume into .* with out='runs/exp', or give an out that",
+    ):
         Trainer(resume=checkpoint, out=str(tmp_path / "runs" / "train"))
     assert main(["train", "--resume", checkpoint, "--no-progress"]) == 0
     assert "final model: runs/exp/last" in capsys.readouterr().out
@@ -254,7 +257,7 @@ def test_resume_refuses_changed_settings_and_a_finished_run(shapes, tmp_path, ca
         Trainer(resume=True, out=str(out), iters=8, workers=1)
     assert main(["train", "--resume", "--out", str(out), "--lr", "1", "--min-sizes", "64,96"]) == 1
     err = capsys.readouterr().err
-    assert "min_sizes=(64, 96) (the checkpoint has [64]), lr=1.0 (the checkpoint has 0.002) were given" in err
+    assert "--min-sizes 64,96 (the checkpoint has [64]), --lr 1.0 (the checkpoint has 0.002) were given" in err
     argv = ["--model", "sparseinst_tiny_test", "--train-json", shapes["train_json"], "--train-images"]
     argv += [shapes["train_images"], "--val-json", shapes["val_json"], "--val-images", shapes["val_images"]]
     argv += ["--iters", "4", "--batch-size", "4", "--lr", "2e-3", "--min-sizes", "64", "--max-size", "96"]
@@ -263,7 +266,9 @@ def test_resume_refuses_changed_settings_and_a_finished_run(shapes, tmp_path, ca
     assert Trainer(resume=True, **config).train()["step"] == 4
     card = (out / "last" / "README.md").read_text()
     assert "mask AP" in card
-    with pytest.raises(SparseInstError, match=r"end of a finished run \(step 4 of 4\): nothing to resume; .*--check"):
+    with pytest.raises(
+        SparseInstError, match=r"end of a finished run \(step 4 of 4\): nothing to resume; .*\(checkpoint='"
+    ):
         Trainer(resume=True, out=str(out)).train()
     assert (out / "last" / "README.md").read_text() == card
 
@@ -523,7 +528,10 @@ def test_bad_checkpoints_to_resume_from_say_what_they_are(tmp_path):
         Trainer(resume=str(pickled), out=str(tmp_path))
     no_config = tmp_path / "weights.pt"
     torch.save({"step": 3, "model": {}}, no_config)
-    with pytest.raises(SparseInstError, match=r"not a training checkpoint .*no 'optimizer', .*'config'.* --checkpoint"):
+    with pytest.raises(
+        SparseInstError,
+        match=r"not a training checkpoint .*no 'optimizer', .*'config'.* use checkpoint instead of resume",
+    ):
         Trainer(resume=str(no_config), out=str(tmp_path))
     not_torch = tmp_path / "annotations.json"
     not_torch.write_text("{}")
@@ -551,7 +559,7 @@ def test_checkpoint_period_scales_to_the_run_and_ctrl_c_gives_the_command(shapes
         logging.getLogger("sparseinst_zoo").removeHandler(handler)
     assert re.search(r"(^|\n)interrupted at step 2; ", capsys.readouterr().err)  # not glued to the bar
     assert torch.load(tmp_path / "short" / "checkpoints" / "last.pt", weights_only=True)["step"] == 1  # ceil(4/5)
-    assert f"run `sparseinst train --resume --out {tmp_path / 'short'}`" in caplog.text
+    assert f"run `sparseinst_zoo.train(resume=True, out={str(tmp_path / 'short')!r})`" in caplog.text
 
 
 def test_log_lines_and_warnings_go_above_the_progress_bar(capsys):

@@ -19,6 +19,7 @@ from hub_server import HubServer
 from release_server import ReleaseServer
 
 import sparseinst_zoo
+from sparseinst_zoo import cli
 from sparseinst_zoo.commands import download as download_command
 from sparseinst_zoo.errors import DownloadError, SparseInstError
 
@@ -313,6 +314,17 @@ def test_download_command_fills_the_cache_and_prints_sha256(hub, release, tmp_pa
     release.requests.clear()
     assert download_command.run(args) == 0  # already cached: no request
     assert release.requests == []
+
+
+def test_quiet_download_prints_only_the_json_asked_for(hub, release, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPARSEINST_PRETRAINED_CFG_OVERLAY", json.dumps(overlay(release)))
+    argv = ["download", TINY, "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr() == ("", "")
+    assert cli.main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == TINY
+    assert cli.main(["download", "no_such_model", *argv[2:]]) == 1  # errors still show
+    assert "sparseinst download: error: no_such_model" in capsys.readouterr().err
 
 
 def test_delete_original_also_removes_the_original_an_earlier_download_kept(hub, release, tmp_path, monkeypatch):

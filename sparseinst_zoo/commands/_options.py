@@ -1,8 +1,10 @@
 """The CLI options several commands share, defined once: one flag name, one help text, one validation each.
 
 Python parameter names and flags match (``--score-threshold`` is ``score_threshold=``, ``--precision`` is
-``precision=``); the older spellings (``--threshold``, ``--half``, ``--amp``) still work as deprecated aliases that
-print a warning and fill the same attribute. This module imports no torch, so that a command's ``--help`` stays fast.
+``precision=``, val's ``--data`` is ``evaluate(data=)``); the older spellings (``--threshold``, ``--half``,
+``--amp``, val's ``--json``, benchmark's ``--json``) still work as deprecated aliases (:func:`add_deprecated_alias`)
+that print one warning and fill the same attribute. ``--quiet`` means the same in every command
+(:func:`add_quiet_argument`). This module imports no torch, so that a command's ``--help`` stays fast.
 
 Example:
     >>> import argparse
@@ -26,10 +28,12 @@ __all__ = [
     "PRECISION_CHOICES",
     "PRECISION_SPELLINGS",
     "add_batch_size_argument",
+    "add_deprecated_alias",
     "add_device_argument",
     "add_mask_threshold_argument",
     "add_max_detections_argument",
     "add_precision_argument",
+    "add_quiet_argument",
     "add_resize_arguments",
     "add_score_threshold_argument",
     "add_speed_arguments",
@@ -105,11 +109,16 @@ probability = fraction()  # [0, 1): a score threshold that still lets something 
 mask_probability = fraction(low_open=True)  # (0, 1): a mask threshold of 0 would put every pixel in every mask
 
 
-def _precision(text: str) -> str:
-    name = _ALIASES.get(text.lower(), text.lower())
-    if name not in PRECISION_CHOICES:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(PRECISION_CHOICES)}, got {text!r}")
-    return name
+def _precision_in(choices: Sequence[str]) -> Callable[[str], str]:
+    """An argparse ``type=`` for a precision among ``choices``, in any spelling of :data:`PRECISION_SPELLINGS`."""
+
+    def parse(text: str) -> str:
+        name = _ALIASES.get(text.lower(), text.lower())
+        if name not in choices:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return name
+
+    return parse
 
 
 def warn_deprecated(option: str, replacement: str, value: Any) -> None:
@@ -121,7 +130,8 @@ def warn_deprecated(option: str, replacement: str, value: Any) -> None:
 
 
 class _DeprecatedAlias(argparse.Action):
-    """An old flag that stores into the new flag's attribute and says which flag to use instead."""
+    """An old flag that stores into the new flag's attribute and says which flag to use instead (a switch, with
+    ``nargs=0``, stores its ``const``)."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, replacement: str = "", **kwargs: Any) -> None:
         super().__init__(option_strings, dest, **kwargs)
@@ -134,8 +144,26 @@ class _DeprecatedAlias(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
+        if self.nargs == 0:
+            values = self.const
         warn_deprecated(option_string or self.dest, self.replacement, values)
         setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, alias: str, replacement: str, **kwargs: Any) -> None:
+    """The old spelling ``alias`` of ``replacement``: same attribute (``dest``), hidden from ``--help``, one warning.
+
+    ``kwargs`` are ``add_argument``'s (``dest``, ``type``; ``nargs=0, const=VALUE`` for a switch meaning a value).
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> parser.add_argument("--out")  # doctest: +ELLIPSIS
+        _StoreAction(...)
+        >>> add_deprecated_alias(parser, "--json", "--out", dest="out")
+        >>> parser.parse_args(["--json", "r.json"]).out  # also prints the warning to stderr
+        'r.json'
+    """
+    parser.add_argument(alias, action=_DeprecatedAlias, replacement=replacement, help=argparse.SUPPRESS, **kwargs)
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -153,10 +181,13 @@ def add_precision_argument(
     default: str | None = "fp32",
     aliases: Sequence[str] = ("--half",),
     default_help: str | None = None,
+    choices: Sequence[str] = PRECISION_CHOICES,
+    alias_means: str | None = None,
 ) -> None:
-    """``--precision {fp32,fp16,bf16,auto}`` (``args.precision``) and its deprecated ``aliases``.
+    """``--precision {fp32,fp16,bf16,auto}`` (``args.precision``, one of ``choices``) and its deprecated ``aliases``.
 
-    An alias without a value means ``auto``; ``none`` means fp32 (so ``--amp none`` keeps working). ``default_help``
+    An alias takes a value, and without one means ``auto``; ``none`` means fp32 (so ``--amp none`` keeps working);
+    with ``alias_means`` the aliases are switches meaning that precision (export's ``--half``: fp16). ``default_help``
     says what the default means where ``default`` alone does not (None: the model's or the runtime's own).
 
     Example:
@@ -165,24 +196,20 @@ def add_precision_argument(
         >>> parser.parse_args([]).precision, parser.parse_args(["--half"]).precision
         ('fp32', 'auto')
     """
+    kind = _precision_in(choices)
+    what = "fp32, or fp16/bf16 autocast; auto: fp16 on CUDA, bf16 on CPU" if "auto" in choices else "/".join(choices)
     parser.add_argument(
         "--precision",
-        type=_precision,
+        type=kind,
         default=default,
-        metavar="{fp32,fp16,bf16,auto}",
-        help=f"fp32, or fp16/bf16 autocast; auto: fp16 on CUDA, bf16 on CPU (default: {default_help or default})",
+        metavar="{" + ",".join(choices) + "}",
+        help=f"{what} (default: {default_help or default})",
+    )
+    value: dict[str, Any] = (
+        dict(nargs=0, const=alias_means) if alias_means else dict(type=kind, nargs="?", const="auto")
     )
     for alias in aliases:
-        parser.add_argument(
-            alias,
-            dest="precision",
-            type=_precision,
-            nargs="?",
-            const="auto",
-            action=_DeprecatedAlias,
-            replacement="--precision",
-            help=argparse.SUPPRESS,
-        )
+        add_deprecated_alias(parser, alias, "--precision", dest="precision", **value)
 
 
 def add_score_threshold_argument(
@@ -200,14 +227,7 @@ def add_score_threshold_argument(
         help=f"keep instances whose score is above this, in [0, 1) (default: {default}{'; ' + note if note else ''})",
     )
     if alias:
-        parser.add_argument(
-            "--threshold",
-            dest="score_threshold",
-            type=probability,
-            action=_DeprecatedAlias,
-            replacement="--score-threshold",
-            help=argparse.SUPPRESS,
-        )
+        add_deprecated_alias(parser, "--threshold", "--score-threshold", dest="score_threshold", type=probability)
 
 
 def add_mask_threshold_argument(parser: argparse.ArgumentParser, default: float = 0.45, note: str = "") -> None:
@@ -351,6 +371,16 @@ def speed_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if hasattr(args, "precision"):
         options["precision"] = args.precision
     return options
+
+
+QUIET_HELP = "no progress bars or info lines; warnings, errors and the results asked for (JSON, tables) still print"
+
+
+def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` (``args.quiet``), the same in every command: no progress bar (:func:`show_bar`), no info or summary
+    lines; warnings and errors still go to stderr, and what the user asked to see (``--json`` output, val's metrics,
+    benchmark's table) to stdout."""
+    parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
 
 def show_bar(quiet: bool = False) -> bool:

@@ -2,7 +2,7 @@
 
 Example:
     $ sparseinst benchmark sparseinst_r50_giam --device cpu --threads 2 --size 640x853 --min-size 640 \
-        --fold-bn --channels-last --iters 10 --json r50_cpu.json
+        --fold-bn --channels-last --iters 10 --out r50_cpu.json
     $ sparseinst benchmark sparseinst_r50_giam --backend openvino --precision bf16 --threads 2 --what predict
     $ sparseinst benchmark r50_giam_640x864.onnx --threads 2 --what predict
 """
@@ -14,10 +14,14 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .._download import download_bars
+from ..errors import command_line_words
 from ._options import (
     add_batch_size_argument,
+    add_deprecated_alias,
     add_device_argument,
     add_precision_argument,
+    add_quiet_argument,
     add_resize_arguments,
     add_speed_arguments,
     add_threads_argument,
@@ -97,12 +101,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="local weights instead: model.safetensors, a save_pretrained folder or a reference .pth",
     )
     parser.add_argument(
-        "--json",
+        "--out",
         default=None,
         metavar="OUT.json",
         help="also write the full result as JSON (an existing file is kept: the next free name _2, _3 is used)",
     )
+    add_deprecated_alias(parser, "--json", "--out", dest="out")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     from ..benchmark import check_result_path, format_result, run_benchmark, write_json
     from ..inference.backends import EXPORTED_SUFFIXES
 
-    if args.json:
-        check_result_path(args.json)  # before the run, not after it
+    if args.out:
+        check_result_path(args.out)  # before the run, not after it
     backend = args.backend or EXPORTED_SUFFIXES.get(os.path.splitext(args.model)[1].lower(), "torch")
     result = run_benchmark(
         args.model,
@@ -133,9 +139,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(format_result(result))
-    if args.json:
-        written = write_json(result, args.json)
-        print(f"wrote {written}" if written == args.json else f"{args.json} exists; wrote {written}")
+    if args.out:
+        written = write_json(result, args.out)
+        if written != args.out:  # news even with --quiet
+            print(f"{args.out} exists; wrote {written}")
+        elif not args.quiet:
+            print(f"wrote {written}")
     return 0
 
 
@@ -146,11 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     args = parser.parse_args(argv)
     try:
-        return run(args)
+        with command_line_words(), download_bars(not args.quiet):
+            return run(args)
     except (ValueError, OSError, RuntimeError, KeyError) as err:
         if args.debug:
             raise
-        print(f"sparseinst benchmark: error: {err}", file=sys.stderr)
+        print(f"sparseinst benchmark: error: {getattr(err, 'cli_message', None) or err}", file=sys.stderr)
         return 1
 
 

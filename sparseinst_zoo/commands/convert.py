@@ -16,6 +16,7 @@ from .._constants import WEIGHTS_NAME
 from .._hub import CARD_NAME, CONFIG_NAME
 from .._io import make_dirs, remove_empty_dirs
 from ..errors import SparseInstError
+from ._options import add_quiet_argument
 
 # what convert writes into --out: a folder that already holds any of them is never written to
 _WRITTEN = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--card", action="store_true", help="also write a README.md model card")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_quiet_argument(parser)
 
 
 def _check_target(out: str) -> None:
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     if args.json:
         print(json.dumps({**report.to_dict(), "out": str(Path(args.out))}, indent=2))
-    else:
+    elif not args.quiet:
         print(report)
         print(f"written:      {Path(args.out) / 'model.safetensors'}, {Path(args.out) / 'config.json'}")
         print(f"load it with: sparseinst_zoo.from_pretrained({str(Path(args.out))!r})")

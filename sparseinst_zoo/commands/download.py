@@ -20,6 +20,7 @@ from .._cache import cache_root, original_path
 from .._registry import list_pretrained
 from ..errors import SparseInstError
 from ._model import cli_overlay
+from ._options import add_quiet_argument
 
 HELP = "download pretrained weights into the cache (Hub or original release) and print their origin and sha256"
 _DROP = {"hub": {"url": None, "google_drive_id": None}, "original": {"hf_hub_id": None}}
@@ -50,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object per model on stdout (failures go to stderr)"
     )
+    add_quiet_argument(parser)
 
 
 def download_one(name: str, source: str | None, cache_dir: str | None, keep_original: bool) -> dict[str, Any]:
@@ -98,11 +100,12 @@ def run(args: argparse.Namespace) -> int:
             continue
         if args.json:
             print(json.dumps(info))
+        if args.json or args.quiet:
             continue
         print(f"{info['model']}: {info['origin']}\n  {info['path']} ({info['size']:,} bytes, sha256 {info['sha256']})")
         if info.get("original_sha256"):
             print(f"  original release: {info['original_size']:,} bytes, sha256 {info['original_sha256']}")
-    if not args.json:  # stdout stays JSON lines with --json (each line holds its path)
+    if not args.json and not args.quiet:  # stdout stays JSON lines with --json (each line holds its path)
         print(f"cache: {cache_root(args.cache_dir)}")
     if failed and len(names) > 1:
         print(f"sparseinst download: {failed} of {len(names)} model(s) failed", file=sys.stderr)

@@ -25,7 +25,7 @@ from typing import Any
 from .._io import free_path, staged_path
 from ..errors import SparseInstError
 from ._model import add_model_arguments, load_cli_model
-from ._options import add_mask_threshold_argument
+from ._options import add_mask_threshold_argument, add_precision_argument, add_quiet_argument
 
 HELP = (
     "export a model to ONNX (normalisation inside, exact pyramid pooling, DCN as DeformConv), OpenVINO (from that "
@@ -72,8 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--opset", type=int, default=None, help="ONNX opset, >= 18 (default: 19; DCN models need >= 19)"
     )
-    parser.add_argument(
-        "--half", action="store_true", help="--format onnx: float16 weights and activations, for GPU runtimes"
+    add_precision_argument(  # --half: its deprecated alias, a switch meaning fp16
+        parser,
+        choices=("fp32", "fp16"),
+        alias_means="fp16",
+        default_help="fp32; --format onnx: fp16 is float16 weights and activations, for GPU runtimes",
     )
     parser.add_argument(
         "--with-postprocess",
@@ -88,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-verify", action="store_true", help="skip the runtime-vs-PyTorch check on a random batch after the export"
     )
+    add_quiet_argument(parser)
 
 
 def _fixed_size(args: argparse.Namespace) -> tuple[int, int] | None:
@@ -149,9 +153,10 @@ def _verify(args: argparse.Namespace, model: Any, staged: str, out: str, size: t
                 f"(max abs difference: {_summary(differences)})"
             )
         return lines
-    tolerance = HALF_TOLERANCE if args.half else EXACT_TOLERANCE
+    half = args.precision == "fp16"
+    tolerance = HALF_TOLERANCE if half else EXACT_TOLERANCE
     differences = verify_onnx(model, staged, height, width, tolerance=tolerance, raise_on_mismatch=True, source=source)
-    versus = "float32 PyTorch (float16 graph)" if args.half else "PyTorch"
+    versus = "float32 PyTorch (float16 graph)" if half else "PyTorch"
     return [f"onnxruntime matches {versus} at {height}x{width} (max abs difference: {_summary(differences)})"]
 
 
@@ -182,7 +187,7 @@ def _export(args: argparse.Namespace, model: Any, path: str, size: tuple[int, in
     if args.format == "openvino":
         export_openvino(model, path, *size, **options)
     else:
-        export_onnx(model, path, *size, opset=args.opset or DEFAULT_OPSET, half=args.half, **options)
+        export_onnx(model, path, *size, opset=args.opset or DEFAULT_OPSET, half=args.precision == "fp16", **options)
 
 
 def _companions(export_format: str) -> tuple[str, ...]:
@@ -201,8 +206,8 @@ def _written(path: str, companions: tuple[str, ...]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Build the model, export it, verify it, move it into place and print a summary. Returns 0."""
-    if args.format != "onnx" and (args.opset is not None or args.half):
-        raise SparseInstError("--opset and --half apply to --format onnx only")
+    if args.format != "onnx" and (args.opset is not None or args.precision != "fp32"):
+        raise SparseInstError("--opset and --precision fp16 apply to --format onnx only")
     out = _output_path(args)
     if args.out is not None and os.path.abspath(out) != os.path.abspath(os.path.expanduser(args.out)):
         print(f"{args.out} exists; writing {out} instead")
@@ -220,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - start
         mib = sum(os.path.getsize(p) for p in _written(staged, companions)) / 2**20
         checks = [] if args.no_verify or args.format == "pt2" else _verify(args, model, staged, out, size)
+    if args.quiet:
+        return 0
     shape = "dynamic HxW (multiples of 32)" if dynamic else f"{size[0]}x{size[1]}"
     print(f"wrote {' + '.join(_written(out, companions))} ({mib:.1f} MiB, input {shape}) in {seconds:.1f} s")
     for line in checks:

@@ -28,6 +28,7 @@ from ._options import (
     add_mask_threshold_argument,
     add_max_detections_argument,
     add_precision_argument,
+    add_quiet_argument,
     add_resize_arguments,
     add_score_threshold_argument,
     add_speed_arguments,
@@ -80,9 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the plain eager model (default: the exact fast path, BatchNorms folded, NHWC)",
     )
-    parser.add_argument(
-        "--quiet", action="store_true", help="no per-image lines, progress bar or summary (warnings and errors only)"
-    )
+    add_quiet_argument(parser)  # also no per-image lines and no summary
     add_speed_arguments(parser, fold_and_nhwc_by_default=True)
     _allow_sources_after_options(parser)
 
@@ -176,7 +175,7 @@ def _predictor(args: argparse.Namespace, options: dict[str, Any], on_skip: Any) 
         return create_predictor(args.model, on_skip=on_skip, **exported)
     if world_size() > 1 and args.weights == "random" and not args.checkpoint:
         torch.manual_seed(0)  # one random model on every rank, so the shares are predicted alike
-    model = load_cli_model(args.model, args.weights, args.checkpoint, args.quiet or rank() > 0)
+    model = load_cli_model(args.model, args.weights, args.checkpoint, quiet=rank() > 0)  # a warning: not --quiet's
     device = select_device(args.device, local_rank=local_rank())
     return Predictor(model, device=device, on_skip=on_skip, **options)
 

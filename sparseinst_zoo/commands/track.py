@@ -21,6 +21,7 @@ from ._options import (
     add_device_argument,
     add_mask_threshold_argument,
     add_max_detections_argument,
+    add_quiet_argument,
     add_score_threshold_argument,
     fraction,
     non_negative_int,
@@ -99,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_max_detections_argument(parser)
     add_device_argument(parser)
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlays (e.g. JSON only)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     require_byte_track()  # before the model is built (a MissingDependency: one line)
     flat = flatten_sources(args.sources)  # a typo in a path fails before the model is built
-    model = load_cli_model(args.model, args.weights, args.checkpoint, args.quiet)
+    model = load_cli_model(args.model, args.weights, args.checkpoint)  # its random-weights warning shows with --quiet
     device = select_device(args.device)
     frames = track(
         model,

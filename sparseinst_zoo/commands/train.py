@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import SparseInstError
 from ..training.config import TrainConfig
-from ._options import add_device_argument, add_precision_argument, show_bar
+from ._options import add_device_argument, add_precision_argument, add_quiet_argument, show_bar
 
 HELP = "fine-tune or train a model on a data.yaml or COCO dataset (mixed precision, EMA, resume, DDP via torchrun)"
 
@@ -100,6 +100,7 @@ def _add_shared_options(groups: dict[str, argparse._ArgumentGroup]) -> None:
     # an argument group takes add_argument like the parser it belongs to
     add_precision_argument(typing.cast(argparse.ArgumentParser, groups["optimisation"]), aliases=("--amp",))
     add_device_argument(typing.cast(argparse.ArgumentParser, groups["run"]))
+    add_quiet_argument(typing.cast(argparse.ArgumentParser, groups["run"]))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +129,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig | dict[str, Any]:
     resume are used, any other given with a value that differs from the checkpoint's is refused."""
     names = [spec.name for spec in dataclasses.fields(TrainConfig) if hasattr(args, spec.name)]
     if args.progress is None:
-        args.progress = show_bar()
+        args.progress = show_bar(args.quiet)
     if args.resume:
         return {name: getattr(args, name) for name in names}
     coco_flags = ["--" + name.replace("_", "-") for name in _COCO_FIELDS if getattr(args, name)]
@@ -148,12 +149,12 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import METRIC_KEYS
     from ..training.engine import Trainer
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     config = config_from_args(args)
     trainer = Trainer(config) if isinstance(config, TrainConfig) else Trainer(resume=args.resume, **config)
     with process_group_from_env(trainer.config.device):  # held past train(), so that only rank 0 prints below
         summary = trainer.train()
-        if rank() != 0:
+        if rank() != 0 or args.quiet:
             return 0
     out = summary["out"]
     print(f"trained {summary['step']} iterations; final model: {out}/last")

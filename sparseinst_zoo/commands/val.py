@@ -1,10 +1,10 @@
 """``sparseinst val``: COCO mask AP of a model on a dataset (COCO JSON + images, or a data.yaml).
 
 Example:
-    $ sparseinst val runs/mydata/best --json val.json --images images/ --out metrics.json
+    $ sparseinst val runs/mydata/best --data val.json --images images/ --out metrics.json
     $ sparseinst val runs/mydata/best --data data.yaml --split val
     $ sparseinst val sparseinst_r50_giam --checkpoint sparse_inst_r50_giam.pth \
-        --json instances_val2017.json --images val2017/ --test-size 608
+        --data instances_val2017.json --images val2017/ --test-size 608
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from ..errors import SparseInstError
 from ._model import add_model_arguments, load_cli_model, refuse_weights_for_exported
 from ._options import (
     add_batch_size_argument,
+    add_deprecated_alias,
     add_device_argument,
     add_precision_argument,
+    add_quiet_argument,
     add_resize_arguments,
     add_workers_argument,
     show_bar,
@@ -36,16 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         default=None,
-        metavar="DATA.yaml",
-        help="dataset YAML (Ultralytics form: YOLO-format or COCO splits); instead of --json/--images",
+        metavar="DATA.yaml|ANNOTATIONS.json",
+        help="dataset YAML (Ultralytics form: YOLO-format or COCO splits), or a COCO instances JSON with --images",
     )
+    add_deprecated_alias(parser, "--json", "--data", dest="data")
     parser.add_argument(
-        "--split", default="val", choices=("train", "val", "test"), help="split of --data to evaluate (default: val)"
+        "--split", default="val", choices=("train", "val", "test"), help="split of a DATA.yaml (default: val)"
     )
-    parser.add_argument(
-        "--json", default=None, metavar="ANNOTATIONS.json", help="COCO instances JSON with the ground truth"
-    )
-    parser.add_argument("--images", default=None, metavar="FOLDER", help="image folder of --json")
+    parser.add_argument("--images", default=None, metavar="FOLDER", help="image folder of an ANNOTATIONS.json --data")
     parser.add_argument(
         "--out",
         default=None,
@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "faster", "pycocotools"),
         help="scoring library: faster-coco-eval when installed, else pycocotools (auto, the default), or force one",
     )
+    add_quiet_argument(parser)
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -80,13 +81,11 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def _data_arguments(args: argparse.Namespace) -> tuple[str, str | None]:
-    if args.data is not None:
-        if args.json or args.images:
-            raise SparseInstError("give either --data DATA.yaml or --json with --images, not both")
-        return args.data, None
-    if not args.json or not args.images:
-        raise SparseInstError("name the dataset: --data DATA.yaml, or --json ANNOTATIONS.json with --images FOLDER")
-    return args.json, args.images
+    if args.data is None:
+        raise SparseInstError("name the dataset: --data DATA.yaml, or --data ANNOTATIONS.json with --images FOLDER")
+    if args.images is not None and args.data.lower().endswith((".yaml", ".yml")):
+        raise SparseInstError(f"--images goes with a COCO JSON --data; {args.data} names its own images: drop --images")
+    return args.data, args.images
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,7 +126,7 @@ def _evaluate(args: argparse.Namespace, data: str, images: str | None) -> int:
         device=device,
         precision=args.precision,
         workers=args.workers,
-        progress=show_bar(),
+        progress=show_bar(args.quiet or rank() > 0),
         backend=args.coco_eval,
     )
     if rank() != 0:
@@ -136,5 +135,7 @@ def _evaluate(args: argparse.Namespace, data: str, images: str | None) -> int:
     if metrics["AP"] is None:
         print("no ground truth to measure: every metric is undefined (see the warning above)")
     if args.out is not None:
-        print(f"wrote {write_metrics(args.out, metrics)}")
+        written = write_metrics(args.out, metrics)  # a taken name is a warning of its own, shown with --quiet too
+        if not args.quiet:
+            print(f"wrote {written}")
     return 0

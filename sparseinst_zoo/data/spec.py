@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ..errors import DataError
+from ..errors import Argument, DataError
 from .coco import CocoInstances, parse_integer
 from .instances import InstanceSet
 from .yolo import YoloInstances
@@ -256,5 +256,9 @@ def load_instances(
             raise DataError(f"{os.fspath(data)} is a dataset YAML file: it names its own image folders, drop images")
         return build_dataset(load_dataset_spec(data), split, keep_crowd=keep_crowd)
     if images is None:
-        raise DataError(f"{os.fspath(data)} is a COCO JSON file: also give its image folder (images= / --images)")
+        raise DataError.naming(
+            "{data} is a COCO JSON file: also give its image folder ({images})",
+            data=os.fspath(data),
+            images=Argument("images"),
+        )
     return CocoInstances(data, images, keep_crowd=keep_crowd)

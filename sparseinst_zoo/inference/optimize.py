@@ -38,7 +38,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBN
 
-from ..errors import SparseInstError
+from ..errors import Argument, SparseInstError
 from ..models._hub_mixin import PredictMixin
 from .precision import autocast_dtype, parse_precision
 
@@ -56,6 +56,7 @@ _logger = logging.getLogger("sparseinst_zoo")
 COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # torch.compile modes that already capture CUDA graphs themselves (inductor's cudagraph trees).
 _COMPILE_MODES_WITH_CUDA_GRAPHS = ("reduce-overhead", "max-autotune")
+_CUDA_GRAPHS = Argument("cuda_graphs", True)
 DEFAULT_BATCH_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 try:  # timm's own frozen BN (+ activation) layers; timm.layers.freeze_batch_norm_2d produces torchvision's FrozenBN
@@ -499,15 +500,21 @@ def optimize_for_inference(
     compile_mode = resolve_compile_mode(compile)
     if cuda_graphs:
         if device.type != "cuda":
-            raise SparseInstError(
-                f"cuda_graphs=True needs a CUDA device, but the model is on {device}; "
-                "move it with model.to('cuda') (or pass device='cuda'), or drop cuda_graphs / "
-                "--cuda-graphs"
+            raise SparseInstError.naming(
+                "{cuda_graphs} needs a CUDA device, but the model is on {device}; run it on CUDA ({cuda}), or drop "
+                "{cuda_graphs}",
+                cuda_graphs=_CUDA_GRAPHS,
+                device=device,
+                cuda=Argument("device", "cuda"),
             )
         if compile_mode in _COMPILE_MODES_WITH_CUDA_GRAPHS:
-            raise SparseInstError(
-                f"compile mode {compile_mode!r} already captures CUDA graphs; with cuda_graphs=True "
-                "use compile='max-autotune-no-cudagraphs' or 'default' (or drop cuda_graphs)"
+            raise SparseInstError.naming(
+                "compile mode {mode!r} already captures CUDA graphs; with {cuda_graphs} use {no_graphs} or {default} "
+                "(or drop {cuda_graphs})",
+                mode=compile_mode,
+                cuda_graphs=_CUDA_GRAPHS,
+                no_graphs=Argument("compile", "max-autotune-no-cudagraphs"),
+                default=Argument("compile", "default"),
             )
     if cudnn_benchmark and device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -29,7 +29,7 @@ import torch
 
 from .._checkpoint import refused_objects
 from .._io import atomic_save
-from ..errors import SparseInstError
+from ..errors import Argument, SparseInstError
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -136,9 +136,11 @@ def load_checkpoint(path: str) -> dict[str, Any]:
                 f"{path} is not a training checkpoint (it is not a torch file); resume from the "
                 "checkpoints/last.pt that `sparseinst train` wrote"
             ) from None
-        raise SparseInstError(
-            f"{objects}: it is not a weights-only training checkpoint of sparseinst-zoo; resume from the "
-            "checkpoints/last.pt that `sparseinst train` wrote, or start from weights with --checkpoint"
+        raise SparseInstError.naming(
+            "{objects}: it is not a weights-only training checkpoint of sparseinst-zoo; resume from the "
+            "checkpoints/last.pt that training wrote, or start from weights with {checkpoint}",
+            objects=objects,
+            checkpoint=Argument("checkpoint"),
         ) from None
     except (RuntimeError, EOFError) as err:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -148,10 +150,13 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         ) from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
-        raise SparseInstError(
-            f"{path} is not a training checkpoint of `sparseinst train` (it has no "
-            f"{', '.join(map(repr, missing))}); to start from model weights use --checkpoint "
-            "instead of --resume"
+        raise SparseInstError.naming(
+            "{path} is not a training checkpoint of sparseinst-zoo (it has no {missing}); to start from model weights "
+            "use {checkpoint} instead of {resume}",
+            path=path,
+            missing=", ".join(map(repr, missing)),
+            checkpoint=Argument("checkpoint"),
+            resume=Argument("resume"),
         )
     try:
         json.loads(state["config"])

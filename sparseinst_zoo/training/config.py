@@ -32,7 +32,7 @@ import torch
 
 from .._device import select_device
 from ..data.augment import REFERENCE_MIN_SIZES, AugmentConfig
-from ..errors import SparseInstError
+from ..errors import Argument, SparseInstError
 from ..inference.precision import PRECISIONS, parse_precision
 
 __all__ = [
@@ -285,15 +285,21 @@ def check_resume_settings(saved: dict[str, Any], given: dict[str, Any], out: str
     """
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     device = given.get("device")
-    changed = []
+    changed: dict[str, Any] = {}  # field -> the Argument given, then the checkpoint's value
     for name, value in given.items():
         if name not in defaults or name in _NOT_COMPARED_ON_RESUME or value == defaults[name]:
             continue
         if _comparable(name, value, device) != _comparable(name, saved.get(name, defaults[name]), device):
-            changed.append(f"{name}={value!r} (the checkpoint has {saved.get(name, defaults[name])!r})")
+            index = len(changed) // 2
+            changed[f"given{index}"] = Argument(name, value)
+            changed[f"saved{index}"] = repr(saved.get(name, defaults[name]))
     if changed:
-        was, it = ("was", "it") if len(changed) == 1 else ("were", "them")
-        raise SparseInstError(
-            f"a resumed run keeps the settings of its checkpoint, but {', '.join(changed)} {was} given; drop {it} "
-            f"to continue the run, or start a new run from its weights (--checkpoint {os.path.join(out, 'last')})"
+        count = len(changed) // 2
+        was, it = ("was", "it") if count == 1 else ("were", "them")
+        listed = ", ".join(f"{{given{i}}} (the checkpoint has {{saved{i}}})" for i in range(count))
+        raise SparseInstError.naming(
+            f"a resumed run keeps the settings of its checkpoint, but {listed} {was} given; drop {it} to continue the "
+            "run, or start a new run from its weights ({checkpoint})",
+            checkpoint=Argument("checkpoint", os.path.join(out, "last")),
+            **changed,
         )

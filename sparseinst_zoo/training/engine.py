@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from .._distributed import rank as current_rank
 from .._io import atomic_write_json
 from ..data import CocoInstances, Collator, InstanceDataset, InstanceSet, TrainSampler, build_dataset, load_dataset_spec
 from ..data.augment import Augmentation, AugmentConfig
-from ..errors import SparseInstError, TrainingDiverged
+from ..errors import Argument, SparseInstError, TrainingDiverged, caller_words, on_command_line
 from ..evaluation import METRIC_KEYS, evaluate
 from ..inference.precision import PRECISIONS
 from ..models.sparseinst import SparseInst
@@ -90,10 +91,16 @@ def _resume_folder(checkpoint: str, out: str) -> str:
         out = own_run
     own = os.path.join(out, CHECKPOINT_NAME)
     if holds_run(out) and not (os.path.isfile(own) and os.path.samefile(own, checkpoint)):
-        where = f" with --out {own_run}" if own_run is not None else ""
-        raise SparseInstError(
-            f"{out} holds another run (its {CHECKPOINT_NAME} is not {checkpoint}); resume into the checkpoint's own "
-            f"run{where}, or give an --out that holds no run"
+        where = " with {own}" if own_run is not None else ""
+        raise SparseInstError.naming(
+            "{held} holds another run (its {name} is not {checkpoint}); resume into the checkpoint's own run"
+            + where
+            + ", or give an {out} that holds no run",
+            held=out,
+            name=CHECKPOINT_NAME,
+            checkpoint=checkpoint,
+            own=Argument("out", own_run),
+            out=Argument("out"),
         )
     return out
 
@@ -213,9 +220,12 @@ class Trainer:
         cfg = self.config
         num_classes = cfg.num_classes or train_set.num_classes
         if num_classes != train_set.num_classes:  # label i is the i-th category: other counts can't be trained/scored
-            raise SparseInstError(
-                f"num_classes={num_classes} but {train_set.source} has {train_set.num_classes} categories; "
-                "leave --num-classes out to use the dataset's count"
+            raise SparseInstError.naming(
+                "{given} but {source} has {count} categories; leave {num_classes} out to use the dataset's count",
+                given=Argument("num_classes", num_classes),
+                source=train_set.source,
+                count=train_set.num_classes,
+                num_classes=Argument("num_classes"),
             )
         assert cfg.model is not None  # filled in by resolve_defaults
         kwargs: dict[str, Any] = {"num_classes": num_classes}
@@ -227,9 +237,16 @@ class Trainer:
         if random_init and cfg.pretrained_backbone:
             kwargs["pretrained_backbone"] = True
         elif random_init and current_rank() == 0:
+            message = "training {model} from random initialisation (no {pretrained}, {checkpoint} or {backbone})"
             _logger.warning(
-                "training %s from random initialisation (no --pretrained, --checkpoint or --pretrained-backbone)",
-                cfg.model,
+                "%s",
+                caller_words(
+                    message,
+                    model=cfg.model,
+                    pretrained=Argument("pretrained", True),
+                    checkpoint=Argument("checkpoint"),
+                    backbone=Argument("pretrained_backbone", True),
+                ),
             )
         # a failed ImageNet-weights download says what to do (models/backbones.py)
         built = _factory.create_model(
@@ -382,9 +399,13 @@ class Trainer:
             return
         last = os.path.join(self.config.out, "last")
         if os.path.isfile(os.path.join(last, WEIGHTS_NAME)):
-            raise SparseInstError(
-                f"{self.resume_path} is the end of a finished run (step {int(self.resume_state['step'])} of "
-                f"{max_iters}): nothing to resume; to train on, start a new run from its weights (--checkpoint {last})"
+            raise SparseInstError.naming(
+                "{path} is the end of a finished run (step {step} of {max_iters}): nothing to resume; to train on, "
+                "start a new run from its weights ({checkpoint})",
+                path=self.resume_path,
+                step=int(self.resume_state["step"]),
+                max_iters=max_iters,
+                checkpoint=Argument("checkpoint", last),
             )
 
     def _restore(self, model: nn.Module, opt: _Optimisation) -> tuple[int, float]:
@@ -405,8 +426,10 @@ class Trainer:
     # -- checkpoints and saved models ----------------------------------------------------------------------------
     @property
     def resume_command(self) -> str:
-        """The command that continues this run from its last checkpoint."""
-        return f"sparseinst train --resume --out {self.config.out}"
+        """The command (called from Python: the call) that continues this run from its last checkpoint."""
+        if on_command_line():
+            return f"sparseinst train --resume --out {shlex.quote(self.config.out)}"
+        return f"sparseinst_zoo.train(resume=True, out={self.config.out!r})"
 
     def _restore_progress(self, run: _Run, device: torch.device) -> None:
         """The checkpoint's log window (steps since the last log line) and metrics, so the log and summary go on
@@ -462,12 +485,23 @@ class Trainer:
     def _diverged(self, run: _Run, what: str, values: str) -> TrainingDiverged:
         ckpt = os.path.join(self.config.out, CHECKPOINT_NAME)
         where = (
-            f"the last good checkpoint is {ckpt} (step {run.last_saved}); resume from it with --resume after "
-            "lowering --lr, adding --clip-grad or using --precision fp32"
+            "the last good checkpoint is {ckpt} (step {saved}); resume from it with {resume} after lowering {lr}, "
+            "adding {clip_grad} or using {fp32}"
             if run.last_saved is not None
-            else "no checkpoint was written yet; lower --lr or add --clip-grad"
+            else "no checkpoint was written yet; lower {lr} or add {clip_grad}"
         )
-        return TrainingDiverged(f"training stopped: {what} at step {run.step + 1} ({values}); {where}")
+        return TrainingDiverged.naming(
+            "training stopped: {what} at step {step} ({values}); " + where,
+            what=what,
+            step=run.step + 1,
+            values=values,
+            ckpt=ckpt,
+            saved=run.last_saved,
+            resume=Argument("resume", True),
+            lr=Argument("lr"),
+            clip_grad=Argument("clip_grad"),
+            fp32=Argument("precision", "fp32"),
+        )
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -609,8 +643,7 @@ class Trainer:
             )
         else:
             _logger.warning(
-                "interrupted at step %d; to continue from the last checkpoint (step %d, %s) run `%s` "
-                "(Python: Trainer(resume=True, out=...))",
+                "interrupted at step %d; to continue from the last checkpoint (step %d, %s) run `%s`",
                 run.step,
                 run.last_saved,
                 os.path.join(self.config.out, CHECKPOINT_NAME),

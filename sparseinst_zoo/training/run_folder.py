@@ -22,12 +22,14 @@ import os
 import shutil
 
 from .._io import make_dirs, next_run_dir, remove_empty_dirs
+from ..errors import Argument, caller_words
 from .checkpoint import CHECKPOINT_NAME
 from .metrics_log import tensorboard_folder
 
 __all__ = ["RUN_MARKERS", "holds_run", "claim_run_folder", "discard_unstarted_run", "TRAIN_CONFIG_NAME", "METRICS_NAME"]
 
 _logger = logging.getLogger("sparseinst_zoo")
+_EXIST_OK = Argument("exist_ok", True)
 TRAIN_CONFIG_NAME = "train_config.json"
 METRICS_NAME = "metrics.jsonl"
 RUN_MARKERS = (TRAIN_CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, "best", "last", "results.png")
@@ -76,7 +78,12 @@ def claim_run_folder(out: str, exist_ok: bool) -> tuple[str, list[str]]:
     """
     if exist_ok:
         if holds_run(out):
-            _logger.warning("%s holds a previous run; its results are replaced (exist_ok)", out)
+            _logger.warning(
+                "%s",
+                caller_words(
+                    "{out} holds a previous run; its results are replaced ({exist_ok})", out=out, exist_ok=_EXIST_OK
+                ),
+            )
             _clear_previous_outputs(out)
         return out, make_dirs(out)
     while True:  # a name another run reserved between the check and the reservation sends this one further
@@ -85,11 +92,12 @@ def claim_run_folder(out: str, exist_ok: bool) -> tuple[str, list[str]]:
         if created is not None:
             break
     if chosen != out:
+        message = (
+            "{out} holds a previous run, so this one writes to {chosen} "
+            "({exist_ok} reuses {out}, {resume} continues it)"
+        )
         _logger.warning(
-            "%s holds a previous run, so this one writes to %s (--exist-ok reuses %s, --resume continues it)",
-            out,
-            chosen,
-            out,
+            "%s", caller_words(message, out=out, chosen=chosen, exist_ok=_EXIST_OK, resume=Argument("resume", True))
         )
     return chosen, created
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import SparseInstError
+from ...errors import Argument, SparseInstError
 from .metadata import ExportMetadata
 
 __all__ = ["Backend", "ExportedBackend", "check_model_file"]
@@ -95,9 +95,13 @@ class ExportedBackend(nn.Module):
         if size is not None:
             height, width = batch.shape[-2:]
             if height > size[0] or width > size[1]:
-                raise SparseInstError(
-                    f"a {height}x{width} batch does not fit the {size[0]}x{size[1]} input of this exported model; "
-                    "export with a larger size or --dynamic"
+                raise SparseInstError.naming(
+                    "a {height}x{width} batch does not fit the {fixed} input of this exported model; export with a "
+                    "larger size or {dynamic}",
+                    height=height,
+                    width=width,
+                    fixed=f"{size[0]}x{size[1]}",
+                    dynamic=Argument("dynamic", True),
                 )
             batch = F.pad(batch, (0, size[1] - width, 0, size[0] - height))
         outputs = self.run(self.pixels(batch))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ...errors import SparseInstError
+from ...errors import Argument, SparseInstError, Words
 from ..precision import PrecisionLike, parse_precision
 from ..predictor import Predictor
 from ..results import Results
@@ -30,6 +30,9 @@ from ..transforms import get_output_shape
 from .base import ExportedBackend, check_model_file
 from .onnxruntime import OnnxRuntimeBackend
 from .openvino import OpenVinoBackend
+
+# float16 at export time: export_onnx(half=True), or `sparseinst export --precision fp16`
+FP16_EXPORT = Words("half=True", "--precision fp16")
 
 __all__ = [
     "BACKENDS",
@@ -121,7 +124,9 @@ def load_backend(
             "openvino runs .onnx and .xml files"
         )
     if parse_precision(precision) != "fp32":  # fp32 in any spelling is what an onnxruntime graph runs at
-        raise SparseInstError("onnxruntime runs the precision of the graph; export with --half for float16")
+        raise SparseInstError.naming(
+            "onnxruntime runs the precision of the graph; export with {fp16} for float16", fp16=FP16_EXPORT
+        )
     return OnnxRuntimeBackend.from_path(path, providers, num_threads)
 
 
@@ -147,15 +152,19 @@ class ExportedPredictor(Predictor):
         options["precision"] = parse_precision(options["precision"])  # fp32 in any spelling is what the file runs
         for unsupported, value in options.items():
             if value not in (None, False, "fp32"):
-                raise SparseInstError(
-                    f"an exported model has no {unsupported!r} option: its runtime fixes device and precision "
-                    "(export with half=True for float16, or pick the OpenVINO precision when loading it)"
+                raise SparseInstError.naming(
+                    "an exported model has no {unsupported!r} option: its runtime fixes device and precision "
+                    "(export with {fp16} for float16, or pick the OpenVINO precision when loading it)",
+                    unsupported=unsupported,
+                    fp16=FP16_EXPORT,
                 )
         if backend.metadata.outputs != "raw":
-            raise SparseInstError(
-                f"this {backend.runtime} model was exported with postprocessing inside the graph (outputs "
-                f"{list(backend.metadata.output_names)}); the predictor needs the raw heads: export again without "
-                "--with-postprocess"
+            raise SparseInstError.naming(
+                "this {runtime} model was exported with postprocessing inside the graph (outputs {outputs}); the "
+                "predictor needs the raw heads: export again without {with_postprocess}",
+                runtime=backend.runtime,
+                outputs=list(backend.metadata.output_names),
+                with_postprocess=Argument("with_postprocess"),
             )
         self.backend = backend
         self.metadata = backend.metadata

@@ -292,7 +292,7 @@ def _check_classes(model: nn.Module, dataset: InstanceSet) -> None:
     model_names = tuple(getattr(model, "label_names", ()) or ())
     if model_names and model_names != dataset.label_names:
         _logger.warning(
-            "the model's classes %s differ from the categories of %s %s; predicted label i is scored "
+            "the model's classes [%s] differ from the categories of %s [%s]; predicted label i is scored "
             "as the dataset's i-th category",
             listed(map(repr, model_names), shown=6),
             dataset.source,

@@ -317,5 +317,5 @@ def test_val_names_a_long_class_mismatch_in_a_short_line(tmp_path, caplog):
     model = types.SimpleNamespace(num_classes=80, label_names=tuple(f"class_{i}" for i in range(80)))
     dataset = types.SimpleNamespace(num_classes=80, label_names=tuple(f"c{i}" for i in range(80)), source="gt.json")
     _check_classes(model, dataset)  # type: ignore[arg-type]
-    assert "'class_0', 'class_1', 'class_2', 'class_3', 'class_4', 'class_5' and 74 more" in caplog.text
+    assert "['class_0', 'class_1', 'class_2', 'class_3', 'class_4', 'class_5' and 74 more]" in caplog.text
     assert "class_6" not in caplog.text and len(caplog.text) < 400

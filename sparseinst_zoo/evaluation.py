@@ -33,7 +33,7 @@ from .data.instances import ImageRecord, InstanceSet, segmentation_area
 from .data.spec import load_instances
 from .errors import Argument, DataError, MissingDependency, SparseInstError, install_hint
 from .inference.backends import create_predictor, is_exported_model
-from .inference.precision import PrecisionLike, parse_precision
+from .inference.precision import PrecisionLike, parse_precision, precision_from_alias
 from .inference.predictor import Predictor
 
 __all__ = [
@@ -383,7 +383,8 @@ def evaluate(
         >>> round(metrics["AP"], 1), sorted(metrics)[:3]  # doctest: +SKIP
         (61.3, ['AP', 'AP50', 'AP75'])
     """
-    precision = _merge_precision(precision, half)
+    precision = precision_from_alias(precision, half, "evaluate")
+    parse_precision(precision)  # checked here; the predictor resolves it on its device
     scorer = resolve_backend(backend)  # fail before predicting when the backend is missing
     if out is not None:
         check_metrics_path(out)
@@ -424,15 +425,3 @@ def evaluate(
         metrics = box[0]
     assert metrics is not None
     return metrics
-
-
-def _merge_precision(precision: PrecisionLike, half: PrecisionLike) -> PrecisionLike:
-    """``precision``, or the deprecated ``half`` alias (checked here; the predictor resolves it on its device)."""
-    if half is not None:
-        warnings.warn("evaluate(half=...) is deprecated; use precision=", FutureWarning, stacklevel=3)
-        if precision is not None:
-            raise SparseInstError("pass precision= only (half= is its deprecated alias)")
-        parse_precision(half, name="half")
-        return half
-    parse_precision(precision)
-    return precision

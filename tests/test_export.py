@@ -430,9 +430,28 @@ def test_create_predictor_runs_an_onnx_file_like_model_predict(giam_dynamic):
     for fp32 in ("float32", "FP32"):
         assert create_predictor(path, precision=fp32).backend.runtime == "onnxruntime"
         assert OnnxPredictor(path, precision=fp32).input_size is None
-    with pytest.raises(sparseinst_zoo.errors.SparseInstError, match="export with half=True for float16") as caught:
+    with pytest.raises(SparseInstError, match="export with precision='fp16' for float16") as caught:
         create_predictor(path, precision="fp16")
     assert "export with --precision fp16 for float16" in caught.value.cli_message  # the CLI's words
+
+
+def test_python_export_takes_the_precision_vocabulary_and_half_as_its_deprecated_alias(tmp_path):
+    """export_onnx(precision='fp16') as `sparseinst export --precision fp16`; half=True still works, with a warning."""
+    from sparseinst_zoo.export import export_openvino
+
+    model = tiny()
+    path = export_onnx(model, tmp_path / "fp16.onnx", 64, 64, precision="fp16")
+    assert read_onnx_metadata(path).half
+    with pytest.warns(FutureWarning, match=r"export_onnx\(half=...\) is deprecated; use precision="):
+        assert read_onnx_metadata(export_onnx(model, tmp_path / "half.onnx", 64, 64, half=True)).half
+    assert not read_onnx_metadata(export_onnx(model, tmp_path / "fp32.onnx", 64, 64, precision="float32")).half
+    with pytest.raises(SparseInstError, match="an ONNX export is fp32 or fp16"):
+        export_onnx(model, tmp_path / "bf16.onnx", 64, 64, precision="bf16")
+    with pytest.raises(SparseInstError, match="pass precision= only to export_onnx"), pytest.warns(FutureWarning):
+        export_onnx(model, tmp_path / "both.onnx", 64, 64, precision="fp16", half=True)
+    with pytest.raises(SparseInstError, match="OpenVINO picks the precision"):
+        export_openvino(model, tmp_path / "fp16.xml", 64, 64, precision="fp16")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp16.onnx", "fp32.onnx", "half.onnx"]
 
 
 def test_onnx_predictor_rejects_bad_files(tmp_path):

@@ -417,10 +417,12 @@ def test_an_unknown_predict_option_names_ours(tiny_model, rgb_image, typed, ours
 
 
 def test_half_is_a_deprecated_alias_of_precision(tiny_model, rgb_image):
-    with pytest.warns(DeprecationWarning, match="precision="):
+    with pytest.warns(FutureWarning, match=r"Predictor\(half=...\) is deprecated; use precision="):
         old = Predictor(tiny_model, half="bf16", score_threshold=0.0)
     assert old.precision == Predictor(tiny_model, precision="bf16").precision == "bf16"
-    with pytest.raises(ValueError, match="precision= only"), pytest.warns(DeprecationWarning):
+    with pytest.warns(FutureWarning):  # half=False too: the spelling is what is deprecated
+        assert Predictor(tiny_model, half=False).precision == "fp32"
+    with pytest.raises(ValueError, match="precision= only"), pytest.warns(FutureWarning):
         Predictor(tiny_model, half="bf16", precision="fp16")
 
 

@@ -187,7 +187,7 @@ def _export(args: argparse.Namespace, model: Any, path: str, size: tuple[int, in
     if args.format == "openvino":
         export_openvino(model, path, *size, **options)
     else:
-        export_onnx(model, path, *size, opset=args.opset or DEFAULT_OPSET, half=args.precision == "fp16", **options)
+        export_onnx(model, path, *size, opset=args.opset or DEFAULT_OPSET, precision=args.precision, **options)
 
 
 def _companions(export_format: str) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from torch import nn
 from .._io import staged_path
 from ..errors import MissingDependency, SparseInstError, install_hint
 from ..inference.backends.metadata import INPUT_NAME, POSTPROCESSED_OUTPUTS, RAW_OUTPUTS, InputDtype, build_metadata
+from ..inference.precision import PrecisionLike, parse_precision, precision_from_alias
 from .verify import EXACT_TOLERANCE, HALF_TOLERANCE, verify_onnx
 from .wrapper import (
     EXAMPLE_BATCH,
@@ -137,6 +138,17 @@ def _onnx_program(wrapper: nn.Module, example: torch.Tensor, opset: int, names: 
         ) from err
 
 
+def _float16_graph(precision: PrecisionLike) -> bool:
+    """Whether an ONNX export at ``precision`` is a float16 graph (bf16 refused: onnxruntime runs none)."""
+    name = parse_precision(precision, device="cuda")  # True/'auto': the 16-bit type of the GPU runtimes, fp16
+    if name == "bf16":
+        raise SparseInstError(
+            "an ONNX export is fp32 or fp16 (its runtimes run no bfloat16 graph); for bfloat16 on a CPU export fp32 "
+            "to OpenVINO and load it with precision='bf16'"
+        )
+    return name == "fp16"
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -145,7 +157,8 @@ def export_onnx(
     *,
     dynamic: bool | None = None,
     opset: int = DEFAULT_OPSET,
-    half: bool = False,
+    precision: PrecisionLike = None,
+    half: bool | None = None,
     with_postprocess: bool = False,
     mask_threshold: float = 0.45,
     input_dtype: InputDtype = "float32",
@@ -163,7 +176,9 @@ def export_onnx(
             dimension is always dynamic. Prefer it: a fixed size pads every image to it, and SparseInst's outputs
             depend on the padding (the activation maps are normalised over every position).
         opset: ONNX opset, >= 18 (>= 19 for the DCN variants, whose deformable convs become ``DeformConv``).
-        half: float16 weights and activations (for GPU runtimes; inputs/outputs stay float32/uint8).
+        precision: ``'fp32'`` (default, exact) or ``'fp16'``: float16 weights and activations, for GPU runtimes
+            (inputs/outputs stay float32/uint8; ``True``/``'auto'`` mean fp16 here). ONNX has no bfloat16 path:
+            export fp32 to OpenVINO for bfloat16 on a CPU. ``half=True`` is the deprecated spelling of ``'fp16'``.
         with_postprocess: output ``scores`` (B, N), ``labels`` (B, N) int64 and ``masks`` (B, N, H, W) probabilities
             instead of the raw heads (see :func:`~sparseinst_zoo.export.wrapper.postprocess_graph`).
         mask_threshold: rescoring threshold baked into a postprocessed graph.
@@ -182,6 +197,7 @@ def export_onnx(
         '/tmp/tiny.onnx'
     """
     check_model(model)
+    half = _float16_graph(precision_from_alias(precision, half, "export_onnx"))
     height, width, dynamic = export_shape(model, height, width, dynamic)
     opset = int(opset)
     _check_options(model, input_dtype, mask_threshold, opset)

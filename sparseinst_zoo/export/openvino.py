@@ -31,6 +31,7 @@ from ..inference.backends.openvino import (
     openvino_message,
     require_openvino,
 )
+from ..inference.precision import parse_precision
 from .onnx import export_onnx
 from .verify import BF16_TOLERANCE, EXACT_TOLERANCE, HALF_TOLERANCE, Tolerance, verify_export
 from .wrapper import check_model, export_shape, output_target
@@ -116,12 +117,12 @@ def export_openvino(
             before the files are moved into place (raises :class:`~sparseinst_zoo.export.verify.ExportMismatch`
             outside the tolerance, and writes nothing).
         **onnx_options: :func:`~sparseinst_zoo.export.onnx.export_onnx` options (``input_dtype``,
-            ``with_postprocess``, ``mask_threshold``, ``opset``); ``half`` is not one: OpenVINO picks the
+            ``with_postprocess``, ``mask_threshold``, ``opset``); ``precision`` is not one: OpenVINO picks the
             inference precision when it compiles.
     """
-    if onnx_options.get("half"):
+    if onnx_options.get("half") or parse_precision(onnx_options.get("precision")) != "fp32":
         raise SparseInstError(
-            "OpenVINO picks the precision when it compiles the model; export without half and "
+            "OpenVINO picks the precision when it compiles the model; export at fp32 and "
             "load it with precision='fp16' or 'bf16'"
         )
     require_openvino()

@@ -22,7 +22,15 @@ import torch
 
 from ..errors import SparseInstError
 
-__all__ = ["PRECISIONS", "PrecisionName", "PrecisionLike", "parse_precision", "autocast_dtype", "cpu_supports"]
+__all__ = [
+    "PRECISIONS",
+    "PrecisionName",
+    "PrecisionLike",
+    "parse_precision",
+    "precision_from_alias",
+    "autocast_dtype",
+    "cpu_supports",
+]
 
 PrecisionName: TypeAlias = Literal["fp32", "fp16", "bf16"]
 PrecisionLike: TypeAlias = "str | bool | None"
@@ -62,6 +70,29 @@ def parse_precision(value: PrecisionLike, device: torch.device | str = "cpu", na
     raise SparseInstError(
         f"{name} must be one of {tuple(PRECISIONS)} (or True/'auto' for the device's 16-bit type), got {value!r}"
     )
+
+
+def precision_from_alias(precision: PrecisionLike, half: PrecisionLike, caller: str) -> PrecisionLike:
+    """``precision``, or the deprecated ``half=`` alias of ``caller`` (with a FutureWarning); both at once is an error.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     precision_from_alias(None, "fp16", "evaluate"), str(caught[0].message)
+        ('fp16', "evaluate(half=...) is deprecated; use precision= ('fp32', 'fp16', 'bf16' or 'auto')")
+    """
+    if half is None:
+        return precision
+    warnings.warn(
+        f"{caller}(half=...) is deprecated; use precision= ('fp32', 'fp16', 'bf16' or 'auto')",
+        FutureWarning,
+        stacklevel=3,
+    )
+    if precision is not None:
+        raise SparseInstError(f"pass precision= only to {caller} (half= is its deprecated alias)")
+    parse_precision(half, name="half")
+    return half
 
 
 def cpu_supports(dtype: torch.dtype) -> bool:

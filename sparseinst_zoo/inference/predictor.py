@@ -15,7 +15,6 @@ import inspect
 import itertools
 import logging
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -31,7 +30,7 @@ from ..errors import DataError, SparseInstError, unknown_keywords_error
 from .network import OptimizeOption, inference_network, model_device, model_dtype
 from .optimize import OptimizedModel
 from .postprocess import postprocess
-from .precision import PRECISIONS, PrecisionLike, parse_precision
+from .precision import PRECISIONS, PrecisionLike, parse_precision, precision_from_alias
 from .results import Results, model_category_ids
 from .sharding import shard_sources
 from .sources import SourceItem, flatten_sources, has_video, iter_items, prefetch
@@ -47,16 +46,6 @@ _logger = logging.getLogger("sparseinst_zoo")
 
 def _log_skip(path: str, error: Exception) -> None:
     _logger.warning("skipped %s: %s", path, error)
-
-
-def _precision_from_alias(precision: PrecisionLike, half: PrecisionLike) -> PrecisionLike:
-    """``precision``, or the deprecated ``half`` (with a DeprecationWarning); both at once is an error."""
-    if half is None or half is False:  # False asks for the default (fp32): nothing to warn about
-        return precision
-    warnings.warn("half= is deprecated, use precision= ('fp16', 'bf16' or 'auto')", DeprecationWarning, stacklevel=3)
-    if precision is not None:
-        raise SparseInstError("pass precision= only (half= is its deprecated alias)")
-    return half
 
 
 class Predictor:
@@ -124,7 +113,7 @@ class Predictor:
         half: PrecisionLike = None,
     ) -> None:
         _check_options(model, score_threshold, mask_threshold, max_detections, batch_size, resize_backend)
-        precision = _precision_from_alias(precision, half)
+        precision = precision_from_alias(precision, half, "Predictor")
         cfg = getattr(model, "pretrained_cfg", None)
         # `is None`, not `or`: an explicit 0 is a mistake to report, not a request for the default
         self.min_size = int(getattr(cfg, "min_size", 640) if min_size is None else min_size)

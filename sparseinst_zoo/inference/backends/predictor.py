@@ -31,8 +31,8 @@ from .base import ExportedBackend, check_model_file
 from .onnxruntime import OnnxRuntimeBackend
 from .openvino import OpenVinoBackend
 
-# float16 at export time: export_onnx(half=True), or `sparseinst export --precision fp16`
-FP16_EXPORT = Words("half=True", "--precision fp16")
+# float16 at export time: export_onnx(precision='fp16'), or `sparseinst export --precision fp16`
+FP16_EXPORT = Words("precision='fp16'", "--precision fp16")
 
 __all__ = [
     "BACKENDS",

@@ -199,3 +199,15 @@ def test_an_interrupted_run_counts_its_label_files(confident_model, tmp_path, mo
     last = capsys.readouterr().err.splitlines()[-1]
     assert last.endswith(f"2 of 4 image(s) predicted; kept in {out}: 2 overlay(s), 2 label file(s)")
     assert sorted(p.name for p in (out / "labels").iterdir()) == ["p0.txt", "p1.txt"]
+
+
+def test_parts_too_far_apart_for_the_nearest_neighbour_candidates_are_joined_too():
+    """Two discs of many vertices: no vertex's nearest neighbours reach the other disc, the fallback bridges them."""
+    from sparseinst_zoo.data.instances import decode_segmentation
+    from sparseinst_zoo.inference.masks import mask_to_segment
+
+    rows, cols = np.mgrid[:60, :160]
+    mask = ((rows - 30) ** 2 + (cols - 30) ** 2 < 25**2) | ((rows - 30) ** 2 + (cols - 130) ** 2 < 20**2)
+    segment = mask_to_segment(mask)
+    back = decode_segmentation([segment.reshape(-1).tolist()], 60, 160).astype(bool)
+    np.testing.assert_array_equal(back, mask)

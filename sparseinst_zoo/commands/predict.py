@@ -1,4 +1,5 @@
-"""``sparseinst predict MODEL [SOURCE ...]``: overlay images (and COCO-style JSON) for images, folders, globs, videos.
+"""``sparseinst predict MODEL [SOURCE ...]``: overlay images (COCO-style JSON, YOLO label files) for images, folders,
+globs, videos.
 
 MODEL is a registered name (weights: ``--weights pretrained`` from the Hub, ``--checkpoint PATH`` from a local file,
 or ``--weights random``), ``hf-hub:org/repo``, or a folder written by ``save_pretrained`` / ``sparseinst convert``.
@@ -6,6 +7,7 @@ Without SOURCE the bundled sample photo is used.
 
 Example:
     $ sparseinst predict sparseinst_r50_giam --checkpoint model.safetensors photo.jpg --out out/ --save-json
+    $ sparseinst predict runs/train/best new_images/ --save-txt --save-conf --no-overlay  # pseudo-labels
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from ._options import (
 )
 from ._signals import terminate_as_interrupt
 
-HELP = "segment instances in images, folders, globs or videos; write overlay images and COCO-style JSON"
+HELP = "segment instances in images, folders, globs or videos; write overlays, COCO-style JSON or YOLO label files"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write DIR/predictions.json (COCO format: images, categories with the model's "
         "dataset ids, annotations with RLE masks and scores)",
     )
-    parser.add_argument("--no-overlay", action="store_true", help="do not write overlay images (e.g. JSON only)")
+    parser.add_argument(
+        "--save-txt",
+        action="store_true",
+        help="also write a YOLO segmentation label file per image, DIR/labels/<stem>.txt ('class x1 y1 x2 y2 ...', "
+        "normalised; <stem>_<frame>.txt per video frame; empty for no instances): pseudo-labels to fix and train on",
+    )
+    parser.add_argument(
+        "--save-conf", action="store_true", help="with --save-txt: add each instance's score as the last column"
+    )
+    parser.add_argument(
+        "--no-overlay", action="store_true", help="do not write overlay images (e.g. JSON or labels only)"
+    )
     parser.add_argument(
         "--no-optimize",
         action="store_true",
@@ -123,6 +136,9 @@ def _looks_like_source(value: str) -> bool:
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """Predictor keyword arguments from the flags."""
+    from ..inference.writer import check_label_options
+
+    check_label_options(args.save_txt, args.save_conf, ("--save-txt", "--save-conf"))
     speed = speed_kwargs(args)
     optimize: bool | dict[str, Any] | None = None  # the default exact fast path already folds BN, channels_last
     if args.no_optimize and (speed["compile"] or speed["cuda_graphs"]):
@@ -202,6 +218,8 @@ def _predict(args: argparse.Namespace, options: dict[str, Any], flat: list[Any])
         args.out,
         overlays=not args.no_overlay,
         save_json=args.save_json,
+        save_txt=args.save_txt,
+        save_conf=args.save_conf,
         exist_ok=args.exist_ok,
         names=predictor.names,
         category_ids=predictor.category_ids,
@@ -243,12 +261,27 @@ def _predict(args: argparse.Namespace, options: dict[str, Any], flat: list[Any])
 
 
 def interrupted_summary(folder: str, written: list[str], done: int, total: int | None) -> str:
-    """What a stopped run predicted and kept, e.g. ``612 of 2000 image(s) predicted; kept in runs/predict2: ...``."""
+    """What a stopped run predicted and kept, e.g. ``612 of 2000 image(s) predicted; kept in runs/predict2: ...``.
+
+    Example:
+        >>> interrupted_summary("runs/p", ["runs/p/a.png", "runs/p/labels/a.txt", "runs/p/predictions.json"], 1, 4)
+        '1 of 4 image(s) predicted; kept in runs/p: predictions.json, 1 overlay(s), 1 label file(s)'
+    """
     progress = f"{done} of {total} image(s)" if total is not None else f"{done} image(s) or frame(s)"
     json_files = [os.path.basename(path) for path in written if path.endswith(".json")]
-    overlays = len(written) - len(json_files)
-    kept = [*json_files, f"{overlays} overlay(s)"] if overlays or not json_files else json_files
+    labels = _label_files(written)
+    overlays = len(written) - len(json_files) - len(labels)
+    kept = [*json_files, *([f"{overlays} overlay(s)"] if overlays else []), *_counted_labels(labels)]
     return f"{progress} predicted; kept in {folder}: {', '.join(kept)}" if written else f"{progress} predicted"
+
+
+def _label_files(written: list[str]) -> list[str]:
+    """The YOLO label files among the files a writer wrote (the only ``.txt`` files it writes)."""
+    return [path for path in written if path.endswith(".txt")]
+
+
+def _counted_labels(labels: list[str]) -> list[str]:
+    return [f"{len(labels)} label file(s)"] if labels else []
 
 
 def _print_summary(
@@ -257,7 +290,10 @@ def _print_summary(
     from .._distributed import rank, world_size
 
     prefix = f"rank {rank()}/{world_size()}: " if world_size() > 1 else ""
-    files = listed(written)
+    labels = _label_files(written)
+    files = listed([path for path in written if not path.endswith(".txt")])
+    if labels:  # thousands of them: their folder and count, not the first three
+        files = ", ".join([*([files] if files else []), f"{len(labels)} label file(s) in {os.path.dirname(labels[0])}"])
     unread = f" ({skipped} unreadable file(s) skipped)" if skipped else ""
     print(
         f"{prefix}{count} instance(s) with score > {threshold} in {images} image(s){unread}; wrote {files or 'nothing'}"

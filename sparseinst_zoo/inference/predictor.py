@@ -35,7 +35,7 @@ from .results import Results, model_category_ids
 from .sharding import shard_sources
 from .sources import SourceItem, flatten_sources, has_video, iter_items, prefetch
 from .transforms import ResizeBackend, get_output_shape, normalize_and_pad, padded_shape, resize_images
-from .writer import DEFAULT_RUN_DIR, ResultsWriter
+from .writer import DEFAULT_RUN_DIR, ResultsWriter, check_label_options
 
 __all__ = ["Predictor", "predict", "DEFAULT_SCORE_THRESHOLD", "SkipCallback"]
 
@@ -296,7 +296,7 @@ def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torc
 _PREDICTOR_OPTIONS = [
     name for name in inspect.signature(Predictor.__init__).parameters if name not in {"self", "model"}
 ]
-_PREDICT_ONLY = ("stream", "save", "save_json", "out", "exist_ok", "distributed")
+_PREDICT_ONLY = ("stream", "save", "save_json", "save_txt", "save_conf", "out", "exist_ok", "distributed")
 # Ultralytics' names for the same options, which its users type first
 _ULTRALYTICS_NAMES = {
     "conf": "score_threshold",
@@ -321,6 +321,8 @@ def predict(
     stream: bool = False,
     save: bool = False,
     save_json: bool = False,
+    save_txt: bool = False,
+    save_conf: bool = False,
     out: str | os.PathLike[str] = DEFAULT_RUN_DIR,
     exist_ok: bool = False,
     distributed: bool = False,
@@ -341,6 +343,9 @@ def predict(
         save: write an overlay per image (a video per video) into a new run folder (see
             :class:`~sparseinst_zoo.inference.writer.ResultsWriter`); each Results' ``save_dir`` names it.
         save_json: write ``predictions.json`` (COCO results with the model's category ids) there.
+        save_txt: write a YOLO segmentation label file per image there, ``labels/<stem>.txt`` (per video frame
+            ``labels/<stem>_<frame>.txt``), as Ultralytics' ``save_txt``: pseudo-labels to correct and train on.
+        save_conf: add the score as the last column of each label line (needs ``save_txt``).
         out: the run folder; a new run never touches an old one: ``runs/predict`` is taken, so ``runs/predict2``.
         exist_ok: write into ``out`` even if it exists (files already there are never replaced).
         distributed: under ``torchrun``, share the sources among the processes (the process group is joined from
@@ -359,18 +364,21 @@ def predict(
     unknown = [name for name in options if name not in _PREDICTOR_OPTIONS]
     if unknown:
         raise unknown_keywords_error("predict", unknown, [*_PREDICTOR_OPTIONS, *_PREDICT_ONLY], _ULTRALYTICS_NAMES)
+    check_label_options(save_txt, save_conf)
     if distributed:
         join_process_group(options.get("device"))  # before the Predictor: it puts this process on its own GPU
     predictor = Predictor(model, **options)
     flat = flatten_sources(source)
     share = shard_sources(flat, current_rank(), world_size()) if distributed else flat
     results = predictor.stream_items(share)
-    if save or save_json:
+    if save or save_json or save_txt:
         writer = functools.partial(
             ResultsWriter,
             out,
             overlays=save,
             save_json=save_json,
+            save_txt=save_txt,
+            save_conf=save_conf,
             exist_ok=exist_ok,
             names=predictor.names,
             category_ids=predictor.category_ids,

@@ -1,18 +1,19 @@
-"""``Results``: the instances found in one image, with boxes, polygons, COCO export and an overlay plot."""
+"""``Results``: the instances found in one image, with boxes, polygons, COCO and YOLO label export, an overlay plot."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
 from .._coco import COCO_CATEGORY_IDS, COCO_CLASSES
+from .._io import atomic_write, free_path
 from ..errors import MissingDependency, SparseInstError, install_hint
-from .masks import encode_rle, mask_to_polygons, masks_to_boxes
+from .masks import encode_rle, mask_to_polygons, mask_to_segment, masks_to_boxes
 from .sources import to_rgb_uint8
 from .visualise import draw_instances, save_image
 
@@ -55,6 +56,11 @@ def _is_integer_scalar(index: Any) -> bool:
     if isinstance(index, torch.Tensor):
         return index.ndim == 0 and not index.is_floating_point() and index.dtype != torch.bool
     return isinstance(index, np.ndarray) and index.ndim == 0 and np.issubdtype(index.dtype, np.integer)
+
+
+def _decimal(value: float) -> str:
+    """``value`` with 6 decimals, trailing zeros dropped (``0.25``, ``1``, ``0``)."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 class Results:
@@ -205,6 +211,47 @@ class Results:
     def polygons(self, include_holes: bool = False) -> list[list[np.ndarray]]:
         """Per instance, its outline polygons as (P, 2) ``x, y`` arrays (see :func:`mask_to_polygons`)."""
         return [mask_to_polygons(m, include_holes) for m in _to_numpy(self.masks)]
+
+    def yolo_lines(self, save_conf: bool = False) -> list[str]:
+        """One YOLO segmentation label line per instance: ``class x1 y1 x2 y2 ...`` (and the score with
+        ``save_conf``), as Ultralytics' ``save_txt`` writes them.
+
+        ``class`` is the label (the index into ``names``); the polygon is normalised to ``0..1`` by the image width
+        and height, 6 decimals. A mask of several parts, or with holes, stays one instance on one line: its outlines
+        are joined by bridges of width 0 (:func:`~sparseinst_zoo.inference.masks.mask_to_segment`), so filling the
+        polygon, as the YOLO reader does, gives the mask back. An empty mask has no outline and gets no line.
+
+        Example:
+            >>> m = np.zeros((1, 4, 8), bool); m[0, 1:3, 2:6] = True
+            >>> Results(m, np.array([0.875]), np.array([1]), ["a", "b"]).yolo_lines(save_conf=True)
+            ['1 0.25 0.25 0.75 0.25 0.75 0.75 0.25 0.75 0.875']
+        """
+        height, width = self.image_size
+        lines = []
+        for mask, label, score in zip(_to_numpy(self.masks), _to_numpy(self.labels).tolist(), _to_numpy(self.scores)):
+            segment = mask_to_segment(mask)
+            if not len(segment):
+                continue
+            values = (segment / np.array([width, height], np.float64)).reshape(-1).tolist()
+            values += [float(score)] if save_conf else []
+            lines.append(" ".join([str(int(label)), *(_decimal(v) for v in values)]))
+        return lines
+
+    def save_txt(self, path: str | os.PathLike[str], save_conf: bool = False) -> str:
+        """Write :meth:`yolo_lines` to a YOLO label file (one line per instance; no instances: an empty file, a
+        background image to a YOLO dataset), atomically. Returns the path written.
+
+        An existing file is never replaced: when ``path`` exists, the next free ``<stem>_2.txt``, ``_3``, ... is
+        written instead (as :class:`~sparseinst_zoo.inference.writer.ResultsWriter` names its files), and returned.
+        """
+        lines = self.yolo_lines(save_conf)
+        folder, name = os.path.split(os.fspath(path))
+        stem, suffix = os.path.splitext(name)
+
+        def write(handle: IO[str]) -> None:
+            handle.writelines(f"{line}\n" for line in lines)
+
+        return atomic_write(free_path(folder, stem, suffix, set()), write, mode="w")
 
     def category_ids(self, category_ids: Sequence[int] | None = None) -> list[int]:
         """Dataset category id of each instance: ``category_ids[label]`` (default: the model's stored ids, COCO ids

@@ -1,4 +1,5 @@
-"""Writing predictions to disk: overlay images, overlay videos and a COCO ``predictions.json``, in a run folder.
+"""Writing predictions to disk: overlay images, overlay videos, a COCO ``predictions.json`` and YOLO label files
+(``labels/<stem>.txt``, for pseudo-labelling), in a run folder.
 
 Nothing already on disk is ever replaced or lost:
 
@@ -6,17 +7,18 @@ Nothing already on disk is ever replaced or lost:
   used (``runs/predict`` -> ``runs/predict2``, as Ultralytics); ``exist_ok=True`` writes into the folder itself;
 - output names cannot collide: an overlay is ``<source stem>.png`` (``.mp4`` for videos), and a name that exists
   already (a source photo in the same folder, a file of an earlier run, another source with the same stem) gets
-  the next free ``_2``, ``_3`` suffix instead; every file is written atomically. The names of the ``sources`` given
-  are chosen in source order before anything is written, so they do not depend on which files turn out unreadable,
-  nor on how many processes share the work.
+  the next free ``_2``, ``_3`` suffix instead; every file is written atomically. Label files follow the same rule
+  in ``labels/``: ``labels/<source stem>.txt`` (``<stem>_<frame>.txt`` for video frames, frames counted from 0), a
+  taken name gets ``_2``. The names of the ``sources`` given are chosen in source order before anything is
+  written, so they do not depend on which files turn out unreadable, nor on how many processes share the work.
 - a run that writes nothing (it fails on its first source, or every source is skipped) leaves no folder: the run
   folder is created when the writer starts (that reserves its name) and taken back at the end while it is still
-  empty, with the parent folders it needed.
+  empty, with the parent folders it needed (and a ``labels/`` folder it made).
 
 Many processes (``distributed=True`` under ``torchrun``): rank 0 chooses the run folder and tells the others, every
-rank writes the overlays of its own block of sources (see :mod:`~sparseinst_zoo.inference.sharding`) under the names
-planned for them, and at :meth:`~ResultsWriter.close` rank 0 gathers the ranks' annotations and writes one
-``predictions.json`` in source order, as one process would.
+rank writes the overlays and label files of its own block of sources (see :mod:`~sparseinst_zoo.inference.sharding`)
+under the names planned for them, and at :meth:`~ResultsWriter.close` rank 0 gathers the ranks' annotations and
+writes one ``predictions.json`` in source order, as one process would.
 
 Example:
     >>> import numpy as np, sparseinst_zoo, tempfile, os
@@ -48,9 +50,29 @@ from .sharding import merge_predictions, shard_bounds
 from .sources import VIDEO_EXTENSIONS, video_fps
 from .visualise import VideoWriter
 
-__all__ = ["DEFAULT_RUN_DIR", "ResultsWriter", "VideoOverlays"]
+__all__ = ["DEFAULT_RUN_DIR", "LABELS_DIR", "ResultsWriter", "VideoOverlays", "check_label_options"]
 
 DEFAULT_RUN_DIR = DEFAULT_PREDICT_DIR
+LABELS_DIR = "labels"  # the label files' folder in a run folder, as Ultralytics' predict save_txt
+
+
+def check_label_options(save_txt: bool, save_conf: bool, spelling: tuple[str, str] = ("save_txt", "save_conf")) -> None:
+    """Refuse ``save_conf`` without ``save_txt`` (the score is a column of the label files), in the caller's
+    ``spelling`` of the two options (the CLI's ``--save-txt``, ``--save-conf``).
+
+    Example:
+        >>> check_label_options(False, True, ("--save-txt", "--save-conf"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sparseinst_zoo.errors.SparseInstError: --save-conf adds the score to the label files of --save-txt: add ...
+    """
+    if save_conf and not save_txt:
+        txt, conf = spelling
+        raise SparseInstError(f"{conf} adds the score to the label files of {txt}: add {txt}, or drop {conf}")
+
+
+def _overlay_suffix(path: str) -> str:
+    return ".mp4" if path.lower().endswith(VIDEO_EXTENSIONS) else ".png"
 
 
 def _stem(path: str | None, index: int) -> str:
@@ -85,13 +107,18 @@ class VideoOverlays:
 
 
 class ResultsWriter:
-    """Write overlays (``<stem>.png``, ``<stem>.mp4`` for video frames) and ``predictions.json`` for Results.
+    """Write overlays (``<stem>.png``, ``<stem>.mp4`` for video frames), ``predictions.json`` and YOLO label files
+    (``labels/<stem>.txt``) for Results.
 
     Args:
         out: the run folder (see the module doc for how an existing one is handled).
         overlays: write overlay images / videos.
         save_json: write ``predictions.json`` on :meth:`close`: COCO ``images``, ``categories`` and ``annotations``
             (RLE masks, boxes, scores) with the model's dataset category ids.
+        save_txt: write one YOLO segmentation label file per image (per video frame) as it comes,
+            ``labels/<stem>.txt`` (``labels/<stem>_<frame>.txt``), see :meth:`Results.save_txt`; an image without
+            instances gets an empty file.
+        save_conf: add each instance's score as the last column of the label files (needs ``save_txt``).
         exist_ok: write into ``out`` even if it exists.
         names: the model's class names (for ``categories``).
         category_ids: the dataset id of each label (default: the labels).
@@ -109,6 +136,8 @@ class ResultsWriter:
         *,
         overlays: bool = True,
         save_json: bool = False,
+        save_txt: bool = False,
+        save_conf: bool = False,
         exist_ok: bool = False,
         names: Sequence[str] = (),
         category_ids: Sequence[int] | None = None,
@@ -118,6 +147,7 @@ class ResultsWriter:
         info: dict[str, Any] | None = None,
         distributed: bool = False,
     ) -> None:
+        check_label_options(save_txt, save_conf)
         sources = list(sources)
         self._rank, self._world = (rank(), world_size()) if distributed else (0, 1)
         if self._world > 1 and not sources:
@@ -126,6 +156,10 @@ class ResultsWriter:
         self.save_dir = self._choose_run_dir(out, exist_ok)
         self.overlays = overlays
         self.save_json = save_json
+        self.save_txt, self.save_conf = save_txt, save_conf
+        self.labels_dir = os.path.join(self.save_dir, LABELS_DIR)
+        if self._rank == 0 and save_txt and not os.path.exists(self.labels_dir):
+            self._created.append(os.path.abspath(self.labels_dir))  # taken back at the end while empty
         self.names = tuple(names)
         self.category_ids = tuple(category_ids) if category_ids is not None else None
         self.plot_options = dict(plot_options or {})
@@ -140,7 +174,9 @@ class ResultsWriter:
         self._count = self._sources_seen = 0
         self._first_source = shard_bounds(len(sources), self._rank, self._world)[0]
         self._closed = False
-        self._planned = self._plan_overlays(sources) if overlays else {}
+        self._planned = self._plan(sources, self.save_dir, _overlay_suffix) if overlays else {}
+        self._planned_labels = self._plan(sources, self.labels_dir, lambda path: ".txt") if save_txt else {}
+        self._video_label_stems: dict[str, str] = {}
         if self._world > 1:
             barrier()  # every rank planned from the same folder before any rank writes into it
 
@@ -151,24 +187,37 @@ class ResultsWriter:
             save_dir, self._created = reserve_run_dir(out, exist_ok)
         return save_dir if self._world == 1 else broadcast_from_rank0(save_dir)
 
-    def _plan_overlays(self, sources: list[Any]) -> dict[str, deque[str]]:
-        """The overlay path of every source file, in source order (a file listed twice gets two names)."""
+    def _plan(self, sources: list[Any], folder: str, suffix: Callable[[str], str]) -> dict[str, deque[str]]:
+        """The output path in ``folder`` of every source file, in source order (a file listed twice gets two)."""
         planned: dict[str, deque[str]] = {}
         for index, source in enumerate(sources):
             if isinstance(source, (str, os.PathLike)):
                 path = os.fspath(source)
-                suffix = ".mp4" if path.lower().endswith(VIDEO_EXTENSIONS) else ".png"
                 planned.setdefault(path, deque()).append(
-                    free_path(self.save_dir, _stem(path, index), suffix, self._taken)
+                    free_path(folder, _stem(path, index), suffix(path), self._taken)
                 )
         return planned
 
-    def _overlay_path(self, path: str | None, index: int, suffix: str) -> str:
+    def _next_path(self, plan: dict[str, deque[str]], folder: str, path: str | None, index: int, suffix: str) -> str:
         """The planned name of this source file, else (an in-memory image) the next free name of its stem."""
-        planned = self._planned.get(path) if path else None
+        planned = plan.get(path) if path else None
         if planned:
             return planned.popleft()
-        return free_path(self.save_dir, _stem(path, index), suffix, self._taken)
+        return free_path(folder, _stem(path, index), suffix, self._taken)
+
+    def _overlay_path(self, path: str | None, index: int, suffix: str) -> str:
+        return self._next_path(self._planned, self.save_dir, path, index, suffix)
+
+    def _label_path(self, result: Results, index: int) -> str:
+        """``labels/<stem>.txt`` of an image; ``labels/<stem>_<frame>.txt`` of a video frame, ``<stem>`` the name
+        planned for its video (a video named twice gets its second name at its second frame 0)."""
+        if result.frame is None:
+            return self._next_path(self._planned_labels, self.labels_dir, result.path, index, ".txt")
+        key = str(result.path)
+        if result.frame == 0 or key not in self._video_label_stems:
+            planned = self._next_path(self._planned_labels, self.labels_dir, result.path, index, ".txt")
+            self._video_label_stems[key] = os.path.splitext(os.path.basename(planned))[0]
+        return free_path(self.labels_dir, f"{self._video_label_stems[key]}_{result.frame}", ".txt", self._taken)
 
     def write(self, result: Results) -> None:
         """Add one image's (or video frame's) results."""
@@ -179,6 +228,8 @@ class ResultsWriter:
         result.save_dir = self.save_dir
         if self.save_json:
             self._add_json(result, image_id=self._count, index=index)
+        if self.save_txt:
+            self.written.append(result.save_txt(self._label_path(result, index), self.save_conf))
         if not self.overlays:
             return
         if result.frame is None:
@@ -234,7 +285,7 @@ class ResultsWriter:
                 self.written.append(atomic_write_json(path, coco))
         elif self._world > 1:
             barrier()  # rank 0 returns once every rank's overlays are on disk
-        remove_empty_dirs(self._created)
+        remove_empty_dirs([folder for folder in self._created if os.path.isdir(folder)])  # labels/ may never be made
         return self.written
 
     def __enter__(self) -> ResultsWriter:

@@ -385,6 +385,32 @@ def test_an_interrupted_folder_run_keeps_valid_files_and_says_what_it_kept(check
     assert [image["file_name"].rsplit("/", 1)[-1] for image in images] == ["p0.png", "p1.png", "p2.png"]
 
 
+def test_an_interrupt_while_an_overlay_is_written_leaves_no_json_entry_without_its_overlay(
+    checkpoint, tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C inside the 3rd overlay's write: predictions.json names the two images whose overlays are on disk."""
+    from sparseinst_zoo.inference.results import Results
+
+    (tmp_path / "photos").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((40, 56, 3), 50 * i, np.uint8)).save(tmp_path / "photos" / f"p{i}.png")
+    save, calls = Results.save, []
+
+    def interrupt_in_the_third(self, path, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return save(self, path, **kwargs)
+
+    monkeypatch.setattr(Results, "save", interrupt_in_the_third)
+    out = tmp_path / "run"
+    args = ["sparseinst_tiny_test", "--checkpoint", str(checkpoint), str(tmp_path / "photos"), "--out", str(out)]
+    assert main(["predict", *args, "--save-json", "--score-threshold", "0"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"kept in {out}: predictions.json, 2 overlay(s)")
+    images = json.loads((out / "predictions.json").read_text())["images"]
+    assert [image["file_name"].rsplit("/", 1)[-1] for image in images] == ["p0.png", "p1.png"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -226,12 +226,15 @@ class ResultsWriter:
         index = self._first_source + self._sources_seen - 1  # the source's place in the run (in-memory names)
         self._count += 1
         result.save_dir = self.save_dir
-        if self.save_json:
-            self._add_json(result, image_id=self._count, index=index)
         if self.save_txt:
             self.written.append(result.save_txt(self._label_path(result, index), self.save_conf))
-        if not self.overlays:
-            return
+        if self.overlays:
+            self._write_overlay(result, index)
+        # last: a Ctrl-C while the files are written never leaves predictions.json naming an image without them
+        if self.save_json:
+            self._add_json(result, image_id=self._count, index=index)
+
+    def _write_overlay(self, result: Results, index: int) -> None:
         if result.frame is None:
             self.written.append(result.save(self._overlay_path(result.path, index, ".png"), **self.plot_options))
             return

@@ -50,7 +50,8 @@ COMMANDS: dict[str, Command] = {
         "list the models (name pattern, e.g. 'r50' or 'sparseinst_*giam*') with reference COCO AP and FPS",
     ),
     "predict": Command(
-        "predict", "segment instances in images, folders, globs or videos; write overlay images and COCO-style JSON"
+        "predict",
+        "segment instances in images, folders, globs or videos; write overlays, COCO-style JSON or YOLO label files",
     ),
     "convert": Command(
         "convert",

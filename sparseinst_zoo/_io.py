@@ -5,11 +5,17 @@ leaves a truncated file where the user expects a checkpoint or a result, and nev
 of that file. Run folders and output names that never collide with what exists (:func:`next_run_dir`,
 :func:`free_path`), as Ultralytics names its runs; folders a failed run made are taken back only while empty
 (:func:`make_dirs`, :func:`remove_empty_dirs`).
+
+Results (overlays, label files, JSON) are published with ``replace=False``: the finished file gets its name by a
+hard link, which fails when the name exists, so a file that another thread or process wrote under the same name
+after this one chose it is never replaced either; the file then takes the next free name. Model files the caller
+names (``save_pretrained``, ``export_onnx``) replace, as ``torch.save`` does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -19,13 +25,19 @@ from typing import IO, Any
 
 from .errors import SparseInstError
 
+NextPath = Callable[[], str]
+"""Names the next path to try when the chosen one was taken meanwhile (see :func:`publish`)."""
+
 __all__ = [
     "atomic_save",
     "atomic_write",
     "atomic_write_json",
     "temporary_path",
     "publish",
+    "NextPath",
     "staged_path",
+    "StagedFile",
+    "write_lines",
     "next_run_dir",
     "reserve_run_dir",
     "free_path",
@@ -52,72 +64,191 @@ def temporary_path(path: str | os.PathLike[str]) -> str:
     return tmp
 
 
-def publish(tmp: str, path: str | os.PathLike[str]) -> str:
-    """Give ``tmp`` the usual permissions (0666 minus umask) and move it to ``path``; returns ``path``."""
+def publish(
+    tmp: str,
+    path: str | os.PathLike[str],
+    *,
+    replace: bool = True,
+    next_path: NextPath | None = None,
+    companions: Sequence[str] = (),
+) -> str:
+    """Give ``tmp`` the usual permissions (0666 minus umask) and move it to ``path``; returns the path it went to.
+
+    Args:
+        tmp: the finished file, in ``path``'s folder.
+        path: where it goes.
+        replace: replace a file at ``path`` (atomically). ``False``: never replace one, also one another process
+            created after ``path`` was chosen; the file goes to ``next_path()`` instead, tried in turn.
+        next_path: the next name to try (default: the first free ``<stem>_2``, ``_3``, ... of ``path``).
+        companions: the files ``tmp``'s stem + these suffixes (e.g. an OpenVINO ``.bin``), which move first, to
+            ``path``'s stem + the suffix; with ``replace=False`` all of them must be free.
+
+    Example:
+        >>> import tempfile, os
+        >>> folder = tempfile.mkdtemp()
+        >>> [os.path.basename(publish(temporary_path(f"{folder}/a.txt"), f"{folder}/a.txt", replace=False))
+        ...  for _ in range(2)]
+        ['a.txt', 'a_2.txt']
+    """
+    path = os.fspath(path)
     os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-    return os.fspath(path)
+    if replace:
+        for source, target in _moves(tmp, path, companions):
+            os.replace(source, target)
+        return path
+    if next_path is None:
+        folder, name = os.path.split(path)
+        stem, suffix = os.path.splitext(name)
+        next_path = functools.partial(free_path, folder, stem, suffix, set(), companions)
+    while True:
+        try:
+            _move_new(_moves(tmp, path, companions))
+            return path
+        except FileExistsError:
+            taken, path = path, next_path()
+            if os.path.abspath(path) == os.path.abspath(taken):
+                raise
 
 
-def atomic_save(path: str | os.PathLike[str], save: Callable[[str], Any]) -> str:
-    """Call ``save(tmp_path)`` (e.g. ``torch.save``, ``safetensors.torch.save_file``) and move the file to ``path``."""
+def _moves(tmp: str, path: str, companions: Sequence[str]) -> list[tuple[str, str]]:
+    """The (source, target) renames that publish ``tmp`` at ``path``: its existing companions first, then itself."""
+    tmp_stem, stem = os.path.splitext(tmp)[0], os.path.splitext(path)[0]
+    moves = [(tmp_stem + suffix, stem + suffix) for suffix in companions if os.path.exists(tmp_stem + suffix)]
+    return [*moves, (tmp, path)]
+
+
+def _move_new(moves: list[tuple[str, str]]) -> None:
+    """Do ``moves`` without replacing any target; on a taken one, undo those done and raise FileExistsError."""
+    done: list[tuple[str, str]] = []
+    try:
+        for source, target in moves:
+            _link_new(source, target)
+            done.append((source, target))
+    except FileExistsError:
+        for source, target in reversed(done):
+            os.replace(target, source)  # the file this call just created: ours to take back
+        raise
+
+
+def _link_new(source: str, target: str) -> None:
+    """Rename ``source`` to ``target``, raising FileExistsError if ``target`` exists, with no moment in which a file
+    created there by someone else could be replaced (``os.rename`` replaces it on POSIX)."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: claim the name exclusively, then move onto the claim
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.replace(source, target)
+        return
+    os.unlink(source)
+
+
+def atomic_save(
+    path: str | os.PathLike[str],
+    save: Callable[[str], Any],
+    *,
+    replace: bool = True,
+    next_path: NextPath | None = None,
+) -> str:
+    """Call ``save(tmp_path)`` (e.g. ``torch.save``, ``safetensors.torch.save_file``) and move the file to ``path``
+    (``replace``, ``next_path``: see :func:`publish`); returns the path written."""
     tmp = temporary_path(path)
     try:
         save(tmp)
-        return publish(tmp, path)
+        return publish(tmp, path, replace=replace, next_path=next_path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+class StagedFile:
+    """A file being written at :attr:`path` (in a temporary folder) that :func:`staged_path` moves to
+    :attr:`target`; with ``replace=False`` :attr:`target` is where it went once the block is over."""
+
+    def __init__(self, path: str, target: str) -> None:
+        self.path = path
+        self.target = target
+
+
 @contextlib.contextmanager
-def staged_path(path: str | os.PathLike[str], companions: Sequence[str] = ()) -> Iterator[str]:
-    """A path with ``path``'s name in a temporary folder beside it, to write (and check) a file at; when the block
-    succeeds the file moves to ``path``, its ``companions`` (same stem, these suffixes, e.g. an OpenVINO ``.bin``)
-    first; when it fails nothing is moved and the folder is removed.
+def staged_path(
+    path: str | os.PathLike[str],
+    companions: Sequence[str] = (),
+    *,
+    replace: bool = True,
+    next_path: NextPath | None = None,
+) -> Iterator[StagedFile]:
+    """A file with ``path``'s name in a temporary folder beside it, to write (and check) at ``.path``; when the
+    block succeeds it moves to ``path`` (:func:`publish`: ``replace``, ``next_path``), its ``companions`` (same stem,
+    these suffixes, e.g. an OpenVINO ``.bin``) first; when it fails nothing is moved and the folder is removed.
 
     Example:
         >>> import tempfile, pathlib
         >>> target = pathlib.Path(tempfile.mkdtemp()) / "model.xml"
-        >>> with staged_path(target, (".bin",)) as tmp:
-        ...     _ = pathlib.Path(tmp).write_text("<net/>"), pathlib.Path(tmp).with_suffix(".bin").write_bytes(b"")
-        >>> sorted(p.name for p in target.parent.iterdir())
-        ['model.bin', 'model.xml']
+        >>> with staged_path(target, (".bin",)) as staged:
+        ...     xml = pathlib.Path(staged.path)
+        ...     _ = xml.write_text("<net/>"), xml.with_suffix(".bin").touch()
+        >>> sorted(p.name for p in target.parent.iterdir()), staged.target == str(target)
+        (['model.bin', 'model.xml'], True)
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     folder = tempfile.mkdtemp(prefix=".tmp-", dir=directory)
     try:
-        staged = os.path.join(folder, os.path.basename(path))
+        staged = StagedFile(os.path.join(folder, os.path.basename(path)), path)
         yield staged
-        stem, staged_stem = os.path.splitext(path)[0], os.path.splitext(staged)[0]
-        for suffix in companions:
-            if os.path.exists(staged_stem + suffix):
-                os.replace(staged_stem + suffix, stem + suffix)
-        os.replace(staged, path)
+        staged.target = publish(staged.path, path, replace=replace, next_path=next_path, companions=companions)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], mode: str = "wb") -> str:
-    """Call ``write(handle)`` on a temporary file and move it to ``path`` only if it succeeded."""
+def atomic_write(
+    path: str | os.PathLike[str],
+    write: Callable[[IO[Any]], None],
+    mode: str = "wb",
+    *,
+    replace: bool = True,
+    next_path: NextPath | None = None,
+) -> str:
+    """Call ``write(handle)`` on a temporary file and move it to ``path`` only if it succeeded (``replace``,
+    ``next_path``: see :func:`publish`); returns the path written."""
 
     def save(tmp: str) -> None:
         with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as handle:
             write(handle)
 
-    return atomic_save(path, save)
+    return atomic_save(path, save, replace=replace, next_path=next_path)
 
 
-def atomic_write_json(path: str | os.PathLike[str], data: Any, indent: int | None = 2, **json_kwargs: Any) -> str:
-    """Write ``data`` as JSON (plus a final newline) to ``path`` atomically."""
+def atomic_write_json(
+    path: str | os.PathLike[str],
+    data: Any,
+    indent: int | None = 2,
+    *,
+    replace: bool = True,
+    next_path: NextPath | None = None,
+    **json_kwargs: Any,
+) -> str:
+    """Write ``data`` as JSON (plus a final newline) to ``path`` atomically; returns the path written."""
 
     def write(handle: IO[str]) -> None:
         json.dump(data, handle, indent=indent, **json_kwargs)
         handle.write("\n")
 
-    return atomic_write(path, write, mode="w")
+    return atomic_write(path, write, mode="w", replace=replace, next_path=next_path)
+
+
+def write_lines(
+    path: str | os.PathLike[str], lines: Sequence[str], *, replace: bool = True, next_path: NextPath | None = None
+) -> str:
+    """Write ``lines``, each plus a newline, to a text file atomically; returns the path written."""
+
+    def write(handle: IO[str]) -> None:
+        handle.writelines(f"{line}\n" for line in lines)
+
+    return atomic_write(path, write, mode="w", replace=replace, next_path=next_path)
 
 
 def next_run_dir(
@@ -219,9 +350,7 @@ def write_new_json(out: str | os.PathLike[str], data: Any, **json_kwargs: Any) -
         >>> [os.path.basename(write_new_json(os.path.join(folder, "r.json"), {"a": 1})) for _ in range(2)]
         ['r.json', 'r_2.json']
     """
-    path = os.fspath(out)
-    stem, suffix = os.path.splitext(os.path.basename(path))
-    return atomic_write_json(free_path(os.path.dirname(path), stem, suffix, set()), data, **json_kwargs)
+    return atomic_write_json(out, data, replace=False, **json_kwargs)
 
 
 def make_dirs(path: str | os.PathLike[str]) -> list[str]:

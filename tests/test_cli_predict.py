@@ -389,20 +389,20 @@ def test_an_interrupt_while_an_overlay_is_written_leaves_no_json_entry_without_i
     checkpoint, tmp_path, monkeypatch, capsys
 ):
     """Ctrl-C inside the 3rd overlay's write: predictions.json names the two images whose overlays are on disk."""
-    from sparseinst_zoo.inference.results import Results
+    from sparseinst_zoo.inference import writer
 
     (tmp_path / "photos").mkdir()
     for i in range(4):
         Image.fromarray(np.full((40, 56, 3), 50 * i, np.uint8)).save(tmp_path / "photos" / f"p{i}.png")
-    save, calls = Results.save, []
+    save, calls = writer.save_image, []
 
-    def interrupt_in_the_third(self, path, **kwargs):
+    def interrupt_in_the_third(image, path, **kwargs):
         calls.append(path)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return save(self, path, **kwargs)
+        return save(image, path, **kwargs)
 
-    monkeypatch.setattr(Results, "save", interrupt_in_the_third)
+    monkeypatch.setattr(writer, "save_image", interrupt_in_the_third)
     out = tmp_path / "run"
     args = ["sparseinst_tiny_test", "--checkpoint", str(checkpoint), str(tmp_path / "photos"), "--out", str(out)]
     assert main(["predict", *args, "--save-json", "--score-threshold", "0"]) == 130

@@ -10,7 +10,7 @@ from PIL import Image
 
 from sparseinst_zoo.cli import main
 from sparseinst_zoo.data import load_instances
-from sparseinst_zoo.errors import SparseInstError
+from sparseinst_zoo.errors import DataError, SparseInstError
 from sparseinst_zoo.inference.masks import mask_to_polygons
 from sparseinst_zoo.inference.results import Results
 from sparseinst_zoo.inference.writer import ResultsWriter
@@ -78,6 +78,13 @@ def test_save_conf_adds_the_score_and_coordinates_are_normalised(tmp_path):
     assert plain[0].split()[:3] == ["0", "0.0625", "0.104167"]  # x1 = 4 / 64, y1 = 5 / 48, 6 decimals
 
 
+def test_labels_with_scores_are_refused_for_training_with_the_way_out(tmp_path):
+    data_yaml = _dataset(tmp_path, "x", 48, 64)
+    Results(_masks(), np.ones(4), np.zeros(4, np.int64), NAMES).save_txt(tmp_path / "labels" / "x.txt", save_conf=True)
+    with pytest.raises(DataError, match=r"x.txt:1: .* write them without --save-conf to train on them"):
+        load_instances(data_yaml)
+
+
 def test_no_instances_is_an_empty_file_and_an_existing_file_is_never_replaced(tmp_path):
     empty = Results(np.zeros((0, 16, 32), bool), np.zeros(0), np.zeros(0, np.int64), NAMES)
     data_yaml = _dataset(tmp_path, "x", 16, 32)
@@ -124,7 +131,7 @@ def test_a_run_that_writes_nothing_leaves_no_labels_folder(tmp_path, monkeypatch
         raise RuntimeError("the first source failed")
     assert not (tmp_path / "run").exists()
 
-    def disk_full(tmp, path):
+    def disk_full(tmp, path, **options):
         raise OSError("No space left on device")
 
     monkeypatch.setattr("sparseinst_zoo._io.publish", disk_full)

@@ -220,11 +220,12 @@ def run(args: argparse.Namespace) -> int:
     size = (height, width)
     companions = _companions(args.format)
     start = time.perf_counter()
-    with staged_path(out, companions) as staged:
-        _export(args, model, staged, size, dynamic)
+    with staged_path(out, companions, replace=False) as staged:  # a file made meanwhile keeps its name too
+        _export(args, model, staged.path, size, dynamic)
         seconds = time.perf_counter() - start
-        mib = sum(os.path.getsize(p) for p in _written(staged, companions)) / 2**20
-        checks = [] if args.no_verify or args.format == "pt2" else _verify(args, model, staged, out, size)
+        mib = sum(os.path.getsize(p) for p in _written(staged.path, companions)) / 2**20
+        checks = [] if args.no_verify or args.format == "pt2" else _verify(args, model, staged.path, out, size)
+    out = staged.target
     if args.quiet:
         return 0
     shape = "dynamic HxW (multiples of 32)" if dynamic else f"{size[0]}x{size[1]}"

@@ -222,10 +222,10 @@ def export_onnx(
     )
     program.model.metadata_props.update(metadata)
     with staged_path(target) as staged:
-        program.save(staged, external_data=False)
+        program.save(staged.path, external_data=False)
         _logger.info("exported %s to %s in %.1f s", metadata["model_name"], target, time.perf_counter() - start)
         if verify:
             tolerance = HALF_TOLERANCE if half else EXACT_TOLERANCE
             source = f"the ONNX export to {str(target)!r} (not written)"
-            verify_onnx(model, staged, height, width, tolerance=tolerance, raise_on_mismatch=True, source=source)
+            verify_onnx(model, staged.path, height, width, tolerance=tolerance, raise_on_mismatch=True, source=source)
     return str(target)

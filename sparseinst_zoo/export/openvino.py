@@ -73,7 +73,7 @@ def convert_onnx_to_openvino(onnx_path: str | os.PathLike[str], path: str | os.P
     for key, value in metadata.raw.items():
         model.set_rt_info(value, [RT_INFO_KEY, key])
     with staged_path(target, WEIGHTS_SUFFIXES) as staged:
-        ov.save_model(model, staged, compress_to_fp16=False)
+        ov.save_model(model, staged.path, compress_to_fp16=False)
     return str(target)
 
 
@@ -130,11 +130,13 @@ def export_openvino(
     height, width, dynamic = export_shape(model, height, width, dynamic)
     target = _xml_target(path)  # before the export, so that the error names the caller's path
     with staged_path(target, WEIGHTS_SUFFIXES) as staged:
-        onnx_path = Path(staged).with_suffix(".onnx")
+        onnx_path = Path(staged.path).with_suffix(".onnx")
         export_onnx(model, onnx_path, height, width, dynamic=dynamic, verify=False, **onnx_options)
-        convert_onnx_to_openvino(onnx_path, staged)
+        convert_onnx_to_openvino(onnx_path, staged.path)
         os.unlink(onnx_path)
         source = f"the OpenVINO export to {str(target)!r} (not written)"
         for precision in verified_precisions() if verify else ():
-            verify_openvino(model, staged, precision, height=height, width=width, raise_on_mismatch=True, source=source)
+            verify_openvino(
+                model, staged.path, precision, height=height, width=width, raise_on_mismatch=True, source=source
+            )
     return str(target)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from .._coco import COCO_CATEGORY_IDS, COCO_CLASSES
-from .._io import atomic_write, free_path
+from .._io import write_lines
 from ..errors import MissingDependency, SparseInstError, install_hint
 from .masks import encode_rle, mask_to_polygons, mask_to_segment, masks_to_boxes
 from .sources import to_rgb_uint8
@@ -241,17 +241,10 @@ class Results:
         """Write :meth:`yolo_lines` to a YOLO label file (one line per instance; no instances: an empty file, a
         background image to a YOLO dataset), atomically. Returns the path written.
 
-        An existing file is never replaced: when ``path`` exists, the next free ``<stem>_2.txt``, ``_3``, ... is
-        written instead (as :class:`~sparseinst_zoo.inference.writer.ResultsWriter` names its files), and returned.
+        An existing file is never replaced, as by :meth:`save`: when ``path`` exists, the next free ``<stem>_2.txt``,
+        ``_3``, ... is written instead, and returned.
         """
-        lines = self.yolo_lines(save_conf)
-        folder, name = os.path.split(os.fspath(path))
-        stem, suffix = os.path.splitext(name)
-
-        def write(handle: IO[str]) -> None:
-            handle.writelines(f"{line}\n" for line in lines)
-
-        return atomic_write(free_path(folder, stem, suffix, set()), write, mode="w")
+        return write_lines(path, self.yolo_lines(save_conf), replace=False)
 
     def category_ids(self, category_ids: Sequence[int] | None = None) -> list[int]:
         """Dataset category id of each instance: ``category_ids[label]`` (default: the model's stored ids, COCO ids
@@ -371,5 +364,18 @@ class Results:
         )
 
     def save(self, path: str | os.PathLike[str], **kwargs: Any) -> str:
-        """Write :meth:`plot` to an image file (format from the extension), atomically. Returns the path."""
-        return save_image(self.plot(**kwargs), path)
+        """Write :meth:`plot` (``kwargs``: its options) to an image file (format from the extension), atomically.
+        Returns the path written.
+
+        An existing file (the photo itself, an earlier overlay) is never replaced: when ``path`` exists, the next
+        free ``<stem>_2.png``, ``_3``, ... is written instead (as the predict writer names its files), and returned.
+
+        Example:
+            >>> import tempfile, os, numpy as np
+            >>> masks, image = np.ones((1, 4, 6), bool), np.zeros((4, 6, 3), np.uint8)
+            >>> r = Results(masks, np.array([0.9]), np.array([0]), ["a"], orig_img=image)
+            >>> path = os.path.join(tempfile.mkdtemp(), "a.png")
+            >>> [os.path.basename(r.save(path)) for _ in range(2)]
+            ['a.png', 'a_2.png']
+        """
+        return save_image(self.plot(**kwargs), path, replace=False)

@@ -17,6 +17,7 @@ what ``predict`` gives (the frame index in a video, None for images).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -26,7 +27,7 @@ from typing import IO, Any
 import numpy as np
 from torch import nn
 
-from .._io import free_path, publish, remove_empty_dirs, reserve_run_dir, temporary_path
+from .._io import NextPath, free_path, publish, remove_empty_dirs, reserve_run_dir, temporary_path
 from ..errors import MissingDependency, SparseInstError, install_hint
 from .predictor import Predictor
 from .results import Results
@@ -281,7 +282,8 @@ class TrackWriter:
         self._videos = VideoOverlays(self.written)
         self._json: tuple[str, str, IO[str]] | None = None
         if save_json:
-            path = free_path(self.directory, "tracks", ".jsonl", self._taken)
+            self._json_retry = functools.partial(free_path, self.directory, "tracks", ".jsonl", self._taken)
+            path = self._json_retry()
             tmp = temporary_path(path)
             self._json = (path, tmp, open(tmp, "w", encoding="utf-8"))
 
@@ -294,9 +296,11 @@ class TrackWriter:
         self._next_image_frame += 1
         return self._next_image_frame - 1
 
-    def _new_name(self, result: Results, frame: int, suffix: str) -> str:
+    def _new_name(self, result: Results, frame: int, suffix: str) -> tuple[str, NextPath]:
+        """A free name for this frame's (video's) overlay, and the names to try if someone else creates it first."""
         stem = os.path.splitext(os.path.basename(result.path))[0] if result.path else f"frame{frame:06d}"
-        return free_path(self.directory, stem, suffix, self._taken)
+        retry = functools.partial(free_path, self.directory, stem, suffix, self._taken)
+        return retry(), retry
 
     def write(self, result: Results) -> None:
         """Add one tracked frame: its JSON lines and its overlay."""
@@ -315,7 +319,8 @@ class TrackWriter:
     def _write_overlay(self, result: Results, frame: int) -> None:
         overlay = result.plot(show_ids=self.show_ids)
         if not _is_video_frame(result):
-            self.written.append(save_image(overlay, self._new_name(result, frame, ".png")))
+            path, retry = self._new_name(result, frame, ".png")
+            self.written.append(save_image(overlay, path, replace=False, next_path=retry))
             return
         self._videos.write(str(result.path), frame, overlay, lambda: self._new_name(result, frame, ".mp4"))
 
@@ -326,7 +331,7 @@ class TrackWriter:
             path, tmp, handle = self._json
             handle.close()
             if self.frames:
-                self.written.append(publish(tmp, path))
+                self.written.append(publish(tmp, path, replace=False, next_path=self._json_retry))
             else:  # a run that failed before its first frame leaves no empty tracks.jsonl
                 os.remove(tmp)
             self._json = None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .._io import atomic_write, publish, temporary_path
+from .._io import NextPath, atomic_write, publish, temporary_path
 from ..errors import MissingDependency, SparseInstError, install_hint
 from .masks import masks_to_boxes
 
@@ -136,20 +136,29 @@ def draw_instances(
     return np.asarray(out)
 
 
-def save_image(image: np.ndarray, path: str | os.PathLike[str]) -> str:
-    """Write a uint8 HxWx3 RGB array to ``path`` (format from its extension) atomically; returns the path."""
+def save_image(
+    image: np.ndarray, path: str | os.PathLike[str], *, replace: bool = True, next_path: NextPath | None = None
+) -> str:
+    """Write a uint8 HxWx3 RGB array to ``path`` (format from its extension) atomically; returns the path written.
+
+    ``replace=False`` never replaces an existing file: the next free ``<stem>_2`` (or ``next_path()``) is written,
+    see :func:`~sparseinst_zoo._io.publish`.
+    """
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1]
     image_format = Image.registered_extensions().get(suffix.lower())
     if image_format is None:
         raise SparseInstError(f"cannot save {path!r}: unknown image extension {suffix!r} (use .png or .jpg)")
     pil_image = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    return atomic_write(path, lambda handle: pil_image.save(handle, format=image_format))
+    return atomic_write(
+        path, lambda handle: pil_image.save(handle, format=image_format), replace=replace, next_path=next_path
+    )
 
 
 class VideoWriter:
     """Write RGB uint8 frames to a video file with PyAV (H.264 if available, else MPEG-4), atomically on close.
 
+    ``replace`` and ``next_path`` say what happens when the file exists on close, as for :func:`save_image`.
     The video has the size of the first frame, rounded up to even sides (4:2:0 video needs them) by repeating the
     last row or column: every pixel of a frame is kept, also for a 1-pixel-wide one.
 
@@ -158,7 +167,14 @@ class VideoWriter:
         >>> writer.write(frame); writer.close()  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float = 25.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float = 25.0,
+        *,
+        replace: bool = True,
+        next_path: NextPath | None = None,
+    ) -> None:
         try:
             import av
         except ImportError:
@@ -166,6 +182,7 @@ class VideoWriter:
         self._av = av
         self.path = os.fspath(path)
         self.fps = fps
+        self._replace, self._next_path = replace, next_path
         self._tmp = temporary_path(self.path)
         self._container = av.open(self._tmp, "w")
         self._stream: VideoStream | None = None
@@ -187,13 +204,13 @@ class VideoWriter:
             self._container.mux(packet)
 
     def close(self) -> str:
-        """Flush, close and move the file into place; returns its path."""
+        """Flush, close and move the file into place; returns the path written."""
         try:
             if self._stream is not None:
                 for packet in self._stream.encode():
                     self._container.mux(packet)
             self._container.close()
-            publish(self._tmp, self.path)
+            self.path = publish(self._tmp, self.path, replace=self._replace, next_path=self._next_path)
         finally:
             if os.path.exists(self._tmp):
                 os.unlink(self._tmp)

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,13 +43,13 @@ import numpy as np
 
 from .._constants import DEFAULT_PREDICT_DIR
 from .._distributed import barrier, broadcast_from_rank0, gather_to_rank0, rank, world_size
-from .._io import atomic_write_json, free_path, remove_empty_dirs, reserve_run_dir
+from .._io import NextPath, atomic_write_json, free_path, remove_empty_dirs, reserve_run_dir, write_lines
 from ..errors import SparseInstError
 from .masks import rle_area
 from .results import Results
 from .sharding import merge_predictions, shard_bounds
 from .sources import VIDEO_EXTENSIONS, video_fps
-from .visualise import VideoWriter
+from .visualise import VideoWriter, save_image
 
 __all__ = ["DEFAULT_RUN_DIR", "LABELS_DIR", "ResultsWriter", "VideoOverlays", "check_label_options"]
 
@@ -90,13 +91,15 @@ class VideoOverlays:
         self.written = written
         self._open: dict[str, VideoWriter] = {}
 
-    def write(self, source: str, frame: int, overlay: np.ndarray, new_path: Callable[[], str]) -> None:
-        """Append ``overlay`` to ``source``'s video; ``new_path()`` names a new one (read at ``source``'s rate)."""
+    def write(self, source: str, frame: int, overlay: np.ndarray, new_path: Callable[[], tuple[str, NextPath]]) -> None:
+        """Append ``overlay`` to ``source``'s video; ``new_path()`` names a new one (read at ``source``'s rate) and
+        the names to try if that one is taken when the video is finished (an existing file is never replaced)."""
         video = self._open.get(source)
         if video is None or frame == 0:
             if video is not None:
                 self.written.append(video.close())
-            video = self._open[source] = VideoWriter(new_path(), fps=video_fps(source))
+            path, retry = new_path()
+            video = self._open[source] = VideoWriter(path, fps=video_fps(source), replace=False, next_path=retry)
         video.write(overlay)
 
     def close(self) -> None:
@@ -198,26 +201,33 @@ class ResultsWriter:
                 )
         return planned
 
-    def _next_path(self, plan: dict[str, deque[str]], folder: str, path: str | None, index: int, suffix: str) -> str:
-        """The planned name of this source file, else (an in-memory image) the next free name of its stem."""
+    def _next_path(
+        self, plan: dict[str, deque[str]], folder: str, path: str | None, index: int, suffix: str
+    ) -> tuple[str, NextPath]:
+        """The planned name of this source file, else (an in-memory image) the next free name of its stem; and the
+        names to write instead if another process or thread creates that file first."""
+        retry = self._free(folder, _stem(path, index), suffix)
         planned = plan.get(path) if path else None
-        if planned:
-            return planned.popleft()
-        return free_path(folder, _stem(path, index), suffix, self._taken)
+        return (planned.popleft() if planned else retry()), retry
 
-    def _overlay_path(self, path: str | None, index: int, suffix: str) -> str:
+    def _free(self, folder: str, stem: str, suffix: str) -> NextPath:
+        """The next free name of ``stem`` (never one planned for another source)."""
+        return functools.partial(free_path, folder, stem, suffix, self._taken)
+
+    def _overlay_path(self, path: str | None, index: int, suffix: str) -> tuple[str, NextPath]:
         return self._next_path(self._planned, self.save_dir, path, index, suffix)
 
-    def _label_path(self, result: Results, index: int) -> str:
+    def _label_path(self, result: Results, index: int) -> tuple[str, NextPath]:
         """``labels/<stem>.txt`` of an image; ``labels/<stem>_<frame>.txt`` of a video frame, ``<stem>`` the name
         planned for its video (a video named twice gets its second name at its second frame 0)."""
         if result.frame is None:
             return self._next_path(self._planned_labels, self.labels_dir, result.path, index, ".txt")
         key = str(result.path)
         if result.frame == 0 or key not in self._video_label_stems:
-            planned = self._next_path(self._planned_labels, self.labels_dir, result.path, index, ".txt")
+            planned, _ = self._next_path(self._planned_labels, self.labels_dir, result.path, index, ".txt")
             self._video_label_stems[key] = os.path.splitext(os.path.basename(planned))[0]
-        return free_path(self.labels_dir, f"{self._video_label_stems[key]}_{result.frame}", ".txt", self._taken)
+        retry = self._free(self.labels_dir, f"{self._video_label_stems[key]}_{result.frame}", ".txt")
+        return retry(), retry
 
     def write(self, result: Results) -> None:
         """Add one image's (or video frame's) results."""
@@ -227,7 +237,8 @@ class ResultsWriter:
         self._count += 1
         result.save_dir = self.save_dir
         if self.save_txt:
-            self.written.append(result.save_txt(self._label_path(result, index), self.save_conf))
+            path, retry = self._label_path(result, index)
+            self.written.append(write_lines(path, result.yolo_lines(self.save_conf), replace=False, next_path=retry))
         if self.overlays:
             self._write_overlay(result, index)
         # last: a Ctrl-C while the files are written never leaves predictions.json naming an image without them
@@ -235,10 +246,11 @@ class ResultsWriter:
             self._add_json(result, image_id=self._count, index=index)
 
     def _write_overlay(self, result: Results, index: int) -> None:
-        if result.frame is None:
-            self.written.append(result.save(self._overlay_path(result.path, index, ".png"), **self.plot_options))
-            return
         overlay = result.plot(**self.plot_options)
+        if result.frame is None:
+            path, retry = self._overlay_path(result.path, index, ".png")
+            self.written.append(save_image(overlay, path, replace=False, next_path=retry))
+            return
         self._videos.write(
             str(result.path), result.frame, overlay, lambda: self._overlay_path(result.path, index, ".mp4")
         )
@@ -284,8 +296,8 @@ class ResultsWriter:
             if parts is not None:
                 coco = merge_predictions(parts)
                 coco["categories"] = self.categories()
-                path = free_path(self.save_dir, "predictions", ".json", self._taken)
-                self.written.append(atomic_write_json(path, coco))
+                retry = self._free(self.save_dir, "predictions", ".json")
+                self.written.append(atomic_write_json(retry(), coco, replace=False, next_path=retry))
         elif self._world > 1:
             barrier()  # rank 0 returns once every rank's overlays are on disk
         remove_empty_dirs([folder for folder in self._created if os.path.isdir(folder)])  # labels/ may never be made

@@ -55,6 +55,24 @@ def test_local_links_and_anchors_resolve():
     assert broken == []
 
 
+REPOSITORY_FILES = "https://github.com/sparseinst-zoo/sparseinst-zoo/blob/main/"
+
+
+def test_readme_links_work_on_pypi_too():
+    """PyPI shows the README without the repository: its links are absolute, and those into the repository name
+    files that exist."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", (ROOT / "README.md").read_text(encoding="utf-8"))
+    relative = [target for target in targets if not re.match(r"[a-z]+:", target)]
+    assert relative == [], f"README links that break on PyPI (give the {REPOSITORY_FILES}... address): {relative}"
+    into_repository = [
+        target.removeprefix(REPOSITORY_FILES).partition("#")[0]
+        for target in targets
+        if target.startswith(REPOSITORY_FILES)
+    ]
+    assert into_repository, "the README links no docs page"
+    assert [path for path in into_repository if not (ROOT / path).exists()] == []
+
+
 def test_every_command_line_option_the_docs_name_exists():
     from sparseinst_zoo.cli import COMMANDS, build_parser
 

@@ -93,7 +93,10 @@ def _parse_line(fields: list[str], where: str, category_to_label: dict[int, int]
     except ValueError:
         raise DataError(f"{where}: coordinates must be numbers, got {' '.join(fields[1:])!r}") from None
     if len(coords) % 2:
-        raise DataError(f"{where}: {len(coords)} coordinates after the class; a polygon is x y pairs")
+        raise DataError(
+            f"{where}: {len(coords)} coordinates after the class; a polygon is x y pairs (labels written by "
+            "predict --save-conf end in a score: write them without --save-conf to train on them)"
+        )
     if not all(math.isfinite(v) and -_TOLERANCE <= v <= 1.0 + _TOLERANCE for v in coords):
         raise DataError(f"{where}: coordinates must be normalised to 0..1 by the image width and height")
     return category_to_label[int(class_value)], coords

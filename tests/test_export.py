@@ -213,6 +213,10 @@ def test_an_export_keeps_the_dataset_category_ids_of_a_trained_model(tmp_path):
     path = export_onnx(model, tmp_path / "cats.onnx", 64, 96)
     meta = read_onnx_metadata(path)
     assert meta.category_ids == (3, 7, 12) and meta.label_names == ("cat", "dog", "bird")
+    assert not meta.yolo_classes and create_predictor(path).yolo_classes is None  # COCO ids: save_txt writes labels
+    model.pretrained_cfg = model.pretrained_cfg.replace(extra={"category_ids": [0, 2, 5], "yolo_classes": True})
+    yolo = export_onnx(model, tmp_path / "yolo.onnx", 64, 96, verify=False)
+    assert read_onnx_metadata(yolo).yolo_classes and create_predictor(yolo).yolo_classes == (0, 2, 5)
     Image.fromarray(image(75, 110)).save(tmp_path / "photo.png")
     argv = ["predict", path, str(tmp_path / "photo.png"), "--save-json", "--score-threshold", "0.01", "--quiet"]
     assert cli.main([*argv, "--no-overlay", "--out", str(tmp_path / "run")]) == 0

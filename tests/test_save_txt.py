@@ -8,11 +8,12 @@ import torch
 import yaml
 from PIL import Image
 
+import sparseinst_zoo
 from sparseinst_zoo.cli import main
 from sparseinst_zoo.data import load_instances
 from sparseinst_zoo.errors import DataError, SparseInstError
 from sparseinst_zoo.inference.masks import mask_to_polygons
-from sparseinst_zoo.inference.results import Results
+from sparseinst_zoo.inference.results import Results, trained_labels_extra
 from sparseinst_zoo.inference.writer import ResultsWriter
 
 NAMES = ("square", "ring", "specks")
@@ -33,7 +34,9 @@ def _dataset(root, name, height, width, names=NAMES):
     """An image ``root/images/<name>.png`` and a data.yaml reading ``root/images`` (labels in ``root/labels``)."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(root / "images" / f"{name}.png")
-    (root / "data.yaml").write_text(yaml.safe_dump({"val": "images", "names": list(names)}))
+    (root / "data.yaml").write_text(
+        yaml.safe_dump({"val": "images", "names": names if isinstance(names, dict) else list(names)})
+    )
     return root / "data.yaml"
 
 
@@ -76,6 +79,23 @@ def test_save_conf_adds_the_score_and_coordinates_are_normalised(tmp_path):
         assert len(values) % 2 == 0 and len(values) >= 6
         assert all(0.0 <= v <= 1.0 for v in values)
     assert plain[0].split()[:3] == ["0", "0.0625", "0.104167"]  # x1 = 4 / 64, y1 = 5 / 48, 6 decimals
+
+
+def test_a_model_trained_on_a_yaml_whose_names_skip_numbers_writes_that_yaml_s_classes(tmp_path):
+    """names {0: square, 3: ring, 5: specks}: the labels 0, 1, 2 are written as the classes 0, 3, 5, so the
+    pseudo-labels read back with the YAML the model was trained on (label 1 was written as 1, which it refuses)."""
+    sparse = {0: "square", 3: "ring", 5: "specks"}
+    data_yaml = _dataset(tmp_path, "x", 48, 64, names=sparse)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=3).eval()
+    cfg = model.pretrained_cfg
+    model.pretrained_cfg = cfg.replace(extra=trained_labels_extra(cfg.extra, tuple(sparse), yolo_classes=True))
+    predicted = model.predict(np.zeros((48, 64, 3), np.uint8), score_threshold=0)[0]
+    assert predicted.yolo_classes == (0, 3, 5) and predicted[:2].yolo_classes == (0, 3, 5)
+    result = Results(_masks(), np.ones(4), np.array([0, 1, 2, 1]), NAMES, yolo_classes=predicted.yolo_classes)
+    result.save_txt(tmp_path / "labels" / "x.txt")
+    assert [line.split()[0] for line in (tmp_path / "labels" / "x.txt").read_text().splitlines()] == ["0", "3", "5"]
+    labels, _ = _read_back(data_yaml)
+    assert labels == [0, 1, 2]
 
 
 def test_labels_with_scores_are_refused_for_training_with_the_way_out(tmp_path):

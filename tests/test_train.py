@@ -768,6 +768,8 @@ def test_a_yolo_copy_trains_to_the_same_mask_ap_and_weights_as_its_coco_copy(twi
         assert torch.equal(value, coco_weights[key]), key
     card = sparseinst_zoo.create_model(str(tmp_path / "yolo" / "last")).pretrained_cfg
     assert card.dataset == "data.yaml (train)" and card.label_names == SHAPE_CLASSES
+    coco_card = sparseinst_zoo.create_model(str(tmp_path / "coco" / "last")).pretrained_cfg
+    assert card.extra["yolo_classes"] is True and "yolo_classes" not in coco_card.extra  # how save_txt numbers classes
     assert "mask AP50 (data.yaml (val))" in (tmp_path / "yolo" / "last" / "README.md").read_text()
 
 

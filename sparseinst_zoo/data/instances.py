@@ -85,7 +85,10 @@ class InstanceSet:
         num_dropped: annotations dropped because their polygons had fewer than 3 points.
         num_crowd: crowd annotations seen (kept only when asked).
         num_unreadable: image files skipped because they cannot be read (YOLO folders only; COCO refuses them).
+        yolo_classes: the category ids are the class indices of YOLO label files (a data.yaml's ``names`` keys).
     """
+
+    yolo_classes = False
 
     def __init__(self, source: str, images: list[ImageRecord], categories: dict[int, str]) -> None:
         self.source = source

@@ -144,6 +144,8 @@ class YoloInstances(InstanceSet):
     indices. An image file that cannot be read (corrupt, truncated) is skipped with one warning naming it.
     """
 
+    yolo_classes = True
+
     def __init__(self, sources: Sequence[str], names: dict[int, str], source: str, root: str = "") -> None:
         if not names:
             raise DataError(f"{source}: 'names' is empty; list the object classes there")

@@ -31,7 +31,7 @@ from .network import OptimizeOption, inference_network, model_device, model_dtyp
 from .optimize import OptimizedModel
 from .postprocess import postprocess
 from .precision import PRECISIONS, PrecisionLike, parse_precision, precision_from_alias
-from .results import Results, model_category_ids
+from .results import Results, model_category_ids, model_yolo_classes
 from .sharding import shard_sources
 from .sources import SourceItem, flatten_sources, has_video, iter_items, prefetch
 from .transforms import ResizeBackend, get_output_shape, normalize_and_pad, padded_shape, resize_images
@@ -140,6 +140,7 @@ class Predictor:
         names = getattr(model, "label_names", None)
         self.names: tuple[str, ...] = tuple(names) if names else ()
         self.category_ids = model_category_ids(model, self.names)
+        self.yolo_classes = model_yolo_classes(model)
         self.model = self.network()  # built now: option errors surface here, and the first call is not slower
         # an optimised network runs its own autocast; the eager model (or a runtime wrapper) is autocast here
         self.autocast_dtype = None if isinstance(self.model, OptimizedModel) else PRECISIONS[self.precision]
@@ -217,6 +218,7 @@ class Predictor:
             item.image if self.keep_image else None,
             item.frame,
             category_ids=self.category_ids,
+            yolo_classes=self.yolo_classes,
         )
 
     # -- sources ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,31 @@ def model_category_ids(model: Any, names: Sequence[str] = ()) -> tuple[int, ...]
     return None
 
 
+YOLO_CLASSES = "yolo_classes"
+"""``pretrained_cfg.extra`` key: True when the stored ``category_ids`` are YOLO class indices (a data.yaml's)."""
+
+
+def model_yolo_classes(model: Any) -> tuple[int, ...] | None:
+    """The YOLO class index of each label of ``model``: for a model trained on a data.yaml, that file's class
+    indices (``names`` may skip numbers: ``{0: cat, 2: dog}``); else None, the label is the class (as for COCO's 80).
+
+    Example:
+        >>> import sparseinst_zoo
+        >>> model = sparseinst_zoo.create_model("sparseinst_tiny_test", num_classes=2)
+        >>> model.pretrained_cfg = model.pretrained_cfg.replace(extra=trained_labels_extra({}, (0, 2), True))
+        >>> model_yolo_classes(model), model_category_ids(model)
+        ((0, 2), (0, 2))
+    """
+    cfg = getattr(model, "pretrained_cfg", None)
+    return model_category_ids(model) if (getattr(cfg, "extra", None) or {}).get(YOLO_CLASSES) else None
+
+
+def trained_labels_extra(extra: Mapping[str, Any], category_ids: Sequence[int], yolo_classes: bool) -> dict[str, Any]:
+    """``extra`` of a model trained on a dataset with these category ids (YOLO class indices, or not)."""
+    kept = {key: value for key, value in extra.items() if key != YOLO_CLASSES}  # a COCO fine-tune of a YOLO model
+    return {**kept, "category_ids": [int(c) for c in category_ids], **({YOLO_CLASSES: True} if yolo_classes else {})}
+
+
 def _to_numpy(x: ArrayLike) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
@@ -75,6 +100,8 @@ class Results:
         path: the image file (None for in-memory inputs); ``frame`` is the frame index for videos.
         orig_img: the uint8 HxWx3 RGB image the instances were predicted on (used by :meth:`plot`), or None.
         category_ids: the dataset category id of each label (the model's stored ids; None: ids are the labels).
+        yolo_classes: the YOLO class index of each label, for :meth:`yolo_lines` (a model trained on a data.yaml:
+            its ``names`` keys; None: the label is the class).
         save_dir: the run folder a :class:`~sparseinst_zoo.inference.writer.ResultsWriter` wrote this image to.
         track_ids: (N,) int64 numpy array of the instances' ids across video frames, set by ``model.track``
             (-1 for an instance the tracker kept without a match), or None when not tracked.
@@ -103,6 +130,7 @@ class Results:
         track_ids: ArrayLike | None = None,
         *,
         category_ids: Sequence[int] | None = None,
+        yolo_classes: Sequence[int] | None = None,
     ) -> None:
         if masks.ndim != 3 or not (len(masks) == len(scores) == len(labels)):
             raise SparseInstError(
@@ -119,6 +147,7 @@ class Results:
         self.orig_img = orig_img
         self.frame = frame
         self.category_id_map: tuple[int, ...] | None = tuple(category_ids) if category_ids is not None else None
+        self.yolo_classes: tuple[int, ...] | None = tuple(yolo_classes) if yolo_classes is not None else None
         self.save_dir: str | None = None
         self.track_ids = None if track_ids is None else _to_numpy(track_ids).astype(np.int64).reshape(-1)
         if self.track_ids is not None and len(self.track_ids) != len(scores):
@@ -155,6 +184,7 @@ class Results:
             self.frame,
             track_ids,
             category_ids=self.category_id_map,
+            yolo_classes=self.yolo_classes,
         )
 
     def __repr__(self) -> str:
@@ -216,10 +246,12 @@ class Results:
         """One YOLO segmentation label line per instance: ``class x1 y1 x2 y2 ...`` (and the score with
         ``save_conf``), as Ultralytics' ``save_txt`` writes them.
 
-        ``class`` is the label (the index into ``names``); the polygon is normalised to ``0..1`` by the image width
-        and height, 6 decimals. A mask of several parts, or with holes, stays one instance on one line: its outlines
-        are joined by bridges of width 0 (:func:`~sparseinst_zoo.inference.masks.mask_to_segment`), so filling the
-        polygon, as the YOLO reader does, gives the mask back. An empty mask has no outline and gets no line.
+        ``class`` is the label (the index into ``names``), or its class index in the data.yaml the model was trained
+        on (:attr:`yolo_classes`), so the files read back with that YAML; the polygon is normalised to ``0..1`` by
+        the image width and height, 6 decimals. A mask of several parts, or with holes, stays one instance on one
+        line: its outlines are joined by bridges of width 0 (:func:`~sparseinst_zoo.inference.masks.mask_to_segment`),
+        so filling the polygon, as the YOLO reader does, gives the mask back. An empty mask has no outline and gets
+        no line.
 
         Example:
             >>> m = np.zeros((1, 4, 8), bool); m[0, 1:3, 2:6] = True
@@ -234,7 +266,8 @@ class Results:
                 continue
             values = (segment / np.array([width, height], np.float64)).reshape(-1).tolist()
             values += [float(score)] if save_conf else []
-            lines.append(" ".join([str(int(label)), *(_decimal(v) for v in values)]))
+            yolo_class = self.yolo_classes[label] if self.yolo_classes is not None else label
+            lines.append(" ".join([str(int(yolo_class)), *(_decimal(v) for v in values)]))
         return lines
 
     def save_txt(self, path: str | os.PathLike[str], save_conf: bool = False) -> str:

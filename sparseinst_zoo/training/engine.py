@@ -43,6 +43,7 @@ from ..data.augment import Augmentation, AugmentConfig
 from ..errors import Argument, SparseInstError, TrainingDiverged, caller_words, on_command_line
 from ..evaluation import METRIC_KEYS, evaluate
 from ..inference.precision import PRECISIONS
+from ..inference.results import trained_labels_extra
 from ..models.sparseinst import SparseInst
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -269,7 +270,7 @@ class Trainer:
             reference_ap=None,
             reference_ap_test_dev=None,
             reference_fps=None,
-            extra={**pretrained_cfg.extra, "category_ids": list(train_set.category_ids)},
+            extra=trained_labels_extra(pretrained_cfg.extra, train_set.category_ids, train_set.yolo_classes),
         )
         if cfg.freeze_backbone:
             for param in model.backbone.parameters():

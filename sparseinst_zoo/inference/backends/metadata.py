@@ -23,7 +23,7 @@ from ..._constants import MASK_STRIDE, SIZE_DIVISIBILITY
 from ..._registry import PretrainedCfg
 from ...errors import SparseInstError
 from ...version import __version__
-from ..results import model_category_ids
+from ..results import model_category_ids, model_yolo_classes, trained_labels_extra
 
 __all__ = [
     "RAW_OUTPUTS",
@@ -66,6 +66,7 @@ def build_metadata(
         "pretrained_tag": cfg.name,
         "label_names": json.dumps(label_names),
         "category_ids": json.dumps(None if category_ids is None else list(category_ids)),
+        "yolo_classes": json.dumps(model_yolo_classes(model) is not None),
         "num_classes": str(int(model.num_classes)),
         "num_masks": str(int(model.num_masks)),
         "mean": json.dumps([float(v) for v in cfg.mean]),
@@ -96,6 +97,7 @@ class ExportMetadata:
     model_name: str
     label_names: tuple[str, ...]
     category_ids: tuple[int, ...] | None  # the dataset id of each label (None: the ids are the labels)
+    yolo_classes: bool  # the category ids are a data.yaml's class indices (the model was trained on one)
     mean: tuple[float, ...]
     std: tuple[float, ...]
     input_name: str
@@ -125,6 +127,7 @@ class ExportMetadata:
                 model_name=props["model_name"],
                 label_names=tuple(json.loads(props.get("label_names", "[]"))),
                 category_ids=_category_ids(props),
+                yolo_classes=bool(json.loads(props.get("yolo_classes", "false"))),
                 mean=tuple(json.loads(props["mean"])),
                 std=tuple(json.loads(props["std"])),
                 input_name=props.get("input_name", INPUT_NAME),
@@ -160,7 +163,7 @@ class ExportMetadata:
             std=(std[0], std[1], std[2]),
             min_size=self.min_size,
             max_size=self.max_size,
-            extra={} if self.category_ids is None else {"category_ids": list(self.category_ids)},
+            extra={} if self.category_ids is None else trained_labels_extra({}, self.category_ids, self.yolo_classes),
         )
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "next_run_dir",
     "reserve_run_dir",
     "free_path",
+    "free_names",
     "check_json_path",
     "write_new_json",
     "make_dirs",
@@ -99,7 +100,7 @@ def publish(
     if next_path is None:
         folder, name = os.path.split(path)
         stem, suffix = os.path.splitext(name)
-        next_path = functools.partial(free_path, folder, stem, suffix, set(), companions)
+        next_path = free_names(folder, stem, suffix, set(), companions)
     while True:
         try:
             _move_new(_moves(tmp, path, companions))
@@ -322,6 +323,19 @@ def free_path(folder: str, stem: str, suffix: str, taken: set[str], companions: 
     candidate = base + suffix
     taken.add(os.path.realpath(candidate))
     return candidate
+
+
+def free_names(folder: str, stem: str, suffix: str, taken: set[str], companions: Sequence[str] = ()) -> NextPath:
+    """:func:`free_path` of these arguments as a call without any: the first call chooses a name, later calls the
+    names to publish at instead when someone else created it first (``next_path`` of :func:`publish`).
+
+    Example:
+        >>> import tempfile, os
+        >>> names = free_names(tempfile.mkdtemp(), "a", ".png", set())
+        >>> os.path.basename(names()), os.path.basename(names())
+        ('a.png', 'a_2.png')
+    """
+    return functools.partial(free_path, folder, stem, suffix, taken, companions)
 
 
 def check_json_path(out: str | os.PathLike[str], what: str = "the result", example: str = "result.json") -> str:

@@ -17,7 +17,6 @@ what ``predict`` gives (the frame index in a video, None for images).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import warnings
@@ -27,7 +26,7 @@ from typing import IO, Any
 import numpy as np
 from torch import nn
 
-from .._io import NextPath, free_path, publish, remove_empty_dirs, reserve_run_dir, temporary_path
+from .._io import NextPath, free_names, publish, remove_empty_dirs, reserve_run_dir, temporary_path
 from ..errors import MissingDependency, SparseInstError, install_hint
 from .predictor import Predictor
 from .results import Results
@@ -280,12 +279,12 @@ class TrackWriter:
         self._taken = {os.path.realpath(s) for s in sources if isinstance(s, (str, os.PathLike))}
         self._next_image_frame = 0
         self._videos = VideoOverlays(self.written)
-        self._json: tuple[str, str, IO[str]] | None = None
+        self._json: tuple[str, NextPath, str, IO[str]] | None = None  # path, names if taken, temporary file, handle
         if save_json:
-            self._json_retry = functools.partial(free_path, self.directory, "tracks", ".jsonl", self._taken)
-            path = self._json_retry()
+            retry = free_names(self.directory, "tracks", ".jsonl", self._taken)
+            path = retry()
             tmp = temporary_path(path)
-            self._json = (path, tmp, open(tmp, "w", encoding="utf-8"))
+            self._json = (path, retry, tmp, open(tmp, "w", encoding="utf-8"))
 
     def _frame_index(self, result: Results) -> int:
         """The frame's index in its sequence: the video frame, or the image's position (as :func:`track_results`
@@ -299,7 +298,7 @@ class TrackWriter:
     def _new_name(self, result: Results, frame: int, suffix: str) -> tuple[str, NextPath]:
         """A free name for this frame's (video's) overlay, and the names to try if someone else creates it first."""
         stem = os.path.splitext(os.path.basename(result.path))[0] if result.path else f"frame{frame:06d}"
-        retry = functools.partial(free_path, self.directory, stem, suffix, self._taken)
+        retry = free_names(self.directory, stem, suffix, self._taken)
         return retry(), retry
 
     def write(self, result: Results) -> None:
@@ -308,7 +307,7 @@ class TrackWriter:
         if self._json is not None:
             for instance in result.to_dict()["instances"]:
                 line = {"source": result.path, "frame": frame, "track_id": instance.pop("track_id", -1)}
-                self._json[2].write(json.dumps({**line, **instance}) + "\n")
+                self._json[3].write(json.dumps({**line, **instance}) + "\n")
         if self.overlays:
             self._write_overlay(result, frame)
         track_ids = result.track_ids if result.track_ids is not None else np.full(len(result), -1)
@@ -328,10 +327,10 @@ class TrackWriter:
         """Finish the videos and ``tracks.jsonl``; returns every file written."""
         self._videos.close()
         if self._json is not None:
-            path, tmp, handle = self._json
+            path, retry, tmp, handle = self._json
             handle.close()
             if self.frames:
-                self.written.append(publish(tmp, path, replace=False, next_path=self._json_retry))
+                self.written.append(publish(tmp, path, replace=False, next_path=retry))
             else:  # a run that failed before its first frame leaves no empty tracks.jsonl
                 os.remove(tmp)
             self._json = None

@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,7 +42,7 @@ import numpy as np
 
 from .._constants import DEFAULT_PREDICT_DIR
 from .._distributed import barrier, broadcast_from_rank0, gather_to_rank0, rank, world_size
-from .._io import NextPath, atomic_write_json, free_path, remove_empty_dirs, reserve_run_dir, write_lines
+from .._io import NextPath, atomic_write_json, free_names, free_path, remove_empty_dirs, reserve_run_dir, write_lines
 from ..errors import SparseInstError
 from .masks import rle_area
 from .results import Results
@@ -206,13 +205,9 @@ class ResultsWriter:
     ) -> tuple[str, NextPath]:
         """The planned name of this source file, else (an in-memory image) the next free name of its stem; and the
         names to write instead if another process or thread creates that file first."""
-        retry = self._free(folder, _stem(path, index), suffix)
+        retry = free_names(folder, _stem(path, index), suffix, self._taken)
         planned = plan.get(path) if path else None
         return (planned.popleft() if planned else retry()), retry
-
-    def _free(self, folder: str, stem: str, suffix: str) -> NextPath:
-        """The next free name of ``stem`` (never one planned for another source)."""
-        return functools.partial(free_path, folder, stem, suffix, self._taken)
 
     def _overlay_path(self, path: str | None, index: int, suffix: str) -> tuple[str, NextPath]:
         return self._next_path(self._planned, self.save_dir, path, index, suffix)
@@ -226,7 +221,7 @@ class ResultsWriter:
         if result.frame == 0 or key not in self._video_label_stems:
             planned, _ = self._next_path(self._planned_labels, self.labels_dir, result.path, index, ".txt")
             self._video_label_stems[key] = os.path.splitext(os.path.basename(planned))[0]
-        retry = self._free(self.labels_dir, f"{self._video_label_stems[key]}_{result.frame}", ".txt")
+        retry = free_names(self.labels_dir, f"{self._video_label_stems[key]}_{result.frame}", ".txt", self._taken)
         return retry(), retry
 
     def write(self, result: Results) -> None:
@@ -296,7 +291,7 @@ class ResultsWriter:
             if parts is not None:
                 coco = merge_predictions(parts)
                 coco["categories"] = self.categories()
-                retry = self._free(self.save_dir, "predictions", ".json")
+                retry = free_names(self.save_dir, "predictions", ".json", self._taken)
                 self.written.append(atomic_write_json(retry(), coco, replace=False, next_path=retry))
         elif self._world > 1:
             barrier()  # rank 0 returns once every rank's overlays are on disk

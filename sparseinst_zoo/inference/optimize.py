@@ -38,6 +38,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBN
 
+from .._device import model_device
 from ..errors import Argument, SparseInstError
 from ..models._hub_mixin import PredictMixin
 from .precision import autocast_dtype, parse_precision
@@ -492,10 +493,7 @@ def optimize_for_inference(
         raise SparseInstError("the model is already optimised; call optimize_for_inference on the original model")
     if not isinstance(model, nn.Module):
         raise SparseInstError(f"optimize_for_inference expects a torch.nn.Module, got {type(model).__name__}")
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = torch.device(model_device(model) if device is None else device)
     autocast = autocast_dtype(precision, device)
     compile_mode = resolve_compile_mode(compile)
     if cuda_graphs:

@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from .._constants import DEFAULT_MEAN, DEFAULT_SCORE_THRESHOLD, DEFAULT_STD
-from .._device import select_device
+from .._device import model_device, select_device
 from .._distributed import join_process_group, world_size
 from .._distributed import rank as current_rank
 from ..errors import DataError, SparseInstError, unknown_keywords_error
-from .network import OptimizeOption, inference_network, model_device, model_dtype
+from .network import OptimizeOption, inference_network, model_dtype
 from .optimize import OptimizedModel
 from .postprocess import postprocess
 from .precision import PRECISIONS, PrecisionLike, parse_precision, precision_from_alias

@@ -1,4 +1,4 @@
-"""One device chooser for predict, evaluation, benchmark and training.
+"""One device chooser for predict, evaluation, benchmark and training, and where a model already is.
 
 Example:
     >>> from sparseinst_zoo._device import select_device
@@ -11,10 +11,11 @@ Example:
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from .errors import SparseInstError
 
-__all__ = ["select_device"]
+__all__ = ["model_device", "select_device"]
 
 _AUTO = "auto"
 
@@ -51,6 +52,12 @@ def select_device(device: str | torch.device | None = None, *, local_rank: int |
             f"device {str(chosen)!r} was requested but Apple's MPS is not available here; use device='cpu' or 'auto'"
         )
     return chosen
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def _parse(device: str | torch.device) -> torch.device:

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._device import model_device
 from .optimize import OptimizedModel, optimize_for_inference
 from .precision import parse_precision
 
@@ -55,12 +56,6 @@ def weights_fingerprint(model: nn.Module) -> tuple[Any, ...]:
     """What identifies the current weights of ``model``: per tensor its address, version, dtype, shape and device."""
     tensors = [*model.named_parameters(), *model.named_buffers()]
     return tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape), t.device) for name, t in tensors)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a model without parameters)."""
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 def _options(model: nn.Module, optimize: OptimizeOption, precision: str, device: torch.device) -> dict[str, Any] | None:

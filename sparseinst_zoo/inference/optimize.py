@@ -38,6 +38,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBN
 
+from .._device import model_device
 from ..errors import Argument, SparseInstError
 from ..models._hub_mixin import PredictMixin
 from .precision import autocast_dtype, parse_precision
@@ -488,34 +489,12 @@ def optimize_for_inference(
         >>> fast(torch.randn(2, 3, 64, 96))["pred_logits"].dtype
         torch.float32
     """
-    if isinstance(model, OptimizedModel):
-        raise SparseInstError("the model is already optimised; call optimize_for_inference on the original model")
-    if not isinstance(model, nn.Module):
-        raise SparseInstError(f"optimize_for_inference expects a torch.nn.Module, got {type(model).__name__}")
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
+    _check_optimizable(model)
+    device = torch.device(model_device(model) if device is None else device)
     autocast = autocast_dtype(precision, device)
     compile_mode = resolve_compile_mode(compile)
     if cuda_graphs:
-        if device.type != "cuda":
-            raise SparseInstError.naming(
-                "{cuda_graphs} needs a CUDA device, but the model is on {device}; run it on CUDA ({cuda}), or drop "
-                "{cuda_graphs}",
-                cuda_graphs=_CUDA_GRAPHS,
-                device=device,
-                cuda=Argument("device", "cuda"),
-            )
-        if compile_mode in _COMPILE_MODES_WITH_CUDA_GRAPHS:
-            raise SparseInstError.naming(
-                "compile mode {mode!r} already captures CUDA graphs; with {cuda_graphs} use {no_graphs} or {default} "
-                "(or drop {cuda_graphs})",
-                mode=compile_mode,
-                cuda_graphs=_CUDA_GRAPHS,
-                no_graphs=Argument("compile", "max-autotune-no-cudagraphs"),
-                default=Argument("compile", "default"),
-            )
+        _check_cuda_graphs(device, compile_mode)
     if cudnn_benchmark and device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     options = {
@@ -526,20 +505,65 @@ def optimize_for_inference(
         "cuda_graphs": bool(cuda_graphs),
         "device": str(device),
     }
-
     work = fold_batch_norm(model) if fold_bn else copy.deepcopy(model).eval()
+    work = _frozen_copy_on(work, device, channels_last, autocast is not None)
+    network = _Network(work, autocast, channels_last).eval()
+    runner = _fast_runner(network, compile_mode, cuda_graphs, batch_buckets, max_graphs)
+    return OptimizedModel(work, options, network, runner).eval()
+
+
+def _check_optimizable(model: object) -> None:
+    """Refuse what :func:`optimize_for_inference` cannot copy: an already optimised model, or no module at all."""
+    if isinstance(model, OptimizedModel):
+        raise SparseInstError("the model is already optimised; call optimize_for_inference on the original model")
+    if not isinstance(model, nn.Module):
+        raise SparseInstError(f"optimize_for_inference expects a torch.nn.Module, got {type(model).__name__}")
+
+
+def _check_cuda_graphs(device: torch.device, compile_mode: str | None) -> None:
+    """Refuse CUDA graphs off CUDA, or with a compile mode that captures its own graphs."""
+    if device.type != "cuda":
+        raise SparseInstError.naming(
+            "{cuda_graphs} needs a CUDA device, but the model is on {device}; run it on CUDA ({cuda}), or drop "
+            "{cuda_graphs}",
+            cuda_graphs=_CUDA_GRAPHS,
+            device=device,
+            cuda=Argument("device", "cuda"),
+        )
+    if compile_mode in _COMPILE_MODES_WITH_CUDA_GRAPHS:
+        raise SparseInstError.naming(
+            "compile mode {mode!r} already captures CUDA graphs; with {cuda_graphs} use {no_graphs} or {default} "
+            "(or drop {cuda_graphs})",
+            mode=compile_mode,
+            cuda_graphs=_CUDA_GRAPHS,
+            no_graphs=Argument("compile", "max-autotune-no-cudagraphs"),
+            default=Argument("compile", "default"),
+        )
+
+
+def _frozen_copy_on(work: nn.Module, device: torch.device, channels_last: bool, under_autocast: bool) -> nn.Module:
+    """``work`` (already a copy) on ``device``, in NHWC memory if asked, with no gradients, autocast-safe DCNs."""
     work = work.to(device)
     if channels_last:
         work = work.to(memory_format=torch.channels_last)
     for parameter in work.parameters():
         parameter.requires_grad_(False)
-    if autocast is not None:
+    if under_autocast:
         _make_deform_convs_autocast_safe(work)
-    network = _Network(work, autocast, channels_last).eval()
+    return work
+
+
+def _fast_runner(
+    network: _Network,
+    compile_mode: str | None,
+    cuda_graphs: bool,
+    batch_buckets: Sequence[int],
+    max_graphs: int,
+) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """What an :class:`OptimizedModel` calls: ``network``, compiled if asked, replayed from CUDA graphs if asked."""
     runner: Callable[[torch.Tensor], dict[str, torch.Tensor]] = network
     if compile_mode is not None:
         runner = torch.compile(network, mode=compile_mode)
     if cuda_graphs:
         runner = CUDAGraphRunner(runner, batch_buckets=batch_buckets, max_graphs=max_graphs)
-    optimized = OptimizedModel(work, options, network, runner)
-    return optimized.eval()
+    return runner

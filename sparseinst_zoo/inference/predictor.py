@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from .._constants import DEFAULT_MEAN, DEFAULT_SCORE_THRESHOLD, DEFAULT_STD
-from .._device import select_device
+from .._device import model_device, select_device
 from .._distributed import join_process_group, world_size
 from .._distributed import rank as current_rank
 from ..errors import DataError, SparseInstError, unknown_keywords_error
-from .network import OptimizeOption, inference_network, model_device, model_dtype
+from .network import OptimizeOption, inference_network, model_dtype
 from .optimize import OptimizedModel
 from .postprocess import postprocess
 from .precision import PRECISIONS, PrecisionLike, parse_precision, precision_from_alias
@@ -37,7 +37,7 @@ from .sources import SourceItem, flatten_sources, has_video, iter_items, prefetc
 from .transforms import ResizeBackend, get_output_shape, normalize_and_pad, padded_shape, resize_images
 from .writer import DEFAULT_RUN_DIR, ResultsWriter, check_label_options
 
-__all__ = ["Predictor", "predict", "DEFAULT_SCORE_THRESHOLD", "SkipCallback"]
+__all__ = ["Predictor", "predict", "DEFAULT_SCORE_THRESHOLD", "SkipCallback", "check_score_threshold"]
 
 
 SkipCallback = Callable[[str, Exception], None]
@@ -278,8 +278,7 @@ def _check_options(
             "the model's weights are on the meta device (shapes without values); give them values first, e.g. "
             "model.to_empty(device='cpu') and then model.load_state_dict(...)"
         )
-    if not 0.0 <= score_threshold < 1.0:
-        raise SparseInstError(f"score_threshold must be in [0, 1), got {score_threshold}")
+    check_score_threshold(score_threshold)
     if not 0.0 < mask_threshold < 1.0:
         raise SparseInstError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
     if max_detections is not None and max_detections < 1:
@@ -288,6 +287,12 @@ def _check_options(
         raise SparseInstError(f"batch_size must be >= 1, got {batch_size}")
     if resize_backend not in ("pil", "torch"):
         raise SparseInstError(f"resize_backend must be 'pil' or 'torch', got {resize_backend!r}")
+
+
+def check_score_threshold(score_threshold: float) -> None:
+    """Refuse a ``score_threshold`` outside [0, 1) (the Predictor's and ``track``'s, which checks it up front)."""
+    if not 0.0 <= score_threshold < 1.0:
+        raise SparseInstError(f"score_threshold must be in [0, 1), got {score_threshold}")
 
 
 def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:

@@ -17,6 +17,7 @@ what ``predict`` gives (the frame index in a video, None for images).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -28,7 +29,7 @@ from torch import nn
 
 from .._io import NextPath, free_names, publish, remove_empty_dirs, reserve_run_dir, temporary_path
 from ..errors import MissingDependency, SparseInstError, install_hint
-from .predictor import Predictor
+from .predictor import Predictor, check_score_threshold
 from .results import Results
 from .sources import VIDEO_EXTENSIONS, video_fps
 from .visualise import save_image
@@ -207,8 +208,7 @@ def track(
         >>> [r.track_ids.dtype.name for r in model.track(frames)]
         ['int64', 'int64', 'int64']
     """
-    if not 0.0 <= score_threshold < 1.0:
-        raise SparseInstError(f"score_threshold must be in [0, 1), got {score_threshold}")
+    check_score_threshold(score_threshold)
     if "sort_by_score" in predict_options:
         raise SparseInstError(
             "track always orders the instances of a frame by score (as ByteTrack ranks them); drop sort_by_score"
@@ -221,24 +221,27 @@ def track(
         frame_rate or DEFAULT_FRAME_RATE,
         minimum_consecutive_frames,
     )
-
-    def new_tracker(first: Results) -> InstanceTracker:
-        rate = frame_rate
-        if rate is None:
-            rate = video_fps(str(first.path), DEFAULT_FRAME_RATE) if _is_video_frame(first) else DEFAULT_FRAME_RATE
-        return InstanceTracker(
-            track_activation_threshold=track_activation_threshold,
-            lost_track_buffer=lost_track_buffer,
-            minimum_matching_threshold=minimum_matching_threshold,
-            frame_rate=rate,
-            minimum_consecutive_frames=minimum_consecutive_frames,
-            keep_untracked=keep_untracked,
-        )
-
+    new_tracker = functools.partial(
+        _new_tracker,
+        frame_rate=frame_rate,
+        track_activation_threshold=track_activation_threshold,
+        lost_track_buffer=lost_track_buffer,
+        minimum_matching_threshold=minimum_matching_threshold,
+        minimum_consecutive_frames=minimum_consecutive_frames,
+        keep_untracked=keep_untracked,
+    )
     predictor = Predictor(model, score_threshold=score_threshold, sort_by_score=True, **predict_options)
     frames = (result[result.scores > score_threshold] for result in predictor.stream(source))
     tracked = track_results(frames, new_tracker)
     return tracked if stream else list(tracked)
+
+
+def _new_tracker(first: Results, *, frame_rate: float | None, **tracker_options: Any) -> InstanceTracker:
+    """The tracker of the sequence that ``first`` starts, at ``frame_rate`` (default: its video's rate, 30 for
+    images); ``tracker_options`` are :class:`InstanceTracker`'s others."""
+    if frame_rate is None:
+        frame_rate = video_fps(str(first.path), DEFAULT_FRAME_RATE) if _is_video_frame(first) else DEFAULT_FRAME_RATE
+    return InstanceTracker(frame_rate=frame_rate, **tracker_options)
 
 
 class TrackWriter:

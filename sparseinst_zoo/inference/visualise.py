@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import colorsys
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from functools import lru_cache
 from typing import TYPE_CHECKING, cast
@@ -93,47 +94,99 @@ def draw_instances(
         >>> draw_instances(img, m, [0.9], ["cat"]).shape
         (20, 30, 3)
     """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise SparseInstError(f"draw_instances expects a uint8 HxWx3 RGB image, got {image.shape} {image.dtype}")
-    masks = np.asarray(masks, dtype=bool)
-    if masks.shape[1:] != image.shape[:2]:
-        raise SparseInstError(f"mask size {masks.shape[1:]} differs from the image size {image.shape[:2]}")
+    image, masks = _checked_inputs(image, masks)
     if boxes is None:
         boxes = masks_to_boxes(masks)
     height, width = image.shape[:2]
     thickness = max(1, round(min(height, width) / 250))
     colours = instance_colors(len(masks)) if track_ids is None else track_colors(track_ids)
     order = np.argsort(-masks.sum((1, 2)), kind="stable")
+    out = Image.fromarray(_paint_masks(image, masks, colours, order, alpha, thickness if outline else None))
+    if labels or show_boxes:
+        caption = functools.partial(_caption, class_names, scores, track_ids if show_ids else None) if labels else None
+        _annotate(out, masks, boxes, colours, order, thickness, caption, show_boxes)
+    return np.asarray(out)
+
+
+def _checked_inputs(image: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` and ``masks`` as arrays, refused unless a uint8 HxWx3 image and (N, H, W) masks of its size."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise SparseInstError(f"draw_instances expects a uint8 HxWx3 RGB image, got {image.shape} {image.dtype}")
+    masks = np.asarray(masks, dtype=bool)
+    if masks.shape[1:] != image.shape[:2]:
+        raise SparseInstError(f"mask size {masks.shape[1:]} differs from the image size {image.shape[:2]}")
+    return image, masks
+
+
+def _paint_masks(
+    image: np.ndarray, masks: np.ndarray, colours: np.ndarray, order: np.ndarray, alpha: float, outline: int | None
+) -> np.ndarray:
+    """``image`` with each mask blended in its colour (in ``order``), and an ``outline`` pixels thick border."""
     canvas = image.astype(np.float32)
     for i in order:
         colour = colours[i].astype(np.float32)
         canvas[masks[i]] = canvas[masks[i]] * (1 - alpha) + colour * alpha
-        if outline:
-            canvas[_boundary(masks[i], thickness)] = colour
-    out = Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
-    if labels or show_boxes:
-        draw = ImageDraw.Draw(out)
-        font = _font(max(11, round(min(height, width) / 36)))
-        for i in order:
-            if not masks[i].any():
-                continue
-            colour = tuple(int(c) for c in colours[i])
-            x1, y1, x2, y2 = (float(v) for v in boxes[i])
-            if show_boxes:
-                draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=thickness)
-            if labels:
-                text = f"{class_names[i]} {float(scores[i]):.2f}"
-                if track_ids is not None and show_ids and int(track_ids[i]) >= 0:
-                    text = f"#{int(track_ids[i])} {text}"
-                left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-                text_w, text_h = right - left + 4, bottom - top + 4
-                tx = min(max(x1, 0), max(width - text_w, 0))
-                ty = y1 - text_h if y1 - text_h >= 0 else min(y1, max(height - text_h, 0))
-                draw.rectangle([tx, ty, tx + text_w, ty + text_h], fill=colour)
-                luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-                draw.text((tx + 2 - left, ty + 2 - top), text, fill="black" if luminance > 150 else "white", font=font)
-    return np.asarray(out)
+        if outline is not None:
+            canvas[_boundary(masks[i], outline)] = colour
+    return canvas.round().clip(0, 255).astype(np.uint8)
+
+
+def _caption(
+    class_names: Sequence[str],
+    scores: Sequence[float] | np.ndarray,
+    track_ids: Sequence[int] | np.ndarray | None,
+    i: int,
+) -> str:
+    """Instance ``i``'s label: ``"name score"``, after ``#id`` when it has a track id to show."""
+    text = f"{class_names[i]} {float(scores[i]):.2f}"
+    if track_ids is not None and int(track_ids[i]) >= 0:
+        text = f"#{int(track_ids[i])} {text}"
+    return text
+
+
+def _annotate(
+    out: Image.Image,
+    masks: np.ndarray,
+    boxes: np.ndarray,
+    colours: np.ndarray,
+    order: np.ndarray,
+    thickness: int,
+    caption: Callable[[int], str] | None,
+    show_boxes: bool,
+) -> None:
+    """Draw each non-empty instance's box (if ``show_boxes``) and ``caption(i)`` label (if any) onto ``out``."""
+    draw = ImageDraw.Draw(out)
+    font = _font(max(11, round(min(out.size) / 36)))
+    for i in order:
+        if not masks[i].any():
+            continue
+        colour = tuple(int(c) for c in colours[i])
+        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        if show_boxes:
+            draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=thickness)
+        if caption is not None:
+            _draw_label(draw, out.size, caption(i), (x1, y1), colour, font)
+
+
+def _draw_label(
+    draw: ImageDraw.ImageDraw,
+    size: tuple[int, int],
+    text: str,
+    corner: tuple[float, float],
+    colour: tuple[int, ...],
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+) -> None:
+    """``text`` on a ``colour`` tag above the box ``corner`` (below it, or shifted, where the image ends there)."""
+    width, height = size
+    x1, y1 = corner
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    text_w, text_h = right - left + 4, bottom - top + 4
+    tx = min(max(x1, 0), max(width - text_w, 0))
+    ty = y1 - text_h if y1 - text_h >= 0 else min(y1, max(height - text_h, 0))
+    draw.rectangle([tx, ty, tx + text_w, ty + text_h], fill=colour)
+    luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+    draw.text((tx + 2 - left, ty + 2 - top), text, fill="black" if luminance > 150 else "white", font=font)
 
 
 def save_image(

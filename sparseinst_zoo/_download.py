@@ -28,7 +28,15 @@ from .errors import DownloadError
 
 _logger = logging.getLogger("sparseinst_zoo")
 
-__all__ = ["Downloaded", "download_bars", "download_original", "file_sha256", "sha256_matches", "download_timeout"]
+__all__ = [
+    "Downloaded",
+    "download_bars",
+    "download_original",
+    "file_sha256",
+    "sha256_matches",
+    "download_timeout",
+    "no_answer",
+]
 
 TIMEOUT_ENV = "SPARSEINST_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT_S = 30.0
@@ -44,6 +52,16 @@ class Downloaded:
     source: str
     size: int
     sha256: str
+
+
+def no_answer(timeout: float) -> str:
+    """How a download that timed out is reported, after the name of what did not answer.
+
+    Example:
+        >>> no_answer(30.0)
+        'did not answer within 30 s (SPARSEINST_DOWNLOAD_TIMEOUT sets the limit)'
+    """
+    return f"did not answer within {timeout:g} s ({TIMEOUT_ENV} sets the limit)"
 
 
 def download_timeout() -> float:
@@ -114,7 +132,7 @@ def _gdown(url: str | None, drive_id: str | None, dest: Path, progress: bool) ->
             timeout=(timeout, timeout),
         )
     except requests.exceptions.Timeout:
-        raise DownloadError(f"{where} did not answer within {timeout:g} s ({TIMEOUT_ENV} sets the limit)") from None
+        raise DownloadError(f"{where} {no_answer(timeout)}") from None
     except requests.exceptions.HTTPError as err:
         status = getattr(err.response, "status_code", "?")
         what = "not found" if status == 404 else "server error" if isinstance(status, int) and status >= 500 else ""

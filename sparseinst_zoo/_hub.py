@@ -40,7 +40,7 @@ from filelock import FileLock
 
 from ._cache import cache_root, converted_folder, hf_cache_dir, original_path
 from ._constants import WEIGHTS_NAME
-from ._download import Downloaded, download_original, download_timeout, file_sha256
+from ._download import Downloaded, download_original, download_timeout, file_sha256, no_answer
 from ._registry import PretrainedCfg
 from .errors import DownloadError, SparseInstError
 from .version import __version__
@@ -151,7 +151,7 @@ def _silent_hub(repo_id: str, filename: str, revision: str | None, endpoint: str
         )
     except Exception as err:  # only a transport failure decides here; HTTP answers are hf_hub_download's to report
         if "Timeout" in type(err).__name__:
-            return f"it did not answer within {download_timeout():g} s (SPARSEINST_DOWNLOAD_TIMEOUT sets the limit)"
+            return f"it {no_answer(download_timeout())}"
     return None
 
 
@@ -189,7 +189,7 @@ def _transport_reason(err: BaseException) -> str:
     cause = err.__cause__ or err.__context__
     name = type(cause).__name__ if cause else ""
     if "Timeout" in name:
-        return f"it did not answer within {download_timeout():g} s (SPARSEINST_DOWNLOAD_TIMEOUT sets the limit)"
+        return f"it {no_answer(download_timeout())}"
     if "Connect" in name:
         return "the connection was refused or failed"
     if "Protocol" in name or "ReadError" in name:
@@ -240,6 +240,80 @@ def _blob_is_intact(path: str) -> bool:
     return file_sha256(blob) == blob.name
 
 
+@dataclass(frozen=True)
+class _HubFile:
+    """One file of a Hub repository to download, and where from: the endpoint, the cache, whether it is reachable."""
+
+    repo_id: str
+    filename: str
+    revision: str | None
+    cache: str
+    endpoint: str
+    offline: bool  # HF_HUB_OFFLINE is set
+    unreachable: str | None  # why the Hub cannot be reached now, or None
+
+    @classmethod
+    def probe(
+        cls, repo_id: str, filename: str, revision: str | None, cache_dir: str | os.PathLike[str] | None
+    ) -> _HubFile:
+        """The file, with the Hub probed once (unless offline) so that an unreachable one is given up at once."""
+        endpoint = hub_endpoint()
+        offline = is_offline()
+        cache = hf_cache_dir(cache_dir)
+        unreachable = None if offline else _unreachable(endpoint) or _silent_hub(repo_id, filename, revision, endpoint)
+        return cls(repo_id, filename, revision, cache, endpoint, offline, unreachable)
+
+    @property
+    def cache_only(self) -> bool:
+        """Only the Hugging Face cache is read (offline, or the Hub cannot be reached)."""
+        return self.offline or self.unreachable is not None
+
+    @property
+    def where(self) -> str:
+        """The file, for the start of an error message."""
+        where = f"{self.filename!r} of Hub repository {self.repo_id!r}"
+        if self.unreachable:
+            where += f" (the Hub at {self.endpoint} cannot be reached: {self.unreachable})"
+        return where
+
+    def error(self, err: BaseException) -> DownloadError:
+        return _hub_error(err, self.where, self.endpoint, self.cache)
+
+
+def _download_once(file: _HubFile, force: bool, optional: bool) -> str | None:
+    """``hf_hub_download`` of ``file``: its local path, or None if ``optional`` and absent; failures in one line."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return hf_hub_download(
+            file.repo_id,
+            file.filename,
+            revision=file.revision,
+            cache_dir=file.cache,
+            endpoint=file.endpoint,
+            local_files_only=file.cache_only,
+            force_download=force,
+            etag_timeout=download_timeout(),
+            library_name=LIBRARY_NAME,
+            library_version=__version__,
+        )
+    except LocalEntryNotFoundError as err:  # a subclass of EntryNotFoundError: first
+        if optional and file.offline:
+            return None
+        raise file.error(err) from None
+    except EntryNotFoundError as err:
+        if optional:
+            return None
+        raise file.error(err) from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        raise file.error(err) from None
+    except Exception as err:  # httpx2 transport errors (dropped connection, bad URL) must not leak 400 lines
+        if type(err).__module__.split(".")[0] not in ("httpx", "httpx2", "httpcore", "h11"):
+            raise
+        raise file.error(err) from None
+
+
 def hub_download(
     repo_id: str,
     filename: str,
@@ -255,52 +329,17 @@ def hub_download(
     Raises:
         DownloadError: one line saying what failed (absent, unreachable, timed out, HTTP status, offline).
     """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
-
-    endpoint = hub_endpoint()
-    offline = is_offline()
-    cache = hf_cache_dir(cache_dir)
-    unresolved = None if offline else _unreachable(endpoint) or _silent_hub(repo_id, filename, revision, endpoint)
-    where = f"{filename!r} of Hub repository {repo_id!r}"
-    if unresolved:
-        where += f" (the Hub at {endpoint} cannot be reached: {unresolved})"
+    file = _HubFile.probe(repo_id, filename, revision, cache_dir)
     for force in (False, True):
-        try:
-            path = hf_hub_download(
-                repo_id,
-                filename,
-                revision=revision,
-                cache_dir=cache,
-                endpoint=endpoint,
-                local_files_only=offline or unresolved is not None,
-                force_download=force,
-                etag_timeout=download_timeout(),
-                library_name=LIBRARY_NAME,
-                library_version=__version__,
-            )
-        except LocalEntryNotFoundError as err:  # a subclass of EntryNotFoundError: first
-            if optional and offline:
-                return None
-            raise _hub_error(err, where, endpoint, cache) from None
-        except EntryNotFoundError as err:
-            if optional:
-                return None
-            raise _hub_error(err, where, endpoint, cache) from None
-        except (HfHubHTTPError, OSError, ValueError) as err:
-            raise _hub_error(err, where, endpoint, cache) from None
-        except Exception as err:  # httpx2 transport errors (dropped connection, bad URL) must not leak 400 lines
-            if type(err).__module__.split(".")[0] not in ("httpx", "httpx2", "httpcore", "h11"):
-                raise
-            raise _hub_error(err, where, endpoint, cache) from None
-        if _blob_is_intact(path):
+        path = _download_once(file, force, optional)
+        if path is None or _blob_is_intact(path):
             return path
         _logger.warning("%s in the Hugging Face cache fails its sha256 (corrupt): fetching it again", path)
         os.remove(os.path.realpath(path))
-        if offline or unresolved:
+        if file.cache_only:
             break
     raise DownloadError(
-        f"{where}: the cached copy is corrupt (sha256 differs from its name) and could not be fetched "
+        f"{file.where}: the cached copy is corrupt (sha256 differs from its name) and could not be fetched "
         "again; delete the models--* folder in the Hugging Face cache and retry with network access"
     )
 

@@ -22,10 +22,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,6 +281,29 @@ def _make_call(
     return lambda: predictor.predict_images(frames)
 
 
+def _check_run_options(what: str, backend: str, batch_size: int, threads: int | None) -> None:
+    if what not in WHAT:
+        raise SparseInstError(f"what must be one of {WHAT}, got {what!r}")
+    if backend not in BACKENDS:
+        raise SparseInstError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if int(batch_size) < 1:
+        raise SparseInstError(f"batch size must be >= 1, got {batch_size}")
+    if threads is not None and threads < 1:
+        raise SparseInstError(f"threads must be >= 1, got {threads}")
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(threads)`` (None: as it is), restoring the count after it."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_benchmark(
     model: nn.Module | str,
     *,
@@ -333,17 +357,7 @@ def run_benchmark(
     Raises:
         SparseInstError: for bad options (unknown precision, CUDA-only options on a CPU, ...).
     """
-    if what not in WHAT:
-        raise SparseInstError(f"what must be one of {WHAT}, got {what!r}")
-    if backend not in BACKENDS:
-        raise SparseInstError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if int(batch_size) < 1:
-        raise SparseInstError(f"batch size must be >= 1, got {batch_size}")
-    if threads is not None and threads < 1:
-        raise SparseInstError(f"threads must be >= 1, got {threads}")
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
+    _check_run_options(what, backend, batch_size, threads)
     speed = {
         "precision": parse_precision(precision),
         "fold_bn": bool(fold_bn),
@@ -351,7 +365,7 @@ def run_benchmark(
         "compile": compile,
         "cuda_graphs": bool(cuda_graphs),
     }
-    try:
+    with _torch_threads(threads):
         return _run(
             model,
             backend=backend,
@@ -369,8 +383,6 @@ def run_benchmark(
             weights=(pretrained, checkpoint_path),
             seed=seed,
         )
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _run(
@@ -391,26 +403,16 @@ def _run(
     weights: tuple[bool, str | None],
     seed: int,
 ) -> dict[str, Any]:
-    iters = int(iters if iters is not None else (50 if device.type == "cuda" else 10))
-    warmup = int(warmup if warmup is not None else (10 if device.type == "cuda" else 2))
-    if iters < 1 or warmup < 0:
-        raise SparseInstError(f"iters must be >= 1 and warmup >= 0, got {iters} and {warmup}")
+    """One configuration with the options checked, the device and sizes parsed and the threads set."""
+    iters, warmup = _iteration_counts(iters, warmup, device)
     if backend == "torch":
         setup = _torch_setup(model, device, image_size, what, sizes, speed, weights)
     else:
         setup = _exported_setup(model, backend, device, image_size, what, sizes, speed, weights, threads)
-    gflops = None
-    if flops and setup.torch_model is not None:
-        probe = torch.randn(1, 3, *setup.in_size, generator=torch.Generator().manual_seed(seed)).to(device)
-        gflops = round(count_flops(setup.torch_model, probe) / 1e9, 3)
+    gflops = _gflops(setup, device, seed) if flops else None
     resize = (resize_backend or ("torch" if device.type == "cuda" else "pil")) if what == "predict" else None
     call = _make_call(setup, what, batch_size, image_size, device, resize or "pil", seed)
-    time_calls(call, 0, warmup, device)
-    memory = PeakMemory(device)
-    memory.reset()  # after the warm-up: cuDNN's algorithm search and graph capture are one-off, not steady state
-    host_ms, gpu_ms = time_calls(call, iters, 0, device)
-    peak = memory.peak_mb()
-    latency = latency_summary(host_ms)
+    measured = _measure(call, iters, warmup, device, batch_size)
     name = model if isinstance(model, str) else getattr(setup.runner, "model_name", type(setup.runner).__name__)
     return {
         "model": str(name),
@@ -426,15 +428,45 @@ def _run(
         "options": setup.options,
         "warmup": warmup,
         "iters": iters,
+        **measured,
+        "gflops_per_image": gflops,
+        "flops_note": FLOPS_NOTE,
+        "env": environment(device),
+    }
+
+
+def _iteration_counts(iters: int | None, warmup: int | None, device: torch.device) -> tuple[int, int]:
+    """``(iters, warmup)``, by default 50 / 10 on CUDA and 10 / 2 elsewhere."""
+    iters = int(iters if iters is not None else (50 if device.type == "cuda" else 10))
+    warmup = int(warmup if warmup is not None else (10 if device.type == "cuda" else 2))
+    if iters < 1 or warmup < 0:
+        raise SparseInstError(f"iters must be >= 1 and warmup >= 0, got {iters} and {warmup}")
+    return iters, warmup
+
+
+def _gflops(setup: _Setup, device: torch.device, seed: int) -> float | None:
+    """GFLOPs of one fp32 forward at the input size, per image (None for an exported file given by path)."""
+    if setup.torch_model is None:
+        return None
+    probe = torch.randn(1, 3, *setup.in_size, generator=torch.Generator().manual_seed(seed)).to(device)
+    return round(count_flops(setup.torch_model, probe) / 1e9, 3)
+
+
+def _measure(call: Callable[[], Any], iters: int, warmup: int, device: torch.device, batch_size: int) -> dict[str, Any]:
+    """Warm ``call`` up, then time ``iters`` calls: the latency, throughput and memory keys of a result."""
+    time_calls(call, 0, warmup, device)
+    memory = PeakMemory(device)
+    memory.reset()  # after the warm-up: cuDNN's algorithm search and graph capture are one-off, not steady state
+    host_ms, gpu_ms = time_calls(call, iters, 0, device)
+    peak = memory.peak_mb()
+    latency = latency_summary(host_ms)
+    return {
         "latency_ms": latency,
         "images_per_s": round(batch_size * 1000.0 / latency["median"], 3),
         "gpu_ms_median": round(statistics.median(gpu_ms), 4) if gpu_ms else None,
         "peak_memory_mb": round(peak, 1) if peak is not None else None,
         "memory_kind": memory.kind,
         "memory_baseline_mb": round(memory.baseline_mb, 1) if memory.baseline_mb is not None else None,
-        "gflops_per_image": gflops,
-        "flops_note": FLOPS_NOTE,
-        "env": environment(device),
     }
 
 

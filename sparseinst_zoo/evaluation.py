@@ -204,6 +204,12 @@ def undefined_metrics(label_names: tuple[str, ...]) -> dict[str, Any]:
     return {**{key: None for key in METRIC_KEYS}, "per_class": {name: None for name in label_names}}
 
 
+def _nothing_to_measure(dataset: InstanceSet, lacking: str) -> dict[str, Any]:
+    """Warn that ``dataset`` has no ``lacking`` (image, annotation) and return its undefined metrics."""
+    _logger.warning("%s has no %s: every metric is undefined", dataset.source, lacking)
+    return undefined_metrics(dataset.label_names)
+
+
 def _detections_object(gt: Any, detections: list[dict[str, Any]], coco_class: Any) -> Any:
     if detections:
         return gt.loadRes([dict(d) for d in detections])  # loadRes adds keys to the dicts: keep the caller's intact
@@ -231,8 +237,7 @@ def score_detections(
     coco_class, eval_class = _coco_api(backend)
     gt = gt if gt is not None else coco_ground_truth(dataset, backend)
     if not gt.dataset["annotations"]:
-        _logger.warning("%s has no annotation: every metric is undefined", dataset.source)
-        return undefined_metrics(dataset.label_names)
+        return _nothing_to_measure(dataset, "annotation")
     with _quiet_scorer() as summary, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools' numpy-2 copy keyword
         coco_eval = eval_class(gt, _detections_object(gt, detections, coco_class), iouType="segm")
@@ -328,6 +333,41 @@ def _predict_shard(
     return [d for part in parts for d in part] if parts is not None else []
 
 
+def _dataset_to_score(
+    data: str | os.PathLike[str] | None,
+    images: str | os.PathLike[str] | None,
+    split: str,
+    dataset: InstanceSet | None,
+) -> InstanceSet:
+    """The given dataset, or ``data`` read with its crowd annotations; checked to hold them before predicting."""
+    if dataset is None:
+        if data is None:
+            raise SparseInstError("evaluate needs data= (a COCO JSON with images=, or a data.yaml) or dataset=")
+        dataset = load_instances(data, images, split=split, keep_crowd=True)
+    check_crowd_kept(dataset)
+    return dataset
+
+
+def _metrics_on_rank0(
+    predictor: Predictor, dataset: InstanceSet, scorer: str, batch_size: int, workers: int, progress: bool
+) -> dict[str, Any] | None:
+    """The metrics on rank 0 (every rank predicts its shard), None on the other ranks; undefined without images."""
+    if not dataset.images:
+        return _nothing_to_measure(dataset, "image")
+    detections = _predict_shard(predictor, dataset, batch_size, workers, progress)
+    return score_detections(dataset, detections, scorer) if current_rank() == 0 else None
+
+
+def _metrics_on_every_rank(metrics: dict[str, Any] | None, dataset: InstanceSet) -> dict[str, Any]:
+    """Rank 0's metrics on every rank (broadcast; a dataset without images has them on every rank already)."""
+    if world_size() > 1 and dataset.images:
+        box = [metrics]
+        dist.broadcast_object_list(box, src=0)
+        metrics = box[0]
+    assert metrics is not None
+    return metrics
+
+
 def evaluate(
     model: nn.Module | str,
     data: str | os.PathLike[str] | None = None,
@@ -388,12 +428,7 @@ def evaluate(
     scorer = resolve_backend(backend)  # fail before predicting when the backend is missing
     if out is not None:
         check_metrics_path(out)
-    dataset = dataset if dataset is not None else coco
-    if dataset is None:
-        if data is None:
-            raise SparseInstError("evaluate needs data= (a COCO JSON with images=, or a data.yaml) or dataset=")
-        dataset = load_instances(data, images, split=split, keep_crowd=True)
-    check_crowd_kept(dataset)  # before predicting
+    dataset = _dataset_to_score(data, images, split, dataset if dataset is not None else coco)
     predictor = _predictor(
         model,
         checkpoint,
@@ -407,21 +442,8 @@ def evaluate(
         keep_image=False,
     )
     _check_classes(predictor.source_model, dataset)
-    rank, world = current_rank(), world_size()
-    metrics: dict[str, Any] | None = None
-    if not dataset.images:
-        _logger.warning("%s has no image: every metric is undefined", dataset.source)
-        metrics = undefined_metrics(dataset.label_names)
-    else:
-        detections = _predict_shard(predictor, dataset, batch_size, workers, progress)
-        if rank == 0:
-            metrics = score_detections(dataset, detections, scorer)
-    if rank == 0 and out is not None:
+    metrics = _metrics_on_rank0(predictor, dataset, scorer, batch_size, workers, progress)
+    if current_rank() == 0 and out is not None:
         assert metrics is not None
         write_metrics(out, metrics)
-    if world > 1 and dataset.images:
-        box = [metrics]
-        dist.broadcast_object_list(box, src=0)
-        metrics = box[0]
-    assert metrics is not None
-    return metrics
+    return _metrics_on_every_rank(metrics, dataset)

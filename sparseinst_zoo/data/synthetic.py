@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from typing import NamedTuple
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -29,6 +30,84 @@ def _shape_polygon(kind: str, cx: float, cy: float, r: float) -> list[float]:
         angles = [2 * math.pi * i / 24 for i in range(24)]
         return [v for a in angles for v in (cx + r * math.cos(a), cy + r * math.sin(a))]
     return [cx, cy - r, cx + r, cy + r * 0.8, cx - r, cy + r * 0.8]
+
+
+class _Shape(NamedTuple):
+    """One shape drawn on an image: its class, outline, pixels and how its mask is stored."""
+
+    label: int
+    polygon: list[float]
+    mask: np.ndarray
+    as_rle: bool  # a disc drawn as an ellipse, stored as RLE (its polygon only approximates it)
+
+
+def _place_shape(
+    rng: np.random.Generator, occupied: np.ndarray, radius: tuple[float, float], disc_polygons: bool
+) -> _Shape | None:
+    """A random shape that overlaps none of the ``occupied`` pixels, or None when 20 tries all overlap."""
+    height, width = occupied.shape
+    for _attempt in range(20):
+        half = float(rng.uniform(*radius) * min(height, width))
+        cx = float(rng.uniform(half + 1, width - half - 1))
+        cy = float(rng.uniform(half + 1, height - half - 1))
+        label = int(rng.integers(len(SHAPE_CLASSES)))
+        kind = SHAPE_CLASSES[label]
+        polygon = _shape_polygon(kind, cx, cy, half)
+        as_rle = kind == "disc" and not disc_polygons
+        layer = Image.new("L", (width, height), 0)
+        if as_rle:
+            ImageDraw.Draw(layer).ellipse([cx - half, cy - half, cx + half, cy + half], fill=1)
+        else:
+            ImageDraw.Draw(layer).polygon(polygon, fill=1)
+        mask = np.asarray(layer, dtype=bool)
+        if not (mask & occupied).any() and mask.sum() > 4:
+            return _Shape(label, polygon, mask, as_rle)
+    return None
+
+
+def _draw_image(
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    max_shapes: int,
+    radius: tuple[float, float],
+    disc_polygons: bool,
+) -> tuple[Image.Image, list[_Shape]]:
+    """A noisy background with 1..``max_shapes`` non-overlapping shapes in random colours, and those shapes."""
+    height, width = size
+    background = (rng.random((height, width, 3)) * 90 + 20).astype(np.uint8)
+    canvas = Image.fromarray(background)
+    draw = ImageDraw.Draw(canvas)
+    occupied = np.zeros((height, width), dtype=bool)
+    shapes: list[_Shape] = []
+    for _ in range(int(rng.integers(1, max_shapes + 1))):
+        shape = _place_shape(rng, occupied, radius, disc_polygons)
+        if shape is None:
+            continue
+        occupied |= shape.mask
+        colour = tuple(int(c) for c in rng.integers(130, 256, size=3))
+        draw.bitmap((0, 0), Image.fromarray(shape.mask.astype(np.uint8) * 255), fill=colour)
+        shapes.append(shape)
+    return canvas, shapes
+
+
+def _annotation(ann_id: int, image_id: int, shape: _Shape) -> dict:
+    """The COCO annotation of a drawn shape (polygon, or RLE for a disc drawn as an ellipse)."""
+    rle = mask_utils.encode(np.asfortranarray(shape.mask.astype(np.uint8)))
+    segmentation: list | dict
+    if shape.as_rle:
+        segmentation = {"size": list(shape.mask.shape), "counts": rle["counts"].decode("ascii")}
+    else:
+        segmentation = [[round(v, 2) for v in shape.polygon]]
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": _CATEGORY_IDS[shape.label],
+        "segmentation": segmentation,
+        "area": float(shape.mask.sum()),
+        "bbox": [x, y, w, h],
+        "iscrowd": 0,
+    }
 
 
 def make_shapes_dataset(
@@ -66,56 +145,15 @@ def make_shapes_dataset(
     """
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(seed)
-    height, width = size
     images: list[dict] = []
     annotations: list[dict] = []
     for image_id in range(1, num_images + 1):
-        background = (rng.random((height, width, 3)) * 90 + 20).astype(np.uint8)
-        canvas = Image.fromarray(background)
-        draw = ImageDraw.Draw(canvas)
-        occupied = np.zeros((height, width), dtype=bool)
-        for _ in range(int(rng.integers(1, max_shapes + 1))):
-            for _attempt in range(20):
-                half = float(rng.uniform(*radius) * min(height, width))
-                cx = float(rng.uniform(half + 1, width - half - 1))
-                cy = float(rng.uniform(half + 1, height - half - 1))
-                label = int(rng.integers(len(SHAPE_CLASSES)))
-                kind = SHAPE_CLASSES[label]
-                layer = Image.new("L", (width, height), 0)
-                layer_draw = ImageDraw.Draw(layer)
-                polygon = _shape_polygon(kind, cx, cy, half)
-                if kind == "disc" and not disc_polygons:
-                    layer_draw.ellipse([cx - half, cy - half, cx + half, cy + half], fill=1)
-                else:
-                    layer_draw.polygon(polygon, fill=1)
-                mask = np.asarray(layer, dtype=bool)
-                if not (mask & occupied).any() and mask.sum() > 4:
-                    break
-            else:
-                continue
-            occupied |= mask
-            colour = tuple(int(c) for c in rng.integers(130, 256, size=3))
-            draw.bitmap((0, 0), Image.fromarray(mask.astype(np.uint8) * 255), fill=colour)
-            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            if kind == "disc" and not disc_polygons:
-                segmentation: list | dict = {"size": [height, width], "counts": rle["counts"].decode("ascii")}
-            else:
-                segmentation = [[round(v, 2) for v in polygon]]
-            x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": _CATEGORY_IDS[label],
-                    "segmentation": segmentation,
-                    "area": float(mask.sum()),
-                    "bbox": [x, y, w, h],
-                    "iscrowd": 0,
-                }
-            )
+        canvas, shapes = _draw_image(rng, size, max_shapes, radius, disc_polygons)
+        for ann_id, shape in enumerate(shapes, len(annotations) + 1):
+            annotations.append(_annotation(ann_id, image_id, shape))
         file_name = f"{image_id:05d}.png"
         canvas.save(os.path.join(out_dir, file_name))
-        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
+        images.append({"id": image_id, "file_name": file_name, "height": size[0], "width": size[1]})
     categories = [{"id": c, "name": n, "supercategory": "shape"} for c, n in zip(_CATEGORY_IDS, SHAPE_CLASSES)]
     path = os.path.join(out_dir, json_name)
     with open(path, "w", encoding="utf-8") as handle:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from .._io import staged_path
 from ..errors import MissingDependency, SparseInstError, install_hint
 from ..inference.backends.metadata import INPUT_NAME, POSTPROCESSED_OUTPUTS, RAW_OUTPUTS, InputDtype, build_metadata
 from ..inference.precision import PrecisionLike, parse_precision, precision_from_alias
-from .verify import EXACT_TOLERANCE, HALF_TOLERANCE, verify_onnx
+from .verify import EXACT_TOLERANCE, HALF_TOLERANCE, Tolerance, verify_onnx
 from .wrapper import (
     EXAMPLE_BATCH,
     ExportWrapper,
@@ -149,6 +150,25 @@ def _float16_graph(precision: PrecisionLike) -> bool:
     return name == "fp16"
 
 
+def _save_verified(
+    program: Any,
+    target: Path,
+    model: nn.Module,
+    size: tuple[int, int],
+    tolerance: Tolerance | None,
+    started: float,
+) -> None:
+    """Save ``program`` at ``target`` atomically, first checked against ``model`` within ``tolerance`` (None: not
+    checked); on a mismatch nothing is written. ``started`` is when the export began, for the log line."""
+    with staged_path(target) as staged:
+        program.save(staged.path, external_data=False)
+        model_name = program.model.metadata_props["model_name"]
+        _logger.info("exported %s to %s in %.1f s", model_name, target, time.perf_counter() - started)
+        if tolerance is not None:
+            source = f"the ONNX export to {str(target)!r} (not written)"
+            verify_onnx(model, staged.path, *size, tolerance=tolerance, raise_on_mismatch=True, source=source)
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -221,11 +241,6 @@ def export_onnx(
         opset=opset,
     )
     program.model.metadata_props.update(metadata)
-    with staged_path(target) as staged:
-        program.save(staged.path, external_data=False)
-        _logger.info("exported %s to %s in %.1f s", metadata["model_name"], target, time.perf_counter() - start)
-        if verify:
-            tolerance = HALF_TOLERANCE if half else EXACT_TOLERANCE
-            source = f"the ONNX export to {str(target)!r} (not written)"
-            verify_onnx(model, staged.path, height, width, tolerance=tolerance, raise_on_mismatch=True, source=source)
+    tolerance = (HALF_TOLERANCE if half else EXACT_TOLERANCE) if verify else None
+    _save_verified(program, target, model, (height, width), tolerance, start)
     return str(target)

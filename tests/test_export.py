@@ -647,10 +647,10 @@ def test_r50_giam_onnx_matches_pytorch_and_predicts_the_same(tmp_path):
     """The full-size R-50 G-IAM (random weights) at 128x128: export ~30-60 s on 2 cores."""
     torch.manual_seed(0)
     model = sparseinst_zoo.create_model("sparseinst_r50_giam").eval()
-    path = export_onnx(model, tmp_path / "r50.onnx", 128, 128)
+    path = export_onnx(model, tmp_path / "r50.onnx", 128, 128, verify=False)  # verified once, below, as export does
     images = pixels(1, 128, 128)
     assert_raw_close(run_onnx(path, images), torch_raw(model, images))
-    assert verify_onnx(model, path)["pred_masks"] < 1e-4
+    assert verify_onnx(model, path, raise_on_mismatch=True)["pred_masks"] < 1e-4
     square = image(96, 96)  # min_size 608 -> 128x128 with min_size=max_size=128: exactly the exported input
     expected = model.predict(square, min_size=128, max_size=128, score_threshold=0.005)[0]
     got = OnnxPredictor(path, min_size=128, max_size=128, score_threshold=0.005).predict(square)[0]

@@ -13,7 +13,9 @@ import hashlib
 import json
 import sys
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -148,7 +150,7 @@ def test_pyramid_pooling_keeps_keys_and_is_exact_when_traced():
 # ---------------------------------------------------------------------------------------------------------------------
 # ONNX exports shared by the tests
 # ---------------------------------------------------------------------------------------------------------------------
-def _graph_key(wrapper: torch.nn.Module, example: torch.Tensor, *args) -> tuple:
+def _graph_key(wrapper: torch.nn.Module, example: torch.Tensor, *args: object) -> tuple[object, ...]:
     """Everything ``torch.onnx.export`` of ``wrapper`` depends on: its modules' structure, plain attributes and every
     parameter and buffer bit for bit, the example's shape and dtype, and the other exporter arguments."""
     digest = hashlib.sha256(repr(wrapper).encode())
@@ -162,15 +164,15 @@ def _graph_key(wrapper: torch.nn.Module, example: torch.Tensor, *args) -> tuple:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _reuse_identical_exports():
+def _reuse_identical_exports() -> Iterator[None]:
     """Memoise the exporter call of :func:`export_onnx` within this module: a second export of the same weights at the
     same settings (the fp16 / ``half=True`` spellings, the CLI export of a folder saved from a fixture's model) reuses
     the first graph instead of tracing it again (~7 s each on 2 cores). Everything after the call (metadata, the staged
     write, onnxruntime verification, the move into place) runs for real on every export."""
-    exported: dict[tuple, tuple] = {}
+    exported: dict[tuple[object, ...], tuple[Any, dict[str, str]]] = {}
     trace = onnx_export_module._onnx_program
 
-    def memoised(wrapper, example, opset, names, dynamic):
+    def memoised(wrapper: torch.nn.Module, example: torch.Tensor, opset: int, names: list[str], dynamic: bool) -> Any:
         key = _graph_key(wrapper, example, opset, names, dynamic)
         if key not in exported:
             program = trace(wrapper, example, opset, names, dynamic)

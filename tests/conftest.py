@@ -30,6 +30,20 @@ def tiny_model():
     return sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
 
 
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> str:
+    """:func:`tiny_model`'s weights exported to a dynamic ONNX file (traced at the 64x96 test size), shared by the test
+    modules that only read it (an export takes ~10 s on 2 cores)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import sparseinst_zoo
+    from sparseinst_zoo.export import export_onnx
+
+    torch.manual_seed(0)
+    model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
+    return export_onnx(model, tmp_path_factory.mktemp("tiny_onnx") / "tiny.onnx", dynamic=True)
+
+
 @pytest.fixture
 def rgb_image() -> np.ndarray:
     """A 75x110 uint8 RGB image with a few coloured shapes (odd size on purpose)."""

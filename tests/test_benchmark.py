@@ -188,15 +188,6 @@ def test_sparseinst_cli_benchmark(tmp_path, capsys):
     assert "needs a CUDA device" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    pytest.importorskip("onnxruntime")
-    from sparseinst_zoo.export import export_onnx
-
-    model = sparseinst_zoo.create_model("sparseinst_tiny_test").eval()
-    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny_64x96.onnx", 64, 96)
-
-
 def test_onnx_file_as_model_through_the_cli(tiny_onnx, tmp_path, capsys):
     """``sparseinst benchmark model.onnx``: onnxruntime by the suffix, end to end, no FLOPs (no PyTorch model)."""
     from sparseinst_zoo import cli

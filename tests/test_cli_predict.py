@@ -324,12 +324,10 @@ def test_each_run_gets_a_new_folder_and_old_flags_still_work(checkpoint, tmp_pat
     assert second["annotations"] == first["annotations"]
 
 
-def test_predict_runs_an_exported_onnx_file_like_the_model(tiny_model, tmp_path, rgb_image, capsys):
-    from sparseinst_zoo.export import export_onnx
-
+def test_predict_runs_an_exported_onnx_file_like_the_model(tiny_onnx, tmp_path, rgb_image, capsys):
     image_path = tmp_path / "photo.png"
     Image.fromarray(rgb_image).save(image_path)
-    onnx_path = export_onnx(tiny_model, tmp_path / "tiny.onnx", 64, 64, dynamic=True)
+    onnx_path = tiny_onnx  # the seeded tiny_model, exported dynamic
     runs = {}
     for name, model in (("torch", "sparseinst_tiny_test"), ("onnx", onnx_path)):
         extra = ["--weights", "random"] if name == "torch" else []

@@ -393,6 +393,46 @@ def test_fast_copy_is_cached_and_rebuilt_when_the_weights_change(tiny_model, rgb
     _assert_same_results(changed, tiny_model.predict(rgb_image, score_threshold=0.0, optimize=False)[0])
 
 
+def test_predictors_with_other_options_keep_their_own_copies(tiny_model, rgb_image):
+    """Two option sets on one model used to evict each other's copy: every call deep-copied and folded again."""
+    fp32, bf16 = Predictor(tiny_model).model, Predictor(tiny_model, precision="bf16").model
+    assert fp32 is not bf16
+    assert Predictor(tiny_model).model is fp32 and Predictor(tiny_model, precision="bf16").model is bf16
+    with torch.no_grad():
+        tiny_model.decoder.inst_branch.cls_score.bias.add_(1.0)
+    assert Predictor(tiny_model).model is not fp32  # new weights: a new copy, the old ones are dropped
+
+
+def test_a_fold_in_one_thread_lets_other_threads_predict(tiny_model, rgb_image):
+    """fx patches nn.Module.__call__ for the whole process while it traces; a prediction in another thread during a
+    fold went through the patch and died with NameError (module is not installed as a submodule)."""
+    import threading
+
+    from sparseinst_zoo.inference.optimize import fold_batch_norm
+
+    expected = tiny_model.predict(rgb_image, **OPTS)[0]
+    outcome: list = []
+
+    class PredictElsewhere(torch.nn.Module):
+        def forward(self, x):  # runs while fx traces the Sequential below
+            def work():
+                try:
+                    outcome.append(tiny_model.predict(rgb_image, **OPTS)[0])
+                except Exception as err:  # noqa: BLE001 - the test reports what the thread raised
+                    outcome.append(err)
+
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+            return x
+
+    root = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), PredictElsewhere()).eval()
+    folded = fold_batch_norm(root)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())  # the trace itself still works
+    assert len(outcome) == 1 and isinstance(outcome[0], Results), outcome
+    _assert_same_results(outcome[0], expected)
+
+
 def test_device_option_moves_a_copy_not_the_model(tiny_model, rgb_image):
     Predictor(tiny_model, device="cpu", optimize=False)
     tiny_model.train()

@@ -15,12 +15,13 @@ autocasts it at the model's dtype unless given a ``precision``.
 An :class:`~sparseinst_zoo.inference.optimize.OptimizedModel`, or a module without convolutions (a runtime wrapper
 such as the onnxruntime backend), is used as it is.
 
-Copies are cached per model (one entry per model, dropped with it) and keyed on the options and on a fingerprint of
+Copies are cached per model (dropped with it), one per set of options (the last :data:`MAX_COPIES_PER_MODEL` used:
+two Predictors with other options on one model do not rebuild each other's copy), and tied to a fingerprint of
 every parameter and buffer: its storage address (``data_ptr``), its in-place version counter (``_version``, bumped by
 optimizer steps, ``load_state_dict``, ``copy_`` and BatchNorm statistic updates), dtype, shape and device. Changing the
-weights in any of these ways between two ``predict`` calls rebuilds the copy; the one change it cannot see is
-writing into a tensor's memory behind autograd's back (e.g. through ``.numpy()``), so call
-:func:`clear_inference_cache` after such edits.
+weights in any of these ways between two ``predict`` calls rebuilds the copy (and drops the copies of the old
+weights); the one change it cannot see is writing into a tensor's memory behind autograd's back (e.g. through
+``.numpy()``), so call :func:`clear_inference_cache` after such edits.
 
 Example:
     >>> import sparseinst_zoo
@@ -35,6 +36,7 @@ from __future__ import annotations
 import copy
 import threading
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -44,12 +46,15 @@ from .._device import model_device
 from .optimize import OptimizedModel, optimize_for_inference
 from .precision import parse_precision
 
-__all__ = ["inference_network", "clear_inference_cache", "weights_fingerprint"]
+__all__ = ["MAX_COPIES_PER_MODEL", "inference_network", "clear_inference_cache", "weights_fingerprint"]
 
 OptimizeOption = bool | dict[str, Any] | None
 
+MAX_COPIES_PER_MODEL = 4  # option sets kept per model; each copy holds a full set of weights
+
 _lock = threading.Lock()
-_cache: weakref.WeakKeyDictionary[nn.Module, tuple[Any, nn.Module]] = weakref.WeakKeyDictionary()
+# per model: options key -> (weights fingerprint, copy), least recently used first
+_cache: weakref.WeakKeyDictionary[nn.Module, OrderedDict[Any, tuple[Any, nn.Module]]] = weakref.WeakKeyDictionary()
 
 
 def weights_fingerprint(model: nn.Module) -> tuple[Any, ...]:
@@ -110,21 +115,27 @@ def inference_network(
     device = torch.device(device) if device is not None else model_device(model)
     precision = parse_precision(precision, device)
     options = _options(model, optimize, precision, device)
-    key = (
-        repr(sorted((options or {}).items())),
-        options is None,
-        str(device),
-        model.training,
-        weights_fingerprint(model),
-    )
+    key = (repr(sorted((options or {}).items())), options is None, str(device), model.training)
+    weights = weights_fingerprint(model)
     with _lock:  # one build per model and key, also when several threads predict at once
-        cached = _cache.get(model)
-        if cached is not None and cached[0] == key:
+        copies = _cache.setdefault(model, OrderedDict())
+        cached = copies.get(key)
+        if cached is not None and cached[0] == weights:
+            copies.move_to_end(key)
             return cached[1]
         network = _build(model, options, device)
         if network is not model:
-            _cache[model] = (key, network)
+            _remember(copies, key, weights, network)
         return network
+
+
+def _remember(copies: OrderedDict[Any, tuple[Any, nn.Module]], key: Any, weights: Any, network: nn.Module) -> None:
+    """Keep ``network`` for ``key``; copies of other weights are stale (never used again) and the oldest go first."""
+    for stale in [k for k, (fingerprint, _) in copies.items() if fingerprint != weights]:
+        del copies[stale]
+    copies[key] = (weights, network)
+    while len(copies) > MAX_COPIES_PER_MODEL:
+        copies.popitem(last=False)
 
 
 def clear_inference_cache() -> None:

@@ -73,7 +73,33 @@ _BN_TYPES: tuple[type[nn.Module], ...] = tuple(
 
 # ----------------------------------------------------------------------------------------------- BatchNorm folding
 class _ConvBnTracer(torch.fx.Tracer):
-    """An fx tracer that keeps convolutions and every BatchNorm flavour as opaque leaf calls."""
+    """An fx tracer that keeps convolutions and every BatchNorm flavour as opaque leaf calls.
+
+    While fx traces, it patches ``nn.Module.__call__`` and ``__getattr__`` for the whole process; module calls from
+    any other thread (a prediction running beside the fold of another copy) pass straight through to the module
+    instead of being recorded into this graph, which fx refuses with ``NameError``.
+    """
+
+    def trace(
+        self, root: nn.Module | Callable[..., Any], concrete_args: dict[str, Any] | None = None
+    ) -> torch.fx.Graph:
+        self._tracing_thread = threading.get_ident()
+        return super().trace(root, concrete_args)
+
+    def _other_thread(self) -> bool:
+        return threading.get_ident() != getattr(self, "_tracing_thread", None)
+
+    def call_module(
+        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if self._other_thread():
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        if self._other_thread():
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return isinstance(m, _CONV_TYPES + _BN_TYPES) or super().is_leaf_module(m, module_qualified_name)

@@ -50,9 +50,26 @@ __all__ = [
 
 
 def _umask() -> int:
+    """The process umask, read without changing it where the system says it (Linux: ``/proc/self/status``).
+
+    ``os.umask`` can only be read by setting it: for that moment every file and folder another thread creates gets
+    mode 0o666 / 0o777, so it is read that way only once, at import, where the system does not say it.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    return _UMASK_AT_IMPORT
+
+
+def _umask_by_setting_it() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK_AT_IMPORT = _umask_by_setting_it()
 
 
 def temporary_path(path: str | os.PathLike[str]) -> str:

@@ -165,3 +165,19 @@ def test_threads_writing_into_one_folder_lose_nothing(tmp_path):
     assert len(written) == len(set(written)) == threads * (2 * images + 1)
     assert all(os.path.exists(path) for path in written)
     assert len(list(run.glob("predictions*.json"))) == threads and _no_temporary_files(run)
+
+
+def test_publishing_from_threads_never_sets_the_process_umask(tmp_path, monkeypatch):
+    """Reading the umask by setting it (``os.umask(0)``, then back) gave another thread's files mode 0o666 meanwhile,
+    and two threads interleaving there left the process umask at 0. Files still follow the umask of the moment."""
+    real_umask = os.umask
+    old = real_umask(0o027)
+    try:
+        calls: list[int] = []
+        monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real_umask(mask))
+        path = publish(temporary_path(tmp_path / "a.txt"), tmp_path / "a.txt", replace=False)
+        _result().save_txt(tmp_path / "b.txt")
+    finally:
+        real_umask(old)
+    assert calls == []
+    assert {oct(os.stat(p).st_mode & 0o777) for p in (path, tmp_path / "b.txt")} == {"0o640"}

@@ -397,6 +397,8 @@ def make_dirs(path: str | os.PathLike[str]) -> list[str]:
     while not os.path.exists(head):
         missing.append(head)
         head = os.path.dirname(head)
+    if not os.path.isdir(head):
+        raise SparseInstError(f"{head} is a file where a folder is needed; choose another folder")
     os.makedirs(path, exist_ok=True)
     return missing[::-1]
 

@@ -302,6 +302,17 @@ def test_a_source_folder_as_out_is_never_overwritten(checkpoint, tmp_path, rgb_i
     assert sorted(p.name for p in photos.iterdir()) == ["a.png", "a_2.png"]
 
 
+@pytest.mark.parametrize("out", ["afile", "afile/sub"])
+def test_a_file_where_the_run_folder_goes_is_a_one_line_error(checkpoint, tmp_path, rgb_image, capsys, out):
+    (tmp_path / "afile").write_text("mine")
+    Image.fromarray(rgb_image).save(tmp_path / "a.png")
+    argv = ["predict", "sparseinst_tiny_test", "--checkpoint", str(checkpoint), str(tmp_path / "a.png"), "--exist-ok"]
+    assert main([*argv, "--out", str(tmp_path / out)]) == 1
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith(f"{tmp_path / 'afile'} is a file where a folder is needed; choose another folder"), err
+    assert "\n" not in err.strip() and (tmp_path / "afile").read_text() == "mine"
+
+
 def test_each_run_gets_a_new_folder_and_old_flags_still_work(checkpoint, tmp_path, rgb_image, capsys):
     Image.fromarray(rgb_image).save(tmp_path / "p.png")
     out = tmp_path / "runs" / "predict"

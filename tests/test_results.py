@@ -168,6 +168,16 @@ def test_draw_instances_rejects_bad_images():
         draw_instances(np.zeros((4, 4), np.uint8), np.zeros((0, 4, 4), bool), [], [])
 
 
+@pytest.mark.parametrize("alpha", [2.0, -0.1])
+def test_plot_refuses_an_opacity_outside_0_1(alpha):
+    image = np.zeros((40, 60, 3), np.uint8)
+    with pytest.raises(
+        ValueError, match=rf"alpha is the masks' opacity, from 0 \(invisible\) to 1 \(opaque\); got {alpha}"
+    ):
+        make_results(image=image).plot(alpha=alpha)
+    assert make_results(image=image).plot(alpha=1.0).shape == image.shape
+
+
 @pytest.mark.filterwarnings("ignore:OpenCV:UserWarning")  # supervision's notice when opencv-python is absent
 def test_to_supervision_detections_work_with_its_annotators_and_filters():
     sv = pytest.importorskip("supervision")

@@ -95,6 +95,8 @@ def draw_instances(
         (20, 30, 3)
     """
     image, masks = _checked_inputs(image, masks)
+    if not 0.0 <= alpha <= 1.0:  # outside, the blend overflows uint8 into noise
+        raise SparseInstError(f"alpha is the masks' opacity, from 0 (invisible) to 1 (opaque); got {alpha}")
     if boxes is None:
         boxes = masks_to_boxes(masks)
     height, width = image.shape[:2]

@@ -238,6 +238,7 @@ def _exported_setup(
         path = _export_for(torch_model, backend, _sizes(torch_model.pretrained_cfg, image_size, *sizes, what)[2])
     runner = load_backend(path, backend, num_threads=threads, precision=precision)
     min_size, max_size, in_size = _sizes(runner.pretrained_cfg, image_size, *sizes, what)
+    in_size = runner.input_size or in_size  # a fixed-size export runs every image padded to its one input size
     options = {"backend": backend, "precision": getattr(runner, "precision", "fp32"), "model_file": path}
     return _Setup(runner, torch_model, weights_name, min_size, max_size, in_size, options)
 

@@ -216,6 +216,25 @@ def test_onnx_file_as_model_through_the_cli(tiny_onnx, tmp_path, capsys):
     assert result["gflops_per_image"] is None and "backend=onnxruntime" in capsys.readouterr().out
 
 
+@pytest.fixture(scope="module")
+def fixed_onnx(tmp_path_factory) -> str:
+    """The tiny model exported at a fixed 64x64 input."""
+    pytest.importorskip("onnxruntime")
+    from sparseinst_zoo.export import export_onnx
+
+    path = tmp_path_factory.mktemp("fixed") / "fixed.onnx"
+    return export_onnx(sparseinst_zoo.create_model("sparseinst_tiny_test").eval(), path, 64, 64, verify=False)
+
+
+@pytest.mark.parametrize("what", ["forward", "predict"])
+def test_a_fixed_size_export_runs_and_reports_its_own_input_size(fixed_onnx, what):
+    """A 64x64 export and a 40x100 image: every image runs padded to 64x64; the row said the 64x160 the dynamic model
+    would take, and forward refused that batch."""
+    result = run_benchmark(fixed_onnx, backend="onnxruntime", image_size=(40, 100), what=what, iters=1, warmup=0)
+    assert result["image_size"] == [40, 100] and result["input_size"] == [64, 64]
+    assert result["latency_ms"]["median"] > 0
+
+
 def test_openvino_backend_runs_the_model_file_and_a_model_name(tiny_onnx, tmp_path):
     pytest.importorskip("openvino")
     result = run_benchmark(tiny_onnx, backend="openvino", image_size=(75, 110), iters=2, warmup=1, threads=1)

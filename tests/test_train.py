@@ -135,6 +135,10 @@ def test_cli_training_learns_and_the_result_predicts_and_evaluates(shapes, tmp_p
     best = sparseinst_zoo.create_model(str(out / "best"))
     assert best.label_names == SHAPE_CLASSES and best.num_classes == 3
     assert best.pretrained_cfg.extra["category_ids"] == [3, 7, 11]
+    # the run's checkpoint given as --checkpoint / checkpoint_path keeps them too (it gave class_0.. and ids 0..2)
+    resumed = sparseinst_zoo.create_model("sparseinst_tiny_test", checkpoint_path=out / "checkpoints" / "last.pt")
+    assert resumed.label_names == SHAPE_CLASSES and resumed.pretrained_cfg.extra["category_ids"] == [3, 7, 11]
+    assert resumed.pretrained_cfg.min_size == best.pretrained_cfg.min_size
     results = best.predict(os.path.join(shapes["val_images"], "00001.png"), score_threshold=0.3)
     assert len(results) == 1 and len(results[0]) >= 1
     assert (out / "last" / "model.safetensors").is_file() and "mask AP" in (out / "best" / "README.md").read_text()

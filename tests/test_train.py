@@ -489,6 +489,21 @@ def test_exist_ok_drops_the_earlier_runs_tensorboard_events(shapes, tmp_path):
     assert not events.exists() and notes.read_text() == "mine"
 
 
+def test_exist_ok_drops_the_exports_of_the_earlier_runs_models(tmp_path):
+    """`sparseinst export RUN/best` writes RUN/best.onnx; after an --exist-ok rerun it stayed, and `val RUN/best.onnx`
+    measured the earlier run's model while a new export went to best_2.onnx."""
+    out = tmp_path / "run"
+    (out / "best").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (out / "best" / name).write_text("{}")
+    stale = ["best.onnx", "best_2.onnx", "best.xml", "best.bin", "best.pt2", "last.onnx"]
+    mine = ["best_model.onnx", "notes.txt", "best.onnx.txt"]
+    for name in stale + mine:
+        (out / name).write_text(name)
+    assert claim_run_folder(str(out), exist_ok=True)[0] == str(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(mine)
+
+
 def test_a_resumed_run_hides_the_tensorboard_steps_it_logs_again(shapes, tmp_path):
     """TensorBoard showed the steps between the checkpoint and the interruption twice (old and new values)."""
     pytest.importorskip("tensorboard")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import shutil
 
 from .._io import make_dirs, next_run_dir, remove_empty_dirs
@@ -34,6 +35,9 @@ TRAIN_CONFIG_NAME = "train_config.json"
 METRICS_NAME = "metrics.jsonl"
 RUN_MARKERS = (TRAIN_CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, "best", "last", "results.png")
 _MODEL_FOLDER_FILES = ("config.json", "model.safetensors")
+# what `sparseinst export RUN/best` (or last) writes beside the folder by default: best.onnx, best_2.onnx, the OpenVINO
+# best.xml + best.bin, best.pt2; left there, `sparseinst val RUN/best.onnx` would measure the previous run's model
+_EXPORT_OF_A_MODEL_FOLDER = re.compile(r"(best|last)(_\d+)?\.(onnx|xml|bin|pt2)")
 
 
 def holds_run(folder: str) -> bool:
@@ -42,8 +46,8 @@ def holds_run(folder: str) -> bool:
 
 
 def _clear_previous_outputs(folder: str) -> None:
-    """With ``exist_ok``: drop the earlier run's models, checkpoint, curves and TensorBoard events so none is
-    mistaken for the new run's."""
+    """With ``exist_ok``: drop the earlier run's models (and their exports beside them), checkpoint, curves and
+    TensorBoard events so none is mistaken for the new run's."""
     for name in ("best", "last"):
         path = os.path.join(folder, name)
         if all(os.path.isfile(os.path.join(path, f)) for f in _MODEL_FOLDER_FILES):
@@ -53,6 +57,11 @@ def _clear_previous_outputs(folder: str) -> None:
             os.unlink(os.path.join(folder, name))
     for events in glob.glob(os.path.join(glob.escape(tensorboard_folder(folder)), "events.out.tfevents.*")):
         os.unlink(events)  # else TensorBoard draws the earlier run's curves as the new run's
+    stale = sorted(name for name in os.listdir(folder) if _EXPORT_OF_A_MODEL_FOLDER.fullmatch(name))
+    for name in stale:
+        os.unlink(os.path.join(folder, name))
+    if stale:
+        _logger.info("removed the exports of the previous run's models: %s", ", ".join(stale))
 
 
 def _reserve(folder: str) -> list[str] | None:

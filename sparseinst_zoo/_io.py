@@ -355,7 +355,7 @@ def free_names(folder: str, stem: str, suffix: str, taken: set[str], companions:
     return functools.partial(free_path, folder, stem, suffix, taken, companions)
 
 
-def check_json_path(out: str | os.PathLike[str], what: str = "the result", example: str = "result.json") -> str:
+def check_json_path(out: str | os.PathLike[str], what: str = "the results", example: str = "result.json") -> str:
     """``out`` if it can name a new ``.json`` file; a one-line SparseInstError saying what to give otherwise.
 
     Example:
@@ -364,9 +364,9 @@ def check_json_path(out: str | os.PathLike[str], what: str = "the result", examp
     """
     path = os.fspath(out)
     if os.path.isdir(path):
-        raise SparseInstError(f"{path!r} is a folder; {what} is written as a file: name one, e.g. {example}")
+        raise SparseInstError(f"{path!r} is a folder; name a file for {what}, e.g. {example}")
     if os.path.splitext(path)[1].lower() != ".json":
-        raise SparseInstError(f"{what} is written as JSON: name a .json file (e.g. {example}), not {path!r}")
+        raise SparseInstError(f"{what} are written as JSON: name a .json file (e.g. {example}), not {path!r}")
     return path
 
 

@@ -496,7 +496,7 @@ def format_result(result: dict[str, Any]) -> str:
 
 def check_result_path(path: str | os.PathLike[str]) -> str:
     """``path`` if it can name a new ``.json`` result file, else a one-line SparseInstError (check it before a run)."""
-    return check_json_path(path, "the benchmark result", "result.json")
+    return check_json_path(path, "the benchmark results", "result.json")
 
 
 def write_json(result: dict[str, Any] | list[dict[str, Any]], path: str | os.PathLike[str]) -> str:

@@ -431,6 +431,10 @@ def test_the_cli_never_replaces_a_saved_model_and_a_failed_conversion_leaves_no_
     assert main([*convert, str(notes)]) == 1 and (notes / "README.md").read_text() == "mine"
     (tmp_path / "file").write_text("x")
     assert main([*convert, str(tmp_path / "file")]) == 1 and "is a file" in capsys.readouterr().err
+    assert main([*convert, str(tmp_path / "out.safetensors")]) == 1  # made a folder named out.safetensors
+    assert (
+        f"give e.g. --out {tmp_path / 'out'}" in capsys.readouterr().err and not (tmp_path / "out.safetensors").exists()
+    )
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     assert main(["convert", str(tmp_path / "bad.pth"), "--out", str(tmp_path / "new" / "model")]) == 1
     assert not (tmp_path / "new").exists()  # nor the parent it would have needed

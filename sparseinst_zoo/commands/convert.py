@@ -49,6 +49,12 @@ def _check_target(out: str) -> None:
     """Refuse an ``--out`` that is a file or already holds a model (a fine-tuned one is not to be replaced)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise SparseInstError(f"--out {out} is a file; name a new folder for the converted model")
+    if os.path.splitext(out)[1].lower() in (".safetensors", ".pth", ".pt", ".bin") and not os.path.isdir(out):
+        folder = os.path.splitext(out)[0]
+        raise SparseInstError(
+            f"--out names the folder convert writes model.safetensors and config.json into, not a file: "
+            f"give e.g. --out {folder}"
+        )
     present = [name for name in _WRITTEN if os.path.exists(os.path.join(out, name))]
     if present:
         raise SparseInstError(

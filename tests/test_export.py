@@ -284,13 +284,14 @@ def test_onnx_predictor_dynamic_equals_model_predict(giam_dynamic):
         assert_same_instances(a, b)
 
 
-def test_onnx_predictor_fixed_size_policy(iam_fixed):
+def test_onnx_predictor_fixed_size_policy(iam_fixed, caplog):
     model, path = iam_fixed
     predictor = OnnxPredictor(path, sort_by_score=True)
     assert predictor.input_size == (64, 96)
     # 75x110 resizes to 64x94 and pads to 64x96 in PyTorch too: identical to model.predict
     landscape = image(75, 110)
     assert_same_instances(predictor.predict(landscape)[0], model.predict(landscape, sort_by_score=True)[0])
+    assert "fixed" not in caplog.text
     # 110x75 would resize to 94x64; the longer-side cap drops to 64 (-> 64x44), then the batch is padded to 64x96:
     # equal to the PyTorch model on the same 64x96 padded input
     portrait = image(110, 75, seed=5)
@@ -302,6 +303,10 @@ def test_onnx_predictor_fixed_size_policy(iam_fixed):
         outputs = model(F.pad(batch, (0, 96 - batch.shape[-1], 0, 64 - batch.shape[-2])))
     expected = postprocess(outputs, sizes, original, sort_by_score=True)[0]
     got = predictor.predict(portrait)[0]
+    warning = "fixed 64x96 input: a 110x75 image, which model.predict pads to 96x64, is padded to it, so its results"
+    assert caplog.text.count(warning) == 1
+    predictor.predict(portrait)
+    assert caplog.text.count("fixed 64x96 input") == 1  # said once per predictor
     np.testing.assert_allclose(np.asarray(got.scores), expected["scores"].numpy(), atol=1e-5)
     np.testing.assert_array_equal(np.asarray(got.masks), expected["masks"].numpy())
     assert predictor.max_size == 96  # the per-image cap never changes the shared predictor

@@ -496,7 +496,7 @@ def test_exist_ok_drops_the_exports_of_the_earlier_runs_models(tmp_path):
     (out / "best").mkdir(parents=True)
     for name in ("config.json", "model.safetensors"):
         (out / "best" / name).write_text("{}")
-    stale = ["best.onnx", "best_2.onnx", "best.xml", "best.bin", "best.pt2", "last.onnx"]
+    stale = ["best.onnx", "best_2.onnx", "best.xml", "best.bin", "best.pt2", "last.onnx", "best_640x864_2.onnx"]
     mine = ["best_model.onnx", "notes.txt", "best.onnx.txt"]
     for name in stale + mine:
         (out / name).write_text(name)

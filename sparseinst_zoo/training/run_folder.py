@@ -36,8 +36,9 @@ METRICS_NAME = "metrics.jsonl"
 RUN_MARKERS = (TRAIN_CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, "best", "last", "results.png")
 _MODEL_FOLDER_FILES = ("config.json", "model.safetensors")
 # what `sparseinst export RUN/best` (or last) writes beside the folder by default: best.onnx, best_2.onnx, the OpenVINO
-# best.xml + best.bin, best.pt2; left there, `sparseinst val RUN/best.onnx` would measure the previous run's model
-_EXPORT_OF_A_MODEL_FOLDER = re.compile(r"(best|last)(_\d+)?\.(onnx|xml|bin|pt2)")
+# best.xml + best.bin, best.pt2, a fixed size in the name (best_640x864.onnx); left there, `sparseinst val
+# RUN/best.onnx` would measure the previous run's model
+_EXPORT_OF_A_MODEL_FOLDER = re.compile(r"(best|last)(_\d+x\d+)?(_\d+)?\.(onnx|xml|bin|pt2)")
 
 
 def holds_run(folder: str) -> bool:

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -26,10 +27,12 @@ from ..precision import PrecisionLike, parse_precision
 from ..predictor import Predictor
 from ..results import Results
 from ..sources import SourceItem
-from ..transforms import get_output_shape
+from ..transforms import get_output_shape, padded_shape
 from .base import ExportedBackend, check_model_file
 from .onnxruntime import OnnxRuntimeBackend
 from .openvino import OpenVinoBackend
+
+_logger = logging.getLogger("sparseinst_zoo")
 
 # float16 at export time: export_onnx(precision='fp16'), or `sparseinst export --precision fp16`
 FP16_EXPORT = Words("precision='fp16'", "--precision fp16")
@@ -168,6 +171,7 @@ class ExportedPredictor(Predictor):
             )
         self.backend = backend
         self.metadata = backend.metadata
+        self._warned_fixed_size = False
         super().__init__(backend, **kwargs)
 
     @property
@@ -188,12 +192,29 @@ class ExportedPredictor(Predictor):
         for index, image in enumerate(images):
             cap = fit_max_size(int(image.shape[0]), int(image.shape[1]), self.min_size, configured, self.input_size)
             groups.setdefault(cap, []).append(index)
+            self._warn_once_if_padded_otherwise(image.shape[:2], configured)
         results: list[Results | None] = [None] * len(images)
         for cap, indices in groups.items():
             chunk = super().predict_images([images[i] for i in indices], [items[i] for i in indices], max_size=cap)
             for i, result in zip(indices, chunk):
                 results[i] = result
         return results  # type: ignore[return-value]
+
+    def _warn_once_if_padded_otherwise(self, image_size: tuple[int, ...], max_size: int) -> None:
+        """Say once that the fixed input changes this image's results from ``model.predict``'s (see the class doc)."""
+        if self._warned_fixed_size or self.input_size is None:
+            return
+        natural = padded_shape(*get_output_shape(int(image_size[0]), int(image_size[1]), self.min_size, max_size))
+        if natural != self.input_size:
+            self._warned_fixed_size = True
+            _logger.warning(
+                "this export has a fixed %dx%d input: a %dx%d image, which model.predict pads to %dx%d, is padded to "
+                "it, so its results differ from model.predict's; export with dynamic sizes (the default) for the "
+                "same results",
+                *self.input_size,
+                *image_size[:2],
+                *natural,
+            )
 
     def predict(self, source: Any = None, stream: bool = False) -> list[Results] | Iterator[Results]:
         """Predict ``source`` (paths, arrays, tensors, PIL images, videos; see ``model.predict``)."""

@@ -11,6 +11,7 @@ import pathlib
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -257,8 +258,16 @@ def test_resume_refuses_changed_settings_and_a_finished_run(shapes, tmp_path, ca
     settings["val_images"] = shapes["val_images"]
     with pytest.raises(KeyboardInterrupt):
         Trainer(**settings, callbacks=[_StopAt(3)]).train()
-    with pytest.raises(SparseInstError, match=r"but iters=8 \(the checkpoint has 4\) was given; drop it to continue"):
+    restart = re.escape(f"start a new run from its weights (checkpoint={str(out / 'best')!r})")  # no last/ yet
+    with pytest.raises(
+        SparseInstError, match=r"but iters=8 \(the checkpoint has 4\) was given; drop it to continue.*" + restart
+    ):
         Trainer(resume=True, out=str(out), iters=8, workers=1)
+    with pytest.raises(
+        SparseInstError,
+        match="is a model folder, .*" + re.escape(f"continue its run with resume=True, out={str(out)!r}, or"),
+    ):
+        Trainer(resume=str(out / "best"))
     assert main(["train", "--resume", "--out", str(out), "--lr", "1", "--min-sizes", "64,96"]) == 1
     err = capsys.readouterr().err
     assert "--min-sizes 64,96 (the checkpoint has [64]), --lr 1.0 (the checkpoint has 0.002) were given" in err
@@ -275,6 +284,30 @@ def test_resume_refuses_changed_settings_and_a_finished_run(shapes, tmp_path, ca
     ):
         Trainer(resume=True, out=str(out)).train()
     assert (out / "last" / "README.md").read_text() == card
+    with pytest.raises(
+        SparseInstError, match=re.escape(f"new run from its weights (checkpoint={str(out / 'last')!r})")
+    ):
+        Trainer(resume=True, out=str(out), iters=8)
+
+
+def test_a_run_resumes_from_any_working_directory(shapes, tmp_path, monkeypatch):
+    """The data paths were saved as typed: resumed from another directory the run did not find its data, and the
+    same files named by another path were refused as a changed setting."""
+    monkeypatch.chdir(os.path.dirname(shapes["train_images"]))
+    relative = {name: os.path.relpath(shapes[name]) for name in ("train_json", "train_images")}
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**_tiny(shapes, out, iters=2, checkpoint_period=1, **relative), callbacks=[_StopAt(2)]).train()
+    assert json.loads((out / "train_config.json").read_text())["train_json"] == str(shapes["train_json"])
+    monkeypatch.chdir(tmp_path)
+    checkpoint = str(out / "checkpoints" / "last.pt")  # neither best/ (no evaluation) nor last/ (not finished)
+    with pytest.raises(
+        SparseInstError, match=re.escape(f"start a new run from its weights (checkpoint={checkpoint!r})")
+    ):
+        Trainer(resume=True, out=str(out), lr=1.0)
+    (tmp_path / "images").symlink_to(shapes["train_images"])
+    same = {"train_json": str(shapes["train_json"]), "train_images": "images"}  # what the run started with
+    assert Trainer(resume=True, out=str(out), progress=False, **same).train()["step"] == 2
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_path, monkeypatch):
@@ -579,6 +612,37 @@ def test_checkpoint_period_scales_to_the_run_and_ctrl_c_gives_the_command(shapes
     assert re.search(r"(^|\n)interrupted at step 2; ", capsys.readouterr().err)  # not glued to the bar
     assert torch.load(tmp_path / "short" / "checkpoints" / "last.pt", weights_only=True)["step"] == 1  # ceil(4/5)
     assert f"run `sparseinst_zoo.train(resume=True, out={str(tmp_path / 'short')!r})`" in caplog.text
+
+
+def test_sigterm_stops_training_as_ctrl_c_does(shapes, tmp_path, monkeypatch, caplog, capsys):
+    """SIGTERM (kill, timeout, a scheduler's preemption) killed the run without the line saying how to resume."""
+    caplog.set_level(logging.INFO, logger="sparseinst_zoo")
+    save_checkpoint = Trainer._save_checkpoint
+
+    def save_then_terminate(trainer, run):
+        save_checkpoint(trainer, run)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs in this (main) thread, right after the call
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_terminate)
+    out = tmp_path / "run"
+    argv = ["train", "--model", "sparseinst_tiny_test", "--train-json", str(shapes["train_json"]), "--train-images"]
+    argv += [shapes["train_images"], "--iters", "2", "--checkpoint-period", "1", "--batch-size", "4", "--min-sizes"]
+    argv += ["64", "--max-size", "96", "--workers", "0", "--no-progress", "--no-tensorboard", "--out", str(out)]
+    ignored: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: ignored.append(signum))  # without the fix
+    try:
+        assert main(argv) == 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not ignored and "sparseinst train: interrupted" in capsys.readouterr().err
+    command = f"sparseinst train --resume --out {shlex.quote(str(out))}"
+    assert "interrupted at step 1; to continue from the last checkpoint (step 1, " in caplog.text
+    assert f"run `{command}`" in caplog.text
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 1
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_checkpoint)
+    assert main(shlex.split(command)[1:] + ["--no-progress"]) == 0
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
 
 
 def test_log_lines_and_warnings_go_above_the_progress_bar(capsys):

@@ -1,9 +1,10 @@
-"""SIGTERM handled as Ctrl-C by the commands that write results frame by frame (predict, track).
+"""SIGTERM handled as Ctrl-C by the long-running commands (predict, track, train).
 
 ``kill``, ``timeout``, ``docker stop`` and batch schedulers end a process with SIGTERM, whose default action kills
 it on the spot: the overlay videos and ``tracks.jsonl`` of a long run, written under temporary names and moved into
-place when the run ends, stayed hidden temporary files. Raised as KeyboardInterrupt, SIGTERM finishes and publishes
-the frames done so far, as Ctrl-C does, and the command exits with 130.
+place when the run ends, stayed hidden temporary files, and a preempted training ended without saying how to resume.
+Raised as KeyboardInterrupt, SIGTERM finishes and publishes the frames done so far, or prints the command that
+continues the training from its last checkpoint, as Ctrl-C does, and the command exits with 130.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import SparseInstError
 from ..training.config import TrainConfig
 from ._options import add_device_argument, add_precision_argument, add_quiet_argument, show_bar
+from ._signals import terminate_as_interrupt
 
 HELP = "fine-tune or train a model on a data.yaml or COCO dataset (mixed precision, EMA, resume, DDP via torchrun)"
 
@@ -144,7 +145,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig | dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train, then print where the models are and the final metrics. Returns 0."""
+    """Train, then print where the models are and the final metrics. Returns 0.
+
+    SIGTERM (``kill``, ``timeout``, a batch scheduler's preemption) stops the run as Ctrl-C does: the last checkpoint
+    stays intact, the resume command is printed and the command exits with 130.
+    """
     from .._distributed import process_group_from_env, rank
     from ..evaluation import METRIC_KEYS
     from ..training.engine import Trainer
@@ -152,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     config = config_from_args(args)
     trainer = Trainer(config) if isinstance(config, TrainConfig) else Trainer(resume=args.resume, **config)
-    with process_group_from_env(trainer.config.device):  # held past train(), so that only rank 0 prints below
+    # the group is held past train(), so that only rank 0 prints below
+    with process_group_from_env(trainer.config.device), terminate_as_interrupt():
         summary = trainer.train()
         if rank() != 0 or args.quiet:
             return 0

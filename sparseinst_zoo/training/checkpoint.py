@@ -22,14 +22,15 @@ import os
 import pickle
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
 from .._checkpoint import refused_objects
+from .._constants import WEIGHTS_NAME
 from .._io import atomic_save
-from ..errors import Argument, SparseInstError
+from ..errors import Argument, SparseInstError, Words
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -123,8 +124,11 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        SparseInstError: the file is not a (weights-only) training checkpoint of this package.
+        SparseInstError: the file is not a (weights-only) training checkpoint of this package, or ``path`` is the
+            ``best/`` or ``last/`` model folder of a run.
     """
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, WEIGHTS_NAME)):
+        _refuse_model_folder(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint to resume from at {path}; start a new run without resume")
     try:
@@ -165,6 +169,28 @@ def load_checkpoint(path: str) -> dict[str, Any]:
             f"{path}: the saved settings ('config') are not valid JSON; the checkpoint is damaged"
         ) from None
     return state
+
+
+def _refuse_model_folder(folder: str) -> NoReturn:
+    """Raise the error for ``resume`` given a model folder: the resume of its run (an unfinished run's ``best/``),
+    and the start of a new run from the folder's weights.
+
+    Raises:
+        SparseInstError: always.
+    """
+    run = os.path.dirname(os.path.normpath(folder)) or "."
+    resumable = os.path.basename(os.path.normpath(folder)) in ("best", "last")
+    resumable = resumable and os.path.isfile(os.path.join(run, CHECKPOINT_NAME))
+    resumable = resumable and not os.path.isfile(os.path.join(run, "last", WEIGHTS_NAME))  # a finished run
+    resume, out = Argument("resume", True), Argument("out", run)
+    raise SparseInstError.naming(
+        "{folder} is a model folder, not a training checkpoint; "
+        + ("continue its run with {resume}, or " if resumable else "")
+        + "start a new run from its weights with {checkpoint}",
+        folder=folder,
+        resume=Words(f"{resume.python}, {out.python}", f"{resume.cli} {out.cli}"),
+        checkpoint=Argument("checkpoint", folder),
+    )
 
 
 def remove_stale_temporaries(out: str) -> list[str]:

@@ -30,10 +30,12 @@ from typing import Any
 
 import torch
 
+from .._constants import WEIGHTS_NAME
 from .._device import select_device
 from ..data.augment import REFERENCE_MIN_SIZES, AugmentConfig
 from ..errors import Argument, SparseInstError
 from ..inference.precision import PRECISIONS, parse_precision
+from .checkpoint import CHECKPOINT_NAME
 
 __all__ = [
     "TrainConfig",
@@ -41,6 +43,7 @@ __all__ = [
     "GPU_DEFAULTS",
     "RESUME_OVERRIDES",
     "resolve_defaults",
+    "absolute_paths",
     "check_resume_settings",
 ]
 
@@ -58,6 +61,9 @@ CPU_STARTER: dict[str, Any] = {
 GPU_DEFAULTS: dict[str, Any] = {"model": "sparseinst_r50_giam", "min_sizes": REFERENCE_MIN_SIZES, "max_size": 853}
 _REFERENCE_MAX_SIZE = 853
 _PATH_FIELDS = ("data", "train_json", "train_images", "val_json", "val_images", "checkpoint", "out")
+# The files a run reads again when it is resumed (the data) or that name where its weights came from: recorded
+# absolute, so that a run resumes from any working directory.
+_RECORDED_ABSOLUTE = ("data", "train_json", "train_images", "val_json", "val_images", "checkpoint")
 _NOT_COMPARED_ON_RESUME = (*RESUME_OVERRIDES, "out", "exist_ok", "amp")
 
 
@@ -266,6 +272,23 @@ def resolve_defaults(config: TrainConfig, device: torch.device | str) -> TrainCo
     return dataclasses.replace(config, **values) if values else config
 
 
+def absolute_paths(config: TrainConfig) -> TrainConfig:
+    """``config`` with its data and weights paths (and a ``model`` that is a folder) made absolute.
+
+    A run records these so that ``resume`` finds its files from any working directory (the settings of a resumed
+    run come from its checkpoint, written relative to the folder the run was started in before).
+
+    Example:
+        >>> config = absolute_paths(TrainConfig(train_json="train.json", train_images="images"))
+        >>> config.train_json == os.path.abspath("train.json"), config.val_json
+        (True, None)
+    """
+    values = {name: os.path.abspath(getattr(config, name)) for name in _RECORDED_ABSOLUTE if getattr(config, name)}
+    if config.model is not None and os.path.isdir(config.model):
+        values["model"] = os.path.abspath(config.model)
+    return dataclasses.replace(config, **values)
+
+
 def _comparable(name: str, value: Any, device: str | None) -> Any:
     """A setting as the checkpoint stores it: JSON types, an absolute path, a resolved precision."""
     if name in _PATH_FIELDS and isinstance(value, (str, os.PathLike)) and value:
@@ -273,6 +296,27 @@ def _comparable(name: str, value: Any, device: str | None) -> Any:
     if name == "precision" and isinstance(value, str):
         return parse_precision(value, select_device(device))
     return json.loads(json.dumps(value))
+
+
+def _same_setting(name: str, given: Any, saved: Any, device: str | None) -> bool:
+    """Whether ``given`` is the checkpoint's ``saved`` value; paths are the same when they name the same file
+    (a relative path is resolved against the working directory, a link names what it points to)."""
+    if _comparable(name, given, device) == _comparable(name, saved, device):
+        return True
+    if name not in (*_PATH_FIELDS, "model") or not isinstance(given, (str, os.PathLike)) or not given:
+        return False
+    if not isinstance(saved, str) or not saved or not (os.path.exists(given) and os.path.exists(saved)):
+        return False
+    return os.path.samefile(given, saved)
+
+
+def _restart_weights(out: str) -> str:
+    """The weights a new run of the run ``out`` starts from: its final model (``last/``) when it finished, else its
+    best model (``best/``) when it has one, else its checkpoint (an interrupted run has no ``last/``)."""
+    for name in ("last", "best"):
+        if os.path.isfile(os.path.join(out, name, WEIGHTS_NAME)):
+            return os.path.join(out, name)
+    return os.path.join(out, CHECKPOINT_NAME)
 
 
 def check_resume_settings(saved: dict[str, Any], given: dict[str, Any], out: str) -> None:
@@ -289,7 +333,7 @@ def check_resume_settings(saved: dict[str, Any], given: dict[str, Any], out: str
     for name, value in given.items():
         if name not in defaults or name in _NOT_COMPARED_ON_RESUME or value == defaults[name]:
             continue
-        if _comparable(name, value, device) != _comparable(name, saved.get(name, defaults[name]), device):
+        if not _same_setting(name, value, saved.get(name, defaults[name]), device):
             index = len(changed) // 2
             changed[f"given{index}"] = Argument(name, value)
             changed[f"saved{index}"] = repr(saved.get(name, defaults[name]))
@@ -300,6 +344,6 @@ def check_resume_settings(saved: dict[str, Any], given: dict[str, Any], out: str
         raise SparseInstError.naming(
             f"a resumed run keeps the settings of its checkpoint, but {listed} {was} given; drop {it} to continue the "
             "run, or start a new run from its weights ({checkpoint})",
-            checkpoint=Argument("checkpoint", os.path.join(out, "last")),
+            checkpoint=Argument("checkpoint", _restart_weights(out)),
             **changed,
         )

@@ -55,7 +55,7 @@ from .checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from .config import RESUME_OVERRIDES, TrainConfig, check_resume_settings, resolve_defaults
+from .config import RESUME_OVERRIDES, TrainConfig, absolute_paths, check_resume_settings, resolve_defaults
 from .losses import SparseInstCriterion
 from .metrics_log import MetricsLog, ProgressBar, console_above_bar
 from .plot import try_plot_run
@@ -518,6 +518,7 @@ class Trainer:
         device = self._device()
         self.config = resolve_defaults(self.config, device)
         run = self._setup(device)  # data, model and weights are checked before the run folder exists
+        self.config = absolute_paths(self.config)  # what the checkpoint records: a resume finds them from any cwd
         created = self._prepare_folder()
         rank = current_rank()
         log = (

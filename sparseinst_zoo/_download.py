@@ -169,8 +169,11 @@ def download_original(
     google_drive_id: str | None = None,
     sha256: str | None = None,
     progress: bool = True,
+    offline: bool = False,
 ) -> Downloaded:
     """Download ``url`` (or the Google Drive file ``google_drive_id``) to ``dest`` unless a verified copy is there.
+
+    With ``offline`` (``HF_HUB_OFFLINE``) only a copy already at ``dest`` is used: nothing is downloaded.
 
     Raises:
         DownloadError: one line saying what failed (timeout, HTTP status, dropped connection, wrong sha256).
@@ -182,11 +185,18 @@ def download_original(
     source = url or f"https://drive.google.com/file/d/{google_drive_id}"
     with FileLock(str(dest) + ".lock"):
         cached = dest.is_file()
+        if not cached and offline:
+            raise DownloadError(f"{dest} is not cached, and HF_HUB_OFFLINE is set: nothing is downloaded")
         if not cached:
             _gdown(url, None if url else google_drive_id, dest, progress)
         if not dest.is_file():
             raise DownloadError(f"downloading {source} produced no file at {dest}")
         digest = file_sha256(dest)
+        if cached and not sha256_matches(digest, sha256) and offline:
+            raise DownloadError(
+                f"cached {dest} fails its pinned sha256 (corrupt), and HF_HUB_OFFLINE is set: nothing is downloaded; "
+                "run again online to replace it"
+            )
         if cached and not sha256_matches(digest, sha256):  # a cached copy gone bad (cut copy, disk): fetch it anew
             _logger.warning("cached %s fails its pinned sha256 (corrupt): deleted, downloading it again", dest)
             dest.unlink()

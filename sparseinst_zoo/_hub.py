@@ -464,7 +464,9 @@ def _from_original(
     cfg: PretrainedCfg, kind: str, cache_dir: str | os.PathLike[str] | None, progress: bool
 ) -> FetchedWeights:
     url, drive_id = (cfg.url, None) if kind == "url" else (None, cfg.google_drive_id)
-    download = download_original(original_path(cfg, cache_dir), url, drive_id, cfg.original_sha256, progress)
+    download = download_original(
+        original_path(cfg, cache_dir), url, drive_id, cfg.original_sha256, progress, offline=is_offline()
+    )
     return FetchedWeights("original", download.path, download.source, download=download)
 
 
@@ -500,7 +502,8 @@ def fetch_pretrained(
         wanted = "hub" if kind == "hub" else "original"
         if wanted not in sources:
             continue
-        if wanted == "original" and is_offline():
+        if wanted == "original" and is_offline() and not original_path(cfg, cache_dir).is_file():
+            # a cached original is converted offline too: only a download needs the network
             tried.append(f"{kind} {where}: skipped, HF_HUB_OFFLINE is set (offline mode uses the cache only)")
             continue
         try:

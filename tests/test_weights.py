@@ -212,6 +212,26 @@ def test_offline_without_cache_says_it_used_the_cache_only(hub, release, tmp_pat
     assert hub.requests == [] and release.requests == []
 
 
+def test_offline_converts_an_original_already_in_the_cache(hub, release, reference, tmp_path, monkeypatch):
+    """The converted weights gone (deleted, or corrupt and dropped) but the original .pth cached: offline mode said
+    "only the cache was used" and asked to download by hand the file it had."""
+    fetch(release, tmp_path / "cache")
+    shutil.rmtree(converted(release, tmp_path / "cache"))
+    go_offline(monkeypatch)
+    hub.clear_log()
+    release.requests.clear()
+    model = fetch(release, tmp_path / "cache")
+    assert same(model, sparseinst_zoo.create_model(TINY, checkpoint_path=reference))
+    assert hub.requests == [] and release.requests == []  # nothing asked of the network
+    shutil.rmtree(converted(release, tmp_path / "cache"))
+    original = next((tmp_path / "cache").rglob(PTH))
+    original.write_bytes(original.read_bytes()[:-10] + b"corrupted!")  # same size, fails the pinned sha256
+    digest = hashlib.sha256(reference.read_bytes()).hexdigest()
+    with pytest.raises(DownloadError, match="fails its pinned sha256 .corrupt., and HF_HUB_OFFLINE is set"):
+        fetch(release, tmp_path / "cache", original_sha256=digest)
+    assert release.requests == [] and original.is_file()  # kept for the user to see; replaced only online
+
+
 def read_only(monkeypatch, root):
     """Make writes under ``root`` fail as on a read-only mount (EROFS), also for root, whom chmod does not stop."""
     real_open, real_mkdir = os.open, os.mkdir

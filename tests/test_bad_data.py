@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import struct
+import zlib
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -201,3 +203,26 @@ def test_image_too_large_to_decode_is_one_line(tmp_path, monkeypatch, capsys):
     assert main([*argv, "--out", str(tmp_path / "out")]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if "RANDOM weights" not in line]
     assert len(lines) == 1 and "error: " in lines[0] and "too large to decode" in lines[0], lines
+
+
+def test_a_png_turned_by_an_exif_chunk_after_its_pixels_says_so(tmp_path):
+    """The dataset reads PNG headers only (a late eXIf chunk needs a decode), so such a file passed the size check and
+    failed at its first decode blaming the JSON's size; the error now names the EXIF orientation."""
+    Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(tmp_path / "plain.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    payload = exif.tobytes().removeprefix(b"Exif\x00\x00")
+    data = (tmp_path / "plain.png").read_bytes()
+    end = data.rindex(b"IEND") - 4
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    (tmp_path / "late.png").write_bytes(data[:end] + chunk + data[end:])
+    polygon = [[0, 0, 20, 0, 20, 10, 0, 10]]
+    coco = {
+        "images": [{"id": 1, "file_name": "late.png", "height": 64, "width": 96}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": polygon, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "a"}],
+    }
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    dataset = CocoInstances(str(tmp_path / "a.json"), str(tmp_path))
+    with pytest.raises(DataError, match=r"late.png is 96x64 \(HxW\) once its EXIF orientation \(stored after the"):
+        dataset.load_image(dataset.images[0])

@@ -114,6 +114,12 @@ class InstanceSet:
     def load_image(self, image: ImageRecord) -> np.ndarray:
         """The image as ``(H, W, 3)`` uint8 RGB, checked against the size the dataset gives."""
         array = read_image(image.path)
+        if array.shape[:2] == (image.width, image.height) and _turned_by_late_exif(image.path):
+            raise DataError(
+                f"{image.path} is {array.shape[0]}x{array.shape[1]} (HxW) once its EXIF orientation (stored after the "
+                f"pixels, unseen when the dataset was read) is applied, but {image.height}x{image.width} for "
+                f"{self.source}; save it with the orientation applied (or the EXIF at the start of the file)"
+            )
         if array.shape[:2] != (image.height, image.width):
             raise DataError(
                 f"{image.path} is {array.shape[0]}x{array.shape[1]} (HxW) but "
@@ -128,6 +134,14 @@ class InstanceSet:
             return labels, np.zeros((0, image.height, image.width), dtype=np.uint8)
         masks = np.stack([decode_segmentation(a["segmentation"], image.height, image.width) for a in image.annotations])
         return labels, masks
+
+
+def _turned_by_late_exif(path: str) -> bool:
+    """Whether a PNG's EXIF orientation, stored after its pixels (which :func:`image_header` does not read, to avoid
+    decoding every image), turns it by 90 degrees."""
+    with Image.open(path) as image:
+        late = image.format == "PNG" and "exif" not in image.info
+        return late and image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS
 
 
 def read_image(path: str) -> np.ndarray:

@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 from ._registry import PretrainedCfg, get_pretrained_cfg
+from .errors import SparseInstError
 
 __all__ = ["CACHE_ENV", "cache_root", "hf_cache_dir", "converted_folder", "original_path", "cached_where"]
 
@@ -55,7 +56,10 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir).expanduser() / LIBRARY_NAME
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
+        root = Path(os.environ[CACHE_ENV]).expanduser()
+        if root.exists() and not root.is_dir():
+            raise SparseInstError(f"{CACHE_ENV}={os.environ[CACHE_ENV]} is a file; point it at a folder for the cache")
+        return root
     return Path(_hf_home()).expanduser() / LIBRARY_NAME
 
 

@@ -439,3 +439,15 @@ def test_r50_giam_release_keys_through_the_fallback(hub, tmp_path):
         )
     direct = sparseinst_zoo.create_model("sparseinst_r50_giam", checkpoint_path=tmp_path / name)
     assert same(model, direct) and model.label_names[0] == "person" and model.pretrained_cfg.min_size == 608
+
+
+def test_a_cache_variable_naming_a_file_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    """SPARSEINST_CACHE pointing at a file ended with a bare `[Errno 20] Not a directory: '.../locks'`."""
+    from sparseinst_zoo.cli import main
+
+    (tmp_path / "file").write_text("mine")
+    monkeypatch.setenv("SPARSEINST_CACHE", str(tmp_path / "file"))
+    assert main(["download", TINY]) == 1
+    error = capsys.readouterr().err
+    assert error.strip().endswith(f"SPARSEINST_CACHE={tmp_path / 'file'} is a file; point it at a folder for the cache")
+    assert (tmp_path / "file").read_text() == "mine"

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from filelock import FileLock
 
+from ._io import new_file_mode
 from .errors import DownloadError
 
 _logger = logging.getLogger("sparseinst_zoo")
@@ -117,6 +118,13 @@ def download_bars(show: bool) -> Iterator[None]:
 
 
 def _gdown(url: str | None, drive_id: str | None, dest: Path, progress: bool) -> None:
+    """Download to ``dest`` with gdown; the file is readable like every cached file (gdown's is 0o600)."""
+    _gdown_to(url, drive_id, dest, progress)
+    if dest.is_file():
+        os.chmod(dest, new_file_mode())
+
+
+def _gdown_to(url: str | None, drive_id: str | None, dest: Path, progress: bool) -> None:
     import gdown  # heavy (requests, bs4): only when an original really has to be downloaded
     import requests
 

@@ -29,6 +29,7 @@ NextPath = Callable[[], str]
 """Names the next path to try when the chosen one was taken meanwhile (see :func:`publish`)."""
 
 __all__ = [
+    "new_file_mode",
     "atomic_save",
     "atomic_write",
     "atomic_write_json",
@@ -61,6 +62,12 @@ def _umask() -> int:
                 if line.startswith("Umask:"):
                     return int(line.split()[1], 8)
     return _UMASK_AT_IMPORT
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 less the umask); temporary files are made 0o600, so a published
+    file gets this one."""
+    return 0o666 & ~_umask()
 
 
 def _umask_by_setting_it() -> int:
@@ -109,7 +116,7 @@ def publish(
         ['a.txt', 'a_2.txt']
     """
     path = os.fspath(path)
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, new_file_mode())
     if replace:
         for source, target in _moves(tmp, path, companions):
             os.replace(source, target)

@@ -451,3 +451,15 @@ def test_a_cache_variable_naming_a_file_is_a_one_line_error(tmp_path, monkeypatc
     error = capsys.readouterr().err
     assert error.strip().endswith(f"SPARSEINST_CACHE={tmp_path / 'file'} is a file; point it at a folder for the cache")
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_downloaded_original_is_readable_like_every_cached_file(hub, release, tmp_path):
+    """gdown moves its 0o600 temporary file into place: on a shared cache only the downloader could read the .pth."""
+    old = os.umask(0o022)
+    try:
+        fetch(release, tmp_path / "cache")
+    finally:
+        os.umask(old)
+    original = next((tmp_path / "cache").rglob(PTH))
+    converted_weights = converted(release, tmp_path / "cache") / "model.safetensors"
+    assert oct(original.stat().st_mode & 0o777) == oct(converted_weights.stat().st_mode & 0o777) == "0o644"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checkpoint import WEIGHTS_NAME, load_state_dict_strict, read_checkpoint
+from ._checkpoint import WEIGHTS_NAME, load_state_dict_strict, read_checkpoint, read_training_config
 from ._hub import (
     CONFIG_NAME,
     FetchedWeights,
@@ -75,7 +75,8 @@ class _Weights:
 
 
 def _read_local(checkpoint_path: str | os.PathLike[str], arch: str) -> _Weights:
-    """Our ``.safetensors`` (config.json beside it read), a ``save_pretrained`` folder or a reference ``.pth``."""
+    """Our ``.safetensors`` (config.json beside it read), a ``save_pretrained`` folder, a ``sparseinst train``
+    checkpoint (the config it stores read, as its run's ``last/config.json``) or a reference ``.pth``."""
     path = Path(checkpoint_path).expanduser()
     if not path.exists():
         raise FileNotFoundError(
@@ -92,11 +93,14 @@ def _read_local(checkpoint_path: str | os.PathLike[str], arch: str) -> _Weights:
         path = path / WEIGHTS_NAME
     state_dict, _ = read_checkpoint(path)
     config_path = path.parent / CONFIG_NAME
-    if path.suffix != ".safetensors" or not config_path.is_file():
+    if path.suffix != ".safetensors":
+        config = read_training_config(path)
+    else:
+        config = read_config(config_path) if config_path.is_file() else None
+    if config is None:
         return _Weights(state_dict)
-    config = read_config(config_path)
     saved_from = None
-    if config["model_name"] != arch:
+    if split_model_name_tag(config["model_name"])[0] != arch:
         _logger.warning("loading weights saved from %s into %s", config["model_name"], arch)
         saved_from = f"{config['model_name']!r} ({os.fspath(path.parent)!r})"
     return _Weights(state_dict, cfg_from_config(config), saved_from=saved_from)

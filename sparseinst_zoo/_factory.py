@@ -21,16 +21,9 @@ from typing import Any, Literal, Protocol, cast
 
 from torch import nn
 
-from ._checkpoint import check_not_program, read_training_config
+from ._checkpoint import check_not_program
 from ._hub import CONFIG_NAME, REPO_ID, cfg_from_config, hub_folder, read_config
-from ._registry import (
-    PretrainedCfg,
-    get_pretrained_cfg,
-    is_model,
-    model_entrypoint,
-    split_model_name_tag,
-    unknown_model_error,
-)
+from ._registry import get_pretrained_cfg, is_model, model_entrypoint, split_model_name_tag, unknown_model_error
 from .errors import SparseInstError, Words
 
 __all__ = [
@@ -253,35 +246,8 @@ def create_model(
     return model_entrypoint(arch)(
         pretrained=pretrained,
         pretrained_cfg=tag or None,
-        pretrained_cfg_overlay=_with_trained_cfg(arch, checkpoint_path, pretrained_cfg_overlay),
+        pretrained_cfg_overlay=pretrained_cfg_overlay,
         checkpoint_path=checkpoint_path,
         cache_dir=cache_dir,
         **kwargs,
     )
-
-
-# what a training run sets in the pretrained cfg of the weights it writes (training.engine), and nothing else
-_TRAINED_CFG_FIELDS = (
-    "label_names",
-    "num_classes",
-    "dataset",
-    "min_size",
-    "max_size",
-    "extra",
-    "reference_ap",
-    "reference_ap_test_dev",
-    "reference_fps",
-)
-
-
-def _with_trained_cfg(
-    arch: str, checkpoint_path: str | os.PathLike[str] | None, overlay: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    """``overlay`` on top of what a ``sparseinst train`` checkpoint of ``arch`` says of its weights (class names,
-    dataset category ids, test sizes), as its run's ``last/`` folder says it; other checkpoints add nothing."""
-    config = read_training_config(checkpoint_path) if checkpoint_path is not None else None
-    stored = config.get("pretrained_cfg") if config else None
-    if config is None or not isinstance(stored, dict) or split_model_name_tag(config["model_name"])[0] != arch:
-        return overlay
-    trained = PretrainedCfg.from_dict(stored).to_dict()
-    return {**{name: trained[name] for name in _TRAINED_CFG_FIELDS}, **(overlay or {})}

@@ -193,19 +193,19 @@ def download_original(
     source = url or f"https://drive.google.com/file/d/{google_drive_id}"
     with FileLock(str(dest) + ".lock"):
         cached = dest.is_file()
-        if not cached and offline:
-            raise DownloadError(f"{dest} is not cached, and HF_HUB_OFFLINE is set: nothing is downloaded")
         if not cached:
+            if offline:
+                raise DownloadError(f"{dest} is not cached, and HF_HUB_OFFLINE is set: nothing is downloaded")
             _gdown(url, None if url else google_drive_id, dest, progress)
         if not dest.is_file():
             raise DownloadError(f"downloading {source} produced no file at {dest}")
         digest = file_sha256(dest)
-        if cached and not sha256_matches(digest, sha256) and offline:
-            raise DownloadError(
-                f"cached {dest} fails its pinned sha256 (corrupt), and HF_HUB_OFFLINE is set: nothing is downloaded; "
-                "run again online to replace it"
-            )
         if cached and not sha256_matches(digest, sha256):  # a cached copy gone bad (cut copy, disk): fetch it anew
+            if offline:
+                raise DownloadError(
+                    f"cached {dest} fails its pinned sha256 (corrupt), and HF_HUB_OFFLINE is set: nothing is "
+                    "downloaded; run again online to replace it"
+                )
             _logger.warning("cached %s fails its pinned sha256 (corrupt): deleted, downloading it again", dest)
             dest.unlink()
             _gdown(url, None if url else google_drive_id, dest, progress)
